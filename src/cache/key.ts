@@ -1,0 +1,68 @@
+/**
+ * The lookup key. The native launcher computes the same bytes on every run
+ * (src/restore/launcher.c: compute_key); test vectors prove both agree.
+ *
+ * Key record (little-endian, 48 bytes), then NUL-terminated strings:
+ *   u32 format_version, u32 euid, u64 dev, u64 ino, u64 size,
+ *   i64 mtime_sec, i64 ctime_sec, u32 mtime_nsec, u32 ctime_nsec,
+ *   exe_path "\0" PATH "\0" kernel_release "\0"
+ * The image also stores these fields; the restorer compares them exactly, so
+ * a hash collision can only ever cost a cold run.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { FORMAT_VERSION, hash64 } from '../image/schema.js';
+import type { ImageKey } from '../image/format.js';
+
+export function keyBytes(k: ImageKey): Buffer {
+  const rec = Buffer.alloc(48);
+  rec.writeUInt32LE(FORMAT_VERSION, 0);
+  rec.writeUInt32LE(k.euid >>> 0, 4);
+  rec.writeBigUInt64LE(BigInt.asUintN(64, k.exeDev), 8);
+  rec.writeBigUInt64LE(BigInt.asUintN(64, k.exeIno), 16);
+  rec.writeBigUInt64LE(BigInt.asUintN(64, k.exeSize), 24);
+  rec.writeBigInt64LE(k.exeMtimeSec, 32);
+  rec.writeBigInt64LE(k.exeCtimeSec, 40);
+  // nsec fields follow in a second 8-byte group so the record stays 8-aligned.
+  const ns = Buffer.alloc(8);
+  ns.writeUInt32LE(k.exeMtimeNsec >>> 0, 0);
+  ns.writeUInt32LE(k.exeCtimeNsec >>> 0, 4);
+  const strs = Buffer.from(`${k.exePath}\0${k.pathEnv}\0${k.kernelRelease}\0`, 'utf8');
+  return Buffer.concat([rec.subarray(0, 48), ns, strs]);
+}
+
+export function keyHash(k: ImageKey): string {
+  return hash64(keyBytes(k)).toString(16).padStart(16, '0');
+}
+
+/** Same rule as the launcher: CACHED_EXEC_DIR, else env-paths' cache dir. */
+export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.CACHED_EXEC_DIR) return env.CACHED_EXEC_DIR;
+  const home = env.HOME || os.homedir();
+  // env-paths('cached-exec', {suffix: ''}).cache on Linux; spelled out here so the
+  // C side (which has no env-paths) visibly follows the same rule.
+  return path.join(env.XDG_CACHE_HOME || path.join(home, '.cache'), 'cached-exec');
+}
+
+export function imagePath(dir: string, k: ImageKey): string {
+  return path.join(dir, 'images', `${keyHash(k)}.img`);
+}
+
+/** Builds the key for a resolved program as this process would see it. */
+export function keyFor(exePath: string, env: NodeJS.ProcessEnv = process.env): ImageKey {
+  const st = fs.statSync(exePath, { bigint: true });
+  return {
+    euid: process.geteuid ? process.geteuid() : 0,
+    exePath,
+    exeDev: st.dev,
+    exeIno: st.ino,
+    exeSize: st.size,
+    exeMtimeSec: st.mtimeNs / 1_000_000_000n,
+    exeMtimeNsec: Number(st.mtimeNs % 1_000_000_000n),
+    exeCtimeSec: st.ctimeNs / 1_000_000_000n,
+    exeCtimeNsec: Number(st.ctimeNs % 1_000_000_000n),
+    pathEnv: env.PATH ?? '',
+    kernelRelease: os.release(),
+  };
+}

@@ -1,0 +1,337 @@
+/**
+ * In-memory model of an image, its serialisation and its parsing.
+ *
+ * Layout on disk: header | section table | sections (8-aligned) | pad to page |
+ * region data (page-aligned, in address order so adjacent DATA regions are
+ * contiguous in the file and can be merged into one mmap).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { decodeStruct, encodeStruct } from './codec.js';
+import {
+  ABI_HASH, ARCH_X86_64, FILE, FORMAT_VERSION, HEADER, KEY, MAGIC, REGION, SECTION, SLOT, STATE, VDSO_PART,
+  Section, SecFlag, Src, hash64, sizeOf, type StructDef,
+} from './schema.js';
+
+export const PAGE_SIZE = 4096;
+
+export interface ImageKey {
+  euid: number;
+  exePath: string;
+  exeDev: bigint;
+  exeIno: bigint;
+  exeSize: bigint;
+  exeMtimeSec: bigint;
+  exeMtimeNsec: number;
+  exeCtimeSec: bigint;
+  exeCtimeNsec: number;
+  pathEnv: string;
+  kernelRelease: string;
+}
+
+export interface ImageFile {
+  path: string;
+  kind: number; // FileKind
+  dev: bigint;
+  ino: bigint;
+  size: bigint;
+  mtimeSec: bigint;
+  mtimeNsec: number;
+  ctimeSec: bigint;
+  ctimeNsec: number;
+  mode: number;
+  flags: number; // FileFlag
+}
+
+export interface ImageRegion {
+  addr: bigint;
+  len: bigint;
+  prot: number; // Prot bits
+  source: number; // Src
+  /** FILE: index into files. */
+  file: number;
+  /** FILE: offset in the file. DATA: filled in by the writer (absolute image offset). */
+  offset: bigint;
+  flags: number; // RegionFlag
+  /** DATA: the bytes (len of them). */
+  data?: Buffer;
+}
+
+export interface ImageSlot {
+  addr: bigint;
+  kind: number; // SlotKind
+  width: 4 | 8;
+  arg: bigint;
+}
+
+export interface ImageState {
+  entry: bigint;
+  rtldFini: bigint;
+  fsBase: bigint;
+  tidAddress: bigint;
+  robustHead: bigint;
+  robustLen: bigint;
+  rseqArea: bigint;
+  rseqLen: number;
+  rseqSig: number;
+  startCode: bigint;
+  endCode: bigint;
+  startData: bigint;
+  endData: bigint;
+  startBrk: bigint;
+  brk: bigint;
+  vdsoBase: bigint;
+  atPhdr: bigint;
+  atPhnum: bigint;
+  atEntry: bigint;
+  atBase: bigint;
+  flags: number; // StateFlag
+  comm: string;
+}
+
+export interface ImageVdsoPart {
+  offset: bigint;
+  size: bigint;
+  kind: number; // VdsoKind
+}
+
+export interface ImageModel {
+  createdNs: bigint;
+  key: ImageKey;
+  files: ImageFile[];
+  regions: ImageRegion[];
+  slots: ImageSlot[];
+  state: ImageState;
+  vdso: ImageVdsoPart[];
+}
+
+class StringTable {
+  private readonly parts: Buffer[] = [];
+  private readonly index = new Map<string, number>();
+  private size = 0;
+  constructor() {
+    this.add(''); // offset 0 is the empty string
+  }
+  add(s: string): number {
+    const hit = this.index.get(s);
+    if (hit !== undefined) return hit;
+    const bytes = Buffer.from(s + '\0', 'utf8');
+    if (bytes.indexOf(0) !== bytes.length - 1) throw new Error(`string contains NUL: ${JSON.stringify(s)}`);
+    const off = this.size;
+    this.parts.push(bytes);
+    this.size += bytes.length;
+    this.index.set(s, off);
+    return off;
+  }
+  bytes(): Buffer {
+    return Buffer.concat(this.parts);
+  }
+}
+
+const align = (n: number, a: number): number => Math.ceil(n / a) * a;
+
+function encodeArray(def: StructDef, items: Record<string, bigint | number>[]): Buffer {
+  const size = sizeOf(def);
+  const buf = Buffer.alloc(size * items.length);
+  items.forEach((it, i) => encodeStruct(def, it, buf, i * size));
+  return buf;
+}
+
+/** Serialises an image. DATA region offsets are assigned here. */
+export function serializeImage(img: ImageModel): Buffer {
+  const strings = new StringTable();
+  const key = encodeStruct(KEY, {
+    euid: img.key.euid,
+    exe_path: strings.add(img.key.exePath),
+    exe_dev: img.key.exeDev,
+    exe_ino: img.key.exeIno,
+    exe_size: img.key.exeSize,
+    exe_mtime_sec: img.key.exeMtimeSec,
+    exe_ctime_sec: img.key.exeCtimeSec,
+    exe_mtime_nsec: img.key.exeMtimeNsec,
+    exe_ctime_nsec: img.key.exeCtimeNsec,
+    path_env: strings.add(img.key.pathEnv),
+    kernel_release: strings.add(img.key.kernelRelease),
+  });
+  const files = encodeArray(FILE, img.files.map((fl) => ({
+    path: strings.add(fl.path), kind: fl.kind, dev: fl.dev, ino: fl.ino, size: fl.size,
+    mtime_sec: fl.mtimeSec, ctime_sec: fl.ctimeSec, mtime_nsec: fl.mtimeNsec, ctime_nsec: fl.ctimeNsec,
+    mode: fl.mode, flags: fl.flags,
+  })));
+  const st = img.state;
+  const state = encodeStruct(STATE, {
+    entry: st.entry, rtld_fini: st.rtldFini, fs_base: st.fsBase, tid_address: st.tidAddress,
+    robust_head: st.robustHead, robust_len: st.robustLen, rseq_area: st.rseqArea, rseq_len: st.rseqLen,
+    rseq_sig: st.rseqSig, start_code: st.startCode, end_code: st.endCode, start_data: st.startData,
+    end_data: st.endData, start_brk: st.startBrk, brk: st.brk, vdso_base: st.vdsoBase, at_phdr: st.atPhdr,
+    at_phnum: st.atPhnum, at_entry: st.atEntry, at_base: st.atBase, flags: st.flags, comm: strings.add(st.comm),
+  });
+  const slots = encodeArray(SLOT, img.slots.map((s) => ({ addr: s.addr, arg: s.arg, kind: s.kind, width: s.width })));
+  const vdso = encodeArray(VDSO_PART, img.vdso.map((v) => ({ offset: v.offset, size: v.size, kind: v.kind })));
+
+  // Regions are encoded after the data layout is known; reserve their size now.
+  const regionsSize = sizeOf(REGION) * img.regions.length;
+  const stringsBuf = strings.bytes();
+
+  const sections: { type: number; flags: number; body: Buffer | null; size: number; count: number; entsize: number }[] = [
+    { type: Section.KEY, flags: SecFlag.REQUIRED, body: key, size: key.length, count: 1, entsize: sizeOf(KEY) },
+    { type: Section.STRINGS, flags: SecFlag.REQUIRED, body: stringsBuf, size: stringsBuf.length, count: 0, entsize: 0 },
+    { type: Section.FILES, flags: SecFlag.REQUIRED, body: files, size: files.length, count: img.files.length, entsize: sizeOf(FILE) },
+    { type: Section.REGIONS, flags: SecFlag.REQUIRED, body: null, size: regionsSize, count: img.regions.length, entsize: sizeOf(REGION) },
+    { type: Section.SLOTS, flags: SecFlag.REQUIRED, body: slots, size: slots.length, count: img.slots.length, entsize: sizeOf(SLOT) },
+    { type: Section.STATE, flags: SecFlag.REQUIRED, body: state, size: state.length, count: 1, entsize: sizeOf(STATE) },
+    { type: Section.VDSO, flags: SecFlag.REQUIRED, body: vdso, size: vdso.length, count: img.vdso.length, entsize: sizeOf(VDSO_PART) },
+  ];
+
+  const headerSize = sizeOf(HEADER);
+  let off = headerSize + sizeOf(SECTION) * sections.length;
+  const offsets: number[] = [];
+  for (const s of sections) {
+    off = align(off, 8);
+    offsets.push(off);
+    off += s.size;
+  }
+  const metaSize = align(off, 8);
+  const dataOffset = align(metaSize, PAGE_SIZE);
+
+  // Assign data offsets in address order.
+  let dataOff = dataOffset;
+  const dataParts: Buffer[] = [];
+  const regionRecs = img.regions.map((r) => {
+    let offset = r.offset;
+    if (r.source === Src.DATA) {
+      if (!r.data || BigInt(r.data.length) !== r.len) throw new Error(`DATA region at 0x${r.addr.toString(16)} without matching data`);
+      offset = BigInt(dataOff);
+      dataParts.push(r.data);
+      dataOff += r.data.length;
+      if (r.data.length % PAGE_SIZE !== 0) throw new Error('DATA region length not page-aligned');
+    }
+    return { addr: r.addr, len: r.len, offset, prot: r.prot, source: r.source, file: r.file, flags: r.flags };
+  });
+  const regions = encodeArray(REGION, regionRecs);
+
+  const meta = Buffer.alloc(dataOffset);
+  encodeStruct(HEADER, {
+    magic: MAGIC, format_version: FORMAT_VERSION, abi_hash: ABI_HASH, arch: ARCH_X86_64, page_size: PAGE_SIZE,
+    header_size: headerSize, section_count: sections.length, meta_size: metaSize, data_offset: dataOffset,
+    file_size: dataOff, checksum: 0, created_ns: img.createdNs, flags: 0, reserved: 0,
+  }, meta, 0);
+  sections.forEach((s, i) => {
+    const at = offsets[i] as number;
+    encodeStruct(SECTION, { type: s.type, flags: s.flags, offset: at, length: s.size, count: s.count, entsize: s.entsize },
+      meta, headerSize + i * sizeOf(SECTION));
+    (s.body ?? regions).copy(meta, at);
+  });
+  const sum = hash64(meta.subarray(0, metaSize));
+  meta.writeBigUInt64LE(sum, checksumOffset());
+  return Buffer.concat([meta, ...dataParts]);
+}
+
+function checksumOffset(): number {
+  // Computed from the schema rather than assumed.
+  const probe = encodeStruct(HEADER, { checksum: 0xffffffffffffffffn });
+  return probe.indexOf(Buffer.alloc(8, 0xff));
+}
+
+export interface ParsedImage {
+  header: Record<string, bigint | number>;
+  sections: Record<string, bigint | number>[];
+  model: ImageModel;
+  /** Problems a restorer would refuse on (empty when valid). */
+  problems: string[];
+}
+
+function readStr(strings: Buffer, off: number): string {
+  const end = strings.indexOf(0, off);
+  return strings.toString('utf8', off, end < 0 ? strings.length : end);
+}
+
+/** Parses and validates an image (the TypeScript mirror of the C checks). */
+export function parseImage(buf: Buffer): ParsedImage {
+  const problems: string[] = [];
+  const header = decodeStruct(HEADER, buf, 0);
+  if (header.magic !== MAGIC) throw new Error('not a cached-exec image (bad magic)');
+  if (header.format_version !== FORMAT_VERSION) problems.push(`format version ${header.format_version} != ${FORMAT_VERSION}`);
+  if (header.abi_hash !== ABI_HASH) problems.push(`abi hash 0x${Number(header.abi_hash).toString(16)} != 0x${ABI_HASH.toString(16)}`);
+  if (header.file_size !== BigInt(buf.length)) problems.push(`file size ${buf.length} != recorded ${header.file_size}`);
+  const metaSize = Number(header.meta_size);
+  if (metaSize > buf.length) throw new Error('image truncated inside its metadata');
+  const meta = Buffer.from(buf.subarray(0, metaSize));
+  meta.writeBigUInt64LE(0n, checksumOffset());
+  if (hash64(meta) !== header.checksum) problems.push('checksum mismatch');
+
+  const sections: Record<string, bigint | number>[] = [];
+  const byType = new Map<number, Record<string, bigint | number>>();
+  for (let i = 0; i < Number(header.section_count); i++) {
+    const s = decodeStruct(SECTION, buf, Number(header.header_size) + i * sizeOf(SECTION));
+    sections.push(s);
+    byType.set(Number(s.type), s);
+  }
+  const body = (type: number): Buffer => {
+    const s = byType.get(type);
+    if (!s) throw new Error(`missing section ${type}`);
+    return buf.subarray(Number(s.offset), Number(s.offset) + Number(s.length));
+  };
+  const records = (type: number, def: StructDef): Record<string, bigint | number>[] => {
+    const s = byType.get(type);
+    if (!s) throw new Error(`missing section ${type}`);
+    const out: Record<string, bigint | number>[] = [];
+    for (let i = 0; i < Number(s.count); i++) out.push(decodeStruct(def, buf, Number(s.offset) + i * Number(s.entsize)));
+    return out;
+  };
+  const strings = body(Section.STRINGS);
+  const k = records(Section.KEY, KEY)[0] as Record<string, bigint | number>;
+  const st = records(Section.STATE, STATE)[0] as Record<string, bigint | number>;
+  const n = (v: bigint | number | undefined): number => Number(v ?? 0);
+  const b = (v: bigint | number | undefined): bigint => BigInt(v ?? 0);
+  const model: ImageModel = {
+    createdNs: b(header.created_ns),
+    key: {
+      euid: n(k.euid), exePath: readStr(strings, n(k.exe_path)), exeDev: b(k.exe_dev), exeIno: b(k.exe_ino),
+      exeSize: b(k.exe_size), exeMtimeSec: b(k.exe_mtime_sec), exeMtimeNsec: n(k.exe_mtime_nsec),
+      exeCtimeSec: b(k.exe_ctime_sec), exeCtimeNsec: n(k.exe_ctime_nsec), pathEnv: readStr(strings, n(k.path_env)),
+      kernelRelease: readStr(strings, n(k.kernel_release)),
+    },
+    files: records(Section.FILES, FILE).map((r) => ({
+      path: readStr(strings, n(r.path)), kind: n(r.kind), dev: b(r.dev), ino: b(r.ino), size: b(r.size),
+      mtimeSec: b(r.mtime_sec), mtimeNsec: n(r.mtime_nsec), ctimeSec: b(r.ctime_sec), ctimeNsec: n(r.ctime_nsec),
+      mode: n(r.mode), flags: n(r.flags),
+    })),
+    regions: records(Section.REGIONS, REGION).map((r) => ({
+      addr: b(r.addr), len: b(r.len), offset: b(r.offset), prot: n(r.prot), source: n(r.source), file: n(r.file), flags: n(r.flags),
+    })),
+    slots: records(Section.SLOTS, SLOT).map((r) => ({ addr: b(r.addr), arg: b(r.arg), kind: n(r.kind), width: n(r.width) === 4 ? 4 : 8 })),
+    state: {
+      entry: b(st.entry), rtldFini: b(st.rtld_fini), fsBase: b(st.fs_base), tidAddress: b(st.tid_address),
+      robustHead: b(st.robust_head), robustLen: b(st.robust_len), rseqArea: b(st.rseq_area), rseqLen: n(st.rseq_len),
+      rseqSig: n(st.rseq_sig), startCode: b(st.start_code), endCode: b(st.end_code), startData: b(st.start_data),
+      endData: b(st.end_data), startBrk: b(st.start_brk), brk: b(st.brk), vdsoBase: b(st.vdso_base), atPhdr: b(st.at_phdr),
+      atPhnum: b(st.at_phnum), atEntry: b(st.at_entry), atBase: b(st.at_base), flags: n(st.flags), comm: readStr(strings, n(st.comm)),
+    },
+    vdso: records(Section.VDSO, VDSO_PART).map((r) => ({ offset: b(r.offset), size: b(r.size), kind: n(r.kind) })),
+  };
+  return { header, sections, model, problems };
+}
+
+/** Writes atomically: a temp file in the same directory, fsync, rename. */
+export function writeFileAtomic(file: string, data: Buffer, mode = 0o600): void {
+  const dir = path.dirname(file);
+  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`);
+  const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, mode);
+  try {
+    let off = 0;
+    while (off < data.length) off += fs.writeSync(fd, data, off, data.length - off);
+    fs.fsyncSync(fd);
+  } catch (e) {
+    fs.closeSync(fd);
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+  fs.closeSync(fd);
+  try {
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+}

@@ -1,0 +1,394 @@
+/*
+ * cached-exec launcher: the hot path.
+ *
+ * Decides which program runs, resolves it through PATH exactly like execvp,
+ * computes the cache key, and either restores the program's image inside this
+ * very process (restore.c) or execs it cold. It never returns to a caller and it
+ * never makes a run fail that would have succeeded without it: every doubt ends
+ * in cx_cold_exec().
+ */
+#include "launcher.h"
+#include "image_format.h"
+
+#ifndef CX_NODE_PATH
+#define CX_NODE_PATH "/usr/bin/node"
+#endif
+
+/* The compiler may emit calls to these for struct copies even when freestanding. */
+void *memcpy(void *d, const void *s, size_t n)
+{
+	unsigned char *dp = d;
+	const unsigned char *sp = s;
+	while (n--)
+		*dp++ = *sp++;
+	return d;
+}
+void *memset(void *d, int c, size_t n)
+{
+	unsigned char *dp = d;
+	while (n--)
+		*dp++ = (unsigned char)c;
+	return d;
+}
+int memcmp(const void *a, const void *b, size_t n)
+{
+	const unsigned char *x = a, *y = b;
+	for (; n; n--, x++, y++)
+		if (*x != *y)
+			return *x - *y;
+	return 0;
+}
+
+__asm__(".text\n"
+	".globl _start\n"
+	"_start:\n"
+	"	xor %rbp, %rbp\n"
+	"	mov %rsp, %rdi\n"
+	"	and $-16, %rsp\n"
+	"	call cx_main\n"
+	"	hlt\n");
+
+static int is_true_env(const char *v) { return v && v[0] && !(v[0] == '0' && v[1] == 0); }
+
+/* ------------------------------------------------------------------------ */
+/* Cold exec: the one way out that always works.                             */
+
+static const char *errno_text(long e)
+{
+	switch (e) {
+	case -ENOENT: return "No such file or directory";
+	case -EACCES: return "Permission denied";
+	case -ENOTDIR: return "Not a directory";
+	case -ENOEXEC: return "Exec format error";
+	default: return "cannot execute";
+	}
+}
+
+__attribute__((noreturn)) void cx_cold_exec(struct launch *L)
+{
+	long r = sys_execve(L->path, L->prog_argv, L->envp);
+	if (r == -ENOEXEC) {
+		/* execvp runs a file without a #! line with /bin/sh: do the same. */
+		char *argv[L->prog_argc + 2];
+		argv[0] = (char *)"/bin/sh";
+		argv[1] = L->path;
+		for (int i = 1; i < L->prog_argc; i++)
+			argv[i + 1] = L->prog_argv[i];
+		argv[L->prog_argc + 1] = 0;
+		r = sys_execve("/bin/sh", argv, L->envp);
+	}
+	cx_error(L->name, errno_text(r));
+	sys_exit_group(r == -ENOENT ? 127 : 126);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Program resolution, like execvp(3).                                       */
+
+static void load_self(struct launch *L)
+{
+	struct kstat st;
+	if (L->self_known)
+		return;
+	L->self_known = 1;
+	if (sys_stat("/proc/self/exe", &st) == 0) {
+		L->self_dev = st.st_dev;
+		L->self_ino = st.st_ino;
+	}
+}
+
+static int is_self(struct launch *L, const struct kstat *st)
+{
+	load_self(L);
+	return st->st_dev == L->self_dev && st->st_ino == L->self_ino;
+}
+
+/* 0 when found (L->path, L->st filled), else the exit status to use. */
+static int resolve(struct launch *L)
+{
+	const char *name = L->name;
+	struct cx_buf b = { L->path, 0, sizeof L->path, 0 };
+	if (!name[0]) {
+		cx_error("", "No such file or directory");
+		return 127;
+	}
+	for (const char *p = name; *p; p++) {
+		if (*p != '/')
+			continue;
+		cx_buf_str(&b, name);
+		long r = sys_stat(L->path, &L->st);
+		if (r < 0) {
+			cx_error(name, errno_text(r));
+			return r == -ENOENT || r == -ENOTDIR ? 127 : 126;
+		}
+		return 0; /* execve itself reports non-executables (126) */
+	}
+	const char *path = cx_getenv(L->envp, "PATH");
+	if (!path)
+		path = "/bin:/usr/bin"; /* glibc's execvp default */
+	int saw_eacces = 0;
+	const char *p = path;
+	for (;;) {
+		const char *end = p;
+		while (*end && *end != ':')
+			end++;
+		b.len = 0;
+		b.overflow = 0;
+		if (end == p)
+			cx_buf_str(&b, ".");
+		else
+			cx_buf_put(&b, p, (size_t)(end - p));
+		cx_buf_str(&b, "/");
+		cx_buf_str(&b, name);
+		if (!b.overflow) {
+			struct kstat st;
+			if (sys_stat(L->path, &st) == 0 && !is_self(L, &st)) {
+				if ((st.st_mode & S_IFMT) == S_IFREG && sys_faccessat(L->path, 1 /* X_OK */) == 0) {
+					L->st = st;
+					return 0;
+				}
+				saw_eacces = 1;
+			}
+		}
+		if (!*end)
+			break;
+		p = end + 1;
+	}
+	L->path[0] = 0;
+	if (saw_eacces) {
+		cx_error(name, "Permission denied");
+		return 126;
+	}
+	cx_error(name, "command not found");
+	return 127;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Bypass rules and key.                                                    */
+
+static enum cx_outcome bypass_reason(struct launch *L)
+{
+	if (is_true_env(cx_getenv(L->envp, "CACHED_EXEC_DISABLE")))
+		return CX_BYPASS_DISABLED;
+	for (char **e = L->envp; *e; e++) {
+		const char *v = *e;
+		if (cx_startswith(v, "LD_") || cx_startswith(v, "GLIBC_TUNABLES=") || cx_startswith(v, "MALLOC_"))
+			return CX_BYPASS_LOADER_ENV;
+	}
+	if (cx_auxv_get(L->auxv, AT_SECURE) || (L->st.st_mode & (S_ISUID | S_ISGID)))
+		return CX_BYPASS_SECURE;
+	return CX_HIT;
+}
+
+static int cache_dir(struct launch *L)
+{
+	struct cx_buf b = { L->cache_dir, 0, sizeof L->cache_dir, 0 };
+	const char *d = cx_getenv(L->envp, "CACHED_EXEC_DIR");
+	if (d && d[0]) {
+		cx_buf_str(&b, d);
+	} else if ((d = cx_getenv(L->envp, "XDG_CACHE_HOME")) && d[0]) {
+		cx_buf_str(&b, d);
+		cx_buf_str(&b, "/cached-exec");
+	} else if ((d = cx_getenv(L->envp, "HOME")) && d[0]) {
+		cx_buf_str(&b, d);
+		cx_buf_str(&b, "/.cache/cached-exec");
+	} else {
+		return -1;
+	}
+	return b.overflow ? -1 : 0;
+}
+
+static void put32(unsigned char *p, uint32_t v) { __builtin_memcpy(p, &v, 4); }
+static void put64(unsigned char *p, uint64_t v) { __builtin_memcpy(p, &v, 8); }
+
+/* Same bytes as src/cache/key.ts keyBytes(). */
+static int compute_key(struct launch *L)
+{
+	unsigned char buf[56 + 3 * CX_PATH_MAX];
+	size_t n = 56;
+	L->euid = (uint32_t)sys_geteuid();
+	if (sys_uname(&L->uts) < 0)
+		return -1;
+	L->path_env = cx_getenv(L->envp, "PATH");
+	if (!L->path_env)
+		L->path_env = "";
+	put32(buf + 0, CX_FORMAT_VERSION);
+	put32(buf + 4, L->euid);
+	put64(buf + 8, L->st.st_dev);
+	put64(buf + 16, L->st.st_ino);
+	put64(buf + 24, (uint64_t)L->st.st_size);
+	put64(buf + 32, L->st.st_mtime_sec);
+	put64(buf + 40, L->st.st_ctime_sec);
+	put32(buf + 48, (uint32_t)L->st.st_mtime_nsec);
+	put32(buf + 52, (uint32_t)L->st.st_ctime_nsec);
+	const char *strs[3] = { L->path, L->path_env, L->uts.release };
+	for (int i = 0; i < 3; i++) {
+		size_t len = cx_strlen(strs[i]) + 1;
+		if (n + len > sizeof buf)
+			return -1;
+		__builtin_memcpy(buf + n, strs[i], len);
+		n += len;
+	}
+	L->key_hash = cx_hash64(buf, n, CX_FNV_OFFSET);
+	struct cx_buf b = { L->image, 0, sizeof L->image, 0 };
+	cx_buf_str(&b, L->cache_dir);
+	cx_buf_str(&b, "/images/");
+	cx_buf_hex16(&b, L->key_hash);
+	cx_buf_str(&b, ".img");
+	return b.overflow ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Helper modes.                                                            */
+
+/* node dist/cli/main.js ARGS...: admin commands live in TypeScript. */
+static __attribute__((noreturn)) void exec_cli(struct launch *L, int first_arg)
+{
+	char self[CX_PATH_MAX], script[CX_PATH_MAX + 32];
+	long n = sys_readlink("/proc/self/exe", self, sizeof self - 1);
+	if (n <= 0) {
+		cx_error("cannot find its own path", 0);
+		sys_exit_group(127);
+	}
+	self[n] = 0;
+	/* <pkg>/bin/cached-exec -> <pkg>/dist/cli/main.js */
+	char *slash = 0;
+	for (char *p = self; *p; p++)
+		if (*p == '/')
+			slash = p;
+	if (slash)
+		*slash = 0;
+	struct cx_buf b = { script, 0, sizeof script, 0 };
+	cx_buf_str(&b, self);
+	cx_buf_str(&b, "/../dist/cli/main.js");
+	int nargs = L->argc - first_arg;
+	char *argv[nargs + 3];
+	argv[0] = (char *)"node";
+	argv[1] = script;
+	for (int i = 0; i < nargs; i++)
+		argv[i + 2] = L->argv[first_arg + i];
+	argv[nargs + 2] = 0;
+	sys_execve(CX_NODE_PATH, argv, L->envp);
+	/* Fall back to node on PATH. */
+	L->name = "node";
+	L->prog_argv = argv;
+	L->prog_argc = nargs + 2;
+	int rc = resolve(L);
+	if (rc)
+		sys_exit_group(rc);
+	cx_cold_exec(L);
+}
+
+/*
+ * --internal-traceme [--no-aslr] PATH ARGV0 ARGS...: the snapshotter's child.
+ * Stops itself so the tracer can set ptrace options, then execs the program.
+ */
+static __attribute__((noreturn)) void traceme(struct launch *L, int i)
+{
+	if (i < L->argc && cx_streq(L->argv[i], "--no-aslr")) {
+		sys_personality(ADDR_NO_RANDOMIZE);
+		i++;
+	}
+	if (L->argc - i < 2) {
+		cx_error("--internal-traceme", "usage: PATH ARGV0 [ARGS...]");
+		sys_exit_group(2);
+	}
+	if (sys_ptrace(PTRACE_TRACEME, 0, 0, 0) < 0) {
+		cx_error("--internal-traceme", "ptrace(TRACEME) failed");
+		sys_exit_group(2);
+	}
+	sys_kill((int)sys_getpid(), SIGSTOP);
+	long r = sys_execve(L->argv[i], L->argv + i + 1, L->envp);
+	cx_error(L->argv[i], errno_text(r));
+	sys_exit_group(127);
+}
+
+/* --internal-key PROG: prints "hash image-path" as the launcher computes them. */
+static __attribute__((noreturn)) void print_key(struct launch *L, int i)
+{
+	if (i >= L->argc)
+		sys_exit_group(2);
+	L->name = L->argv[i];
+	int rc = resolve(L);
+	if (rc)
+		sys_exit_group(rc);
+	if (cache_dir(L) || compute_key(L))
+		sys_exit_group(1);
+	char line[CX_PATH_MAX + 64];
+	struct cx_buf o = { line, 0, sizeof line, 0 };
+	cx_buf_hex16(&o, L->key_hash);
+	cx_buf_str(&o, " ");
+	cx_buf_str(&o, L->image);
+	cx_buf_str(&o, "\n");
+	cx_write_all(1, line, o.len);
+	sys_exit_group(0);
+}
+
+/* ------------------------------------------------------------------------ */
+
+static __attribute__((noreturn)) void run(struct launch *L)
+{
+	int rc = resolve(L);
+	if (rc)
+		sys_exit_group(rc);
+	if (bypass_reason(L) != CX_HIT)
+		cx_cold_exec(L);
+	if (cache_dir(L) || compute_key(L))
+		cx_cold_exec(L);
+	cx_restore(L); /* returns only when it did not restore */
+	cx_cold_exec(L);
+}
+
+__attribute__((noreturn, used)) void cx_main(uint64_t *sp)
+{
+	struct launch L;
+	__builtin_memset(&L, 0, sizeof L);
+	L.sp = sp;
+	L.argc = (int)sp[0];
+	L.argv = (char **)(sp + 1);
+	L.envp = L.argv + L.argc + 1;
+	char **e = L.envp;
+	while (*e)
+		e++;
+	L.auxv = (uint64_t *)(e + 1);
+
+	const char *execfn = (const char *)cx_auxv_get(L.auxv, AT_EXECFN);
+	const char *invoked = execfn ? cx_basename(execfn) : (L.argc ? cx_basename(L.argv[0]) : "cached-exec");
+
+	if (!cx_startswith(invoked, "cached-exec")) {
+		/* Masquerade: a symlink named like the program. argv stays the caller's. */
+		L.name = invoked;
+		L.prog_argc = L.argc;
+		L.prog_argv = L.argv;
+		L.prog_sp = sp;
+		run(&L);
+	}
+	if (L.argc < 2)
+		exec_cli(&L, 1);
+	const char *a = L.argv[1];
+	if (a[0] == '-') {
+		if (cx_streq(a, "--internal-traceme"))
+			traceme(&L, 2);
+		if (cx_streq(a, "--internal-inspect"))
+			sys_exit_group(L.argc > 2 ? cx_inspect(L.argv[2]) : 2);
+		if (cx_streq(a, "--internal-key"))
+			print_key(&L, 2);
+		if (cx_streq(a, "--internal-restore-dry") && L.argc > 2) {
+			/* Benchmarks: do the whole restore but stop before the jump. */
+			L.dry_run = 1;
+			L.name = L.argv[2];
+			L.prog_argc = L.argc - 2;
+			L.prog_argv = L.argv + 2;
+			L.prog_sp = sp + 2;
+			run(&L);
+		}
+		if (cx_streq(a, "--"))
+			exec_cli(&L, 1);
+		exec_cli(&L, 1);
+	}
+	/* Prefix form: cached-exec PROG ARGS. The program's argc goes over argv[0]. */
+	L.name = a;
+	L.prog_argc = L.argc - 1;
+	L.prog_argv = L.argv + 1;
+	L.prog_sp = sp + 1;
+	run(&L);
+}

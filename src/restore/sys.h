@@ -1,0 +1,276 @@
+/*
+ * Raw Linux syscalls for the freestanding launcher (x86_64).
+ *
+ * Every wrapper returns the kernel's value unchanged: >= 0 on success, -errno on
+ * failure (as CRIU's restorer does). There is no errno and no libc: the launcher
+ * runs before any library exists in the process, and parts of it run after the
+ * launcher's own image has been unmapped.
+ */
+#ifndef CACHED_EXEC_SYS_H
+#define CACHED_EXEC_SYS_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#define __NR_read 0
+#define __NR_write 1
+#define __NR_open 2
+#define __NR_close 3
+#define __NR_fstat 5
+#define __NR_mmap 9
+#define __NR_mprotect 10
+#define __NR_munmap 11
+#define __NR_pread64 17
+#define __NR_access 21
+#define __NR_mremap 25
+#define __NR_getpid 39
+#define __NR_kill 62
+#define __NR_execve 59
+#define __NR_exit 60
+#define __NR_uname 63
+#define __NR_readlink 89
+#define __NR_geteuid 107
+#define __NR_getegid 108
+#define __NR_ptrace 101
+#define __NR_personality 135
+#define __NR_prctl 157
+#define __NR_arch_prctl 158
+#define __NR_gettid 186
+#define __NR_set_tid_address 218
+#define __NR_exit_group 231
+#define __NR_openat 257
+#define __NR_newfstatat 262
+#define __NR_faccessat 269
+#define __NR_set_robust_list 273
+#define __NR_utimensat 280
+#define __NR_rseq 334
+
+#define AT_FDCWD (-100)
+#define AT_SYMLINK_NOFOLLOW 0x100
+#define O_RDONLY 0
+#define O_WRONLY 1
+#define O_RDWR 2
+#define O_CREAT 0100
+#define O_APPEND 02000
+#define O_CLOEXEC 02000000
+#define O_NOFOLLOW 0400000
+
+#define PROT_READ 1
+#define PROT_WRITE 2
+#define PROT_EXEC 4
+#define MAP_SHARED 0x01
+#define MAP_PRIVATE 0x02
+#define MAP_FIXED 0x10
+#define MAP_ANONYMOUS 0x20
+#define MAP_FIXED_NOREPLACE 0x100000
+#define MREMAP_MAYMOVE 1
+#define MREMAP_FIXED 2
+
+#define ARCH_SET_FS 0x1002
+#define PR_SET_NAME 15
+#define PR_SET_MM 35
+#define PR_SET_MM_MAP 14
+#define PTRACE_TRACEME 0
+#define SIGSTOP 19
+#define ADDR_NO_RANDOMIZE 0x0040000
+
+#define ENOENT 2
+#define ENOEXEC 8
+#define EACCES 13
+#define EEXIST 17
+#define ENOTDIR 20
+#define EPERM 1
+
+#define S_IFMT 0170000
+#define S_IFREG 0100000
+#define S_IFDIR 0040000
+#define S_ISUID 04000
+#define S_ISGID 02000
+
+#define AT_NULL 0
+#define AT_PHDR 3
+#define AT_PHNUM 5
+#define AT_PAGESZ 6
+#define AT_BASE 7
+#define AT_ENTRY 9
+#define AT_UID 11
+#define AT_EUID 12
+#define AT_GID 13
+#define AT_EGID 14
+#define AT_PLATFORM 15
+#define AT_SECURE 23
+#define AT_BASE_PLATFORM 24
+#define AT_RANDOM 25
+#define AT_EXECFN 31
+#define AT_SYSINFO_EHDR 33
+
+/* struct stat as the x86_64 kernel writes it (kernel ABI, not libc). */
+struct kstat {
+	uint64_t st_dev;
+	uint64_t st_ino;
+	uint64_t st_nlink;
+	uint32_t st_mode;
+	uint32_t st_uid;
+	uint32_t st_gid;
+	uint32_t __pad0;
+	uint64_t st_rdev;
+	int64_t st_size;
+	int64_t st_blksize;
+	int64_t st_blocks;
+	uint64_t st_atime_sec;
+	uint64_t st_atime_nsec;
+	uint64_t st_mtime_sec;
+	uint64_t st_mtime_nsec;
+	uint64_t st_ctime_sec;
+	uint64_t st_ctime_nsec;
+	int64_t __unused[3];
+};
+_Static_assert(sizeof(struct kstat) == 144, "kernel struct stat on x86_64");
+
+struct utsname_k {
+	char sysname[65], nodename[65], release[65], version[65], machine[65], domainname[65];
+};
+
+/* include/uapi/linux/prctl.h: struct prctl_mm_map */
+struct prctl_mm_map {
+	uint64_t start_code, end_code, start_data, end_data, start_brk, brk, start_stack;
+	uint64_t arg_start, arg_end, env_start, env_end;
+	uint64_t *auxv;
+	uint32_t auxv_size;
+	uint32_t exe_fd;
+};
+_Static_assert(sizeof(struct prctl_mm_map) == 104, "prctl_mm_map layout");
+
+struct timespec_k {
+	int64_t tv_sec;
+	int64_t tv_nsec;
+};
+
+#define SYS_INLINE static inline __attribute__((always_inline))
+
+SYS_INLINE long sys_call0(long n)
+{
+	long r;
+	__asm__ volatile("syscall" : "=a"(r) : "a"(n) : "rcx", "r11", "memory");
+	return r;
+}
+SYS_INLINE long sys_call1(long n, long a)
+{
+	long r;
+	__asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a) : "rcx", "r11", "memory");
+	return r;
+}
+SYS_INLINE long sys_call2(long n, long a, long b)
+{
+	long r;
+	__asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b) : "rcx", "r11", "memory");
+	return r;
+}
+SYS_INLINE long sys_call3(long n, long a, long b, long c)
+{
+	long r;
+	__asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+	return r;
+}
+SYS_INLINE long sys_call4(long n, long a, long b, long c, long d)
+{
+	long r;
+	register long r10 __asm__("r10") = d;
+	__asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10) : "rcx", "r11", "memory");
+	return r;
+}
+SYS_INLINE long sys_call5(long n, long a, long b, long c, long d, long e)
+{
+	long r;
+	register long r10 __asm__("r10") = d;
+	register long r8 __asm__("r8") = e;
+	__asm__ volatile("syscall"
+			 : "=a"(r)
+			 : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8)
+			 : "rcx", "r11", "memory");
+	return r;
+}
+SYS_INLINE long sys_call6(long n, long a, long b, long c, long d, long e, long f)
+{
+	long r;
+	register long r10 __asm__("r10") = d;
+	register long r8 __asm__("r8") = e;
+	register long r9 __asm__("r9") = f;
+	__asm__ volatile("syscall"
+			 : "=a"(r)
+			 : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+			 : "rcx", "r11", "memory");
+	return r;
+}
+
+SYS_INLINE long sys_read(int fd, void *buf, size_t n) { return sys_call3(__NR_read, fd, (long)buf, (long)n); }
+SYS_INLINE long sys_write(int fd, const void *buf, size_t n) { return sys_call3(__NR_write, fd, (long)buf, (long)n); }
+SYS_INLINE long sys_openat(int dirfd, const char *p, int flags, int mode)
+{
+	return sys_call4(__NR_openat, dirfd, (long)p, flags, mode);
+}
+SYS_INLINE long sys_close(int fd) { return sys_call1(__NR_close, fd); }
+SYS_INLINE long sys_fstat(int fd, struct kstat *st) { return sys_call2(__NR_fstat, fd, (long)st); }
+SYS_INLINE long sys_stat(const char *p, struct kstat *st)
+{
+	return sys_call4(__NR_newfstatat, AT_FDCWD, (long)p, (long)st, 0);
+}
+SYS_INLINE long sys_pread(int fd, void *buf, size_t n, long off)
+{
+	return sys_call4(__NR_pread64, fd, (long)buf, (long)n, off);
+}
+SYS_INLINE long sys_mmap(uint64_t addr, uint64_t len, int prot, int flags, int fd, uint64_t off)
+{
+	return sys_call6(__NR_mmap, (long)addr, (long)len, prot, flags, fd, (long)off);
+}
+SYS_INLINE long sys_munmap(uint64_t addr, uint64_t len) { return sys_call2(__NR_munmap, (long)addr, (long)len); }
+SYS_INLINE long sys_mprotect(uint64_t addr, uint64_t len, int prot)
+{
+	return sys_call3(__NR_mprotect, (long)addr, (long)len, prot);
+}
+SYS_INLINE long sys_mremap(uint64_t old, uint64_t oldlen, uint64_t newlen, int flags, uint64_t newaddr)
+{
+	return sys_call5(__NR_mremap, (long)old, (long)oldlen, (long)newlen, flags, (long)newaddr);
+}
+SYS_INLINE long sys_faccessat(const char *p, int mode) { return sys_call3(__NR_faccessat, AT_FDCWD, (long)p, mode); }
+SYS_INLINE long sys_execve(const char *p, char *const *argv, char *const *envp)
+{
+	return sys_call3(__NR_execve, (long)p, (long)argv, (long)envp);
+}
+SYS_INLINE __attribute__((noreturn)) void sys_exit_group(int code)
+{
+	for (;;)
+		sys_call1(__NR_exit_group, code);
+}
+SYS_INLINE long sys_getpid(void) { return sys_call0(__NR_getpid); }
+SYS_INLINE long sys_gettid(void) { return sys_call0(__NR_gettid); }
+SYS_INLINE long sys_geteuid(void) { return sys_call0(__NR_geteuid); }
+SYS_INLINE long sys_getegid(void) { return sys_call0(__NR_getegid); }
+SYS_INLINE long sys_kill(int pid, int sig) { return sys_call2(__NR_kill, pid, sig); }
+SYS_INLINE long sys_uname(struct utsname_k *u) { return sys_call1(__NR_uname, (long)u); }
+SYS_INLINE long sys_readlink(const char *p, char *buf, size_t n)
+{
+	return sys_call3(__NR_readlink, (long)p, (long)buf, (long)n);
+}
+SYS_INLINE long sys_ptrace(long req, long pid, long addr, long data)
+{
+	return sys_call4(__NR_ptrace, req, pid, addr, data);
+}
+SYS_INLINE long sys_personality(unsigned long p) { return sys_call1(__NR_personality, (long)p); }
+SYS_INLINE long sys_prctl(int op, long a, long b, long c, long d) { return sys_call5(__NR_prctl, op, a, b, c, d); }
+SYS_INLINE long sys_arch_prctl(int code, uint64_t addr) { return sys_call2(__NR_arch_prctl, code, (long)addr); }
+SYS_INLINE long sys_set_tid_address(uint64_t p) { return sys_call1(__NR_set_tid_address, (long)p); }
+SYS_INLINE long sys_set_robust_list(uint64_t head, uint64_t len)
+{
+	return sys_call2(__NR_set_robust_list, (long)head, (long)len);
+}
+SYS_INLINE long sys_rseq(uint64_t area, uint32_t len, int flags, uint32_t sig)
+{
+	return sys_call4(__NR_rseq, (long)area, (long)len, flags, (long)sig);
+}
+SYS_INLINE long sys_utimensat(int dirfd, const char *p, const struct timespec_k *ts, int flags)
+{
+	return sys_call4(__NR_utimensat, dirfd, (long)p, (long)ts, flags);
+}
+
+#endif

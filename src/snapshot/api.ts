@@ -1,0 +1,41 @@
+/**
+ * Public contract of the snapshotter (implemented in src/snapshot/snapshot.ts).
+ * The CLI and the cache call only this.
+ */
+import type { ImageModel } from '../image/format.js';
+
+/** Stable refusal codes; statistics count them by name. */
+export type RefusalCode =
+  | 'not-found' // program missing or not executable
+  | 'not-elf' // not an ELF file (script without #!, data)
+  | 'static-binary' // no PT_INTERP: nothing for the loader to save
+  | 'foreign-arch' // not x86_64
+  | 'privileged' // setuid/setgid or file capabilities
+  | 'exited-before-entry' // the program died or exec failed before its entry point
+  | 'threads' // more than one thread at the entry point
+  | 'children' // a child process was created before the entry point
+  | 'open-fds' // files other than 0-2 left open by constructors
+  | 'shared-writable-mapping' // MAP_SHARED writable memory cannot be captured
+  | 'unsupported-syscall' // a constructor created kernel state a restore cannot recreate
+  | 'unexplained-stack-pointer' // a pointer into the old stack that is not a known slot
+  | 'unexplained-difference' // the differential run changed a word that is not argc/pid/pointer
+  | 'layout-mismatch' // the differential runs mapped different things
+  | 'timeout' // did not reach the entry point in time
+  | 'internal'; // bug or unexpected kernel answer: never restore on doubt
+
+export interface SnapshotOptions {
+  /** Resolved absolute path of the program. */
+  exePath: string;
+  /** argv for the snapshot run (argv[0] first). Only the layout matters. */
+  argv: string[];
+  /** Caller's environment; the key uses its PATH. Loader variables are removed. */
+  env: NodeJS.ProcessEnv;
+  /** Absolute path of the native launcher (bin/cached-exec), used as the traced child. */
+  launcher: string;
+  /** Give up after this many milliseconds (default 10000). */
+  timeoutMs?: number;
+}
+
+export type SnapshotOutcome =
+  | { ok: true; image: ImageModel; ms: number; notes: string[] }
+  | { ok: false; reason: RefusalCode; detail: string; ms: number };
