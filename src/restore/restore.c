@@ -1,4 +1,797 @@
+/*
+ * The restorer: maps an image into this process and jumps to the program's
+ * entry point as if the kernel had just exec'd it and ld.so had just finished.
+ *
+ * One step per function, in the order ARCHITECTURE.md explains. Each step
+ * returns CX_HIT to continue or the reason to give up; giving up at any point is
+ * safe because the caller then execs the program cold, which throws away
+ * everything mapped here. The only step that cannot be undone by exec is the
+ * last one (the trampoline unmaps the launcher), and it carries its own cold
+ * exec for that reason.
+ */
 #include "launcher.h"
 #include "image_format.h"
-enum cx_outcome cx_restore(struct launch *L) { (void)L; return CX_MISS; }
-int cx_inspect(const char *image) { (void)image; return 1; }
+
+#define META_BUF (64 * 1024)
+#define MAX_FILES 1024
+
+extern char __ehdr_start[];
+extern char _end[];
+
+struct image {
+	int fd;
+	struct kstat st;
+	unsigned char *meta;
+	uint64_t meta_size;
+	struct cx_header *h;
+	const struct cx_key *key;
+	const char *strings;
+	uint64_t strings_len;
+	const unsigned char *files, *regions, *slots, *vdso;
+	uint32_t nfiles, nregions, nslots, nvdso;
+	uint32_t file_es, region_es, slot_es, vdso_es;
+	const struct cx_state *state;
+};
+
+#define FILE_AT(im, i) ((const struct cx_file *)((im)->files + (uint64_t)(i) * (im)->file_es))
+#define REGION_AT(im, i) ((const struct cx_region *)((im)->regions + (uint64_t)(i) * (im)->region_es))
+#define SLOT_AT(im, i) ((const struct cx_slot *)((im)->slots + (uint64_t)(i) * (im)->slot_es))
+#define VDSO_AT(im, i) ((const struct cx_vdso_part *)((im)->vdso + (uint64_t)(i) * (im)->vdso_es))
+
+/* A string from the STRINGS section, or 0 when the offset is out of bounds. */
+static const char *image_str(const struct image *im, uint32_t off)
+{
+	if (off >= im->strings_len)
+		return 0;
+	for (uint64_t i = off; i < im->strings_len; i++)
+		if (!im->strings[i])
+			return im->strings + off;
+	return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Step 1: read and check the image.                                        */
+
+static enum cx_outcome read_meta(struct image *im, const char *file, uint64_t *buf)
+{
+	im->fd = (int)sys_openat(AT_FDCWD, file, O_RDONLY | O_CLOEXEC, 0);
+	if (im->fd == -ENOENT || im->fd == -ENOTDIR)
+		return CX_MISS;
+	if (im->fd < 0)
+		return CX_FAIL_IMAGE_IO;
+	if (sys_fstat(im->fd, &im->st) < 0)
+		return CX_FAIL_IMAGE_IO;
+	long n = sys_pread(im->fd, buf, META_BUF, 0);
+	if (n < (long)sizeof(struct cx_header))
+		return n < 0 ? CX_FAIL_IMAGE_IO : CX_FAIL_TRUNCATED;
+	im->meta = (unsigned char *)buf;
+	im->h = (struct cx_header *)buf;
+	im->meta_size = im->h->meta_size;
+	if (im->h->magic != CX_MAGIC)
+		return CX_FAIL_HEADER;
+	if (im->meta_size < sizeof(struct cx_header) || im->meta_size > im->h->file_size ||
+	    im->h->file_size != (uint64_t)im->st.st_size)
+		return CX_FAIL_TRUNCATED;
+	if (im->meta_size > (uint64_t)n) {
+		/* Big programs (hundreds of regions): map the metadata instead. */
+		long m = sys_mmap(0, im->meta_size, PROT_READ | PROT_WRITE, MAP_PRIVATE, im->fd, 0);
+		if (m < 0 && m > -4096)
+			return CX_FAIL_IMAGE_IO;
+		im->meta = (unsigned char *)m;
+		im->h = (struct cx_header *)m;
+	}
+	return CX_HIT;
+}
+
+static enum cx_outcome check_owner(const struct image *im, uint32_t euid)
+{
+	/* Only the user's own images, never one another user could have written. */
+	if (im->st.st_uid != euid || (im->st.st_mode & 022) || (im->st.st_mode & S_IFMT) != S_IFREG)
+		return CX_FAIL_OWNER;
+	return CX_HIT;
+}
+
+static enum cx_outcome check_header(struct image *im, const uint64_t *auxv)
+{
+	struct cx_header *h = im->h;
+	if (h->format_version != CX_FORMAT_VERSION || h->abi_hash != CX_ABI_HASH || h->arch != CX_ARCH_X86_64 ||
+	    h->header_size < sizeof(struct cx_header) || h->page_size != cx_auxv_get(auxv, AT_PAGESZ) ||
+	    h->data_offset % CX_PAGE || (im->meta_size & 7))
+		return CX_FAIL_HEADER;
+	uint64_t sum = h->checksum;
+	h->checksum = 0; /* our private copy: the checksum covers the field as zero */
+	uint64_t got = cx_hash64(im->meta, im->meta_size, CX_FNV_OFFSET);
+	h->checksum = sum;
+	return got == sum ? CX_HIT : CX_FAIL_CHECKSUM;
+}
+
+static enum cx_outcome find_sections(struct image *im)
+{
+	const struct cx_header *h = im->h;
+	uint64_t table = h->header_size;
+	if (table + (uint64_t)h->section_count * sizeof(struct cx_section) > im->meta_size)
+		return CX_FAIL_HEADER;
+	for (uint32_t i = 0; i < h->section_count; i++) {
+		const struct cx_section *s = (const struct cx_section *)(im->meta + table + i * sizeof(struct cx_section));
+		if (s->offset > im->meta_size || s->length > im->meta_size - s->offset || (s->offset & 7))
+			return CX_FAIL_HEADER;
+		if (s->count && ((uint64_t)s->count * s->entsize > s->length))
+			return CX_FAIL_HEADER;
+		const unsigned char *body = im->meta + s->offset;
+		switch (s->type) {
+		case CX_SECTION_KEY:
+			if (s->count != 1 || s->entsize < sizeof(struct cx_key))
+				return CX_FAIL_HEADER;
+			im->key = (const struct cx_key *)body;
+			break;
+		case CX_SECTION_STRINGS:
+			im->strings = (const char *)body;
+			im->strings_len = s->length;
+			break;
+		case CX_SECTION_FILES:
+			if (s->count && s->entsize < sizeof(struct cx_file))
+				return CX_FAIL_HEADER;
+			im->files = body, im->nfiles = s->count, im->file_es = s->entsize;
+			break;
+		case CX_SECTION_REGIONS:
+			if (s->count && s->entsize < sizeof(struct cx_region))
+				return CX_FAIL_HEADER;
+			im->regions = body, im->nregions = s->count, im->region_es = s->entsize;
+			break;
+		case CX_SECTION_SLOTS:
+			if (s->count && s->entsize < sizeof(struct cx_slot))
+				return CX_FAIL_HEADER;
+			im->slots = body, im->nslots = s->count, im->slot_es = s->entsize;
+			break;
+		case CX_SECTION_STATE:
+			if (s->count != 1 || s->entsize < sizeof(struct cx_state))
+				return CX_FAIL_HEADER;
+			im->state = (const struct cx_state *)body;
+			break;
+		case CX_SECTION_VDSO:
+			if (s->count && s->entsize < sizeof(struct cx_vdso_part))
+				return CX_FAIL_HEADER;
+			im->vdso = body, im->nvdso = s->count, im->vdso_es = s->entsize;
+			break;
+		default:
+			if (s->flags & CX_SECFLAG_REQUIRED)
+				return CX_FAIL_HEADER; /* from a newer writer: do not guess */
+		}
+	}
+	if (!im->key || !im->strings || !im->state || !im->regions || im->nfiles > MAX_FILES)
+		return CX_FAIL_HEADER;
+	return CX_HIT;
+}
+
+static enum cx_outcome check_key(const struct image *im, const struct launch *L)
+{
+	const struct cx_key *k = im->key;
+	const char *exe = image_str(im, k->exe_path), *path = image_str(im, k->path_env),
+		   *rel = image_str(im, k->kernel_release);
+	if (!exe || !path || !rel)
+		return CX_FAIL_HEADER;
+	if (k->euid != L->euid || k->exe_dev != L->st.st_dev || k->exe_ino != L->st.st_ino ||
+	    k->exe_size != (uint64_t)L->st.st_size || (uint64_t)k->exe_mtime_sec != L->st.st_mtime_sec ||
+	    k->exe_mtime_nsec != L->st.st_mtime_nsec || (uint64_t)k->exe_ctime_sec != L->st.st_ctime_sec ||
+	    k->exe_ctime_nsec != L->st.st_ctime_nsec || !cx_streq(exe, L->path) || !cx_streq(path, L->path_env) ||
+	    !cx_streq(rel, L->uts.release))
+		return CX_FAIL_KEY;
+	return CX_HIT;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Step 2: every file the image depends on is still the file it was.        */
+
+static int same_identity(const struct cx_file *f, const struct kstat *st)
+{
+	return f->dev == st->st_dev && f->ino == st->st_ino && f->size == (uint64_t)st->st_size &&
+	       (uint64_t)f->mtime_sec == st->st_mtime_sec && f->mtime_nsec == st->st_mtime_nsec &&
+	       (uint64_t)f->ctime_sec == st->st_ctime_sec && f->ctime_nsec == st->st_ctime_nsec;
+}
+
+static enum cx_outcome check_files(const struct image *im, int *fds, int *exe_fd)
+{
+	for (uint32_t i = 0; i < im->nfiles; i++)
+		fds[i] = -1;
+	for (uint32_t i = 0; i < im->nfiles; i++) {
+		const struct cx_file *f = FILE_AT(im, i);
+		const char *p = image_str(im, f->path);
+		struct kstat st;
+		if (!p)
+			return CX_FAIL_HEADER;
+		switch (f->kind) {
+		case CX_FILE_MAPPED: {
+			/* The fd checked here is the fd mapped later: no window for a swap. */
+			int fd = (int)sys_openat(AT_FDCWD, p, O_RDONLY | O_CLOEXEC, 0);
+			if (fd < 0)
+				return CX_FAIL_STALE_FILE;
+			fds[i] = fd;
+			if (sys_fstat(fd, &st) < 0 || !same_identity(f, &st))
+				return CX_FAIL_STALE_FILE;
+			if (f->flags & CX_FILEFLAG_EXE)
+				*exe_fd = fd;
+			break;
+		}
+		case CX_FILE_READ:
+			if (sys_stat(p, &st) < 0 || !same_identity(f, &st))
+				return CX_FAIL_STALE_FILE;
+			break;
+		case CX_FILE_ABSENT: {
+			long r = sys_stat(p, &st);
+			if (r != -ENOENT && r != -ENOTDIR)
+				return CX_FAIL_NEGATIVE_DEP;
+			break;
+		}
+		default:
+			return CX_FAIL_HEADER;
+		}
+	}
+	return CX_HIT;
+}
+
+static void close_files(const struct image *im, int *fds, int keep)
+{
+	for (uint32_t i = 0; i < im->nfiles; i++)
+		if (fds[i] >= 0 && fds[i] != keep) {
+			sys_close(fds[i]);
+			fds[i] = -1;
+		}
+}
+
+/* ------------------------------------------------------------------------ */
+/* Step 3: move this process's vdso/vvar block to where the image expects it. */
+
+static int mmap_failed(long r) { return r < 0 && r > -4096; }
+
+static enum cx_outcome move_vdso(const struct image *im, const uint64_t *auxv)
+{
+	uint64_t cur = cx_auxv_get(auxv, AT_SYSINFO_EHDR), old = im->state->vdso_base;
+	if (!cur || !old || !im->nvdso)
+		return CX_FAIL_VDSO;
+	if (cur == old)
+		return CX_HIT;
+	int64_t lo = 0, hi = 0;
+	for (uint32_t i = 0; i < im->nvdso; i++) {
+		const struct cx_vdso_part *v = VDSO_AT(im, i);
+		if (i == 0 || v->offset < lo)
+			lo = v->offset;
+		if (i == 0 || v->offset + (int64_t)v->size > hi)
+			hi = v->offset + (int64_t)v->size;
+	}
+	/*
+	 * MREMAP_FIXED silently unmaps whatever lies at the target. Reserve the whole
+	 * target first with MAP_FIXED_NOREPLACE so a collision fails instead.
+	 */
+	uint64_t target = old + (uint64_t)lo, len = (uint64_t)(hi - lo);
+	long r = sys_mmap(target, len, 0, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	if (mmap_failed(r) || (uint64_t)r != target) {
+		if (!mmap_failed(r))
+			sys_munmap((uint64_t)r, len);
+		return CX_FAIL_COLLISION;
+	}
+	for (uint32_t i = 0; i < im->nvdso; i++) {
+		const struct cx_vdso_part *v = VDSO_AT(im, i);
+		uint64_t to = old + (uint64_t)v->offset;
+		r = sys_mremap(cur + (uint64_t)v->offset, v->size, v->size, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+		if ((uint64_t)r != to)
+			return CX_FAIL_VDSO;
+	}
+	return CX_HIT;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Step 4: map every region at its address, refusing to replace anything.   */
+
+static enum cx_outcome map_regions(const struct image *im, const int *fds)
+{
+	for (uint32_t i = 0; i < im->nregions; i++) {
+		const struct cx_region *r = REGION_AT(im, i);
+		int prot = (int)(r->prot & 7);
+		int flags = MAP_PRIVATE | MAP_FIXED_NOREPLACE, fd = -1;
+		uint64_t off = 0;
+		if (r->flags & CX_REGION_PATCHED)
+			prot |= PROT_WRITE; /* made read-only again after patching */
+		if ((r->addr | r->len) % CX_PAGE || !r->len)
+			return CX_FAIL_HEADER;
+		switch (r->source) {
+		case CX_SRC_FILE:
+			if (r->file >= im->nfiles || fds[r->file] < 0)
+				return CX_FAIL_HEADER;
+			fd = fds[r->file], off = r->offset;
+			break;
+		case CX_SRC_DATA:
+			if (r->offset < im->h->data_offset || r->offset > im->h->file_size ||
+			    r->len > im->h->file_size - r->offset)
+				return CX_FAIL_TRUNCATED;
+			fd = im->fd, off = r->offset;
+			break;
+		case CX_SRC_ZERO:
+			flags |= MAP_ANONYMOUS;
+			break;
+		default:
+			return CX_FAIL_HEADER;
+		}
+		long m = sys_mmap(r->addr, r->len, prot, flags, fd, off);
+		if (m == -EEXIST)
+			return CX_FAIL_COLLISION;
+		if (mmap_failed(m))
+			return CX_FAIL_MAP;
+		if ((uint64_t)m != r->addr) {
+			/* Kernels before 4.17 ignore MAP_FIXED_NOREPLACE and place it elsewhere. */
+			sys_munmap((uint64_t)m, r->len);
+			return CX_FAIL_COLLISION;
+		}
+	}
+	return CX_HIT;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Step 5: patch slots with this process's own argv, envp, auxv, tid, guard. */
+
+static enum cx_outcome slot_value(const struct launch *L, const struct cx_slot *s, uint64_t *out)
+{
+	uint64_t a = s->arg;
+	const char *str;
+	switch (s->kind) {
+	case CX_SLOT_ARGC_ADDR:
+		*out = (uint64_t)L->prog_sp;
+		return CX_HIT;
+	case CX_SLOT_ARGV:
+		if (a > (uint64_t)L->prog_argc)
+			return CX_FAIL_SLOT;
+		*out = (uint64_t)&L->prog_argv[a];
+		return CX_HIT;
+	case CX_SLOT_ENVP:
+		*out = (uint64_t)L->envp;
+		return CX_HIT;
+	case CX_SLOT_AUXV:
+		*out = (uint64_t)L->auxv + a;
+		return CX_HIT;
+	case CX_SLOT_ARGV_STR:
+	case CX_SLOT_ARGV_BASENAME:
+		if (a >= (uint64_t)L->prog_argc)
+			return CX_FAIL_SLOT;
+		str = L->prog_argv[a];
+		*out = (uint64_t)(s->kind == CX_SLOT_ARGV_STR ? str : cx_basename(str));
+		return CX_HIT;
+	case CX_SLOT_PLATFORM:
+	case CX_SLOT_BASE_PLATFORM:
+	case CX_SLOT_EXECFN:
+		str = (const char *)cx_auxv_get(L->auxv, s->kind == CX_SLOT_PLATFORM	   ? AT_PLATFORM
+							 : s->kind == CX_SLOT_BASE_PLATFORM ? AT_BASE_PLATFORM
+											     : AT_EXECFN);
+		if (!str || a > cx_strlen(str))
+			return CX_FAIL_SLOT;
+		*out = (uint64_t)str + a;
+		return CX_HIT;
+	case CX_SLOT_RANDOM: {
+		uint64_t r = cx_auxv_get(L->auxv, AT_RANDOM);
+		if (!r || a >= 16)
+			return CX_FAIL_SLOT;
+		*out = r + a;
+		return CX_HIT;
+	}
+	case CX_SLOT_ARGC:
+		*out = (uint64_t)L->prog_argc;
+		return CX_HIT;
+	case CX_SLOT_TID:
+		*out = (uint64_t)sys_gettid();
+		return CX_HIT;
+	case CX_SLOT_CANARY: {
+		/* A fresh guard for this process: no frame is live at the entry point. */
+		uint64_t r = cx_auxv_get(L->auxv, AT_RANDOM), v;
+		if (!r || a >= 64)
+			return CX_FAIL_SLOT;
+		__builtin_memcpy(&v, (const void *)r, 8);
+		*out = v & ~((1ull << a) - 1);
+		return CX_HIT;
+	}
+	default:
+		return CX_FAIL_SLOT;
+	}
+}
+
+static enum cx_outcome patch_slots(const struct image *im, const struct launch *L)
+{
+	for (uint32_t i = 0; i < im->nslots; i++) {
+		const struct cx_slot *s = SLOT_AT(im, i);
+		uint64_t v;
+		enum cx_outcome o = slot_value(L, s, &v);
+		if (o != CX_HIT)
+			return o;
+		if (s->width == 8)
+			__builtin_memcpy((void *)s->addr, &v, 8);
+		else if (s->width == 4) {
+			uint32_t w = (uint32_t)v;
+			__builtin_memcpy((void *)s->addr, &w, 4);
+		} else
+			return CX_FAIL_HEADER;
+	}
+	/* The program's argc goes in the stack word right before its argv. */
+	*L->prog_sp = (uint64_t)L->prog_argc;
+	return CX_HIT;
+}
+
+/* Step 6: relro and other read-only data go back to their protection. */
+static enum cx_outcome protect_regions(const struct image *im)
+{
+	for (uint32_t i = 0; i < im->nregions; i++) {
+		const struct cx_region *r = REGION_AT(im, i);
+		if ((r->flags & CX_REGION_PATCHED) && !(r->prot & CX_PROT_WRITE))
+			if (sys_mprotect(r->addr, r->len, (int)(r->prot & 7)) < 0)
+				return CX_FAIL_MAP;
+	}
+	return CX_HIT;
+}
+
+/* Step 7: the auxv describes the program, not the launcher. */
+static void patch_auxv(const struct image *im, uint64_t *auxv)
+{
+	const struct cx_state *s = im->state;
+	for (; auxv[0] != AT_NULL; auxv += 2) {
+		switch (auxv[0]) {
+		case AT_PHDR: auxv[1] = s->at_phdr; break;
+		case AT_PHNUM: auxv[1] = s->at_phnum; break;
+		case AT_ENTRY: auxv[1] = s->at_entry; break;
+		case AT_BASE: auxv[1] = s->at_base; break;
+		case AT_SYSINFO_EHDR: auxv[1] = s->vdso_base; break;
+		}
+	}
+}
+
+/* Step 8: per-thread kernel state the loader had set up, and the task name. */
+static enum cx_outcome set_kernel_state(const struct image *im)
+{
+	const struct cx_state *s = im->state;
+	const char *comm = image_str(im, s->comm);
+	if (comm && comm[0])
+		sys_prctl(PR_SET_NAME, (long)comm, 0, 0, 0);
+	/* From here on %fs is the program's thread pointer; the launcher never uses TLS. */
+	if ((s->flags & CX_STATE_HAVE_FS_BASE) && sys_arch_prctl(ARCH_SET_FS, s->fs_base) < 0)
+		return CX_FAIL_KERNEL_STATE;
+	if (s->flags & CX_STATE_HAVE_TID_ADDRESS)
+		sys_set_tid_address(s->tid_address);
+	if ((s->flags & CX_STATE_HAVE_ROBUST_LIST) && sys_set_robust_list(s->robust_head, s->robust_len) < 0)
+		return CX_FAIL_KERNEL_STATE;
+	if ((s->flags & CX_STATE_HAVE_RSEQ) && sys_rseq(s->rseq_area, s->rseq_len, 0, s->rseq_sig) < 0)
+		return CX_FAIL_KERNEL_STATE;
+	return CX_HIT;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Step 9: the trampoline. Runs from an anonymous page after the launcher's  */
+/* own image is gone, so it may use nothing but registers and its params.   */
+
+struct tramp_params {
+	uint64_t unmap_addr;
+	uint64_t unmap_len;
+	struct prctl_mm_map mm;
+	int64_t exe_fd;
+	uint64_t entry;
+	uint64_t rtld_fini;
+	uint64_t sp;
+	uint64_t cold_path;
+	uint64_t cold_argv;
+	uint64_t cold_envp;
+	char path[CX_PATH_MAX];
+};
+/* The assembly below addresses these fields by offset. */
+_Static_assert(offsetof(struct tramp_params, mm) == 16, "tramp mm");
+_Static_assert(offsetof(struct tramp_params, mm) + offsetof(struct prctl_mm_map, exe_fd) == 116, "tramp exe_fd");
+_Static_assert(offsetof(struct tramp_params, exe_fd) == 120, "tramp fd");
+_Static_assert(offsetof(struct tramp_params, entry) == 128, "tramp entry");
+_Static_assert(offsetof(struct tramp_params, rtld_fini) == 136, "tramp rtld_fini");
+_Static_assert(offsetof(struct tramp_params, sp) == 144, "tramp sp");
+_Static_assert(offsetof(struct tramp_params, cold_path) == 152, "tramp cold path");
+_Static_assert(offsetof(struct tramp_params, cold_argv) == 160, "tramp cold argv");
+_Static_assert(offsetof(struct tramp_params, cold_envp) == 168, "tramp cold envp");
+
+extern const char cx_tramp_begin[], cx_tramp_end[];
+__asm__(".text\n"
+	".globl cx_tramp_begin\n"
+	".globl cx_tramp_end\n"
+	"cx_tramp_begin:\n"
+	"	mov %rdi, %r12\n"
+	/* munmap(launcher): the kernel refuses a new exe_fd while the old exe is mapped. */
+	"	mov $11, %eax\n"
+	"	mov 0(%r12), %rdi\n"
+	"	mov 8(%r12), %rsi\n"
+	"	syscall\n"
+	/* prctl(PR_SET_MM, PR_SET_MM_MAP, &mm, sizeof mm, 0) */
+	"1:	mov $157, %eax\n"
+	"	mov $35, %edi\n"
+	"	mov $14, %esi\n"
+	"	lea 16(%r12), %rdx\n"
+	"	mov $104, %r10d\n"
+	"	xor %r8d, %r8d\n"
+	"	syscall\n"
+	"	test %rax, %rax\n"
+	"	jz 2f\n"
+	/* Without CAP_CHECKPOINT_RESTORE exe_fd is refused: keep the launcher as exe. */
+	"	cmpl $-1, 116(%r12)\n"
+	"	je 9f\n"
+	"	movl $-1, 116(%r12)\n"
+	"	jmp 1b\n"
+	"2:	mov 120(%r12), %rdi\n"
+	"	test %rdi, %rdi\n"
+	"	js 3f\n"
+	"	mov $3, %eax\n"
+	"	syscall\n"
+	"3:	mov 128(%r12), %rcx\n"
+	"	mov 136(%r12), %rdx\n"
+	"	mov 144(%r12), %rsp\n"
+	"	xor %eax, %eax\n"
+	"	xor %ebx, %ebx\n"
+	"	xor %esi, %esi\n"
+	"	xor %edi, %edi\n"
+	"	xor %ebp, %ebp\n"
+	"	xor %r8d, %r8d\n"
+	"	xor %r9d, %r9d\n"
+	"	xor %r10d, %r10d\n"
+	"	xor %r11d, %r11d\n"
+	"	xor %r13d, %r13d\n"
+	"	xor %r14d, %r14d\n"
+	"	xor %r15d, %r15d\n"
+	"	xor %r12d, %r12d\n"
+	"	jmp *%rcx\n"
+	/* The launcher is gone, so the cold exec must happen here. */
+	"9:	mov $59, %eax\n"
+	"	mov 152(%r12), %rdi\n"
+	"	mov 160(%r12), %rsi\n"
+	"	mov 168(%r12), %rdx\n"
+	"	syscall\n"
+	"	mov $231, %eax\n"
+	"	mov $127, %edi\n"
+	"	syscall\n"
+	"	hlt\n"
+	"cx_tramp_end:\n");
+
+static uint64_t strings_end(char **v, int n, uint64_t dflt)
+{
+	if (n <= 0)
+		return dflt;
+	return (uint64_t)v[n - 1] + cx_strlen(v[n - 1]) + 1;
+}
+
+static enum cx_outcome jump(const struct image *im, struct launch *L, int exe_fd)
+{
+	const uint64_t params_len = (sizeof(struct tramp_params) + CX_PAGE - 1) & ~(CX_PAGE - 1);
+	const uint64_t code_len = (uint64_t)(cx_tramp_end - cx_tramp_begin);
+	long m = sys_mmap(0, params_len + CX_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mmap_failed(m) || code_len > CX_PAGE)
+		return CX_FAIL_MAP;
+	struct tramp_params *p = (struct tramp_params *)m;
+	unsigned char *code = (unsigned char *)m + params_len;
+	for (uint64_t i = 0; i < code_len; i++)
+		code[i] = (unsigned char)cx_tramp_begin[i];
+	if (sys_mprotect((uint64_t)code, CX_PAGE, PROT_READ | PROT_EXEC) < 0)
+		return CX_FAIL_MAP;
+
+	const struct cx_state *s = im->state;
+	int envc = 0;
+	while (L->envp[envc])
+		envc++;
+	uint64_t *auxv_end = L->auxv;
+	while (auxv_end[0] != AT_NULL)
+		auxv_end += 2;
+	auxv_end += 2;
+
+	p->unmap_addr = (uint64_t)__ehdr_start & ~(CX_PAGE - 1);
+	p->unmap_len = (((uint64_t)_end + CX_PAGE - 1) & ~(CX_PAGE - 1)) - p->unmap_addr;
+	p->mm.start_code = s->start_code;
+	p->mm.end_code = s->end_code;
+	p->mm.start_data = s->start_data;
+	p->mm.end_data = s->end_data;
+	p->mm.start_brk = s->start_brk;
+	p->mm.brk = s->brk;
+	p->mm.start_stack = (uint64_t)L->prog_sp;
+	/* /proc/PID/cmdline and ps show the program's own argv, not the launcher's. */
+	p->mm.arg_start = L->prog_argc ? (uint64_t)L->prog_argv[0] : (uint64_t)L->envp;
+	p->mm.arg_end = strings_end(L->prog_argv, L->prog_argc, p->mm.arg_start);
+	p->mm.env_start = envc ? (uint64_t)L->envp[0] : p->mm.arg_end;
+	p->mm.env_end = strings_end(L->envp, envc, p->mm.env_start);
+	p->mm.auxv = L->auxv;
+	p->mm.auxv_size = (uint32_t)((uint64_t)auxv_end - (uint64_t)L->auxv);
+	p->mm.exe_fd = exe_fd >= 0 ? (uint32_t)exe_fd : (uint32_t)-1;
+	p->exe_fd = exe_fd;
+	p->entry = s->entry;
+	p->rtld_fini = s->rtld_fini;
+	p->sp = (uint64_t)L->prog_sp;
+	struct cx_buf b = { p->path, 0, sizeof p->path, 0 };
+	cx_buf_str(&b, L->path);
+	p->cold_path = (uint64_t)p->path;
+	p->cold_argv = (uint64_t)L->prog_argv;
+	p->cold_envp = (uint64_t)L->envp;
+	if (L->dry_run)
+		sys_exit_group(0);
+	__asm__ volatile("jmp *%1" : : "D"(p), "r"(code) : "memory");
+	__builtin_unreachable();
+}
+
+/* ------------------------------------------------------------------------ */
+
+enum cx_outcome cx_restore(struct launch *L)
+{
+	uint64_t buf[META_BUF / 8];
+	int fds[MAX_FILES];
+	int exe_fd = -1, files_open = 0;
+	struct image im;
+	enum cx_outcome o;
+	__builtin_memset(&im, 0, sizeof im);
+	im.fd = -1;
+
+	if ((o = read_meta(&im, L->image, buf)) != CX_HIT)
+		goto out;
+	if ((o = check_owner(&im, L->euid)) != CX_HIT)
+		goto out;
+	if ((o = check_header(&im, L->auxv)) != CX_HIT)
+		goto out;
+	if ((o = find_sections(&im)) != CX_HIT)
+		goto out;
+	if ((o = check_key(&im, L)) != CX_HIT)
+		goto out;
+	files_open = 1;
+	if ((o = check_files(&im, fds, &exe_fd)) != CX_HIT)
+		goto out;
+	/* Past this point the address space changes: only a cold exec can follow a failure. */
+	if ((o = move_vdso(&im, L->auxv)) != CX_HIT)
+		goto out;
+	if ((o = map_regions(&im, fds)) != CX_HIT)
+		goto out;
+	close_files(&im, fds, exe_fd);
+	sys_close(im.fd);
+	im.fd = -1;
+	if ((o = patch_slots(&im, L)) != CX_HIT)
+		goto out;
+	if ((o = protect_regions(&im)) != CX_HIT)
+		goto out;
+	patch_auxv(&im, L->auxv);
+	if ((o = set_kernel_state(&im)) != CX_HIT)
+		goto out;
+	o = jump(&im, L, exe_fd);
+out:
+	/* Nothing may leak into the cold-exec'd program: close every fd opened here. */
+	if (files_open)
+		close_files(&im, fds, -1);
+	if (im.fd >= 0)
+		sys_close(im.fd);
+	return o;
+}
+
+/* ------------------------------------------------------------------------ */
+/* --internal-inspect IMAGE: the C reader's view, one "name=value" per line, */
+/* compared field by field against the TypeScript reader in the tests.       */
+
+struct out {
+	char buf[8192];
+	struct cx_buf b;
+};
+
+static void out_flush(struct out *o)
+{
+	cx_write_all(1, o->buf, o->b.len);
+	o->b.len = 0;
+}
+
+static void out_kv(struct out *o, const char *prefix, int idx, const char *name, uint64_t v, const char *s)
+{
+	if (o->b.len > sizeof o->buf - 512)
+		out_flush(o);
+	cx_buf_str(&o->b, prefix);
+	if (idx >= 0) {
+		cx_buf_str(&o->b, "[");
+		cx_buf_u64(&o->b, (uint64_t)idx, 10);
+		cx_buf_str(&o->b, "]");
+	}
+	cx_buf_str(&o->b, ".");
+	cx_buf_str(&o->b, name);
+	cx_buf_str(&o->b, "=");
+	if (s)
+		cx_buf_str(&o->b, s);
+	else
+		cx_buf_u64(&o->b, v, 10);
+	cx_buf_str(&o->b, "\n");
+}
+
+int cx_inspect(const char *file)
+{
+	uint64_t buf[META_BUF / 8];
+	struct image im;
+	struct out o;
+	__builtin_memset(&im, 0, sizeof im);
+	o.b = (struct cx_buf){ o.buf, 0, sizeof o.buf, 0 };
+	uint64_t auxv[4] = { AT_PAGESZ, CX_PAGE, AT_NULL, 0 };
+	enum cx_outcome r = read_meta(&im, file, buf);
+	if (r == CX_HIT)
+		r = check_header(&im, auxv);
+	if (r == CX_HIT)
+		r = find_sections(&im);
+	out_kv(&o, "check", -1, "outcome", (uint64_t)r, 0);
+	if (r != CX_HIT) {
+		out_flush(&o);
+		return 1;
+	}
+	const struct cx_header *h = im.h;
+	out_kv(&o, "header", -1, "format_version", h->format_version, 0);
+	out_kv(&o, "header", -1, "abi_hash", h->abi_hash, 0);
+	out_kv(&o, "header", -1, "section_count", h->section_count, 0);
+	out_kv(&o, "header", -1, "meta_size", h->meta_size, 0);
+	out_kv(&o, "header", -1, "data_offset", h->data_offset, 0);
+	out_kv(&o, "header", -1, "file_size", h->file_size, 0);
+	out_kv(&o, "header", -1, "checksum", h->checksum, 0);
+	out_kv(&o, "header", -1, "created_ns", h->created_ns, 0);
+	const struct cx_key *k = im.key;
+	out_kv(&o, "key", -1, "euid", k->euid, 0);
+	out_kv(&o, "key", -1, "exe_path", 0, image_str(&im, k->exe_path));
+	out_kv(&o, "key", -1, "exe_dev", k->exe_dev, 0);
+	out_kv(&o, "key", -1, "exe_ino", k->exe_ino, 0);
+	out_kv(&o, "key", -1, "exe_size", k->exe_size, 0);
+	out_kv(&o, "key", -1, "exe_mtime_sec", (uint64_t)k->exe_mtime_sec, 0);
+	out_kv(&o, "key", -1, "exe_mtime_nsec", k->exe_mtime_nsec, 0);
+	out_kv(&o, "key", -1, "exe_ctime_sec", (uint64_t)k->exe_ctime_sec, 0);
+	out_kv(&o, "key", -1, "exe_ctime_nsec", k->exe_ctime_nsec, 0);
+	out_kv(&o, "key", -1, "path_env", 0, image_str(&im, k->path_env));
+	out_kv(&o, "key", -1, "kernel_release", 0, image_str(&im, k->kernel_release));
+	for (uint32_t i = 0; i < im.nfiles; i++) {
+		const struct cx_file *f = FILE_AT(&im, i);
+		out_kv(&o, "file", (int)i, "path", 0, image_str(&im, f->path));
+		out_kv(&o, "file", (int)i, "kind", f->kind, 0);
+		out_kv(&o, "file", (int)i, "dev", f->dev, 0);
+		out_kv(&o, "file", (int)i, "ino", f->ino, 0);
+		out_kv(&o, "file", (int)i, "size", f->size, 0);
+		out_kv(&o, "file", (int)i, "mtime_sec", (uint64_t)f->mtime_sec, 0);
+		out_kv(&o, "file", (int)i, "mtime_nsec", f->mtime_nsec, 0);
+		out_kv(&o, "file", (int)i, "ctime_sec", (uint64_t)f->ctime_sec, 0);
+		out_kv(&o, "file", (int)i, "ctime_nsec", f->ctime_nsec, 0);
+		out_kv(&o, "file", (int)i, "mode", f->mode, 0);
+		out_kv(&o, "file", (int)i, "flags", f->flags, 0);
+	}
+	for (uint32_t i = 0; i < im.nregions; i++) {
+		const struct cx_region *g = REGION_AT(&im, i);
+		out_kv(&o, "region", (int)i, "addr", g->addr, 0);
+		out_kv(&o, "region", (int)i, "len", g->len, 0);
+		out_kv(&o, "region", (int)i, "offset", g->offset, 0);
+		out_kv(&o, "region", (int)i, "prot", g->prot, 0);
+		out_kv(&o, "region", (int)i, "source", g->source, 0);
+		out_kv(&o, "region", (int)i, "file", g->file, 0);
+		out_kv(&o, "region", (int)i, "flags", g->flags, 0);
+	}
+	for (uint32_t i = 0; i < im.nslots; i++) {
+		const struct cx_slot *s = SLOT_AT(&im, i);
+		out_kv(&o, "slot", (int)i, "addr", s->addr, 0);
+		out_kv(&o, "slot", (int)i, "arg", s->arg, 0);
+		out_kv(&o, "slot", (int)i, "kind", s->kind, 0);
+		out_kv(&o, "slot", (int)i, "width", s->width, 0);
+	}
+	const struct cx_state *s = im.state;
+	out_kv(&o, "state", -1, "entry", s->entry, 0);
+	out_kv(&o, "state", -1, "rtld_fini", s->rtld_fini, 0);
+	out_kv(&o, "state", -1, "fs_base", s->fs_base, 0);
+	out_kv(&o, "state", -1, "tid_address", s->tid_address, 0);
+	out_kv(&o, "state", -1, "robust_head", s->robust_head, 0);
+	out_kv(&o, "state", -1, "robust_len", s->robust_len, 0);
+	out_kv(&o, "state", -1, "rseq_area", s->rseq_area, 0);
+	out_kv(&o, "state", -1, "rseq_len", s->rseq_len, 0);
+	out_kv(&o, "state", -1, "rseq_sig", s->rseq_sig, 0);
+	out_kv(&o, "state", -1, "start_code", s->start_code, 0);
+	out_kv(&o, "state", -1, "end_code", s->end_code, 0);
+	out_kv(&o, "state", -1, "start_data", s->start_data, 0);
+	out_kv(&o, "state", -1, "end_data", s->end_data, 0);
+	out_kv(&o, "state", -1, "start_brk", s->start_brk, 0);
+	out_kv(&o, "state", -1, "brk", s->brk, 0);
+	out_kv(&o, "state", -1, "vdso_base", s->vdso_base, 0);
+	out_kv(&o, "state", -1, "at_phdr", s->at_phdr, 0);
+	out_kv(&o, "state", -1, "at_phnum", s->at_phnum, 0);
+	out_kv(&o, "state", -1, "at_entry", s->at_entry, 0);
+	out_kv(&o, "state", -1, "at_base", s->at_base, 0);
+	out_kv(&o, "state", -1, "flags", s->flags, 0);
+	out_kv(&o, "state", -1, "comm", 0, image_str(&im, s->comm));
+	for (uint32_t i = 0; i < im.nvdso; i++) {
+		const struct cx_vdso_part *v = VDSO_AT(&im, i);
+		out_kv(&o, "vdso", (int)i, "offset", (uint64_t)v->offset, 0);
+		out_kv(&o, "vdso", (int)i, "size", v->size, 0);
+		out_kv(&o, "vdso", (int)i, "kind", v->kind, 0);
+	}
+	out_flush(&o);
+	return 0;
+}
