@@ -117,6 +117,36 @@ export const CONSTANTS: readonly ConstGroup[] = [
     values: { HAVE_TID_ADDRESS: 1, HAVE_ROBUST_LIST: 2, HAVE_RSEQ: 4, HAVE_FS_BASE: 8 },
   },
   {
+    prefix: 'CX_OUTCOME_',
+    doc: 'What one launcher run did (stats/runs.log). Numbers are stable: never reuse one.',
+    values: {
+      HIT: 0, // restored from the image
+      MISS: 1, // no image for this key
+      BYPASS_DISABLED: 2, // CACHED_EXEC_DISABLE
+      BYPASS_LOADER_ENV: 3, // LD_*, GLIBC_TUNABLES, MALLOC_* in the environment
+      BYPASS_SECURE: 4, // AT_SECURE or a setuid/setgid program
+      BYPASS_NO_CACHE_DIR: 5, // no usable cache directory
+      FAIL_IMAGE_IO: 6, // the image could not be opened or read
+      FAIL_HEADER: 7, // bad magic, version, ABI hash, arch, page size or section table
+      FAIL_OWNER: 8, // image not owned by the user or writable by others
+      FAIL_CHECKSUM: 9, // metadata checksum mismatch
+      FAIL_TRUNCATED: 10, // file size differs from the header
+      FAIL_KEY: 11, // key fields differ (hash collision)
+      FAIL_STALE_FILE: 12, // a library or loader file changed since the snapshot
+      FAIL_NEGATIVE_DEP: 13, // a path the loader probed now exists
+      FAIL_VDSO: 14, // the vdso/vvar block could not be moved
+      FAIL_COLLISION: 15, // an image address range is taken in this process
+      FAIL_MAP: 16, // other mmap/mprotect failure
+      FAIL_SLOT: 17, // a slot could not be computed for this argv
+      FAIL_KERNEL_STATE: 18, // arch_prctl, set_robust_list or rseq refused
+    },
+  },
+  {
+    prefix: 'CX_STAT_',
+    doc: 'Statistics log.',
+    values: { MAGIC: 0x31545343 /* "CST1" */ },
+  },
+  {
     prefix: 'CX_VDSO_',
     doc: 'Kinds of kernel special mappings moved as one block.',
     values: { VVAR: 1, VVAR_VCLOCK: 2, VDSO: 3, OTHER: 4 },
@@ -258,7 +288,25 @@ export const VDSO_PART: StructDef = {
   ],
 };
 
-export const STRUCTS: readonly StructDef[] = [HEADER, SECTION, KEY, FILE, REGION, SLOT, STATE, VDSO_PART];
+/**
+ * Not part of an image: the statistics log. The native launcher appends one
+ * record per run to <cache>/stats/runs.log with a single O_APPEND write (atomic
+ * for concurrent writers); the CLI folds the log into counters.
+ */
+export const STAT_RECORD: StructDef = {
+  name: 'cx_stat_record',
+  doc: 'One run as the launcher saw it (stats/runs.log).',
+  fields: [
+    f('magic', 'u32', 'CX_STAT_MAGIC'),
+    f('outcome', 'u32', 'CX_OUTCOME_*'),
+    f('key_hash', 'u64', 'image key (0 when the run never got that far)'),
+    f('time_ns', 'u64', 'CLOCK_REALTIME'),
+    f('pid', 'u32', 'the launcher process'),
+    f('reserved', 'u32', 'zero'),
+  ],
+};
+
+export const STRUCTS: readonly StructDef[] = [HEADER, SECTION, KEY, FILE, REGION, SLOT, STATE, VDSO_PART, STAT_RECORD];
 
 // ---------------------------------------------------------------------------
 // Layout arithmetic
@@ -358,6 +406,7 @@ export const SlotKind = group('CX_SLOT_') as Readonly<{
 export const StateFlag = group('CX_STATE_') as Readonly<{
   HAVE_TID_ADDRESS: number; HAVE_ROBUST_LIST: number; HAVE_RSEQ: number; HAVE_FS_BASE: number;
 }>;
+export const Outcome = group('CX_OUTCOME_');
 export const VdsoKind = group('CX_VDSO_') as Readonly<{ VVAR: number; VVAR_VCLOCK: number; VDSO: number; OTHER: number }>;
 
 export function constName(prefix: string, value: number): string {

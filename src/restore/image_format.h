@@ -6,7 +6,7 @@
 
 #define CX_FORMAT_VERSION 1u
 #define CX_MAGIC 0x31474d4958455843ull
-#define CX_ABI_HASH 0xdc71d3fcu
+#define CX_ABI_HASH 0xdb42ac19u
 #define CX_ARCH_X86_64 62u
 
 /* Section types. Unknown types are skipped unless flagged REQUIRED. */
@@ -63,6 +63,30 @@
 #define CX_STATE_HAVE_ROBUST_LIST 2u
 #define CX_STATE_HAVE_RSEQ 4u
 #define CX_STATE_HAVE_FS_BASE 8u
+
+/* What one launcher run did (stats/runs.log). Numbers are stable: never reuse one. */
+#define CX_OUTCOME_HIT 0u
+#define CX_OUTCOME_MISS 1u
+#define CX_OUTCOME_BYPASS_DISABLED 2u
+#define CX_OUTCOME_BYPASS_LOADER_ENV 3u
+#define CX_OUTCOME_BYPASS_SECURE 4u
+#define CX_OUTCOME_BYPASS_NO_CACHE_DIR 5u
+#define CX_OUTCOME_FAIL_IMAGE_IO 6u
+#define CX_OUTCOME_FAIL_HEADER 7u
+#define CX_OUTCOME_FAIL_OWNER 8u
+#define CX_OUTCOME_FAIL_CHECKSUM 9u
+#define CX_OUTCOME_FAIL_TRUNCATED 10u
+#define CX_OUTCOME_FAIL_KEY 11u
+#define CX_OUTCOME_FAIL_STALE_FILE 12u
+#define CX_OUTCOME_FAIL_NEGATIVE_DEP 13u
+#define CX_OUTCOME_FAIL_VDSO 14u
+#define CX_OUTCOME_FAIL_COLLISION 15u
+#define CX_OUTCOME_FAIL_MAP 16u
+#define CX_OUTCOME_FAIL_SLOT 17u
+#define CX_OUTCOME_FAIL_KERNEL_STATE 18u
+
+/* Statistics log. */
+#define CX_STAT_MAGIC 827609923u
 
 /* Kinds of kernel special mappings moved as one block. */
 #define CX_VDSO_VVAR 1u
@@ -267,5 +291,22 @@ _Static_assert(offsetof(struct cx_vdso_part, offset) == 0, "cx_vdso_part.offset"
 _Static_assert(offsetof(struct cx_vdso_part, size) == 8, "cx_vdso_part.size");
 _Static_assert(offsetof(struct cx_vdso_part, kind) == 16, "cx_vdso_part.kind");
 _Static_assert(offsetof(struct cx_vdso_part, reserved) == 20, "cx_vdso_part.reserved");
+
+/* One run as the launcher saw it (stats/runs.log). */
+struct cx_stat_record {
+	uint32_t magic; /* CX_STAT_MAGIC */
+	uint32_t outcome; /* CX_OUTCOME_* */
+	uint64_t key_hash; /* image key (0 when the run never got that far) */
+	uint64_t time_ns; /* CLOCK_REALTIME */
+	uint32_t pid; /* the launcher process */
+	uint32_t reserved; /* zero */
+};
+_Static_assert(sizeof(struct cx_stat_record) == 32, "cx_stat_record size");
+_Static_assert(offsetof(struct cx_stat_record, magic) == 0, "cx_stat_record.magic");
+_Static_assert(offsetof(struct cx_stat_record, outcome) == 4, "cx_stat_record.outcome");
+_Static_assert(offsetof(struct cx_stat_record, key_hash) == 8, "cx_stat_record.key_hash");
+_Static_assert(offsetof(struct cx_stat_record, time_ns) == 16, "cx_stat_record.time_ns");
+_Static_assert(offsetof(struct cx_stat_record, pid) == 24, "cx_stat_record.pid");
+_Static_assert(offsetof(struct cx_stat_record, reserved) == 28, "cx_stat_record.reserved");
 
 #endif

@@ -10,10 +10,6 @@
 #include "launcher.h"
 #include "image_format.h"
 
-#ifndef CX_NODE_PATH
-#define CX_NODE_PATH "/usr/bin/node"
-#endif
-
 /* The compiler may emit calls to these for struct copies even when freestanding. */
 void *memcpy(void *d, const void *s, size_t n)
 {
@@ -47,8 +43,6 @@ __asm__(".text\n"
 	"	and $-16, %rsp\n"
 	"	call cx_main\n"
 	"	hlt\n");
-
-static int is_true_env(const char *v) { return v && v[0] && !(v[0] == '0' && v[1] == 0); }
 
 /* ------------------------------------------------------------------------ */
 /* Cold exec: the one way out that always works.                             */
@@ -167,7 +161,7 @@ static int resolve(struct launch *L)
 
 static enum cx_outcome bypass_reason(struct launch *L)
 {
-	if (is_true_env(cx_getenv(L->envp, "CACHED_EXEC_DISABLE")))
+	if (is_true_env_value(cx_getenv(L->envp, "CACHED_EXEC_DISABLE")))
 		return CX_BYPASS_DISABLED;
 	for (char **e = L->envp; *e; e++) {
 		const char *v = *e;
@@ -240,15 +234,12 @@ static int compute_key(struct launch *L)
 /* ------------------------------------------------------------------------ */
 /* Helper modes.                                                            */
 
-/* node dist/cli/main.js ARGS...: admin commands live in TypeScript. */
-static __attribute__((noreturn)) void exec_cli(struct launch *L, int first_arg)
+int cx_cli_script(char *out, size_t cap)
 {
-	char self[CX_PATH_MAX], script[CX_PATH_MAX + 32];
+	char self[CX_PATH_MAX];
 	long n = sys_readlink("/proc/self/exe", self, sizeof self - 1);
-	if (n <= 0) {
-		cx_error("cannot find its own path", 0);
-		sys_exit_group(127);
-	}
+	if (n <= 0)
+		return -1;
 	self[n] = 0;
 	/* <pkg>/bin/cached-exec -> <pkg>/dist/cli/main.js */
 	char *slash = 0;
@@ -257,9 +248,20 @@ static __attribute__((noreturn)) void exec_cli(struct launch *L, int first_arg)
 			slash = p;
 	if (slash)
 		*slash = 0;
-	struct cx_buf b = { script, 0, sizeof script, 0 };
+	struct cx_buf b = { out, 0, cap, 0 };
 	cx_buf_str(&b, self);
 	cx_buf_str(&b, "/../dist/cli/main.js");
+	return b.overflow ? -1 : 0;
+}
+
+/* node dist/cli/main.js ARGS...: admin commands live in TypeScript. */
+static __attribute__((noreturn)) void exec_cli(struct launch *L, int first_arg)
+{
+	char script[CX_PATH_MAX + 32];
+	if (cx_cli_script(script, sizeof script)) {
+		cx_error("cannot find its own path", 0);
+		sys_exit_group(127);
+	}
 	int nargs = L->argc - first_arg;
 	char *argv[nargs + 3];
 	argv[0] = (char *)"node";
@@ -330,11 +332,18 @@ static __attribute__((noreturn)) void run(struct launch *L)
 	int rc = resolve(L);
 	if (rc)
 		sys_exit_group(rc);
-	if (bypass_reason(L) != CX_HIT)
-		cx_cold_exec(L);
-	if (cache_dir(L) || compute_key(L))
-		cx_cold_exec(L);
-	cx_restore(L); /* returns only when it did not restore */
+	if (cache_dir(L)) {
+		L->cache_dir[0] = 0;
+		cx_cold_exec(L); /* BYPASS_NO_CACHE_DIR: nowhere to even count it */
+	}
+	enum cx_outcome o = bypass_reason(L);
+	if (o == CX_HIT && compute_key(L))
+		o = CX_BYPASS_NO_CACHE_DIR;
+	if (o == CX_HIT)
+		o = cx_restore(L); /* returns only when it did not restore */
+	cx_record(L, o);
+	if (o == CX_MISS)
+		cx_queue_miss(L);
 	cx_cold_exec(L);
 }
 

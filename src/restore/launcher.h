@@ -3,29 +3,29 @@
 
 #include "sys.h"
 #include "util.h"
+#include "image_format.h"
 
-/* Why a run was not restored; the numbers are stable (statistics use them). */
+/* What a run did; values come from the schema (CX_OUTCOME_*) and are counted in stats. */
 enum cx_outcome {
-	CX_HIT = 0,
-	CX_MISS = 1, /* no image for this key */
-	CX_BYPASS_DISABLED = 2, /* CACHED_EXEC_DISABLE */
-	CX_BYPASS_LOADER_ENV = 3, /* LD_*, GLIBC_TUNABLES, MALLOC_* */
-	CX_BYPASS_SECURE = 4, /* AT_SECURE, setuid/setgid program */
-	CX_BYPASS_NO_CACHE_DIR = 5,
-	CX_FAIL_IMAGE_IO = 6, /* open/read/short image */
-	CX_FAIL_HEADER = 7, /* magic, version, abi hash, arch, page size, sections */
-	CX_FAIL_OWNER = 8, /* not ours or writable by others */
-	CX_FAIL_CHECKSUM = 9,
-	CX_FAIL_TRUNCATED = 10, /* file size differs from header */
-	CX_FAIL_KEY = 11, /* key fields differ (hash collision) */
-	CX_FAIL_STALE_FILE = 12, /* a library or loader file changed */
-	CX_FAIL_NEGATIVE_DEP = 13, /* a probed path now exists */
-	CX_FAIL_VDSO = 14, /* vdso/vvar could not be moved */
-	CX_FAIL_COLLISION = 15, /* address range taken in this process */
-	CX_FAIL_MAP = 16, /* other mmap/mprotect failure */
-	CX_FAIL_SLOT = 17, /* a slot could not be computed (argc too small...) */
-	CX_FAIL_KERNEL_STATE = 18, /* arch_prctl/set_robust_list/rseq failed */
-	CX_OUTCOME_COUNT = 19
+	CX_HIT = CX_OUTCOME_HIT,
+	CX_MISS = CX_OUTCOME_MISS,
+	CX_BYPASS_DISABLED = CX_OUTCOME_BYPASS_DISABLED,
+	CX_BYPASS_LOADER_ENV = CX_OUTCOME_BYPASS_LOADER_ENV,
+	CX_BYPASS_SECURE = CX_OUTCOME_BYPASS_SECURE,
+	CX_BYPASS_NO_CACHE_DIR = CX_OUTCOME_BYPASS_NO_CACHE_DIR,
+	CX_FAIL_IMAGE_IO = CX_OUTCOME_FAIL_IMAGE_IO,
+	CX_FAIL_HEADER = CX_OUTCOME_FAIL_HEADER,
+	CX_FAIL_OWNER = CX_OUTCOME_FAIL_OWNER,
+	CX_FAIL_CHECKSUM = CX_OUTCOME_FAIL_CHECKSUM,
+	CX_FAIL_TRUNCATED = CX_OUTCOME_FAIL_TRUNCATED,
+	CX_FAIL_KEY = CX_OUTCOME_FAIL_KEY,
+	CX_FAIL_STALE_FILE = CX_OUTCOME_FAIL_STALE_FILE,
+	CX_FAIL_NEGATIVE_DEP = CX_OUTCOME_FAIL_NEGATIVE_DEP,
+	CX_FAIL_VDSO = CX_OUTCOME_FAIL_VDSO,
+	CX_FAIL_COLLISION = CX_OUTCOME_FAIL_COLLISION,
+	CX_FAIL_MAP = CX_OUTCOME_FAIL_MAP,
+	CX_FAIL_SLOT = CX_OUTCOME_FAIL_SLOT,
+	CX_FAIL_KERNEL_STATE = CX_OUTCOME_FAIL_KERNEL_STATE,
 };
 
 struct launch {
@@ -61,5 +61,18 @@ enum cx_outcome cx_restore(struct launch *L);
 int cx_inspect(const char *image);
 
 __attribute__((noreturn)) void cx_cold_exec(struct launch *L);
+
+/* record.c */
+void cx_record(const struct launch *L, enum cx_outcome outcome);
+void cx_queue_miss(const struct launch *L);
+
+/* launcher.c: <pkg>/dist/cli/main.js from /proc/self/exe; 0 on success. */
+int cx_cli_script(char *out, size_t cap);
+
+#ifndef CX_NODE_PATH
+#define CX_NODE_PATH "/usr/bin/node"
+#endif
+
+static inline int is_true_env_value(const char *v) { return v && v[0] && !(v[0] == '0' && v[1] == 0); }
 
 #endif

@@ -604,6 +604,7 @@ static enum cx_outcome jump(const struct image *im, struct launch *L, int exe_fd
 	p->cold_envp = (uint64_t)L->envp;
 	if (L->dry_run)
 		sys_exit_group(0);
+	cx_record(L, CX_HIT);
 	__asm__ volatile("jmp *%1" : : "D"(p), "r"(code) : "memory");
 	__builtin_unreachable();
 }

@@ -44,6 +44,21 @@
 #define __NR_set_robust_list 273
 #define __NR_utimensat 280
 #define __NR_rseq 334
+#define __NR_dup2 33
+#define __NR_fork 57
+#define __NR_wait4 61
+#define __NR_flock 73
+#define __NR_mkdir 83
+#define __NR_setsid 112
+#define __NR_setpriority 141
+#define __NR_clock_gettime 228
+#define __NR_close_range 436
+#define LOCK_EX 2
+#define LOCK_NB 4
+#define PRIO_PROCESS 0
+#define CLOCK_REALTIME 0
+#define O_EXCL 0200
+#define O_DIRECTORY 0200000
 
 #define AT_FDCWD (-100)
 #define AT_SYMLINK_NOFOLLOW 0x100
@@ -272,5 +287,15 @@ SYS_INLINE long sys_utimensat(int dirfd, const char *p, const struct timespec_k 
 {
 	return sys_call4(__NR_utimensat, dirfd, (long)p, (long)ts, flags);
 }
+
+SYS_INLINE long sys_dup2(int a, int b) { return sys_call2(__NR_dup2, a, b); }
+SYS_INLINE long sys_fork(void) { return sys_call0(__NR_fork); }
+SYS_INLINE long sys_wait4(int pid, int *status, int opts) { return sys_call4(__NR_wait4, pid, (long)status, opts, 0); }
+SYS_INLINE long sys_flock(int fd, int op) { return sys_call2(__NR_flock, fd, op); }
+SYS_INLINE long sys_mkdir(const char *p, int mode) { return sys_call2(__NR_mkdir, (long)p, mode); }
+SYS_INLINE long sys_setsid(void) { return sys_call0(__NR_setsid); }
+SYS_INLINE long sys_setpriority(int which, int who, int prio) { return sys_call3(__NR_setpriority, which, who, prio); }
+SYS_INLINE long sys_clock_gettime(int clk, struct timespec_k *ts) { return sys_call2(__NR_clock_gettime, clk, (long)ts); }
+SYS_INLINE long sys_close_range(unsigned first, unsigned last) { return sys_call3(__NR_close_range, first, last, 0); }
 
 #endif

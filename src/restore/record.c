@@ -1,0 +1,143 @@
+/*
+ * Side effects of a run that are not the restore itself: one statistics record
+ * per run, and on a miss, queueing the program for a background snapshot.
+ *
+ * Both must stay cheap (they are on every run's path) and must never change
+ * what the program sees: no fd survives into the program, no child of ours is
+ * left for the program to reap, no failure here changes the outcome.
+ */
+#include "launcher.h"
+#include "image_format.h"
+
+static int dir_path(struct cx_buf *b, const struct launch *L, const char *sub, const char *leaf)
+{
+	b->len = 0;
+	b->overflow = 0;
+	cx_buf_str(b, L->cache_dir);
+	cx_buf_str(b, sub);
+	if (leaf)
+		cx_buf_str(b, leaf);
+	return b->overflow ? -1 : 0;
+}
+
+static void mkdirs(const struct launch *L, const char *sub)
+{
+	char p[CX_PATH_MAX];
+	struct cx_buf b = { p, 0, sizeof p, 0 };
+	/* Only the cache dir itself and one level below: the parent is the user's. */
+	sys_mkdir(L->cache_dir, 0700);
+	if (dir_path(&b, L, sub, 0) == 0)
+		sys_mkdir(p, 0700);
+}
+
+void cx_record(const struct launch *L, enum cx_outcome outcome)
+{
+	char p[CX_PATH_MAX];
+	struct cx_buf b = { p, 0, sizeof p, 0 };
+	if (!L->cache_dir[0] || dir_path(&b, L, "/stats/runs.log", 0))
+		return;
+	int fd = (int)sys_openat(AT_FDCWD, p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd == -ENOENT) {
+		mkdirs(L, "/stats");
+		fd = (int)sys_openat(AT_FDCWD, p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	}
+	if (fd < 0)
+		return;
+	struct timespec_k ts = { 0, 0 };
+	sys_clock_gettime(CLOCK_REALTIME, &ts);
+	struct cx_stat_record r = {
+		.magic = CX_STAT_MAGIC,
+		.outcome = (uint32_t)outcome,
+		.key_hash = L->key_hash,
+		.time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec,
+		.pid = (uint32_t)sys_getpid(),
+		.reserved = 0,
+	};
+	/* One write with O_APPEND: concurrent launchers never interleave or lose records. */
+	sys_write(fd, &r, sizeof r);
+	sys_close(fd);
+}
+
+/* Double fork so the program we exec next never sees a child it did not make. */
+static void spawn_warmer(const struct launch *L)
+{
+	char *argv[4];
+	char script[CX_PATH_MAX + 32];
+	if (cx_cli_script(script, sizeof script))
+		return;
+	argv[0] = (char *)"node";
+	argv[1] = script;
+	argv[2] = (char *)"--drain-queue";
+	argv[3] = 0;
+	long pid = sys_fork();
+	if (pid < 0)
+		return;
+	if (pid == 0) {
+		if (sys_fork() == 0) {
+			sys_setsid();
+			sys_setpriority(PRIO_PROCESS, 0, 10);
+			/*
+			 * The caller may read our stdout until EOF (`x=$(cmd)`): a warmer
+			 * holding it open would hang the caller. Keep no fd of the caller's.
+			 */
+			int fd = (int)sys_openat(AT_FDCWD, "/dev/null", O_RDWR, 0);
+			if (fd >= 0) {
+				sys_dup2(fd, 0);
+				sys_dup2(fd, 1);
+				sys_dup2(fd, 2);
+			}
+			sys_close_range(3, ~0u);
+			sys_execve(CX_NODE_PATH, argv, L->envp);
+		}
+		sys_exit_group(0);
+	}
+	int status;
+	sys_wait4((int)pid, &status, 0);
+}
+
+/*
+ * A miss: queue this key for a snapshot unless it is queued already or was
+ * refused, and start a warmer unless one is running. The queue entry holds
+ * what the warmer needs to rebuild the key: the program path and PATH.
+ */
+void cx_queue_miss(const struct launch *L)
+{
+	char p[CX_PATH_MAX], name[24];
+	struct cx_buf b = { p, 0, sizeof p, 0 };
+	struct cx_buf nb = { name, 0, sizeof name, 0 };
+	if (is_true_env_value(cx_getenv(L->envp, "CACHED_EXEC_NO_WARM")))
+		return;
+	cx_buf_hex16(&nb, L->key_hash);
+	if (dir_path(&b, L, "/refused/", name))
+		return;
+	if (sys_faccessat(p, 0) == 0)
+		return; /* refused before: retried only after --cleanup clears it */
+	if (dir_path(&b, L, "/queue/", name))
+		return;
+	int fd = (int)sys_openat(AT_FDCWD, p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd == -ENOENT) {
+		mkdirs(L, "/queue");
+		fd = (int)sys_openat(AT_FDCWD, p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	}
+	if (fd < 0)
+		return; /* EEXIST: already queued, a warmer will get to it */
+	char entry[2 * CX_PATH_MAX + 2];
+	struct cx_buf e = { entry, 0, sizeof entry, 0 };
+	cx_buf_str(&e, L->path);
+	cx_buf_put(&e, "\n", 1);
+	cx_buf_str(&e, L->path_env);
+	cx_buf_put(&e, "\n", 1);
+	sys_write(fd, entry, e.len);
+	sys_close(fd);
+
+	/* A running warmer holds this lock and rescans the queue before it exits. */
+	if (dir_path(&b, L, "/queue/.warmer.lock", 0))
+		return;
+	int lk = (int)sys_openat(AT_FDCWD, p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (lk < 0)
+		return;
+	long busy = sys_flock(lk, LOCK_EX | LOCK_NB);
+	sys_close(lk);
+	if (busy == 0)
+		spawn_warmer(L);
+}
