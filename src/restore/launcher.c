@@ -40,6 +40,8 @@ __asm__(".text\n"
 	"_start:\n"
 	"	xor %rbp, %rbp\n"
 	"	mov %rsp, %rdi\n"
+	/* Leave CX_STACK_GAP untouched below the kernel's frame: stack.c may grow it. */
+	"	sub $16384, %rsp\n"
 	"	and $-16, %rsp\n"
 	"	call cx_main\n"
 	"	hlt\n");
@@ -327,6 +329,86 @@ static __attribute__((noreturn)) void print_key(struct launch *L, int i)
 
 /* ------------------------------------------------------------------------ */
 
+/* The program's argv is ours minus the first `drop` words; rebuild the stack for it. */
+static void program_args(struct launch *L, int drop)
+{
+	L->prog_argc = L->argc;
+	L->prog_argv = L->argv;
+	L->prog_sp = L->sp;
+	if (cx_reshape_stack(L, drop, 0, 0, 0) < 0) {
+		/* An enormous argv/env: run cold (the old arrays are untouched). */
+		L->prog_argc = L->argc - drop;
+		L->prog_argv = L->argv + drop;
+		L->no_restore = 1;
+	}
+}
+
+/*
+ * A #! script: do what the kernel would (binfmt_script) so the interpreter can
+ * be restored: argv becomes interpreter [arg] script-path args... Returns 0 when
+ * L now describes the interpreter run. The line must fit the kernel's 256-byte
+ * buffer and end in a newline; anything unusual is left to the kernel (cold).
+ */
+static int shebang(struct launch *L, char *script, size_t cap)
+{
+	char line[256];
+	int fd = (int)sys_openat(AT_FDCWD, L->path, O_RDONLY | O_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	long n = sys_read(fd, line, sizeof line - 1);
+	sys_close(fd);
+	if (n < 3 || line[0] != '#' || line[1] != '!')
+		return -1;
+	line[n] = 0;
+	char *p = line + 2, *nl = 0;
+	for (char *q = line; q < line + n; q++)
+		if (*q == '\n') {
+			nl = q;
+			break;
+		}
+	if (!nl)
+		return -1;
+	*nl = 0;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	char *interp = p;
+	while (*p && *p != ' ' && *p != '\t')
+		p++;
+	char *arg = 0;
+	if (*p) {
+		*p++ = 0;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		char *e = nl;
+		while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+			*--e = 0;
+		if (*p)
+			arg = p;
+	}
+	if (!interp[0] || interp[0] != '/')
+		return -1;
+	struct kstat st;
+	if (sys_stat(interp, &st) < 0 || (st.st_mode & S_IFMT) != S_IFREG || is_self(L, &st))
+		return -1;
+	struct cx_buf b = { script, 0, cap, 0 };
+	cx_buf_str(&b, L->path);
+	if (b.overflow)
+		return -1;
+	char *ins[3];
+	int k = 0;
+	ins[k++] = interp;
+	if (arg)
+		ins[k++] = arg;
+	ins[k++] = script;
+	/* The kernel drops the script's argv[0] and puts the path it was given. */
+	if (cx_reshape_stack(L, 1, ins, k, 1) < 0)
+		return -1;
+	struct cx_buf pb = { L->path, 0, sizeof L->path, 0 };
+	cx_buf_str(&pb, interp);
+	L->st = st;
+	return 0;
+}
+
 static __attribute__((noreturn)) void run(struct launch *L)
 {
 	int rc = resolve(L);
@@ -336,11 +418,23 @@ static __attribute__((noreturn)) void run(struct launch *L)
 		L->cache_dir[0] = 0;
 		cx_cold_exec(L); /* BYPASS_NO_CACHE_DIR: nowhere to even count it */
 	}
-	enum cx_outcome o = bypass_reason(L);
+	enum cx_outcome o = L->no_restore ? CX_BYPASS_NO_CACHE_DIR : bypass_reason(L);
 	if (o == CX_HIT && compute_key(L))
 		o = CX_BYPASS_NO_CACHE_DIR;
 	if (o == CX_HIT)
 		o = cx_restore(L); /* returns only when it did not restore */
+	if (o == CX_MISS) {
+		/* Scripts have no image of their own: their interpreter does. */
+		char script[CX_PATH_MAX];
+		if (shebang(L, script, sizeof script) == 0) {
+			o = bypass_reason(L);
+			if (o == CX_HIT && compute_key(L))
+				o = CX_BYPASS_NO_CACHE_DIR;
+			if (o == CX_HIT)
+				o = cx_restore(L);
+			/* A cold exec of the interpreter with this argv is what the kernel does too. */
+		}
+	}
 	cx_record(L, o);
 	if (o == CX_MISS)
 		cx_queue_miss(L);
@@ -385,19 +479,15 @@ __attribute__((noreturn, used)) void cx_main(uint64_t *sp)
 			/* Benchmarks: do the whole restore but stop before the jump. */
 			L.dry_run = 1;
 			L.name = L.argv[2];
-			L.prog_argc = L.argc - 2;
-			L.prog_argv = L.argv + 2;
-			L.prog_sp = sp + 2;
+			program_args(&L, 2);
 			run(&L);
 		}
 		if (cx_streq(a, "--"))
 			exec_cli(&L, 1);
 		exec_cli(&L, 1);
 	}
-	/* Prefix form: cached-exec PROG ARGS. The program's argc goes over argv[0]. */
+	/* Prefix form: cached-exec PROG ARGS. */
 	L.name = a;
-	L.prog_argc = L.argc - 1;
-	L.prog_argv = L.argv + 1;
-	L.prog_sp = sp + 1;
+	program_args(&L, 1);
 	run(&L);
 }

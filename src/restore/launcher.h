@@ -53,6 +53,7 @@ struct launch {
 	uint32_t euid;
 	const char *path_env;
 	int dry_run; /* --internal-restore-dry: stop before the jump */
+	int no_restore; /* the stack could not be rebuilt: cold only */
 };
 
 /* restore.c: returns only on failure, with the reason. */
@@ -61,6 +62,10 @@ enum cx_outcome cx_restore(struct launch *L);
 int cx_inspect(const char *image);
 
 __attribute__((noreturn)) void cx_cold_exec(struct launch *L);
+
+/* stack.c: rebuild the initial stack for the program (drop launcher args, insert #! argv). */
+#define CX_STACK_GAP 16384
+int cx_reshape_stack(struct launch *L, int drop, char *const *insert, int ninsert, int copy_strings);
 
 /* record.c */
 void cx_record(const struct launch *L, enum cx_outcome outcome);
