@@ -196,19 +196,19 @@ static int cache_dir(struct launch *L)
 static void put32(unsigned char *p, uint32_t v) { __builtin_memcpy(p, &v, 4); }
 static void put64(unsigned char *p, uint64_t v) { __builtin_memcpy(p, &v, 8); }
 
-/* Same bytes as src/cache/key.ts keyBytes(). */
-static int compute_key(struct launch *L)
+/* Same bytes as src/cache/key.ts keyBytes(), for the owner `euid`, under `dir`. */
+static int compute_key(struct launch *L, const char *dir, uint32_t euid)
 {
 	unsigned char buf[56 + 3 * CX_PATH_MAX];
 	size_t n = 56;
-	L->euid = (uint32_t)sys_geteuid();
-	if (sys_uname(&L->uts) < 0)
+	if (!L->uts.release[0] && sys_uname(&L->uts) < 0)
 		return -1;
 	L->path_env = cx_getenv(L->envp, "PATH");
 	if (!L->path_env)
 		L->path_env = "";
+	L->key_euid = euid;
 	put32(buf + 0, CX_FORMAT_VERSION);
-	put32(buf + 4, L->euid);
+	put32(buf + 4, euid);
 	put64(buf + 8, L->st.st_dev);
 	put64(buf + 16, L->st.st_ino);
 	put64(buf + 24, (uint64_t)L->st.st_size);
@@ -226,11 +226,33 @@ static int compute_key(struct launch *L)
 	}
 	L->key_hash = cx_hash64(buf, n, CX_FNV_OFFSET);
 	struct cx_buf b = { L->image, 0, sizeof L->image, 0 };
-	cx_buf_str(&b, L->cache_dir);
+	cx_buf_str(&b, dir);
 	cx_buf_str(&b, "/images/");
 	cx_buf_hex16(&b, L->key_hash);
 	cx_buf_str(&b, ".img");
 	return b.overflow ? -1 : 0;
+}
+
+/*
+ * The user's cache first, then the read-only system layer (filled by root at
+ * firmware build or first boot, keyed for uid 0, trusted only when root owns
+ * the image). On a miss in both, L describes the user's key for the queue.
+ */
+static enum cx_outcome restore_layers(struct launch *L)
+{
+	if (compute_key(L, L->cache_dir, L->euid))
+		return CX_BYPASS_NO_CACHE_DIR;
+	enum cx_outcome o = cx_restore(L); /* returns only when it did not restore */
+	const char *sys_dir = cx_getenv(L->envp, "CACHED_EXEC_SYSTEM_DIR");
+	if (o != CX_MISS || !sys_dir || !sys_dir[0])
+		return o;
+	if (compute_key(L, sys_dir, 0) == 0) {
+		enum cx_outcome s = cx_restore(L);
+		if (s != CX_MISS)
+			return s;
+	}
+	compute_key(L, L->cache_dir, L->euid);
+	return CX_MISS;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -315,7 +337,8 @@ static __attribute__((noreturn)) void print_key(struct launch *L, int i)
 	int rc = resolve(L);
 	if (rc)
 		sys_exit_group(rc);
-	if (cache_dir(L) || compute_key(L))
+	L->euid = (uint32_t)sys_geteuid();
+	if (cache_dir(L) || compute_key(L, L->cache_dir, L->euid))
 		sys_exit_group(1);
 	char line[CX_PATH_MAX + 64];
 	struct cx_buf o = { line, 0, sizeof line, 0 };
@@ -418,20 +441,17 @@ static __attribute__((noreturn)) void run(struct launch *L)
 		L->cache_dir[0] = 0;
 		cx_cold_exec(L); /* BYPASS_NO_CACHE_DIR: nowhere to even count it */
 	}
+	L->euid = (uint32_t)sys_geteuid();
 	enum cx_outcome o = L->no_restore ? CX_BYPASS_NO_CACHE_DIR : bypass_reason(L);
-	if (o == CX_HIT && compute_key(L))
-		o = CX_BYPASS_NO_CACHE_DIR;
 	if (o == CX_HIT)
-		o = cx_restore(L); /* returns only when it did not restore */
+		o = restore_layers(L);
 	if (o == CX_MISS) {
 		/* Scripts have no image of their own: their interpreter does. */
 		char script[CX_PATH_MAX];
 		if (shebang(L, script, sizeof script) == 0) {
 			o = bypass_reason(L);
-			if (o == CX_HIT && compute_key(L))
-				o = CX_BYPASS_NO_CACHE_DIR;
 			if (o == CX_HIT)
-				o = cx_restore(L);
+				o = restore_layers(L);
 			/* A cold exec of the interpreter with this argv is what the kernel does too. */
 		}
 	}

@@ -51,6 +51,7 @@ struct launch {
 	uint64_t key_hash;
 	struct utsname_k uts;
 	uint32_t euid;
+	uint32_t key_euid; /* owner the image must have: euid, or 0 for the system layer */
 	const char *path_env;
 	int dry_run; /* --internal-restore-dry: stop before the jump */
 	int no_restore; /* the stack could not be rebuilt: cold only */

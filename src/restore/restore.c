@@ -170,7 +170,7 @@ static enum cx_outcome check_key(const struct image *im, const struct launch *L)
 		   *rel = image_str(im, k->kernel_release);
 	if (!exe || !path || !rel)
 		return CX_FAIL_HEADER;
-	if (k->euid != L->euid || k->exe_dev != L->st.st_dev || k->exe_ino != L->st.st_ino ||
+	if (k->euid != L->key_euid || k->exe_dev != L->st.st_dev || k->exe_ino != L->st.st_ino ||
 	    k->exe_size != (uint64_t)L->st.st_size || (uint64_t)k->exe_mtime_sec != L->st.st_mtime_sec ||
 	    k->exe_mtime_nsec != L->st.st_mtime_nsec || (uint64_t)k->exe_ctime_sec != L->st.st_ctime_sec ||
 	    k->exe_ctime_nsec != L->st.st_ctime_nsec || !cx_streq(exe, L->path) || !cx_streq(path, L->path_env) ||
@@ -623,7 +623,7 @@ enum cx_outcome cx_restore(struct launch *L)
 
 	if ((o = read_meta(&im, L->image, buf)) != CX_HIT)
 		goto out;
-	if ((o = check_owner(&im, L->euid)) != CX_HIT)
+	if ((o = check_owner(&im, L->key_euid)) != CX_HIT)
 		goto out;
 	if ((o = check_header(&im, L->auxv)) != CX_HIT)
 		goto out;
