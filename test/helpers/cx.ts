@@ -41,7 +41,8 @@ export function removeDir(d: string | undefined): void {
  * The environment every run of a suite uses unless it says otherwise: a fixed
  * system PATH (the key covers PATH, so warm and run must agree), C locale for
  * stable messages, and the suite's own cache directory. Nothing from the test
- * runner's environment leaks in (no LD_*, no vitest variables).
+ * runner's environment leaks in (no LD_*, no vitest variables), and misses
+ * start no background warmer (CACHED_EXEC_NO_WARM).
  */
 export function baseEnv(cacheDir: string, extra: Env = {}): Env {
   return {
@@ -50,6 +51,8 @@ export function baseEnv(cacheDir: string, extra: Env = {}): Env {
     LC_ALL: 'C',
     SHLVL: '1',
     CACHED_EXEC_DIR: cacheDir,
+    // Suites warm explicitly; no detached background warmer may race them.
+    CACHED_EXEC_NO_WARM: '1',
     ...extra,
   };
 }
@@ -108,11 +111,11 @@ export function run(file: string, args: readonly string[], opts: RunOptions): Pr
       reject(e);
     });
     child.stdin?.on('error', () => { /* EPIPE when the program does not read its input */ });
-    child.stdout.on('data', (c: Buffer) => {
+    child.stdout?.on('data', (c: Buffer) => {
       out.push(c);
       opts.onStdout?.(Buffer.concat(out).toString('utf8'), child);
     });
-    child.stderr.on('data', (c: Buffer) => err.push(c));
+    child.stderr?.on('data', (c: Buffer) => err.push(c));
     child.on('close', (status, signal) => {
       clearTimeout(timer);
       resolve({
