@@ -46,7 +46,7 @@ const flags = [
   // FPU/SSE state as the kernel made it).
   '-ffreestanding', '-fno-builtin', '-nostdlib', '-static', '-fno-pie', '-no-pie',
   '-fno-stack-protector', '-fno-asynchronous-unwind-tables', '-fno-unwind-tables', '-mgeneral-regs-only',
-  '-fcf-protection=none', '-fno-plt',
+  '-fcf-protection=none', '-fno-plt', '-fno-stack-clash-protection',
   // Linked far from where programs live (PIE at 0x55.., libraries at 0x7f..,
   // non-PIE at 0x400000) so an image's regions never collide with the launcher.
   '-Wl,-Ttext-segment=0x60000000', '-Wl,--build-id=none', '-Wl,-z,noexecstack', '-Wl,-z,norelro',

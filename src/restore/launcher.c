@@ -86,7 +86,12 @@ static void load_self(struct launch *L)
 	if (L->self_known)
 		return;
 	L->self_known = 1;
-	if (sys_stat("/proc/self/exe", &st) == 0) {
+	/*
+	 * The path we were exec'd by (a shim symlink or the launcher) names our own
+	 * inode and is a plain path walk; /proc/self/exe costs several times more.
+	 */
+	const char *execfn = (const char *)cx_auxv_get(L->auxv, AT_EXECFN);
+	if ((execfn && sys_stat(execfn, &st) == 0) || sys_stat("/proc/self/exe", &st) == 0) {
 		L->self_dev = st.st_dev;
 		L->self_ino = st.st_ino;
 	}
@@ -464,7 +469,9 @@ static __attribute__((noreturn)) void run(struct launch *L)
 __attribute__((noreturn, used)) void cx_main(uint64_t *sp)
 {
 	struct launch L;
-	__builtin_memset(&L, 0, sizeof L);
+	/* Zero the small fields only: the path buffers are big and every page costs a fault. */
+	__builtin_memset(&L, 0, offsetof(struct launch, path));
+	L.path[0] = L.cache_dir[0] = L.image[0] = 0;
 	L.sp = sp;
 	L.argc = (int)sp[0];
 	L.argv = (char **)(sp + 1);

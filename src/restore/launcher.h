@@ -41,20 +41,22 @@ struct launch {
 	uint64_t *prog_sp;
 
 	const char *name; /* what to resolve */
-	char path[CX_PATH_MAX]; /* resolved program */
 	struct kstat st; /* identity of the program */
 	uint64_t self_dev, self_ino;
 	int self_known;
 
-	char cache_dir[CX_PATH_MAX];
-	char image[CX_PATH_MAX];
 	uint64_t key_hash;
-	struct utsname_k uts;
 	uint32_t euid;
 	uint32_t key_euid; /* owner the image must have: euid, or 0 for the system layer */
 	const char *path_env;
 	int dry_run; /* --internal-restore-dry: stop before the jump */
 	int no_restore; /* the stack could not be rebuilt: cold only */
+	struct utsname_k uts;
+
+	/* Big buffers last: cx_main zeroes only what comes before (page faults). */
+	char path[CX_PATH_MAX]; /* resolved program */
+	char cache_dir[CX_PATH_MAX];
+	char image[CX_PATH_MAX];
 };
 
 /* restore.c: returns only on failure, with the reason. */

@@ -61,7 +61,11 @@ static enum cx_outcome read_meta(struct image *im, const char *file, uint64_t *b
 		return CX_FAIL_IMAGE_IO;
 	if (sys_fstat(im->fd, &im->st) < 0)
 		return CX_FAIL_IMAGE_IO;
-	long n = sys_pread(im->fd, buf, META_BUF, 0);
+	/*
+	 * Read one page first: small programs' metadata fits, and every stack page
+	 * this touches is a page fault on the hot path.
+	 */
+	long n = sys_pread(im->fd, buf, CX_PAGE, 0);
 	if (n < (long)sizeof(struct cx_header))
 		return n < 0 ? CX_FAIL_IMAGE_IO : CX_FAIL_TRUNCATED;
 	im->meta = (unsigned char *)buf;
@@ -72,7 +76,11 @@ static enum cx_outcome read_meta(struct image *im, const char *file, uint64_t *b
 	if (im->meta_size < sizeof(struct cx_header) || im->meta_size > im->h->file_size ||
 	    im->h->file_size != (uint64_t)im->st.st_size)
 		return CX_FAIL_TRUNCATED;
-	if (im->meta_size > (uint64_t)n) {
+	if (im->meta_size > (uint64_t)n && im->meta_size <= META_BUF) {
+		long m = sys_pread(im->fd, (unsigned char *)buf + n, im->meta_size - (uint64_t)n, n);
+		if (m != (long)(im->meta_size - (uint64_t)n))
+			return CX_FAIL_TRUNCATED;
+	} else if (im->meta_size > (uint64_t)n) {
 		/* Big programs (hundreds of regions): map the metadata instead. */
 		long m = sys_mmap(0, im->meta_size, PROT_READ | PROT_WRITE, MAP_PRIVATE, im->fd, 0);
 		if (m < 0 && m > -4096)
