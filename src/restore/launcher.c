@@ -462,7 +462,7 @@ static __attribute__((noreturn)) void run(struct launch *L)
 	}
 	cx_record(L, o);
 	if (o == CX_MISS)
-		cx_queue_miss(L);
+		cx_queue_miss(L, 0);
 	cx_cold_exec(L);
 }
 

@@ -51,6 +51,8 @@ struct launch {
 	const char *path_env;
 	int dry_run; /* --internal-restore-dry: stop before the jump */
 	int no_restore; /* the stack could not be rebuilt: cold only */
+	int rotate; /* restored, but the image is past its age limit: queue a re-snapshot */
+	uint64_t now_ns; /* CLOCK_REALTIME, read once */
 	struct utsname_k uts;
 
 	/* Big buffers last: cx_main zeroes only what comes before (page faults). */
@@ -72,7 +74,9 @@ int cx_reshape_stack(struct launch *L, int drop, char *const *insert, int ninser
 
 /* record.c */
 void cx_record(const struct launch *L, enum cx_outcome outcome);
-void cx_queue_miss(const struct launch *L);
+/* Queue this key for a (re-)snapshot; `rotate` asks the warmer to replace an existing image. */
+void cx_queue_miss(const struct launch *L, int rotate);
+uint64_t cx_now_ns(struct launch *L);
 
 /* launcher.c: <pkg>/dist/cli/main.js from /proc/self/exe; 0 on success. */
 int cx_cli_script(char *out, size_t cap);

@@ -30,6 +30,16 @@ static void mkdirs(const struct launch *L, const char *sub)
 		sys_mkdir(p, 0700);
 }
 
+uint64_t cx_now_ns(struct launch *L)
+{
+	if (!L->now_ns) {
+		struct timespec_k ts = { 0, 0 };
+		sys_clock_gettime(CLOCK_REALTIME, &ts);
+		L->now_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	}
+	return L->now_ns;
+}
+
 void cx_record(const struct launch *L, enum cx_outcome outcome)
 {
 	char p[CX_PATH_MAX];
@@ -43,13 +53,11 @@ void cx_record(const struct launch *L, enum cx_outcome outcome)
 	}
 	if (fd < 0)
 		return;
-	struct timespec_k ts = { 0, 0 };
-	sys_clock_gettime(CLOCK_REALTIME, &ts);
 	struct cx_stat_record r = {
 		.magic = CX_STAT_MAGIC,
 		.outcome = (uint32_t)outcome,
 		.key_hash = L->key_hash,
-		.time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec,
+		.time_ns = cx_now_ns((struct launch *)L),
 		.pid = (uint32_t)sys_getpid(),
 		.reserved = 0,
 	};
@@ -98,9 +106,10 @@ static void spawn_warmer(const struct launch *L)
 /*
  * A miss: queue this key for a snapshot unless it is queued already or was
  * refused, and start a warmer unless one is running. The queue entry holds
- * what the warmer needs to rebuild the key: the program path and PATH.
+ * what the warmer needs to rebuild the key: the program path and PATH, and a
+ * third line "rotate" when an image exists but is past its age limit.
  */
-void cx_queue_miss(const struct launch *L)
+void cx_queue_miss(const struct launch *L, int rotate)
 {
 	char p[CX_PATH_MAX], name[24];
 	struct cx_buf b = { p, 0, sizeof p, 0 };
@@ -110,7 +119,7 @@ void cx_queue_miss(const struct launch *L)
 	cx_buf_hex16(&nb, L->key_hash);
 	if (dir_path(&b, L, "/refused/", name))
 		return;
-	if (sys_faccessat(p, 0) == 0)
+	if (!rotate && sys_faccessat(p, 0) == 0)
 		return; /* refused before: retried only after --cleanup clears it */
 	if (dir_path(&b, L, "/queue/", name))
 		return;
@@ -127,6 +136,8 @@ void cx_queue_miss(const struct launch *L)
 	cx_buf_put(&e, "\n", 1);
 	cx_buf_str(&e, L->path_env);
 	cx_buf_put(&e, "\n", 1);
+	if (rotate)
+		cx_buf_str(&e, "rotate\n");
 	sys_write(fd, entry, e.len);
 	sys_close(fd);
 

@@ -187,6 +187,24 @@ static enum cx_outcome check_key(const struct image *im, const struct launch *L)
 	return CX_HIT;
 }
 
+/*
+ * Restored processes share the snapshot's address-space layout and pointer
+ * guard. Images past CACHED_EXEC_MAX_AGE seconds (default 7 days, 0 = never)
+ * are still used for this run but queued to be re-taken, so the layout changes.
+ */
+static void check_age(const struct image *im, struct launch *L)
+{
+	uint64_t max_age = 7ull * 24 * 3600;
+	const char *v = cx_getenv(L->envp, "CACHED_EXEC_MAX_AGE");
+	if (v && *v) {
+		max_age = 0;
+		for (; *v >= '0' && *v <= '9'; v++)
+			max_age = max_age * 10 + (uint64_t)(*v - '0');
+	}
+	if (max_age && cx_now_ns(L) > im->h->created_ns + max_age * 1000000000ull)
+		L->rotate = 1;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Step 2: every file the image depends on is still the file it was.        */
 
@@ -613,6 +631,8 @@ static enum cx_outcome jump(const struct image *im, struct launch *L, int exe_fd
 	if (L->dry_run)
 		sys_exit_group(0);
 	cx_record(L, CX_HIT);
+	if (L->rotate)
+		cx_queue_miss(L, 1);
 	__asm__ volatile("jmp *%1" : : "D"(p), "r"(code) : "memory");
 	__builtin_unreachable();
 }
@@ -639,6 +659,7 @@ enum cx_outcome cx_restore(struct launch *L)
 		goto out;
 	if ((o = check_key(&im, L)) != CX_HIT)
 		goto out;
+	check_age(&im, L);
 	files_open = 1;
 	if ((o = check_files(&im, fds, &exe_fd)) != CX_HIT)
 		goto out;
