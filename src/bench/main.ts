@@ -1,0 +1,503 @@
+/**
+ * npm run bench [-- --quick] [--no-hyperfine] [--out DIR] [--only bash,dash]
+ *
+ * Start-up of real programs, cold vs restored vs static builds (where
+ * installed) vs LD_BIND_NOW=1 cold, side by side in one run: each group is run
+ * by the C runner in interleaved, shuffled rounds after warmup rounds, and
+ * reported as medians with the run count. Also: the static exit floor, the
+ * miss path (launcher present, no image), restore work alone (dry run), image
+ * sizes and snapshot times, a many-small-commands workload with and without
+ * shims, and the PSS of 20 concurrent instances. Writes
+ * benchmarks/results/latest.{md,svg,json}.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseImage } from '../image/format.js';
+import { machine } from './machine.js';
+import { PROGRAMS, SYSTEM_PATH, resolveOnPath, type ProgramSpec } from './programs.js';
+import { writeReports, consoleReport } from './report.js';
+import { buildNative, runInterleaved, type Command, type Native, type RowKind } from './runner.js';
+import { pairedRatio, summarize, type Ratio } from './stats.js';
+import type { Group, ImageInfo, PssResult, Results, Row, Target, Workload } from './types.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const LAUNCHER = path.join(ROOT, 'bin', 'cached-exec');
+
+interface Options {
+  quick: boolean;
+  hyperfine: boolean;
+  out: string;
+  only: string[] | null;
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = { quick: false, hyperfine: true, out: path.join(ROOT, 'benchmarks', 'results'), only: null };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--quick') o.quick = true;
+    else if (a === '--no-hyperfine') o.hyperfine = false;
+    else if (a === '--out') o.out = path.resolve(argv[++i] ?? o.out);
+    else if (a === '--only') o.only = (argv[++i] ?? '').split(',').filter(Boolean);
+    else if (a === '--help' || a === '-h') {
+      console.log('usage: npm run bench [-- --quick] [--no-hyperfine] [--out DIR] [--only prog,prog]');
+      process.exit(0);
+    } else {
+      console.error(`bench: unknown option ${a}`);
+      process.exit(2);
+    }
+  }
+  return o;
+}
+
+const log = (s: string): void => {
+  process.stderr.write(`bench: ${s}\n`);
+};
+
+/** Static stand-ins where installed: [path, argv] for the same work as the program's bench command. */
+function staticAlternative(spec: ProgramSpec): { label: string; path: string; argv: string[] } | null {
+  const bashStatic = resolveOnPath('bash-static');
+  const busybox = resolveOnPath('busybox');
+  switch (spec.name) {
+    case 'bash':
+      return bashStatic ? { label: 'bash-static -c true', path: bashStatic, argv: ['bash-static', '-c', 'true'] } : null;
+    case 'dash':
+      return busybox ? { label: 'busybox sh -c true', path: busybox, argv: ['sh', '-c', 'true'] } : null;
+    case 'sed':
+    case 'ls':
+    case 'cat':
+      return busybox ? { label: `busybox ${spec.name} ${spec.benchArgs.join(' ')}`, path: busybox, argv: [spec.name, ...spec.benchArgs] } : null;
+    case 'mawk':
+    case 'gawk':
+      return busybox ? { label: `busybox awk ${spec.benchArgs.join(' ')}`, path: busybox, argv: ['awk', ...spec.benchArgs] } : null;
+    default:
+      return null;
+  }
+}
+
+// ---------------------------------------------------------------------------
+
+function warmProgram(name: string, env: Record<string, string>): ImageInfo {
+  const t0 = process.hrtime.bigint();
+  const w = spawnSync(LAUNCHER, ['--warm', name], { env, encoding: 'utf8', timeout: 120_000 });
+  const warmMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  const key = spawnSync(LAUNCHER, ['--internal-key', name], { env, encoding: 'utf8' });
+  const image = /^[0-9a-f]{16} (.+)$/m.exec(key.stdout ?? '')?.[1];
+  const info: ImageInfo = { ok: false, warmMs, bytes: 0, regions: 0, files: 0, detail: '', restores: false };
+  if (!image || !fs.existsSync(image)) {
+    const lines = `${w.stdout ?? ''}\n${w.stderr ?? ''}`.split('\n').map((l) => l.trim()).filter(Boolean);
+    const why = (lines.find((l) => /error|refus|cannot|fail/i.test(l)) ?? lines[lines.length - 1] ?? '').slice(0, 200);
+    info.detail = `--warm exit ${w.status}: ${why || 'no image'}`;
+    return info;
+  }
+  info.ok = true;
+  info.bytes = fs.statSync(image).size;
+  try {
+    const p = parseImage(fs.readFileSync(image));
+    info.regions = p.model.regions.length;
+    info.files = p.model.files.length;
+  } catch (e) {
+    info.detail = `image unreadable by the TS reader: ${(e as Error).message}`;
+  }
+  const spec = PROGRAMS.find((p) => p.name === name);
+  if (spec) {
+    const r = spawnSync(LAUNCHER, [name, ...spec.mapsArgs], { env, encoding: 'utf8', timeout: 30_000 });
+    info.restores = r.status === 0 && (r.stdout ?? '').includes(image);
+    if (!info.restores) info.detail ||= 'image present but a run through the launcher did not map it (cold fallback)';
+  }
+  return info;
+}
+
+function cmd(group: string, kind: RowKind, label: string, p: string, argv: string[], env: Record<string, string>): Command {
+  return { id: `${group}/${kind}${kind === 'static' ? `:${label}` : ''}`, group, kind, label, path: p, argv, env };
+}
+
+/** One untimed run of each command: exit status check and a duration estimate. */
+function probe(c: Command): { ms: number; status: number | null; stdout: string } {
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync(c.path, c.argv.slice(1), { argv0: c.argv[0], env: c.env, encoding: 'utf8', timeout: 60_000 });
+  return { ms: Number(process.hrtime.bigint() - t0) / 1e6, status: r.status, stdout: r.stdout ?? '' };
+}
+
+function roundsFor(estMs: number, opts: Options): { rounds: number; warmup: number } {
+  const budget = opts.quick ? 1500 : 9000;
+  const [lo, hi] = opts.quick ? [15, 300] : [40, 1500];
+  const rounds = Math.max(lo, Math.min(hi, Math.round(budget / Math.max(estMs, 0.05))));
+  return { rounds, warmup: Math.max(3, Math.round(rounds / 10)) };
+}
+
+function rowsFrom(cmds: Command[], samples: Map<string, import('./runner.js').Sample[]>, expect: Map<string, number>): Row[] {
+  return cmds.map((c) => {
+    const s = samples.get(c.id) ?? [];
+    const want = expect.get(c.id) ?? 0;
+    return {
+      id: c.id,
+      kind: c.kind,
+      label: c.label,
+      command: [c.kind === 'bindnow' ? 'LD_BIND_NOW=1' : '', ...c.argv.map((a) => (/[\s'"]/.test(a) ? `'${a}'` : a))].filter(Boolean).join(' '),
+      summary: summarize(s.map((x) => x.ns / 1e6)),
+      minflt: summarize(s.map((x) => x.minflt)).median,
+      maxrssKiB: summarize(s.map((x) => x.maxrssKiB)).median,
+      badRuns: s.filter((x) => x.status !== want).length,
+      samples: s,
+    };
+  });
+}
+
+function byRound(r: Row): Map<number, number> {
+  return new Map(r.samples.map((s) => [s.round, s.ns]));
+}
+
+function runGroup(native: Native, name: string, title: string, cmds: Command[], opts: Options, tmp: string, seed: number,
+  expect = new Map<string, number>(), notes = new Map<string, string>()): Group {
+  const est = cmds.reduce((a, c) => a + probe(c).ms, 0);
+  const { rounds, warmup } = roundsFor(est, opts);
+  log(`${title}: ${cmds.length} variants x ${rounds} rounds (+${warmup} warmup)`);
+  const samples = runInterleaved(native, cmds, rounds, warmup, seed, tmp);
+  const rows = rowsFrom(cmds, samples, expect);
+  for (const r of rows) {
+    const n = notes.get(r.id);
+    if (n) r.note = n;
+  }
+  const cold = rows.find((r) => r.kind === 'cold' || r.kind === 'floor');
+  const vsCold: Record<string, Ratio> = {};
+  if (cold) for (const r of rows) if (r !== cold) vsCold[r.id] = pairedRatio(byRound(r), byRound(cold));
+  return { name, title, rounds, warmup, rows, vsCold };
+}
+
+function hyperfineCheck(g: Group, cmds: Command[], opts: Options, tmp: string): void {
+  const picked = cmds.filter((c) => c.kind === 'cold' || c.kind === 'restored');
+  if (picked.length < 2) return;
+  const runs = opts.quick ? 100 : 500;
+  const json = path.join(tmp, `hf-${g.name}.json`);
+  const quote = (a: string): string => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
+  // hyperfine -N splits each command like a shell would; argv[0] is the path it execs.
+  const lines = picked.map((c) => [c.path, ...c.argv.slice(1)].map(quote).join(' '));
+  const env = picked.find((c) => c.kind === 'restored')?.env ?? {};
+  const r = spawnSync('hyperfine', ['-N', '--style', 'none', '--warmup', String(Math.round(runs / 10)), '--runs', String(runs),
+    '--export-json', json, ...lines], { env: { ...env, PATH: SYSTEM_PATH }, encoding: 'utf8', timeout: 600_000 });
+  if (r.status !== 0 || !fs.existsSync(json)) {
+    log(`hyperfine failed for ${g.name}: ${(r.stderr ?? '').trim().slice(0, 200)}`);
+    return;
+  }
+  const data = JSON.parse(fs.readFileSync(json, 'utf8')) as { results: { median: number; times?: number[] }[] };
+  g.hyperfine = data.results.map((res, i) => ({
+    label: (picked[i] as Command).kind,
+    medianMs: res.median * 1000,
+    runs: res.times?.length ?? runs,
+  }));
+}
+
+// ---------------------------------------------------------------------------
+// Workloads
+
+function shimDir(tmp: string, names: string[]): string {
+  const d = path.join(tmp, 'shims');
+  fs.mkdirSync(d, { recursive: true });
+  for (const n of names) {
+    const l = path.join(d, n);
+    if (!fs.existsSync(l)) fs.symlinkSync(LAUNCHER, l);
+  }
+  return d;
+}
+
+function workloads(native: Native, opts: Options, tmp: string, env: Record<string, string>): Workload[] {
+  const out: Workload[] = [];
+  const bash = resolveOnPath('bash');
+  if (!bash) return out;
+  const scripts: { name: string; file: string }[] = [
+    { name: 'many small commands (make -j1 style)', file: path.join(ROOT, 'benchmarks', 'workloads', 'small-commands.sh') },
+  ];
+  const bootDir = path.join(ROOT, 'examples', 'boot');
+  if (fs.existsSync(bootDir)) {
+    for (const f of fs.readdirSync(bootDir).sort()) {
+      const p = path.join(bootDir, f);
+      if (/^rc|\.sh$/.test(f) && fs.statSync(p).isFile()) scripts.push({ name: `examples/boot/${f}`, file: p });
+    }
+  }
+  for (const s of scripts) {
+    const text = fs.readFileSync(s.file, 'utf8');
+    const listed = /^# programs: (.+)$/m.exec(text)?.[1]?.split(/\s+/).filter(Boolean) ?? [];
+    const names = [...new Set(['bash', ...listed])].filter((n) => resolveOnPath(n) !== null);
+    const shims = shimDir(tmp, names);
+    const shimEnv = { ...env, PATH: `${shims}:${SYSTEM_PATH}` };
+    const warmT0 = Date.now();
+    let warmedOk = 0;
+    for (const n of names) if (spawnSync(LAUNCHER, ['--warm', n], { env: shimEnv, stdio: 'ignore', timeout: 120_000 }).status === 0) warmedOk++;
+    log(`${s.name}: warmed ${warmedOk}/${names.length} programs for the shim PATH in ${((Date.now() - warmT0) / 1000).toFixed(1)} s`);
+    const cmds: Command[] = [
+      cmd('workload', 'cold', 'plain PATH', bash, ['bash', s.file], env),
+      cmd('workload', 'restored', 'shims first on PATH', path.join(shims, 'bash'), ['bash', s.file], shimEnv),
+    ];
+    const est = cmds.reduce((a, c) => a + probe(c).ms, 0);
+    const rounds = opts.quick ? 5 : Math.max(10, Math.min(40, Math.round(20000 / est)));
+    log(`${s.name}: 2 variants x ${rounds} rounds`);
+    const samples = runInterleaved(native, cmds, rounds, 2, 7, tmp);
+    const rows = rowsFrom(cmds, samples, new Map());
+    const [cold, shim] = rows as [Row, Row];
+    out.push({
+      name: s.name,
+      rows,
+      ratio: pairedRatio(byRound(shim), byRound(cold)),
+      rounds,
+      note: warmedOk < names.length ? `only ${warmedOk} of ${names.length} programs could be warmed` : `${names.length} programs shimmed and warmed`,
+    });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// PSS of N concurrent instances
+
+function smaps(pid: number): { pss: number; rss: number } {
+  try {
+    const t = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+    const get = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(t)?.[1] ?? NaN);
+    return { pss: get('Pss'), rss: get('Rss') };
+  } catch {
+    return { pss: NaN, rss: NaN };
+  }
+}
+
+async function concurrent(n: number, file: string, argv: string[], env: Record<string, string>): Promise<{ pss: number; rss: number; maps: string }> {
+  const kids = argv.length ? Array.from({ length: n }, () => spawn(file, argv.slice(1), { argv0: argv[0], env, stdio: ['pipe', 'pipe', 'ignore'] })) : [];
+  const ready = kids.map((k) => new Promise<void>((resolve) => {
+    let buf = '';
+    k.stdout?.on('data', (c: Buffer) => {
+      buf += c.toString();
+      if (buf.includes('ready')) resolve();
+    });
+    k.on('close', () => resolve());
+  }));
+  await Promise.race([Promise.all(ready), new Promise((r) => setTimeout(r, 20_000))]);
+  let pss = 0;
+  let rss = 0;
+  for (const k of kids) {
+    const m = smaps(k.pid ?? -1);
+    pss += m.pss;
+    rss += m.rss;
+  }
+  let maps = '';
+  try {
+    maps = fs.readFileSync(`/proc/${kids[0]?.pid}/maps`, 'utf8');
+  } catch { /* gone */ }
+  await Promise.all(kids.map((k) => new Promise<void>((resolve) => {
+    k.on('close', () => resolve());
+    k.stdin?.end();
+  })));
+  return { pss: pss / n, rss: rss / n, maps };
+}
+
+async function pssCheck(env: Record<string, string>, image: ImageInfo | undefined, imagePath: string | null): Promise<PssResult | null> {
+  const bash = resolveOnPath('bash');
+  if (!bash) return null;
+  const n = 20;
+  const script = 'echo ready; read x';
+  const cold = await concurrent(n, bash, ['bash', '-c', script], env);
+  const restored = await concurrent(n, LAUNCHER, ['cached-exec', 'bash', '-c', script], env);
+  const restoredOk = !!imagePath && restored.maps.includes(imagePath);
+  return {
+    instances: n,
+    coldKiB: cold.pss,
+    restoredKiB: restored.pss,
+    coldRssKiB: cold.rss,
+    restoredRssKiB: restored.rss,
+    restoredOk,
+    note: restoredOk ? undefined : `restored instances did not map the image${image?.detail ? ` (${image.detail})` : ''}`,
+  };
+}
+
+// ---------------------------------------------------------------------------
+
+function targets(groups: Group[], pss: PssResult | null, floorGroup: Group | undefined): Target[] {
+  const t: Target[] = [];
+  const med = (g: Group | undefined, kind: RowKind): number => g?.rows.find((r) => r.kind === kind)?.summary.median ?? NaN;
+  const ratioRow = (name: string, limit: number, label: string): void => {
+    const g = groups.find((x) => x.name === name);
+    if (!g) {
+      t.push({ what: label, limit: `<= ${limit}`, measured: 'not installed', ok: null });
+      return;
+    }
+    const r = g.vsCold[`${name}/restored`];
+    const restoredOk = g.image?.restores ?? false;
+    const value = r?.ofMedians ?? NaN;
+    t.push({
+      what: label,
+      limit: `<= ${limit}`,
+      measured: `${value.toFixed(3)} (${med(g, 'restored').toFixed(3)} / ${med(g, 'cold').toFixed(3)} ms, ${g.rounds} runs each)`,
+      ok: restoredOk ? value <= limit : false,
+      why: restoredOk ? (value <= limit ? undefined : `over by ${((value / limit - 1) * 100).toFixed(0)}%`) : `no restore happened: ${g.image?.detail || 'not warmed'}`,
+    });
+  };
+  ratioRow('bash', 0.75, 'bash -c true restored/cold');
+  ratioRow('dash', 0.6, 'dash -c true restored/cold');
+  ratioRow('cmake', 0.3, 'cmake --version restored/cold');
+  const bash = groups.find((x) => x.name === 'bash');
+  const bs = bash?.rows.find((r) => r.kind === 'static' && r.label.startsWith('bash-static'));
+  if (bash && bs) {
+    const v = med(bash, 'restored') / bs.summary.median;
+    t.push({
+      what: 'restored bash vs bash-static',
+      limit: '<= 1.1x',
+      measured: `${v.toFixed(3)}x (${med(bash, 'restored').toFixed(3)} / ${bs.summary.median.toFixed(3)} ms, ${bash.rounds} runs each)`,
+      ok: bash.image?.restores ? v <= 1.1 : false,
+      why: bash.image?.restores ? (v <= 1.1 ? undefined : `over by ${((v / 1.1 - 1) * 100).toFixed(0)}%`) : 'no restore happened',
+    });
+  } else {
+    t.push({ what: 'restored bash vs bash-static', limit: '<= 1.1x', measured: 'bash-static not installed', ok: null });
+  }
+  if (floorGroup) {
+    const floor = med(floorGroup, 'floor');
+    const miss = med(floorGroup, 'miss');
+    const over = miss - floor;
+    t.push({
+      what: 'miss-path overhead (launcher, no image) vs the static exit floor',
+      limit: '<= 1.2x floor',
+      measured: `${(over / floor).toFixed(2)}x (overhead ${over.toFixed(3)} ms = ${miss.toFixed(3)} - ${floor.toFixed(3)} ms, ${floorGroup.rounds} runs each)`,
+      ok: over / floor <= 1.2,
+      why: over / floor <= 1.2 ? undefined : 'the miss path is a second exec (launcher, then program): it costs at least one floor',
+    });
+  }
+  const gdb = groups.find((g) => g.name === 'gdb');
+  if (gdb?.image?.ok && floorGroup) {
+    const dry = med(gdb, 'dry');
+    const work = dry - med(floorGroup, 'floor');
+    t.push({
+      what: `restore work alone, gdb (${gdb.image.regions} regions)`,
+      limit: '< 0.5 ms',
+      measured: `${work.toFixed(3)} ms (dry run ${dry.toFixed(3)} ms - floor)`,
+      ok: gdb.image.restores ? work < 0.5 : false,
+      why: gdb.image.restores ? undefined : 'no restore happened',
+    });
+  }
+  if (pss) {
+    t.push({
+      what: `PSS per instance, ${pss.instances} concurrent bash`,
+      limit: 'restored <= cold',
+      measured: `${pss.restoredKiB.toFixed(0)} vs ${pss.coldKiB.toFixed(0)} KiB`,
+      ok: pss.restoredOk ? pss.restoredKiB <= pss.coldKiB : false,
+      why: pss.restoredOk ? undefined : pss.note,
+    });
+  }
+  return t;
+}
+
+async function main(): Promise<void> {
+  const t0 = Date.now();
+  const opts = parseArgs(process.argv.slice(2));
+  if (!fs.existsSync(LAUNCHER)) {
+    console.error(`bench: ${LAUNCHER} is missing: run npm run build first`);
+    process.exit(1);
+  }
+  const native = buildNative(ROOT, path.join(ROOT, 'build', 'bench'));
+  const m = machine(ROOT, native.cc);
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cx-bench-'));
+  const cacheDir = path.join(tmp, 'cache');
+  const emptyCache = path.join(tmp, 'empty-cache');
+  fs.mkdirSync(cacheDir, { mode: 0o700 });
+  fs.mkdirSync(emptyCache, { mode: 0o700 });
+  const env: Record<string, string> = {
+    PATH: SYSTEM_PATH,
+    HOME: os.homedir(),
+    LC_ALL: 'C',
+    SHLVL: '1',
+    CACHED_EXEC_DIR: cacheDir,
+    CACHED_EXEC_NO_WARM: '1',
+  };
+  const missEnv = { ...env, CACHED_EXEC_DIR: emptyCache };
+  const notes: string[] = [...native.notes];
+  const harness = native.runner
+    ? 'C runner (benchmarks/runner.c): posix_spawn + wait4 per run, CLOCK_MONOTONIC, rounds interleaved and shuffled'
+    : 'Node fallback (spawnSync per run, interleaved and shuffled): includes ~1 ms of Node spawn overhead per run';
+
+  const wanted = ['bash', 'dash', 'perl', 'python3', 'sed', 'mawk', 'gawk', 'ls', 'cmake', 'gdb'];
+  let specs = PROGRAMS.filter((p) => wanted.includes(p.name) && resolveOnPath(p.name) !== null);
+  if (specs.some((p) => p.name === 'mawk')) specs = specs.filter((p) => p.name !== 'gawk');
+  if (opts.only) specs = specs.filter((p) => opts.only?.includes(p.name));
+  const missing = wanted.filter((n) => !specs.some((p) => p.name === n) && n !== 'gawk');
+  if (missing.length) notes.push(`not installed or not selected: ${missing.join(', ')}`);
+
+  const groups: Group[] = [];
+  let seed = 1;
+  let floorGroup: Group | undefined;
+  if (native.floor) {
+    const floorCmds = [
+      cmd('floor', 'floor', 'static exit, no libc (the floor)', native.floor, ['exit-floor'], env),
+      cmd('floor', 'miss', 'cached-exec exit-floor, no image (miss path)', LAUNCHER, ['cached-exec', native.floor], missEnv),
+    ];
+    floorGroup = runGroup(native, 'floor', 'exec floor and miss path', floorCmds, opts, tmp, seed++);
+    groups.push(floorGroup);
+  }
+
+  let bashImagePath: string | null = null;
+  for (const spec of specs) {
+    const real = resolveOnPath(spec.name) as string;
+    log(`warming ${spec.name}`);
+    const image = warmProgram(spec.name, env);
+    if (spec.name === 'bash') {
+      const key = spawnSync(LAUNCHER, ['--internal-key', 'bash'], { env, encoding: 'utf8' });
+      bashImagePath = /^[0-9a-f]{16} (.+)$/m.exec(key.stdout ?? '')?.[1] ?? null;
+    }
+    if (!image.ok || !image.restores) log(`${spec.name}: ${image.detail}`);
+    const g = spec.name;
+    const args = spec.benchArgs;
+    const cmds: Command[] = [
+      cmd(g, 'cold', `${spec.label} (cold)`, real, [spec.name, ...args], env),
+      cmd(g, 'restored', `cached-exec ${spec.label}`, LAUNCHER, ['cached-exec', spec.name, ...args], env),
+      cmd(g, 'bindnow', `LD_BIND_NOW=1 ${spec.label}`, real, [spec.name, ...args], { ...env, LD_BIND_NOW: '1' }),
+    ];
+    const alt = staticAlternative(spec);
+    if (alt) cmds.push(cmd(g, 'static', alt.label, alt.path, alt.argv, env));
+    if (spec.name === 'bash' || spec.name === 'dash') {
+      cmds.push(cmd(g, 'miss', `cached-exec ${spec.label}, no image (miss)`, LAUNCHER, ['cached-exec', spec.name, ...args], missEnv));
+    }
+    const notesFor = new Map<string, string>();
+    const expect = new Map<string, number>();
+    if (image.ok) {
+      // Dry run: the whole restore, then exit(0) before the jump. If the restore fails the
+      // launcher execs the program cold instead, which the maps listing would reveal.
+      const dry = cmd(g, 'dry', `restore only (--internal-restore-dry ${spec.name})`, LAUNCHER, ['cached-exec', '--internal-restore-dry', spec.name, ...args], env);
+      const check = probe({ ...dry, argv: ['cached-exec', '--internal-restore-dry', spec.name, ...spec.mapsArgs] });
+      if (check.status !== 0 || check.stdout.length > 0) notesFor.set(dry.id, 'restore failed: this row is a cold run');
+      cmds.push(dry);
+    }
+    if (!image.restores) notesFor.set(`${g}/restored`, `NOT restored (${image.detail || 'no image'}): this row is the launcher + a cold run`);
+    for (const c of cmds) {
+      const p = probe(c);
+      expect.set(c.id, p.status ?? 0);
+      if (p.status !== 0) notesFor.set(c.id, `${notesFor.get(c.id) ?? ''} exit status ${p.status}`.trim());
+    }
+    const group = runGroup(native, g, spec.label, cmds, opts, tmp, seed++, expect, notesFor);
+    group.image = image;
+    if (opts.hyperfine && native.runner && ['bash', 'dash', 'cmake'].includes(g) && m.hyperfine !== 'not installed') {
+      hyperfineCheck(group, cmds, opts, tmp);
+    }
+    groups.push(group);
+  }
+
+  const wl = opts.only ? [] : workloads(native, opts, tmp, env);
+  const bashGroup = groups.find((g) => g.name === 'bash');
+  const pss = specs.some((s) => s.name === 'bash') ? await pssCheck(env, bashGroup?.image, bashImagePath) : null;
+  const results: Results = {
+    machine: m,
+    quick: opts.quick,
+    harness,
+    notes,
+    groups,
+    workloads: wl,
+    pss,
+    targets: targets(groups, pss, floorGroup),
+    elapsedS: (Date.now() - t0) / 1000,
+  };
+  console.log(consoleReport(results));
+  const written = writeReports(results, opts.out);
+  log(`wrote ${written.map((f) => path.relative(process.cwd(), f)).join(', ')}`);
+  fs.rmSync(tmp, { recursive: true, force: true });
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});
