@@ -509,8 +509,12 @@ __attribute__((noreturn, used)) void cx_main(uint64_t *sp)
 			program_args(&L, 2);
 			run(&L);
 		}
-		if (cx_streq(a, "--"))
-			exec_cli(&L, 1);
+		if (cx_streq(a, "--") && L.argc > 2) {
+			/* cached-exec -- PROG ARGS: for programs whose name starts with '-'. */
+			L.name = L.argv[2];
+			program_args(&L, 2);
+			run(&L);
+		}
 		exec_cli(&L, 1);
 	}
 	/* Prefix form: cached-exec PROG ARGS. */
