@@ -504,6 +504,9 @@ __attribute__((noreturn, used)) void cx_main(uint64_t *sp)
 			print_key(&L, 2);
 		if (cx_streq(a, "--internal-restore-dry") && L.argc > 2) {
 			/* Benchmarks: do the whole restore but stop before the jump. */
+			struct timespec_k ts;
+			sys_clock_gettime(1 /* CLOCK_MONOTONIC */, &ts);
+			L.dry_t0 = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 			L.dry_run = 1;
 			L.name = L.argv[2];
 			program_args(&L, 2);

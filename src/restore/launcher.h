@@ -53,6 +53,8 @@ struct launch {
 	int no_restore; /* the stack could not be rebuilt: cold only */
 	int rotate; /* restored, but the image is past its age limit: queue a re-snapshot */
 	uint64_t now_ns; /* CLOCK_REALTIME, read once */
+	uint32_t tid; /* gettid(), once asked */
+	uint64_t dry_t0; /* CLOCK_MONOTONIC when a dry run started */
 	struct utsname_k uts;
 
 	/* Big buffers last: cx_main zeroes only what comes before (page faults). */

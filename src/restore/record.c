@@ -58,7 +58,7 @@ void cx_record(const struct launch *L, enum cx_outcome outcome)
 		.outcome = (uint32_t)outcome,
 		.key_hash = L->key_hash,
 		.time_ns = cx_now_ns((struct launch *)L),
-		.pid = (uint32_t)sys_getpid(),
+		.pid = L->tid ? L->tid : (uint32_t)sys_getpid(), /* a restore already asked */
 		.reserved = 0,
 	};
 	/* One write with O_APPEND: concurrent launchers never interleave or lose records. */
