@@ -27,6 +27,9 @@ export interface ImageInfo {
   detail: string;
   /** A maps listing through the launcher showed the image: restore really happens. */
   restores: boolean;
+  /** In-process restore time (ms) reported by --internal-restore-dry (launcher start to the jump). */
+  restoreMs?: Summary;
+  slots?: number;
 }
 
 export interface Group {
