@@ -66,3 +66,42 @@ export function keyFor(exePath: string, env: NodeJS.ProcessEnv = process.env): I
     kernelRelease: os.release(),
   };
 }
+
+/**
+ * The launcher's rule exactly (launcher.c: cache_dir): CACHED_EXEC_DIR, else
+ * $XDG_CACHE_HOME/cached-exec, else $HOME/.cache/cached-exec, each only when
+ * non-empty; null when the launcher has no cache directory at all (it then
+ * runs cold and records nothing). cacheDir() instead falls back to the
+ * password database's home, which suits commands that must write somewhere.
+ */
+export function launcherCacheDir(env: NodeJS.ProcessEnv = process.env): string | null {
+  if (env.CACHED_EXEC_DIR) return env.CACHED_EXEC_DIR;
+  if (env.XDG_CACHE_HOME) return path.join(env.XDG_CACHE_HOME, 'cached-exec');
+  if (env.HOME) return path.join(env.HOME, '.cache', 'cached-exec');
+  return null;
+}
+
+/** keyFor() from a stat already taken (no second stat that could race). */
+export function keyFromStat(
+  exePath: string,
+  st: fs.BigIntStats,
+  env: NodeJS.ProcessEnv = process.env,
+  euid: number = process.geteuid ? process.geteuid() : 0,
+): ImageKey {
+  return {
+    euid,
+    exePath,
+    exeDev: st.dev,
+    exeIno: st.ino,
+    exeSize: st.size,
+    exeMtimeSec: st.mtimeNs / 1_000_000_000n,
+    exeMtimeNsec: Number(st.mtimeNs % 1_000_000_000n),
+    exeCtimeSec: st.ctimeNs / 1_000_000_000n,
+    exeCtimeNsec: Number(st.ctimeNs % 1_000_000_000n),
+    pathEnv: env.PATH ?? '',
+    kernelRelease: os.release(),
+  };
+}
+
+/** Image file names are the key hash: 16 lowercase hex digits + ".img". */
+export const IMAGE_NAME_RE = /^([0-9a-f]{16})\.img$/;

@@ -1,0 +1,313 @@
+/**
+ * The restorer's checks, in TypeScript, in the restorer's order
+ * (src/restore/restore.c: read_meta, check_owner, check_header,
+ * find_sections, check_key, check_age, check_files, then the static parts of
+ * move_vdso, map_regions and patch_slots). `--explain` uses this to say
+ * whether the next run restores and if not why; `--cleanup` uses it to find
+ * images no run can use any more.
+ *
+ * Outcomes are the CX_OUTCOME_* names from the schema, so they read the same
+ * as the statistics. What only the run itself can know (whether the image's
+ * addresses are free in that process, whether the kernel accepts the vdso
+ * move) is not checked here: a HIT verdict means "restores unless the address
+ * space of the run collides", which the launcher then handles by running cold.
+ */
+import * as fs from 'node:fs';
+import { decodeStruct } from '../image/codec.js';
+import type { ImageKey } from '../image/format.js';
+import {
+  ABI_HASH, ARCH_X86_64, FILE, FORMAT_VERSION, FileKind, HEADER, KEY, MAGIC, Outcome, REGION, SECTION, SLOT, STATE,
+  SecFlag, Section, SlotKind, Src, VDSO_PART, constName, hash64, layout, sizeOf,
+} from '../image/schema.js';
+
+/** A CX_OUTCOME_* name without the prefix: 'HIT', 'MISS', 'FAIL_CHECKSUM', ... */
+export type OutcomeName = string;
+
+export interface Verdict {
+  outcome: OutcomeName;
+  /** One line for humans: what was wrong, naming the field or file. */
+  detail: string;
+  /** A HIT past CACHED_EXEC_MAX_AGE: restored, but queued to be re-taken. */
+  rotate: boolean;
+  /** Filled once the header could be read. */
+  createdNs?: bigint;
+  regions?: number;
+  files?: number;
+  size?: number;
+}
+
+export interface CheckOptions {
+  /** The key this run computes; compared field by field like check_key. */
+  key: ImageKey;
+  /** Owner the image must have: the user's euid, or 0 for the system layer. */
+  owner: number;
+  /** AT_PAGESZ of a run (default: this process's). */
+  pageSize?: number;
+  /** CLOCK_REALTIME now, in ns (default: Date.now()). */
+  nowNs?: bigint;
+  /** CACHED_EXEC_MAX_AGE in seconds as the launcher reads it (default: from env or 7 days; 0 = never). */
+  maxAgeSec?: number;
+}
+
+const META_PAGE = 4096;
+const MAX_FILES = 1024;
+
+export const outcomeName = (code: number): OutcomeName => constName('CX_OUTCOME_', code);
+export const outcomeCode = (name: OutcomeName): number => {
+  const v = Outcome[name];
+  if (v === undefined) throw new Error(`unknown outcome ${name}`);
+  return v;
+};
+
+let pageSizeCache: number | undefined;
+
+/** AT_PAGESZ from /proc/self/auxv (4096 when it cannot be read). */
+export function systemPageSize(): number {
+  if (pageSizeCache === undefined) {
+    pageSizeCache = 4096;
+    try {
+      const a = fs.readFileSync('/proc/self/auxv');
+      for (let i = 0; i + 16 <= a.length; i += 16) {
+        const type = a.readBigUInt64LE(i);
+        if (type === 0n) break;
+        if (type === 6n /* AT_PAGESZ */) pageSizeCache = Number(a.readBigUInt64LE(i + 8));
+      }
+    } catch { /* not Linux-like: keep the default */ }
+  }
+  return pageSizeCache;
+}
+
+/** CACHED_EXEC_MAX_AGE exactly as check_age parses it: leading digits, default 7 days. */
+export function maxAgeFromEnv(env: NodeJS.ProcessEnv = process.env): number {
+  const v = env.CACHED_EXEC_MAX_AGE;
+  if (v === undefined || v === '') return 7 * 24 * 3600;
+  const m = /^\d*/.exec(v)?.[0] ?? '';
+  return m === '' ? 0 : Number(m);
+}
+
+type Rec = Record<string, bigint | number>;
+const B = (x: bigint | number | undefined): bigint => BigInt(x ?? 0);
+
+function str(strings: Buffer, off: number): string | null {
+  if (off >= strings.length) return null;
+  const end = strings.indexOf(0, off);
+  return end < 0 ? null : strings.toString('utf8', off, end);
+}
+
+function identityDiff(f: Rec, st: fs.BigIntStats): string | null {
+  const checks: [string, bigint, bigint][] = [
+    ['dev', B(f.dev ?? 0), st.dev],
+    ['inode', B(f.ino ?? 0), st.ino],
+    ['size', B(f.size ?? 0), st.size],
+    ['mtime', B(f.mtime_sec ?? 0) * 1_000_000_000n + B(f.mtime_nsec ?? 0), st.mtimeNs],
+    ['ctime', B(f.ctime_sec ?? 0) * 1_000_000_000n + B(f.ctime_nsec ?? 0), st.ctimeNs],
+  ];
+  const bad = checks.filter(([, a, b]) => a !== b).map(([n]) => n);
+  return bad.length ? bad.join(', ') : null;
+}
+
+/** Runs the restorer's checks on the image at `file` for a run with `opts.key`. */
+export function checkImage(file: string, opts: CheckOptions): Verdict {
+  const v = (outcome: OutcomeName, detail: string, extra: Partial<Verdict> = {}): Verdict =>
+    ({ outcome, detail, rotate: false, ...extra });
+
+  // read_meta
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return v('MISS', 'no image for this key');
+    return v('FAIL_IMAGE_IO', `cannot open the image: ${code ?? String(e)}`);
+  }
+  let meta: Buffer;
+  let st: fs.Stats;
+  try {
+    st = fs.fstatSync(fd);
+    const first = Buffer.alloc(META_PAGE);
+    const n = fs.readSync(fd, first, 0, META_PAGE, 0);
+    if (n < sizeOf(HEADER)) return v('FAIL_TRUNCATED', `only ${n} bytes: shorter than a header`);
+    const h = decodeStruct(HEADER, first, 0);
+    if (h.magic !== MAGIC) return v('FAIL_HEADER', 'bad magic: not a cached-exec image');
+    const metaSize = Number(h.meta_size);
+    const fileSize = B(h.file_size);
+    if (metaSize < sizeOf(HEADER) || B(metaSize) > fileSize || fileSize !== B(st.size)) {
+      return v('FAIL_TRUNCATED', `file is ${st.size} bytes, header says ${fileSize} (metadata ${metaSize})`);
+    }
+    meta = Buffer.alloc(metaSize);
+    first.copy(meta, 0, 0, Math.min(n, metaSize));
+    if (metaSize > n && fs.readSync(fd, meta, n, metaSize - n, n) !== metaSize - n) {
+      return v('FAIL_TRUNCATED', 'metadata cut short');
+    }
+  } catch (e) {
+    return v('FAIL_IMAGE_IO', `cannot read the image: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+  } finally {
+    fs.closeSync(fd);
+  }
+  const h = decodeStruct(HEADER, meta, 0);
+  const info: Partial<Verdict> = { createdNs: B(h.created_ns), size: st.size };
+
+  // check_owner
+  if (st.uid !== opts.owner) return v('FAIL_OWNER', `image owned by uid ${st.uid}, not ${opts.owner}`, info);
+  if (st.mode & 0o022) return v('FAIL_OWNER', `image writable by group or others (mode ${(st.mode & 0o777).toString(8)})`, info);
+  if (!st.isFile()) return v('FAIL_OWNER', 'image is not a regular file', info);
+
+  // check_header
+  const pageSize = opts.pageSize ?? systemPageSize();
+  const headerBad: string[] = [];
+  if (Number(h.format_version) !== FORMAT_VERSION) headerBad.push(`format version ${h.format_version} (this build reads ${FORMAT_VERSION})`);
+  if (Number(h.abi_hash) !== ABI_HASH) headerBad.push(`ABI hash 0x${Number(h.abi_hash).toString(16)} (this build has 0x${ABI_HASH.toString(16)})`);
+  if (Number(h.arch) !== ARCH_X86_64) headerBad.push(`arch ${h.arch}`);
+  if (Number(h.header_size) < sizeOf(HEADER)) headerBad.push(`header size ${h.header_size}`);
+  if (Number(h.page_size) !== pageSize) headerBad.push(`page size ${h.page_size} (this system: ${pageSize})`);
+  if (B(h.data_offset) % 4096n !== 0n) headerBad.push('data offset not page-aligned');
+  if (meta.length & 7) headerBad.push('metadata size not 8-aligned');
+  if (headerBad.length) return v('FAIL_HEADER', headerBad.join('; '), info);
+  const sumAt = checksumOffset();
+  const copy = Buffer.from(meta);
+  copy.writeBigUInt64LE(0n, sumAt);
+  if (hash64(copy) !== B(h.checksum)) return v('FAIL_CHECKSUM', 'metadata checksum mismatch (image corrupted)', info);
+
+  // find_sections
+  const table = Number(h.header_size);
+  const count = Number(h.section_count);
+  if (table + count * sizeOf(SECTION) > meta.length) return v('FAIL_HEADER', 'section table runs past the metadata', info);
+  const found = new Map<number, Rec>();
+  for (let i = 0; i < count; i++) {
+    const s = decodeStruct(SECTION, meta, table + i * sizeOf(SECTION));
+    const off = B(s.offset);
+    const len = B(s.length);
+    const type = Number(s.type);
+    const name = constName('CX_SECTION_', type);
+    if (off > B(meta.length) || len > B(meta.length) - off || (off & 7n) !== 0n) {
+      return v('FAIL_HEADER', `section ${name} out of bounds`, info);
+    }
+    if (Number(s.count) && B(s.count) * B(s.entsize) > len) return v('FAIL_HEADER', `section ${name} records overflow it`, info);
+    const min: Record<number, number> = {
+      [Section.KEY]: sizeOf(KEY), [Section.FILES]: sizeOf(FILE), [Section.REGIONS]: sizeOf(REGION),
+      [Section.SLOTS]: sizeOf(SLOT), [Section.STATE]: sizeOf(STATE), [Section.VDSO]: sizeOf(VDSO_PART),
+    };
+    if (type === Section.KEY || type === Section.STATE) {
+      if (Number(s.count) !== 1 || Number(s.entsize) < (min[type] ?? 0)) return v('FAIL_HEADER', `section ${name} malformed`, info);
+    } else if (min[type] !== undefined) {
+      if (Number(s.count) && Number(s.entsize) < (min[type] ?? 0)) return v('FAIL_HEADER', `section ${name} entries too small`, info);
+    } else if (type !== Section.STRINGS && (Number(s.flags) & SecFlag.REQUIRED)) {
+      return v('FAIL_HEADER', `unknown required section type ${type} (written by a newer version)`, info);
+    }
+    if (min[type] !== undefined || type === Section.STRINGS) found.set(type, s);
+  }
+  for (const need of [Section.KEY, Section.STRINGS, Section.STATE, Section.REGIONS]) {
+    if (!found.has(need)) return v('FAIL_HEADER', `missing section ${constName('CX_SECTION_', need)}`, info);
+  }
+  const nfiles = Number(found.get(Section.FILES)?.count ?? 0);
+  if (nfiles > MAX_FILES) return v('FAIL_HEADER', `${nfiles} files (the restorer takes at most ${MAX_FILES})`, info);
+  const sec = (t: number): Rec => found.get(t) as Rec;
+  const strings = meta.subarray(Number(sec(Section.STRINGS).offset), Number(sec(Section.STRINGS).offset) + Number(sec(Section.STRINGS).length));
+  const records = (t: number, def: typeof FILE): Rec[] => {
+    const s = found.get(t);
+    if (!s) return [];
+    return Array.from({ length: Number(s.count) }, (_, i) => decodeStruct(def, meta, Number(s.offset) + i * Number(s.entsize)));
+  };
+  const files = records(Section.FILES, FILE);
+  const regions = records(Section.REGIONS, REGION);
+  const slots = records(Section.SLOTS, SLOT);
+  const vdso = records(Section.VDSO, VDSO_PART);
+  const state = records(Section.STATE, STATE)[0] as Rec;
+  info.regions = regions.length;
+  info.files = files.length;
+
+  // check_key
+  const k = records(Section.KEY, KEY)[0] as Rec;
+  const exe = str(strings, Number(k.exe_path));
+  const pathEnv = str(strings, Number(k.path_env));
+  const release = str(strings, Number(k.kernel_release));
+  if (exe === null || pathEnv === null || release === null) return v('FAIL_HEADER', 'key strings out of bounds', info);
+  const want = opts.key;
+  const keyDiffs: string[] = [];
+  if (Number(k.euid) !== want.euid) keyDiffs.push(`uid ${k.euid} vs ${want.euid}`);
+  if (exe !== want.exePath) keyDiffs.push(`program path ${JSON.stringify(exe)} vs ${JSON.stringify(want.exePath)}`);
+  if (B(k.exe_dev) !== want.exeDev || B(k.exe_ino) !== want.exeIno) keyDiffs.push('program dev/inode');
+  if (B(k.exe_size) !== want.exeSize) keyDiffs.push('program size');
+  if (B(k.exe_mtime_sec) !== want.exeMtimeSec || Number(k.exe_mtime_nsec) !== want.exeMtimeNsec) keyDiffs.push('program mtime');
+  if (B(k.exe_ctime_sec) !== want.exeCtimeSec || Number(k.exe_ctime_nsec) !== want.exeCtimeNsec) keyDiffs.push('program ctime');
+  if (pathEnv !== want.pathEnv) keyDiffs.push('PATH');
+  if (release !== want.kernelRelease) keyDiffs.push(`kernel release ${release} vs ${want.kernelRelease}`);
+  if (keyDiffs.length) return v('FAIL_KEY', `key differs (hash collision or hand-placed image): ${keyDiffs.join(', ')}`, info);
+
+  // check_age
+  const maxAge = B(opts.maxAgeSec ?? maxAgeFromEnv());
+  const now = opts.nowNs ?? B(Date.now()) * 1_000_000n;
+  const rotate = maxAge > 0n && now > B(h.created_ns) + maxAge * 1_000_000_000n;
+
+  // check_files
+  const mapped = new Set<number>();
+  for (const [i, f] of files.entries()) {
+    const p = str(strings, Number(f.path));
+    if (p === null) return v('FAIL_HEADER', `file ${i}: path out of bounds`, info);
+    const kind = Number(f.kind);
+    if (kind === FileKind.MAPPED || kind === FileKind.READ) {
+      let fst: fs.BigIntStats;
+      try {
+        fst = fs.statSync(p, { bigint: true });
+      } catch (e) {
+        return v('FAIL_STALE_FILE', `${p} is gone (${(e as NodeJS.ErrnoException).code ?? 'error'})`, info);
+      }
+      if (kind === FileKind.MAPPED) {
+        try {
+          fs.accessSync(p, fs.constants.R_OK);
+        } catch {
+          return v('FAIL_STALE_FILE', `${p} is no longer readable`, info);
+        }
+        mapped.add(i);
+      }
+      const diff = identityDiff(f, fst);
+      if (diff) return v('FAIL_STALE_FILE', `${p} changed since the snapshot (${diff})`, info);
+    } else if (kind === FileKind.ABSENT) {
+      try {
+        fs.statSync(p);
+        return v('FAIL_NEGATIVE_DEP', `${p} exists now; the loader found nothing there at snapshot time`, info);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code !== 'ENOENT' && code !== 'ENOTDIR') {
+          return v('FAIL_NEGATIVE_DEP', `${p}: ${code ?? 'error'} (the restorer needs it to be missing)`, info);
+        }
+      }
+    } else {
+      return v('FAIL_HEADER', `file ${i}: unknown kind ${kind}`, info);
+    }
+  }
+
+  // The static parts of move_vdso, map_regions, patch_slots.
+  if (!B(state.vdso_base ?? 0) || vdso.length === 0) return v('FAIL_VDSO', 'image has no vdso layout', info);
+  const dataOffset = B(h.data_offset);
+  const fileSize = B(h.file_size);
+  for (const [i, r] of regions.entries()) {
+    const addr = B(r.addr);
+    const len = B(r.len);
+    if ((addr | len) % 4096n !== 0n || len === 0n) return v('FAIL_HEADER', `region ${i} not page-aligned`, info);
+    const src = Number(r.source);
+    if (src === Src.FILE) {
+      if (Number(r.file) >= files.length || !mapped.has(Number(r.file))) return v('FAIL_HEADER', `region ${i}: bad file index`, info);
+    } else if (src === Src.DATA) {
+      const off = B(r.offset);
+      if (off < dataOffset || off > fileSize || len > fileSize - off) return v('FAIL_TRUNCATED', `region ${i}: data past the end of the image`, info);
+    } else if (src !== Src.ZERO) {
+      return v('FAIL_HEADER', `region ${i}: unknown source ${src}`, info);
+    }
+  }
+  const knownSlots = new Set(Object.values(SlotKind));
+  for (const [i, s] of slots.entries()) {
+    if (!knownSlots.has(Number(s.kind))) return v('FAIL_SLOT', `slot ${i}: unknown kind ${s.kind}`, info);
+    if (Number(s.width) !== 4 && Number(s.width) !== 8) return v('FAIL_HEADER', `slot ${i}: width ${s.width}`, info);
+  }
+
+  return v('HIT', rotate
+    ? 'restores (image past CACHED_EXEC_MAX_AGE: the run queues it to be re-taken)'
+    : 'restores, unless the run finds the image\'s addresses taken (then it runs cold)', { ...info, rotate });
+}
+
+function checksumOffset(): number {
+  const f = layout(HEADER).fields.find((x) => x.name === 'checksum');
+  if (!f) throw new Error('schema: header has no checksum field');
+  return f.offset;
+}

@@ -1,0 +1,333 @@
+/**
+ * The per-user cache directory, as the TypeScript side sees and changes it.
+ *
+ *   <dir>                     0700, owned by the user (checked; fixed when ours)
+ *     images/<key16>.img      images, 0600, written by temp file + rename
+ *     images/.<name>.<pid>.<ms>.tmp   a writer's temp file (a killed writer's is removed by --cleanup)
+ *     stats/runs.log          one 32-byte record per launcher run (native, O_APPEND)
+ *     stats/events.log        one JSON line per TS-side event (snapshot, refusal, eviction, ...)
+ *     stats/counters.json     the logs folded into totals (see stats.ts)
+ *     queue/<key16>           pending background snapshots (native, O_EXCL): "PATH-OF-PROGRAM\nPATH\n[rotate\n]"
+ *     queue/.warmer.lock      flock held by the running background warmer
+ *     refused/<key16>         the snapshotter refused this key: "reason\ndetail\n"
+ *     locks/<name>.lock       TS lock files (lock.ts): one snapshot per key, stats folding
+ *     config.json             bounds (config.ts)
+ *
+ * The launcher reads images only when they are regular files owned by the
+ * user and not group/other writable; this module creates nothing else.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { CliError, ioError } from '../cli/errors.js';
+import { parseImage, writeFileAtomic, type ImageKey, type ParsedImage } from '../image/format.js';
+import { HEADER, sizeOf } from '../image/schema.js';
+import { decodeStruct } from '../image/codec.js';
+import { IMAGE_NAME_RE, cacheDir, keyHash } from './key.js';
+
+export type SubDir = 'images' | 'stats' | 'queue' | 'refused' | 'locks';
+
+export interface ImageEntry {
+  /** Key hash: 16 hex digits. */
+  hash: string;
+  path: string;
+  size: number;
+  /** When the image was written (file mtime). */
+  mtimeMs: number;
+  uid: number;
+  mode: number;
+}
+
+export interface QueueEntry {
+  hash: string;
+  path: string;
+  exePath: string;
+  pathEnv: string;
+  rotate: boolean;
+  mtimeMs: number;
+}
+
+export interface RefusedEntry {
+  hash: string;
+  path: string;
+  reason: string;
+  detail: string;
+  mtimeMs: number;
+}
+
+export interface TempEntry {
+  path: string;
+  size: number;
+  mtimeMs: number;
+  /** pid of the writer, from the name, if it has one. */
+  pid: number | null;
+}
+
+export interface DirState {
+  dir: string;
+  exists: boolean;
+  /** Why the launcher would not use this directory, or null. */
+  problem: string | null;
+}
+
+const euidNow = (): number => (process.geteuid ? process.geteuid() : 0);
+
+export class Store {
+  readonly dir: string;
+  /** The owner images and directories must have. */
+  readonly euid: number;
+
+  constructor(dir: string, euid: number = euidNow()) {
+    this.dir = dir;
+    this.euid = euid;
+  }
+
+  /** The user's cache, by the same rule as the launcher (CACHED_EXEC_DIR, XDG_CACHE_HOME, HOME). */
+  static forEnv(env: NodeJS.ProcessEnv = process.env): Store {
+    return new Store(cacheDir(env));
+  }
+
+  sub(name: SubDir): string {
+    return path.join(this.dir, name);
+  }
+
+  imagePath(key: ImageKey): string {
+    return this.imagePathForHash(keyHash(key));
+  }
+
+  imagePathForHash(hash: string): string {
+    return path.join(this.dir, 'images', `${hash}.img`);
+  }
+
+  // -------------------------------------------------------------------------
+  // Directory
+
+  /** Inspects the directory without creating anything. */
+  state(): DirState {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(this.dir);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      return { dir: this.dir, exists: false, problem: code === 'ENOENT' ? null : `cannot stat: ${code ?? String(e)}` };
+    }
+    return { dir: this.dir, exists: true, problem: dirProblem(st, this.euid) };
+  }
+
+  /**
+   * Creates the directory (and `subs`) with mode 0700 and checks ownership.
+   * A directory of ours with a looser mode is tightened to 0700; one owned by
+   * someone else, or not a directory, is an error (never written into).
+   */
+  ensure(...subs: SubDir[]): void {
+    this.ensureDir(this.dir, true);
+    for (const s of subs) this.ensureDir(this.sub(s), false);
+  }
+
+  private ensureDir(dir: string, parents: boolean): void {
+    try {
+      fs.mkdirSync(dir, { recursive: parents, mode: 0o700 });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError('cannot create cache directory', dir, e);
+    }
+    let st: fs.Stats;
+    try {
+      st = fs.lstatSync(dir);
+      // The cache dir itself may be a symlink the user made; what counts is the target.
+      if (st.isSymbolicLink() && dir === this.dir) st = fs.statSync(dir);
+    } catch (e) {
+      throw ioError('cannot stat cache directory', dir, e);
+    }
+    if (!st.isDirectory()) throw new CliError('cache-dir', `${dir} is not a directory`, { path: dir });
+    if (st.uid !== this.euid) {
+      throw new CliError('cache-dir', `${dir} is owned by uid ${st.uid}, not by you (uid ${this.euid}): not using it`,
+        { path: dir, reason: 'owner' });
+    }
+    if ((st.mode & 0o777) !== 0o700) {
+      try {
+        fs.chmodSync(dir, 0o700);
+      } catch (e) {
+        throw ioError('cannot make cache directory private', dir, e);
+      }
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // Images
+
+  /** Writes an image atomically (temp file + fsync + rename), mode 0600. */
+  writeImage(key: ImageKey, data: Buffer): { path: string; size: number } {
+    this.ensure('images');
+    const file = this.imagePath(key);
+    try {
+      writeFileAtomic(file, data, 0o600);
+    } catch (e) {
+      throw ioError('cannot write image', file, e);
+    }
+    return { path: file, size: data.length };
+  }
+
+  /** All image files (names that are key hashes), in no particular order. */
+  listImages(): ImageEntry[] {
+    const dir = this.sub('images');
+    const out: ImageEntry[] = [];
+    for (const name of readdirOrEmpty(dir)) {
+      const m = IMAGE_NAME_RE.exec(name);
+      if (!m) continue;
+      const p = path.join(dir, name);
+      try {
+        const st = fs.lstatSync(p);
+        if (!st.isFile()) continue;
+        out.push({ hash: m[1] as string, path: p, size: st.size, mtimeMs: st.mtimeMs, uid: st.uid, mode: st.mode });
+      } catch { /* vanished while listing */ }
+    }
+    return out;
+  }
+
+  /** Removes one image; false when it was not there. */
+  removeImage(hash: string): boolean {
+    try {
+      fs.unlinkSync(this.imagePathForHash(hash));
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw ioError('cannot remove image', this.imagePathForHash(hash), e);
+    }
+  }
+
+  /** Temp files left by image writers (writeFileAtomic) in images/. */
+  listTemp(): TempEntry[] {
+    const dir = this.sub('images');
+    const out: TempEntry[] = [];
+    for (const name of readdirOrEmpty(dir)) {
+      if (!name.startsWith('.') || !name.endsWith('.tmp')) continue;
+      const p = path.join(dir, name);
+      try {
+        const st = fs.lstatSync(p);
+        const pid = /\.(\d+)\.\d+\.tmp$/.exec(name)?.[1];
+        out.push({ path: p, size: st.size, mtimeMs: st.mtimeMs, pid: pid ? Number(pid) : null });
+      } catch { /* vanished */ }
+    }
+    return out;
+  }
+
+  // -------------------------------------------------------------------------
+  // Queue (written by the launcher) and refusals
+
+  listQueue(): QueueEntry[] {
+    const dir = this.sub('queue');
+    const out: QueueEntry[] = [];
+    for (const name of readdirOrEmpty(dir)) {
+      if (!/^[0-9a-f]{16}$/.test(name)) continue;
+      const p = path.join(dir, name);
+      try {
+        const st = fs.lstatSync(p);
+        if (!st.isFile()) continue;
+        const [exePath = '', pathEnv = '', flag = ''] = fs.readFileSync(p, 'utf8').split('\n');
+        out.push({ hash: name, path: p, exePath, pathEnv, rotate: flag === 'rotate', mtimeMs: st.mtimeMs });
+      } catch { /* vanished */ }
+    }
+    return out.sort((a, b) => a.mtimeMs - b.mtimeMs);
+  }
+
+  removeQueued(hash: string): void {
+    fs.rmSync(path.join(this.sub('queue'), hash), { force: true });
+  }
+
+  /** Remembers a refusal so the launcher stops queueing this key (until --cleanup clears it). */
+  markRefused(hash: string, reason: string, detail: string): void {
+    this.ensure('refused');
+    const p = path.join(this.sub('refused'), hash);
+    writeFileAtomic(p, Buffer.from(`${reason}\n${detail.replace(/\n/g, ' ')}\n`), 0o600);
+  }
+
+  refused(hash: string): RefusedEntry | null {
+    const p = path.join(this.sub('refused'), hash);
+    try {
+      const st = fs.lstatSync(p);
+      const [reason = '', detail = ''] = fs.readFileSync(p, 'utf8').split('\n');
+      return { hash, path: p, reason, detail, mtimeMs: st.mtimeMs };
+    } catch {
+      return null;
+    }
+  }
+
+  listRefused(): RefusedEntry[] {
+    return readdirOrEmpty(this.sub('refused'))
+      .filter((n) => /^[0-9a-f]{16}$/.test(n))
+      .map((n) => this.refused(n))
+      .filter((r): r is RefusedEntry => r !== null);
+  }
+
+  clearRefused(hash: string): void {
+    fs.rmSync(path.join(this.sub('refused'), hash), { force: true });
+  }
+
+  lockPath(name: string): string {
+    return path.join(this.sub('locks'), `${name}.lock`);
+  }
+}
+
+/** Why the launcher would refuse a cache directory with this stat, or null. */
+export function dirProblem(st: fs.Stats, euid: number): string | null {
+  if (!st.isDirectory()) return 'not a directory';
+  if (st.uid !== euid) return `owned by uid ${st.uid}, not ${euid}`;
+  if (st.mode & 0o022) return `writable by group or others (mode ${(st.mode & 0o777).toString(8)})`;
+  return null;
+}
+
+function readdirOrEmpty(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return [];
+    throw ioError('cannot list', dir, e);
+  }
+}
+
+/**
+ * Reads and parses only an image's metadata (header, section table, sections),
+ * not its page data: enough for --list, --explain and --cleanup on big images.
+ * Throws CliError('bad-image') for a file that is not an image.
+ */
+export function readImageMeta(file: string): { parsed: ParsedImage; fileSize: number } {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (e) {
+    throw ioError('cannot open', file, e);
+  }
+  try {
+    const fileSize = fs.fstatSync(fd).size;
+    const head = Buffer.alloc(sizeOf(HEADER));
+    if (fs.readSync(fd, head, 0, head.length, 0) < head.length) {
+      throw new CliError('bad-image', `${file}: too short to be an image`, { path: file, reason: 'truncated' });
+    }
+    const h = decodeStruct(HEADER, head, 0);
+    const metaSize = Number(h.meta_size);
+    if (!Number.isSafeInteger(metaSize) || metaSize < head.length || metaSize > fileSize || metaSize > 256 * 1024 * 1024) {
+      // Let parseImage report a bad magic first; else it is a truncated or corrupt header.
+      try {
+        parseImage(head);
+      } catch (e) {
+        throw new CliError('bad-image', `${file}: ${(e as Error).message}`, { path: file, reason: 'header', cause: e });
+      }
+      throw new CliError('bad-image', `${file}: metadata size ${metaSize} does not fit the file (${fileSize} bytes)`,
+        { path: file, reason: 'truncated' });
+    }
+    const meta = Buffer.alloc(metaSize);
+    fs.readSync(fd, meta, 0, metaSize, 0);
+    try {
+      const parsed = parseImage(meta);
+      // parseImage compared file_size with the metadata length; compare with the file instead.
+      parsed.problems = parsed.problems.filter((p) => !p.startsWith('file size '));
+      if (h.file_size !== BigInt(fileSize)) parsed.problems.push(`file size ${fileSize} != recorded ${h.file_size}`);
+      return { parsed, fileSize };
+    } catch (e) {
+      if (e instanceof CliError) throw e;
+      throw new CliError('bad-image', `${file}: ${(e as Error).message}`, { path: file, reason: 'header', cause: e });
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}

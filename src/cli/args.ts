@@ -1,0 +1,118 @@
+/**
+ * Command-line parsing for the admin commands. One command per invocation
+ * (ccache style: `cached-exec --show-stats`), its operands after it, and
+ * modifiers anywhere (`--json`, `--dry-run`). `--name=value` and
+ * `--name value` are both accepted for commands that take one value; `--`
+ * ends options so operands may start with '-'.
+ */
+import { CliError } from './errors.js';
+
+export type Arity = 'none' | 'one' | 'one-or-more' | 'optional';
+
+export interface CommandSpec {
+  /** Long form, e.g. "--warm". */
+  name: string;
+  /** Short aliases, e.g. ["-s"]. */
+  aliases?: readonly string[];
+  arity: Arity;
+  /** Operand placeholder for --help, e.g. "PROG...". */
+  operand?: string;
+  summary: string;
+  /** Modifiers this command accepts besides --json. */
+  modifiers?: readonly string[];
+  /** Whether --json changes the output. */
+  json: boolean;
+  /** Hidden from --help (helper modes the launcher uses). */
+  hidden?: boolean;
+}
+
+export interface Parsed {
+  command: CommandSpec;
+  operands: string[];
+  json: boolean;
+  modifiers: Set<string>;
+}
+
+const GLOBAL_MODIFIERS = new Set(['--json']);
+
+export function parseArgs(argv: readonly string[], specs: readonly CommandSpec[]): Parsed {
+  const byName = new Map<string, CommandSpec>();
+  for (const s of specs) {
+    byName.set(s.name, s);
+    for (const a of s.aliases ?? []) byName.set(a, s);
+  }
+  const allModifiers = new Set<string>(GLOBAL_MODIFIERS);
+  for (const s of specs) for (const m of s.modifiers ?? []) allModifiers.add(m);
+
+  let command: CommandSpec | undefined;
+  let commandWord = '';
+  const operands: string[] = [];
+  const modifiers = new Set<string>();
+  let json = false;
+  let endOfOptions = false;
+
+  for (let i = 0; i < argv.length; i++) {
+    const word = argv[i] as string;
+    if (endOfOptions || !word.startsWith('-') || word === '-') {
+      if (!command) {
+        throw new CliError('usage', `'${word}' is not an option; to run a program: cached-exec PROG [ARGS...]`);
+      }
+      operands.push(word);
+      continue;
+    }
+    if (word === '--') {
+      endOfOptions = true;
+      continue;
+    }
+    const eq = word.startsWith('--') ? word.indexOf('=') : -1;
+    const name = eq > 0 ? word.slice(0, eq) : word;
+    const inline = eq > 0 ? word.slice(eq + 1) : undefined;
+    if (name === '--json' && inline === undefined) {
+      json = true;
+      continue;
+    }
+    const spec = byName.get(name);
+    if (spec) {
+      if (command) {
+        throw new CliError('usage', `${commandWord} and ${name} cannot be combined: one command at a time`);
+      }
+      command = spec;
+      commandWord = name;
+      if (inline !== undefined) {
+        if (spec.arity === 'none') throw new CliError('usage', `${spec.name} takes no value`, { command: spec.name });
+        operands.push(inline);
+      } else if (spec.arity === 'one' && i + 1 < argv.length && !(argv[i + 1] as string).startsWith('--')) {
+        operands.push(argv[++i] as string);
+      }
+      continue;
+    }
+    if (allModifiers.has(name) && inline === undefined) {
+      modifiers.add(name);
+      continue;
+    }
+    throw new CliError('usage', `unknown option '${name}' (see cached-exec --help)`, { reason: name });
+  }
+  if (!command) {
+    throw new CliError('usage', 'no program or command given (usage: cached-exec PROG [ARGS...], or see cached-exec --help)');
+  }
+  for (const m of modifiers) {
+    if (!(command.modifiers ?? []).includes(m)) {
+      throw new CliError('usage', `${m} does not apply to ${command.name}`, { command: command.name, reason: m });
+    }
+  }
+  const n = operands.length;
+  const what = command.operand ?? 'an argument';
+  if (command.arity === 'none' && n > 0) {
+    throw new CliError('usage', `${command.name} takes no arguments (got '${operands[0]}')`, { command: command.name });
+  }
+  if (command.arity === 'one' && n !== 1) {
+    throw new CliError('usage', `${command.name} needs exactly one ${what}`, { command: command.name });
+  }
+  if (command.arity === 'optional' && n > 1) {
+    throw new CliError('usage', `${command.name} takes at most one ${what}`, { command: command.name });
+  }
+  if (command.arity === 'one-or-more' && n === 0) {
+    throw new CliError('usage', `${command.name} needs at least one ${what}`, { command: command.name });
+  }
+  return { command, operands, json, modifiers };
+}

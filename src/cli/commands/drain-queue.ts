@@ -1,0 +1,63 @@
+/**
+ * --drain-queue (hidden): the background warmer the launcher starts on a
+ * miss (detached, niced, stdio on /dev/null). Takes the warmer lock, snapshots
+ * every queued key, and exits when the queue is empty. Each queue entry holds
+ * the program path and PATH the launcher keyed on; an entry whose program
+ * changed since it was queued is dropped (the next run queues the new key).
+ */
+import { keyFromStat, keyHash } from '../../cache/key.js';
+import type { QueueEntry } from '../../cache/store.js';
+import { takeWarmerLock } from '../../cache/warmer-lock.js';
+import { CliError } from '../errors.js';
+import type { Context } from '../context.js';
+import { printJson } from '../output.js';
+import { resolveProgram } from '../resolve.js';
+import { loadSnapshotter } from '../snapshotter.js';
+import { warmOne, type WarmResult } from './warm.js';
+
+export async function drainQueue(ctx: Context): Promise<number> {
+  const store = ctx.store();
+  const results: (WarmResult & { queued: string })[] = [];
+  const attempted = new Set<string>();
+  const pending = (): QueueEntry[] => store.listQueue().filter((q) => !attempted.has(q.hash));
+
+  for (let round = 0; round < 1000 && pending().length; round++) {
+    const lock = await takeWarmerLock(store);
+    if (!lock) break; // another warmer is at work; it rescans before it exits
+    try {
+      const take = await loadSnapshotter();
+      for (let batch = pending(); batch.length; batch = pending()) {
+        for (const q of batch) {
+          attempted.add(q.hash);
+          const env = { ...ctx.env, PATH: q.pathEnv };
+          try {
+            const r = resolveProgram(q.exePath, env);
+            if (keyHash(keyFromStat(r.path, r.stat, env, store.euid)) !== q.hash) {
+              store.removeQueued(q.hash);
+              results.push({ queued: q.hash, program: q.exePath, ok: false, reason: 'changed', detail: 'program changed since it was queued' });
+              continue;
+            }
+            const res = await warmOne(q.exePath, { take, store, env, skipIfValid: !q.rotate });
+            results.push({ queued: q.hash, ...res });
+          } catch (e) {
+            if (e instanceof CliError && e.code === 'snapshotter-missing') throw e;
+            const err = e instanceof CliError ? e : new CliError('internal', String((e as Error).message ?? e), { cause: e });
+            results.push({ queued: q.hash, program: q.exePath, ok: false, reason: err.code, detail: err.shortMessage });
+            // Do not retry this key on every miss: a refusal file stops the launcher queueing it (until --cleanup).
+            if (err.code !== 'locked') {
+              try {
+                store.markRefused(q.hash, err.code === 'not-found' || err.code === 'not-executable' ? 'not-found' : 'internal', err.shortMessage);
+              } catch { /* read-only */ }
+            }
+          }
+          store.removeQueued(q.hash);
+        }
+      }
+    } finally {
+      lock.release();
+    }
+    // An entry queued while we released the lock saw it held and started no warmer: look again.
+  }
+  if (ctx.json) printJson(ctx.out, { results });
+  return 0;
+}

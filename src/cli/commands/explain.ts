@@ -1,0 +1,51 @@
+/**
+ * --explain PROG: the key, the image path, and whether the next run restores
+ * and if not why. Exit status 0 when it would restore, 1 when it would run
+ * cold, 126/127 when PROG cannot be run at all (like the launcher).
+ */
+import { predictRun } from '../predict.js';
+import type { Context } from '../context.js';
+import { keyValues, printJson } from '../output.js';
+
+const OUTCOME_TEXT: Record<string, string> = {
+  HIT: 'restores from the image',
+  MISS: 'cold: no image yet',
+  BYPASS_DISABLED: 'cold: cached-exec is disabled',
+  BYPASS_LOADER_ENV: 'cold: loader variables in the environment',
+  BYPASS_SECURE: 'cold: privileged program',
+  BYPASS_NO_CACHE_DIR: 'cold: no cache directory',
+  FAIL_IMAGE_IO: 'cold: the image cannot be read',
+  FAIL_HEADER: 'cold: bad image header',
+  FAIL_OWNER: 'cold: image not owned by you or writable by others',
+  FAIL_CHECKSUM: 'cold: image checksum mismatch',
+  FAIL_TRUNCATED: 'cold: image truncated',
+  FAIL_KEY: 'cold: key mismatch',
+  FAIL_STALE_FILE: 'cold: a library or loader file changed since the snapshot',
+  FAIL_NEGATIVE_DEP: 'cold: a path the loader found missing now exists',
+  FAIL_VDSO: 'cold: vdso layout unusable',
+  FAIL_SLOT: 'cold: a slot cannot be patched',
+};
+
+export function explain(ctx: Context): number {
+  const prog = ctx.operands[0] as string;
+  const p = predictRun(prog, ctx.env);
+  if (ctx.json) {
+    printJson(ctx.out, p);
+  } else {
+    const pairs: [string, string][] = [['program', p.program], ['resolved', p.resolved]];
+    if (p.interpreter) pairs.push(['interpreter', `${p.interpreter.path}${p.interpreter.arg ? ` ${p.interpreter.arg}` : ''} (a #! script: its interpreter is what gets restored)`]);
+    pairs.push(['cache dir', p.cacheDir ?? '(none)']);
+    if (p.key) pairs.push(['key', p.key]);
+    if (p.image) pairs.push(['image', `${p.image}${p.layer === 'system' ? ' (system layer)' : ''}`]);
+    pairs.push(['next run', `${OUTCOME_TEXT[p.outcome] ?? p.outcome}${p.rotate ? ' (then re-taken: past CACHED_EXEC_MAX_AGE)' : ''}`]);
+    pairs.push(['why', `${p.outcome}: ${p.detail}`]);
+    if (p.attempts.length > 1) {
+      for (const a of p.attempts) pairs.push(['looked at', `${a.layer} ${a.image}: ${a.outcome}`]);
+    }
+    if (p.refused) pairs.push(['refused', `${p.refused.reason}${p.refused.detail ? `: ${p.refused.detail}` : ''}`]);
+    else if (p.queued) pairs.push(['queued', 'yes']);
+    if (p.hint) pairs.push(['hint', p.hint]);
+    ctx.out.line(keyValues(pairs).join('\n'));
+  }
+  return p.restores ? 0 : 1;
+}

@@ -1,0 +1,159 @@
+/**
+ * --warm PROG...: take snapshots now, synchronously, and write the images
+ * where the launcher will look for them. Also the engine of the background
+ * warmer (--drain-queue).
+ */
+import * as path from 'node:path';
+import { checkImage } from '../../cache/check.js';
+import { keyFromStat, keyHash } from '../../cache/key.js';
+import { tryLock } from '../../cache/lock.js';
+import { enforceBounds } from '../../cache/maintain.js';
+import { appendEvent } from '../../cache/stats.js';
+import type { Store } from '../../cache/store.js';
+import { serializeImage, type ImageKey } from '../../image/format.js';
+import type { RefusalCode } from '../../snapshot/api.js';
+import { CliError } from '../errors.js';
+import type { Context } from '../context.js';
+import { formatBytes, printJson } from '../output.js';
+import { LAUNCHER } from '../paths.js';
+import { readShebang, resolveProgram } from '../resolve.js';
+import { loadSnapshotter, type TakeSnapshot } from '../snapshotter.js';
+
+export interface WarmResult {
+  program: string;
+  ok: boolean;
+  resolved?: string;
+  key?: string;
+  image?: string;
+  size?: number;
+  ms?: number;
+  notes?: string[];
+  /** Images evicted to stay within the bounds after writing this one. */
+  evicted?: string[];
+  /** Refusal or error. */
+  reason?: RefusalCode | string;
+  detail?: string;
+  /** When `ok` is false because of an error rather than a refusal. */
+  error?: Record<string, string | number>;
+  /** Another process had just written a valid image for this key (--drain-queue only). */
+  skipped?: boolean;
+}
+
+export interface WarmOptions {
+  take: TakeSnapshot;
+  store: Store;
+  env: NodeJS.ProcessEnv;
+  launcher?: string;
+  timeoutMs?: number;
+  /** Keep a valid image another process wrote while we waited for the key's lock. */
+  skipIfValid?: boolean;
+}
+
+function sameIdentity(a: ImageKey, b: ImageKey): boolean {
+  return a.exeDev === b.exeDev && a.exeIno === b.exeIno && a.exeSize === b.exeSize &&
+    a.exeMtimeSec === b.exeMtimeSec && a.exeMtimeNsec === b.exeMtimeNsec &&
+    a.exeCtimeSec === b.exeCtimeSec && a.exeCtimeNsec === b.exeCtimeNsec;
+}
+
+/** Snapshots one program and stores its image. Throws CliError for resolution and I/O errors. */
+export async function warmOne(program: string, o: WarmOptions): Promise<WarmResult> {
+  let r = resolveProgram(program, o.env, o.launcher ?? LAUNCHER);
+  const notes: string[] = [];
+  // A #! script has no image of its own: the launcher restores its interpreter, so warm that.
+  const sb = readShebang(r.path, o.launcher ?? LAUNCHER);
+  if (sb) {
+    notes.push(`${r.path} is a #! script: warmed its interpreter ${sb.interpreter}`);
+    r = { name: program, path: sb.interpreter, stat: sb.stat };
+  }
+  const key = keyFromStat(r.path, r.stat, o.env, o.store.euid);
+  const hash = keyHash(key);
+  const base: WarmResult = { program, ok: false, resolved: r.path, key: hash, notes };
+
+  // One snapshot per key at a time; a killed holder's lock is recovered (lock.ts).
+  o.store.ensure('images', 'locks');
+  const lock = tryLock(o.store.lockPath(`snapshot-${hash}`), { timeoutMs: (o.timeoutMs ?? 10_000) + 30_000, staleMs: 10 * 60_000 });
+  if (!lock) throw new CliError('locked', `${program}: another snapshot of it is still running`, { program, command: '--warm' });
+  try {
+    const image = o.store.imagePathForHash(hash);
+    if (o.skipIfValid && checkImage(image, { key, owner: o.store.euid, maxAgeSec: 0 }).outcome === 'HIT') {
+      return { ...base, ok: true, image, skipped: true };
+    }
+    const t0 = performance.now();
+    let outcome;
+    try {
+      outcome = await o.take({
+        exePath: path.resolve(r.path),
+        argv: [sb ? sb.interpreter : program],
+        env: o.env,
+        launcher: o.launcher ?? LAUNCHER,
+        ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
+      });
+    } catch (e) {
+      throw new CliError('internal', `${program}: the snapshotter failed: ${(e as Error).message ?? String(e)}`,
+        { program, command: '--warm', cause: e });
+    }
+    const ms = Math.round(outcome.ms ?? performance.now() - t0);
+    if (!outcome.ok) {
+      try {
+        o.store.markRefused(hash, outcome.reason, outcome.detail);
+      } catch { /* a refusal we cannot remember is only retried */ }
+      appendEvent(o.store, { e: 'refused', key: hash, reason: outcome.reason, ms });
+      return { ...base, ms, reason: outcome.reason, detail: outcome.detail };
+    }
+    const model = outcome.image;
+    // The program must be the file we keyed: a change during the snapshot would
+    // make an image for one file under the key of another.
+    if (!sameIdentity(model.key, key)) {
+      throw new CliError('internal', `${program}: ${r.path} changed while it was being snapshotted; try again`,
+        { program, path: r.path, command: '--warm', reason: 'changed' });
+    }
+    // The key exactly as the launcher computes it (its path string, PATH, euid, kernel).
+    model.key = key;
+    const data = serializeImage(model);
+    const written = o.store.writeImage(key, data);
+    o.store.clearRefused(hash);
+    o.store.removeQueued(hash);
+    appendEvent(o.store, { e: 'snapshot', key: hash, bytes: written.size, ms });
+    const plan = enforceBounds(o.store, new Set([hash]));
+    return {
+      ...base, ok: true, image: written.path, size: written.size, ms, notes: [...notes, ...outcome.notes],
+      evicted: plan.evict.map((e) => e.hash),
+    };
+  } finally {
+    lock.release();
+  }
+}
+
+export async function warm(ctx: Context): Promise<number> {
+  const take = await loadSnapshotter();
+  const store = ctx.store();
+  const results: WarmResult[] = [];
+  for (const program of ctx.operands) {
+    let res: WarmResult;
+    try {
+      res = await warmOne(program, { take, store, env: ctx.env });
+    } catch (e) {
+      if (!(e instanceof CliError)) throw e;
+      res = { program, ok: false, reason: e.code, detail: e.shortMessage, error: e.toJSON() };
+      if (e.code === 'cache-dir' || e.code === 'snapshotter-missing') {
+        // Nothing else can succeed either.
+        if (!ctx.json) throw e;
+        results.push(res);
+        break;
+      }
+    }
+    results.push(res);
+    if (ctx.json) continue;
+    if (res.ok) {
+      ctx.out.line(`${program}: ${res.image} (${formatBytes(res.size ?? 0)}, ${res.ms} ms)`);
+      for (const n of res.notes ?? []) if (n.includes('#! script')) ctx.out.line(`  ${n}`);
+      if (res.evicted?.length) ctx.out.line(`  evicted ${res.evicted.length} least recently used image(s) to stay within the size limit`);
+    } else if (res.error) {
+      ctx.out.err(`cached-exec: ${res.detail}`);
+    } else {
+      ctx.out.err(`cached-exec: ${program}: snapshot refused (${res.reason}): ${res.detail}`);
+    }
+  }
+  if (ctx.json) printJson(ctx.out, { results });
+  return results.every((r) => r.ok) ? 0 : 1;
+}

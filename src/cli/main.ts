@@ -1,0 +1,94 @@
+#!/usr/bin/env node
+/**
+ * cached-exec admin commands. The native launcher (bin/cached-exec) execs
+ * `node dist/cli/main.js ARGS` when its first argument starts with '-'; this
+ * file only parses, dispatches and turns errors into exit statuses. Each
+ * concern lives in its own module under commands/.
+ */
+import * as fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parseArgs, type CommandSpec } from './args.js';
+import { drainQueue } from './commands/drain-queue.js';
+import { explain } from './commands/explain.js';
+import { describeFormatCommand, helpText, version } from './commands/info.js';
+import { inspect } from './commands/inspect.js';
+import { cleanup, clear, list, maxEntries, maxSize } from './commands/manage.js';
+import { showStats, zeroStatsCommand } from './commands/stats.js';
+import { warm } from './commands/warm.js';
+import { makeContext, type Command, type Context } from './context.js';
+import { CliError } from './errors.js';
+import { printJson, stdio, type Out } from './output.js';
+
+interface Entry extends CommandSpec {
+  run: Command;
+}
+
+export const COMMANDS: readonly Entry[] = [
+  { name: '--warm', arity: 'one-or-more', operand: 'PROG...', json: true, run: warm,
+    summary: 'snapshot PROG now and store its image (prints path and size, or why it was refused)' },
+  { name: '--explain', arity: 'one', operand: 'PROG', json: true, run: explain,
+    summary: 'key, image path, and whether the next run of PROG restores (and if not, why)' },
+  { name: '--inspect', arity: 'one', operand: 'IMAGE', json: true, run: inspect,
+    summary: 'dump an image: header, key, files, regions, slots, state, vdso' },
+  { name: '--show-stats', aliases: ['-s'], arity: 'none', json: true, run: showStats,
+    summary: 'hits, misses, cold fallbacks by reason, snapshots, evictions, size and limits' },
+  { name: '--zero-stats', aliases: ['-z'], arity: 'none', json: true, run: zeroStatsCommand,
+    summary: 'reset the statistics counters' },
+  { name: '--list', arity: 'none', json: true, run: list,
+    summary: 'images with program, size, age and uses, most recently used first' },
+  { name: '--cleanup', aliases: ['-c'], arity: 'none', json: true, run: cleanup, modifiers: ['--dry-run'],
+    summary: 'remove stale or damaged images and leftovers, then evict to the limits' },
+  { name: '--clear', aliases: ['-C'], arity: 'none', json: true, run: clear,
+    summary: 'remove every image (statistics and limits stay)' },
+  { name: '--max-size', aliases: ['-M'], arity: 'one', operand: 'SIZE', json: true, run: maxSize,
+    summary: 'limit the total image size, e.g. 500M, 2G, 1.5GiB (bare number = G; 0 = no limit)' },
+  { name: '--max-entries', aliases: ['-F'], arity: 'one', operand: 'COUNT', json: true, run: maxEntries,
+    summary: 'limit the number of images (0 = no limit)' },
+  { name: '--describe-format', arity: 'none', json: true, run: describeFormatCommand,
+    summary: 'print the image format (generated from the schema)' },
+  { name: '--version', aliases: ['-V'], arity: 'none', json: true, run: version, summary: 'print the version' },
+  { name: '--help', aliases: ['-h'], arity: 'none', json: false, run: (ctx) => help(ctx), summary: 'print this help' },
+  { name: '--drain-queue', arity: 'none', json: true, run: drainQueue, hidden: true,
+    summary: 'background warmer: snapshot every queued program, then exit' },
+];
+
+function help(ctx: Context): number {
+  ctx.out.line(helpText(COMMANDS).trimEnd());
+  return 0;
+}
+
+/** Runs the CLI for `argv` (without node and script) and returns the exit status. */
+export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = process.env, out: Out = stdio): Promise<number> {
+  const json = argv.includes('--json');
+  try {
+    const parsed = parseArgs(argv, COMMANDS);
+    const entry = parsed.command as Entry;
+    const ctx = makeContext({ out, env, json: parsed.json, operands: parsed.operands, modifiers: parsed.modifiers });
+    return await entry.run(ctx);
+  } catch (e) {
+    const err = e instanceof CliError ? e
+      : new CliError('internal', `internal error: ${(e as Error)?.stack ?? String(e)}`, { cause: e });
+    if (json) printJson(out, { error: err.toJSON() });
+    else out.err(err.message);
+    return err.exitCode;
+  }
+}
+
+function isMainModule(): boolean {
+  const script = process.argv[1];
+  if (!script) return false;
+  try {
+    return fs.realpathSync(script) === fs.realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isMainModule()) {
+  // stdout may be a pipe closed early (`| head`): that is not an error.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(0);
+  });
+  const code = await main(process.argv.slice(2));
+  process.exitCode = code;
+}

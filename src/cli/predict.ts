@@ -1,0 +1,147 @@
+/**
+ * What the launcher will do on the next `cached-exec PROG`, worked out in
+ * TypeScript by the launcher's own rules, in its order (launcher.c: run):
+ * resolve, cache dir, bypass rules, user image, system layer, then for a
+ * `#!` script its interpreter. Used by --explain.
+ */
+import * as path from 'node:path';
+import { checkImage, type OutcomeName, type Verdict } from '../cache/check.js';
+import { keyFromStat, keyHash, launcherCacheDir } from '../cache/key.js';
+import { Store } from '../cache/store.js';
+import { readShebang, resolveProgram } from './resolve.js';
+import type * as fs from 'node:fs';
+
+export interface Attempt {
+  layer: 'user' | 'system';
+  program: string;
+  key: string;
+  image: string;
+  outcome: OutcomeName;
+  detail: string;
+}
+
+export interface Prediction {
+  /** As given. */
+  program: string;
+  /** The path the launcher resolves it to (and keys on). */
+  resolved: string;
+  /** For a #! script: the interpreter the launcher restores instead. */
+  interpreter: { path: string; arg: string | null } | null;
+  cacheDir: string | null;
+  /** The decisive outcome, as a CX_OUTCOME_* name (what the statistics will count). */
+  outcome: OutcomeName;
+  restores: boolean;
+  detail: string;
+  /** Restores but the image is past CACHED_EXEC_MAX_AGE: the run queues a re-snapshot. */
+  rotate: boolean;
+  /** The key and image of the decisive attempt (null when no key was computed). */
+  key: string | null;
+  image: string | null;
+  layer: 'user' | 'system' | null;
+  /** Every image the launcher would look at, in order. */
+  attempts: Attempt[];
+  /** Background warming state of the user key. */
+  queued: boolean;
+  refused: { reason: string; detail: string } | null;
+  /** What to do about it, for humans. */
+  hint: string | null;
+}
+
+const euidNow = (): number => (process.geteuid ? process.geteuid() : 0);
+
+const isTrue = (v: string | undefined): boolean => v !== undefined && v !== '' && v !== '0';
+
+/** The launcher's bypass rules (launcher.c: bypass_reason) for this environment and program. */
+export function bypassReason(env: NodeJS.ProcessEnv, st: fs.BigIntStats): { outcome: OutcomeName; detail: string } | null {
+  if (isTrue(env.CACHED_EXEC_DISABLE)) {
+    return { outcome: 'BYPASS_DISABLED', detail: `CACHED_EXEC_DISABLE=${env.CACHED_EXEC_DISABLE} is set` };
+  }
+  const loader = Object.keys(env).filter((k) => env[k] !== undefined &&
+    (k.startsWith('LD_') || k === 'GLIBC_TUNABLES' || k.startsWith('MALLOC_')));
+  if (loader.length) {
+    return { outcome: 'BYPASS_LOADER_ENV', detail: `${loader.sort().join(', ')} in the environment changes what the loader does` };
+  }
+  if (st.mode & 0o6000n) return { outcome: 'BYPASS_SECURE', detail: 'setuid/setgid program: never cached' };
+  return null;
+}
+
+export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env, euid = euidNow()): Prediction {
+  const r = resolveProgram(program, env);
+  const dir = launcherCacheDir(env);
+  const base: Prediction = {
+    program, resolved: r.path, interpreter: null, cacheDir: dir, outcome: 'MISS', restores: false, detail: '',
+    rotate: false, key: null, image: null, layer: null, attempts: [], queued: false, refused: null, hint: null,
+  };
+  if (dir === null) {
+    return { ...base, outcome: 'BYPASS_NO_CACHE_DIR', detail: 'no CACHED_EXEC_DIR, XDG_CACHE_HOME or HOME: every run is cold',
+      hint: 'set CACHED_EXEC_DIR or HOME' };
+  }
+  const user = new Store(dir, euid);
+
+  const layers = (exe: string, st: fs.BigIntStats): { v: Verdict; a: Attempt } => {
+    const key = keyFromStat(exe, st, env, euid);
+    const hash = keyHash(key);
+    const image = user.imagePathForHash(hash);
+    const v = checkImage(image, { key, owner: euid });
+    const a: Attempt = { layer: 'user', program: exe, key: hash, image, outcome: v.outcome, detail: v.detail };
+    base.attempts.push(a);
+    const sysDir = env.CACHED_EXEC_SYSTEM_DIR;
+    if (v.outcome !== 'MISS' || !sysDir) return { v, a };
+    const skey = keyFromStat(exe, st, env, 0);
+    const shash = keyHash(skey);
+    const simage = path.join(sysDir, 'images', `${shash}.img`);
+    const sv = checkImage(simage, { key: skey, owner: 0 });
+    const sa: Attempt = { layer: 'system', program: exe, key: shash, image: simage, outcome: sv.outcome, detail: sv.detail };
+    base.attempts.push(sa);
+    return sv.outcome !== 'MISS' ? { v: sv, a: sa } : { v, a };
+  };
+
+  const bypass = bypassReason(env, r.stat);
+  if (bypass) return finish(base, user, bypass.outcome, bypass.detail, null, null, program);
+  let { v, a } = layers(r.path, r.stat);
+  if (v.outcome === 'MISS') {
+    const sb = readShebang(r.path);
+    if (sb) {
+      base.interpreter = { path: sb.interpreter, arg: sb.arg };
+      const b2 = bypassReason(env, sb.stat);
+      if (b2) return finish(base, user, b2.outcome, b2.detail, null, null, program);
+      ({ v, a } = layers(sb.interpreter, sb.stat));
+    }
+  }
+  return finish(base, user, v.outcome, v.detail, v, a, program);
+}
+
+function finish(p: Prediction, user: Store, outcome: OutcomeName, detail: string, v: Verdict | null, a: Attempt | null,
+  program: string): Prediction {
+  p.outcome = outcome;
+  p.detail = detail;
+  p.restores = outcome === 'HIT';
+  p.rotate = v?.rotate ?? false;
+  if (a) {
+    p.key = a.key;
+    p.image = a.image;
+    p.layer = a.layer;
+  }
+  const userKey = p.attempts.filter((x) => x.layer === 'user').at(-1)?.key;
+  if (userKey) {
+    p.queued = user.listQueue().some((q) => q.hash === userKey);
+    const ref = user.refused(userKey);
+    p.refused = ref ? { reason: ref.reason, detail: ref.detail } : null;
+  }
+  const warm = `cached-exec --warm ${p.interpreter ? p.interpreter.path : program}`;
+  if (outcome === 'MISS') {
+    p.hint = p.refused ? `the snapshotter refused it (${p.refused.reason}); --cleanup clears refusals older than a day`
+      : p.queued ? 'queued: a background warmer will take the snapshot' : `run '${warm}' (or run it once: the miss queues a snapshot)`;
+  } else if (outcome === 'FAIL_STALE_FILE' || outcome === 'FAIL_NEGATIVE_DEP' || outcome === 'FAIL_KEY') {
+    p.hint = `the image is stale: '${warm}' re-takes it, '--cleanup' removes it`;
+  } else if (outcome === 'FAIL_OWNER') {
+    p.hint = 'images must be owned by you and not writable by group or others';
+  } else if (outcome.startsWith('FAIL_')) {
+    p.hint = `the image is damaged or from another version: '${warm}' re-takes it`;
+  } else if (outcome === 'BYPASS_LOADER_ENV') {
+    p.hint = 'such runs are always cold (debugging sessions); unset those variables to use the cache';
+  } else if (outcome === 'BYPASS_DISABLED') {
+    p.hint = 'unset CACHED_EXEC_DISABLE (or set it to 0)';
+  }
+  return p;
+}
