@@ -58,8 +58,9 @@ export function table(rows: readonly (readonly string[])[], header?: readonly st
     r.map((c, i) => {
       const w = widths[i] ?? 0;
       const last = i === r.length - 1;
+      if (last) return c;
       if (numeric(c) && !(header && r === header)) return c.padStart(w);
-      return last ? c : c.padEnd(w);
+      return c.padEnd(w);
     }).join('  ').trimEnd());
 }
 

@@ -26,6 +26,7 @@ export async function drainQueue(ctx: Context): Promise<number> {
     if (!lock) break; // another warmer is at work; it rescans before it exits
     try {
       const take = await loadSnapshotter();
+      const snapshotter = (): Promise<typeof take> => Promise.resolve(take);
       for (let batch = pending(); batch.length; batch = pending()) {
         for (const q of batch) {
           attempted.add(q.hash);
@@ -37,7 +38,7 @@ export async function drainQueue(ctx: Context): Promise<number> {
               results.push({ queued: q.hash, program: q.exePath, ok: false, reason: 'changed', detail: 'program changed since it was queued' });
               continue;
             }
-            const res = await warmOne(q.exePath, { take, store, env, skipIfValid: !q.rotate });
+            const res = await warmOne(q.exePath, { snapshotter, store, env, skipIfValid: !q.rotate });
             results.push({ queued: q.hash, ...res });
           } catch (e) {
             if (e instanceof CliError && e.code === 'snapshotter-missing') throw e;

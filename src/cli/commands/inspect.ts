@@ -107,7 +107,7 @@ export function inspectText(j: InspectJson, now = Date.now()): string[] {
   L.push(...keyValues([
     ['image', j.file],
     ['size', `${formatBytes(j.fileSize)} (${j.fileSize} bytes)`],
-    ['format', `version ${j.header.format_version}, ABI hash ${j.header.abi_hash}, arch ${j.header.arch}, page size ${j.header.page_size}`],
+    ['format', `version ${j.header.format_version}, ABI hash ${j.header.abi_hash}, arch ${j.header.arch === 62 ? 'x86_64' : j.header.arch}, page size ${j.header.page_size}`],
     ['created', created ? `${formatTime(created)} (${formatAge(now - created)} ago)` : '?'],
     ['metadata', `${j.header.meta_size} bytes, region data from offset ${j.header.data_offset}, checksum ${j.header.checksum}`],
     ['valid', j.valid ? 'yes' : `NO: ${j.problems.join('; ')}`],

@@ -2,7 +2,7 @@
 import { readConfig } from '../../cache/config.js';
 import { foldStats, summarize, zeroStats, type StatsSummary } from '../../cache/stats.js';
 import type { Context } from '../context.js';
-import { formatBytes, formatTime, printJson, table } from '../output.js';
+import { formatBytes, formatTime, keyValues, printJson, table } from '../output.js';
 
 const LABELS: Record<string, string> = {
   BYPASS_DISABLED: 'CACHED_EXEC_DISABLE set',
@@ -53,8 +53,6 @@ export function statsText(s: ShowStatsJson): string[] {
   const row = (label: string, n: number | string, extra = ''): void => {
     rows.push([label, String(n), extra]);
   };
-  row('Cache directory', s.cacheDir);
-  row('Stats since', formatTime(s.since));
   row('Runs', s.runs);
   row('  Hits (restored)', s.hits, pct(s.hits, s.runs));
   row('  Misses (no image)', s.misses, pct(s.misses, s.runs));
@@ -76,7 +74,11 @@ export function statsText(s: ShowStatsJson): string[] {
   if (s.queued) row('Queued for snapshot', s.queued);
   if (s.refusedKeys) row('Programs refused', s.refusedKeys);
   if (s.corruptRecords) row('Damaged log records', s.corruptRecords);
-  return table(rows);
+  const labelWidth = Math.max(...rows.map((r) => (r[0] as string).length));
+  return [
+    ...keyValues([['Cache directory', s.cacheDir], ['Stats since', formatTime(s.since)]]).map((l) => l.replace(/^(\S+(?: \S+)*)( +)/, (_m, a: string) => a.padEnd(labelWidth + 2))),
+    ...table(rows),
+  ];
 }
 
 export function showStats(ctx: Context): number {

@@ -40,7 +40,8 @@ export interface WarmResult {
 }
 
 export interface WarmOptions {
-  take: TakeSnapshot;
+  /** Gets the snapshotter; called only once a program resolved (a typo is reported even without one). */
+  snapshotter: () => Promise<TakeSnapshot>;
   store: Store;
   env: NodeJS.ProcessEnv;
   launcher?: string;
@@ -78,10 +79,11 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
     if (o.skipIfValid && checkImage(image, { key, owner: o.store.euid, maxAgeSec: 0 }).outcome === 'HIT') {
       return { ...base, ok: true, image, skipped: true };
     }
+    const take = await o.snapshotter();
     const t0 = performance.now();
     let outcome;
     try {
-      outcome = await o.take({
+      outcome = await take({
         exePath: path.resolve(r.path),
         argv: [sb ? sb.interpreter : program],
         env: o.env,
@@ -125,13 +127,12 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
 }
 
 export async function warm(ctx: Context): Promise<number> {
-  const take = await loadSnapshotter();
   const store = ctx.store();
   const results: WarmResult[] = [];
   for (const program of ctx.operands) {
     let res: WarmResult;
     try {
-      res = await warmOne(program, { take, store, env: ctx.env });
+      res = await warmOne(program, { snapshotter: () => loadSnapshotter(), store, env: ctx.env });
     } catch (e) {
       if (!(e instanceof CliError)) throw e;
       res = { program, ok: false, reason: e.code, detail: e.shortMessage, error: e.toJSON() };
