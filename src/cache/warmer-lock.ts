@@ -19,7 +19,8 @@ import type { Store } from './store.js';
 export interface WarmerLock {
   /** False when running without a lock (no flock(1) on this system). */
   held: boolean;
-  release(): void;
+  /** Releases the lock; resolves once it is free for others. */
+  release(): Promise<void>;
 }
 
 const BUSY = 75;
@@ -34,7 +35,8 @@ export async function takeWarmerLock(store: Store, flockBin = '/usr/bin/flock'):
   const file = warmerLockPath(store);
   // Same open flags as the launcher: the file is created if missing, never followed as a symlink.
   fs.closeSync(fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600));
-  if (!fs.existsSync(flockBin)) return { held: false, release: () => undefined };
+  const unlocked: WarmerLock = { held: false, release: () => Promise.resolve() };
+  if (!fs.existsSync(flockBin)) return unlocked;
   const child = spawn(flockBin, ['-n', '-E', String(BUSY), file, '/bin/sh', '-c', 'echo locked; exec cat >/dev/null'], {
     stdio: ['pipe', 'pipe', 'ignore'],
     detached: false,
@@ -51,16 +53,20 @@ export async function takeWarmerLock(store: Store, flockBin = '/usr/bin/flock'):
   if (result === 'busy') return null;
   if (result === 'failed') {
     child.kill('SIGKILL');
-    return { held: false, release: () => undefined };
+    return unlocked;
   }
   child.stdout.destroy();
-  // Do not keep the event loop alive for the helper; closing stdin ends it.
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  // Do not keep the event loop alive for the helper: if we exit, the pipe closes and it ends.
   child.unref();
   (child.stdin as unknown as { unref?: () => void }).unref?.();
   return {
     held: true,
-    release: () => {
+    release: async () => {
       child.stdin.end();
+      const timer = setTimeout(() => child.kill('SIGKILL'), 2000);
+      await exited;
+      clearTimeout(timer);
     },
   };
 }

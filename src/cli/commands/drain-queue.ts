@@ -6,18 +6,26 @@
  * changed since it was queued is dropped (the next run queues the new key).
  */
 import { keyFromStat, keyHash } from '../../cache/key.js';
-import type { QueueEntry } from '../../cache/store.js';
+import type { QueueEntry, Store } from '../../cache/store.js';
 import { takeWarmerLock } from '../../cache/warmer-lock.js';
 import { CliError } from '../errors.js';
 import type { Context } from '../context.js';
 import { printJson } from '../output.js';
 import { resolveProgram } from '../resolve.js';
-import { loadSnapshotter } from '../snapshotter.js';
+import { loadSnapshotter, type TakeSnapshot } from '../snapshotter.js';
 import { warmOne, type WarmResult } from './warm.js';
 
+export type DrainResult = WarmResult & { queued: string };
+
 export async function drainQueue(ctx: Context): Promise<number> {
-  const store = ctx.store();
-  const results: (WarmResult & { queued: string })[] = [];
+  const results = await drain(ctx.store(), ctx.env, loadSnapshotter);
+  if (ctx.json) printJson(ctx.out, { results });
+  return 0;
+}
+
+/** Drains the queue of `store` with the snapshotter `load` gives; returns what happened to each entry. */
+export async function drain(store: Store, baseEnv: NodeJS.ProcessEnv, load: () => Promise<TakeSnapshot>): Promise<DrainResult[]> {
+  const results: DrainResult[] = [];
   const attempted = new Set<string>();
   const pending = (): QueueEntry[] => store.listQueue().filter((q) => !attempted.has(q.hash));
 
@@ -25,12 +33,12 @@ export async function drainQueue(ctx: Context): Promise<number> {
     const lock = await takeWarmerLock(store);
     if (!lock) break; // another warmer is at work; it rescans before it exits
     try {
-      const take = await loadSnapshotter();
-      const snapshotter = (): Promise<typeof take> => Promise.resolve(take);
+      const take = await load();
+      const snapshotter = (): Promise<TakeSnapshot> => Promise.resolve(take);
       for (let batch = pending(); batch.length; batch = pending()) {
         for (const q of batch) {
           attempted.add(q.hash);
-          const env = { ...ctx.env, PATH: q.pathEnv };
+          const env = { ...baseEnv, PATH: q.pathEnv };
           try {
             const r = resolveProgram(q.exePath, env);
             if (keyHash(keyFromStat(r.path, r.stat, env, store.euid)) !== q.hash) {
@@ -55,10 +63,9 @@ export async function drainQueue(ctx: Context): Promise<number> {
         }
       }
     } finally {
-      lock.release();
+      await lock.release();
     }
     // An entry queued while we released the lock saw it held and started no warmer: look again.
   }
-  if (ctx.json) printJson(ctx.out, { results });
-  return 0;
+  return results;
 }

@@ -1,0 +1,208 @@
+/**
+ * --warm's engine (warmOne) and the background warmer (drain) with a stand-in
+ * snapshotter that honours the contract in src/snapshot/api.ts: where images
+ * land, what a refusal leaves behind, the identity check, the bounds after a
+ * write, the queue and the warmer lock. The real snapshotter is exercised by
+ * the end-to-end suites.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { checkImage } from '../../src/cache/check.js';
+import { writeConfig } from '../../src/cache/config.js';
+import { keyFromStat, keyHash } from '../../src/cache/key.js';
+import { foldStats, summarize } from '../../src/cache/stats.js';
+import { Store } from '../../src/cache/store.js';
+import { warmerLockPath } from '../../src/cache/warmer-lock.js';
+import { drain } from '../../src/cli/commands/drain-queue.js';
+import { warmOne } from '../../src/cli/commands/warm.js';
+import { CliError } from '../../src/cli/errors.js';
+import type { TakeSnapshot } from '../../src/cli/snapshotter.js';
+import { PAGE_SIZE, type ImageModel } from '../../src/image/format.js';
+import { FileFlag, FileKind, Prot, Src, VdsoKind } from '../../src/image/schema.js';
+import type { SnapshotOptions, SnapshotOutcome } from '../../src/snapshot/api.js';
+
+const temps: string[] = [];
+function tmpStore(): Store {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'cx-warm-'));
+  temps.push(d);
+  return new Store(path.join(d, 'cache'));
+}
+afterAll(() => {
+  for (const d of temps) fs.rmSync(d, { recursive: true, force: true });
+});
+
+const env = { PATH: '/usr/bin:/bin', HOME: os.homedir() };
+
+/** A snapshotter stand-in: a small valid image of the program it is asked for. */
+function fakeImage(opts: SnapshotOptions, pages = 1): ImageModel {
+  const st = fs.statSync(opts.exePath, { bigint: true });
+  const key = keyFromStat(opts.exePath, st, opts.env);
+  return {
+    createdNs: BigInt(Date.now()) * 1_000_000n,
+    key,
+    files: [{
+      path: opts.exePath, kind: FileKind.MAPPED, dev: st.dev, ino: st.ino, size: st.size,
+      mtimeSec: key.exeMtimeSec, mtimeNsec: key.exeMtimeNsec, ctimeSec: key.exeCtimeSec, ctimeNsec: key.exeCtimeNsec,
+      mode: Number(st.mode), flags: FileFlag.EXE,
+    }],
+    regions: [
+      { addr: 0x10000000n, len: 0x1000n, prot: Prot.READ, source: Src.FILE, file: 0, offset: 0n, flags: 0 },
+      { addr: 0x10001000n, len: BigInt(pages * PAGE_SIZE), prot: Prot.READ | Prot.WRITE, source: Src.DATA, file: 0, offset: 0n, flags: 0, data: Buffer.alloc(pages * PAGE_SIZE, 3) },
+    ],
+    slots: [],
+    state: {
+      entry: 0x10000040n, rtldFini: 0n, fsBase: 0n, tidAddress: 0n, robustHead: 0n, robustLen: 0n, rseqArea: 0n, rseqLen: 0,
+      rseqSig: 0, startCode: 0n, endCode: 0n, startData: 0n, endData: 0n, startBrk: 0n, brk: 0n, vdsoBase: 0x7fff10000000n,
+      atPhdr: 0n, atPhnum: 0n, atEntry: 0n, atBase: 0n, flags: 0, comm: path.basename(opts.exePath),
+    },
+    vdso: [{ offset: 0n, size: 0x2000n, kind: VdsoKind.VDSO }],
+  };
+}
+
+function recorder(answer: (o: SnapshotOptions) => SnapshotOutcome): { calls: SnapshotOptions[]; snapshotter: () => Promise<TakeSnapshot> } {
+  const calls: SnapshotOptions[] = [];
+  const take: TakeSnapshot = (o) => {
+    calls.push(o);
+    return answer(o);
+  };
+  return { calls, snapshotter: () => Promise.resolve(take) };
+}
+
+const ok = (o: SnapshotOptions, pages = 1): SnapshotOutcome => ({ ok: true, image: fakeImage(o, pages), ms: 5, notes: [] });
+
+describe('warmOne', () => {
+  it('snapshots the resolved program and writes the image the launcher looks for', async () => {
+    const store = tmpStore();
+    const { calls, snapshotter } = recorder((o) => ok(o));
+    const r = await warmOne('true', { snapshotter, store, env });
+    expect(calls).toHaveLength(1);
+    expect(calls[0]).toMatchObject({ exePath: '/usr/bin/true', argv: ['true'] });
+    expect(path.isAbsolute(calls[0]?.launcher ?? '')).toBe(true);
+    const launcherKey = spawnSync(calls[0]?.launcher as string, ['--internal-key', 'true'], { env: { ...env, CACHED_EXEC_DIR: store.dir }, encoding: 'utf8' });
+    expect(launcherKey.stdout.trim()).toBe(`${r.key} ${r.image}`);
+    expect(r).toMatchObject({ ok: true, resolved: '/usr/bin/true', size: fs.statSync(r.image as string).size });
+    const st = fs.statSync('/usr/bin/true', { bigint: true });
+    expect(checkImage(r.image as string, { key: keyFromStat('/usr/bin/true', st, env), owner: store.euid }).outcome).toBe('HIT');
+    expect(summarize(foldStats(store).counters).snapshots.taken).toBe(1);
+  });
+
+  it('a refusal is reported, remembered for the launcher, and counted by reason', async () => {
+    const store = tmpStore();
+    const { snapshotter } = recorder(() => ({ ok: false, reason: 'threads', detail: '2 threads at the entry point', ms: 3 }));
+    const r = await warmOne('true', { snapshotter, store, env });
+    expect(r).toMatchObject({ ok: false, reason: 'threads', detail: '2 threads at the entry point' });
+    expect(store.listImages()).toEqual([]);
+    expect(store.refused(r.key as string)).toMatchObject({ reason: 'threads' });
+    expect(summarize(foldStats(store).counters).snapshots).toEqual({ taken: 0, refused: 1, refusals: { threads: 1 } });
+    // A later success forgets the refusal.
+    await warmOne('true', { snapshotter: recorder((o) => ok(o)).snapshotter, store, env });
+    expect(store.refused(r.key as string)).toBeNull();
+  });
+
+  it('refuses to store an image of a file that changed during the snapshot', async () => {
+    const store = tmpStore();
+    const { snapshotter } = recorder((o) => {
+      const res = ok(o);
+      if (res.ok) res.image.key.exeIno += 1n;
+      return res;
+    });
+    await expect(warmOne('true', { snapshotter, store, env })).rejects.toThrow(/changed while it was being snapshotted/);
+    expect(store.listImages()).toEqual([]);
+  });
+
+  it('warms the interpreter of a #! script, under the key the launcher uses for it', async () => {
+    const store = tmpStore();
+    const script = path.join(path.dirname(store.dir), 'hello.sh');
+    fs.writeFileSync(script, '#!/bin/sh\necho hi\n', { mode: 0o755 });
+    const { calls, snapshotter } = recorder((o) => ok(o));
+    const r = await warmOne(script, { snapshotter, store, env });
+    expect(calls[0]?.argv).toEqual(['/bin/sh']);
+    expect(r.resolved).toBe('/bin/sh');
+    expect(r.notes?.[0]).toMatch(/#! script/);
+    expect(r.key).toBe(keyHash(keyFromStat('/bin/sh', fs.statSync('/bin/sh', { bigint: true }), env)));
+  });
+
+  it('a program that is not found is a CliError with status 127 and no snapshot', async () => {
+    const store = tmpStore();
+    const { calls, snapshotter } = recorder((o) => ok(o));
+    const e = await warmOne('cx-no-such-program', { snapshotter, store, env }).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(CliError);
+    expect((e as CliError).exitCode).toBe(127);
+    expect(calls).toHaveLength(0);
+  });
+
+  it('keeps the cache within its bounds after each write, evicting least recently used first', async () => {
+    const store = tmpStore();
+    store.ensure();
+    writeConfig(store.dir, { maxSize: 0, maxEntries: 2 });
+    const { snapshotter } = recorder((o) => ok(o));
+    const keys: string[] = [];
+    for (const p of ['true', 'false', 'cat']) {
+      keys.push((await warmOne(p, { snapshotter, store, env })).key as string);
+      await new Promise((r) => setTimeout(r, 20)); // distinct write times
+    }
+    expect(store.listImages().map((i) => i.hash).sort()).toEqual([keys[1], keys[2]].sort());
+    expect(summarize(foldStats(store).counters).evictions).toBe(1);
+  });
+});
+
+describe('background warmer', () => {
+  it('drains the queue the launcher filled, holding the warmer lock, and drops stale entries', async () => {
+    const store = tmpStore();
+    store.ensure('queue');
+    const trueKey = keyHash(keyFromStat('/usr/bin/true', fs.statSync('/usr/bin/true', { bigint: true }), env));
+    const catKey = keyHash(keyFromStat('/usr/bin/cat', fs.statSync('/usr/bin/cat', { bigint: true }), env));
+    fs.writeFileSync(path.join(store.sub('queue'), trueKey), `/usr/bin/true\n${env.PATH}\n`);
+    fs.writeFileSync(path.join(store.sub('queue'), catKey), `/usr/bin/cat\n${env.PATH}\n`);
+    fs.writeFileSync(path.join(store.sub('queue'), '0123456789abcdef'), `/usr/bin/true\n/changed/path\n`);
+    const lockHeld: boolean[] = [];
+    const { calls, snapshotter } = recorder((o) => {
+      lockHeld.push(spawnSync('flock', ['-n', warmerLockPath(store), 'true']).status !== 0);
+      return ok(o);
+    });
+    const results = await drain(store, env, snapshotter);
+    expect(calls.map((c) => c.exePath).sort()).toEqual(['/usr/bin/cat', '/usr/bin/true']);
+    expect(lockHeld).toEqual([true, true]);
+    expect(results.find((r) => r.queued === '0123456789abcdef')).toMatchObject({ ok: false, reason: 'changed' });
+    expect(store.listQueue()).toEqual([]);
+    expect(store.listImages().map((i) => i.hash).sort()).toEqual([catKey, trueKey].sort());
+    // Released afterwards: the launcher may start the next warmer.
+    expect(spawnSync('flock', ['-n', warmerLockPath(store), 'true']).status).toBe(0);
+  });
+
+  it('leaves the queue alone while another warmer holds the lock', async () => {
+    const store = tmpStore();
+    store.ensure('queue');
+    const key = keyHash(keyFromStat('/usr/bin/true', fs.statSync('/usr/bin/true', { bigint: true }), env));
+    fs.writeFileSync(path.join(store.sub('queue'), key), `/usr/bin/true\n${env.PATH}\n`);
+    fs.closeSync(fs.openSync(warmerLockPath(store), 'a'));
+    expect(spawnSync('flock', ['-n', warmerLockPath(store), 'true']).status).toBe(0); // sanity: flock(1) works here
+    const { calls, snapshotter } = recorder((o) => ok(o));
+    // Hold the lock from another process for the duration of the drain.
+    const child = spawn('flock', ['-n', warmerLockPath(store), 'sleep', '5'], { stdio: 'ignore', detached: true });
+    await new Promise((r) => setTimeout(r, 200));
+    const results = await drain(store, env, snapshotter);
+    process.kill(-(child.pid as number), 'SIGKILL'); // flock and its sleep
+    expect(results).toEqual([]);
+    expect(calls).toHaveLength(0);
+    expect(store.listQueue()).toHaveLength(1);
+  });
+
+  it('a re-take (rotate) replaces a valid image; a plain entry keeps one another process just wrote', async () => {
+    const store = tmpStore();
+    const first = await warmOne('true', { snapshotter: recorder((o) => ok(o)).snapshotter, store, env });
+    store.ensure('queue');
+    fs.writeFileSync(path.join(store.sub('queue'), first.key as string), `/usr/bin/true\n${env.PATH}\n`);
+    let r = recorder((o) => ok(o, 2));
+    expect((await drain(store, env, r.snapshotter))[0]).toMatchObject({ ok: true, skipped: true });
+    expect(r.calls).toHaveLength(0);
+    fs.writeFileSync(path.join(store.sub('queue'), first.key as string), `/usr/bin/true\n${env.PATH}\nrotate\n`);
+    r = recorder((o) => ok(o, 2));
+    expect((await drain(store, env, r.snapshotter))[0]).toMatchObject({ ok: true });
+    expect(r.calls).toHaveLength(1);
+    expect(fs.statSync(first.image as string).size).toBe((first.size as number) + PAGE_SIZE);
+  });
+});
