@@ -33,10 +33,27 @@ export function describeFormatCommand(ctx: Context): number {
 }
 
 export function helpText(specs: readonly CommandSpec[]): string {
+  const col = 34;
+  const wrap = (text: string, width = 80 - col): string[] => {
+    const lines: string[] = [];
+    let cur = '';
+    for (const w of text.split(' ')) {
+      if (cur && cur.length + 1 + w.length > width) {
+        lines.push(cur);
+        cur = w;
+      } else {
+        cur = cur ? `${cur} ${w}` : w;
+      }
+    }
+    if (cur) lines.push(cur);
+    return lines;
+  };
   const cmds = specs.filter((s) => !s.hidden).map((s) => {
     const names = [...(s.aliases ?? []), s.name].join(', ');
     const left = `  ${names}${s.operand ? ` ${s.operand}` : ''}${s.modifiers?.length ? ` [${s.modifiers.join('] [')}]` : ''}`;
-    return left.length < 34 ? `${left.padEnd(34)}${s.summary}` : `${left}\n${' '.repeat(34)}${s.summary}`;
+    const [first = '', ...rest] = wrap(s.summary);
+    const head = left.length < col ? `${left.padEnd(col)}${first}` : `${left}\n${' '.repeat(col)}${first}`;
+    return [head, ...rest.map((l) => `${' '.repeat(col)}${l}`)].join('\n');
   });
   return `Usage:
   cached-exec PROG [ARGS...]      run PROG, restored from its image when one exists
