@@ -434,11 +434,7 @@ describe('--warm', () => {
     const env = baseEnv(dir, { PATH: '/usr/bin:/bin' });
     const w = lx(['--warm', 'true'], env);
     const t = keyOf('true', env);
-    if (w.status !== 0) {
-      // A refusal is a legitimate answer; it must say why.
-      expect(w.stderr).toMatch(/snapshot refused \([a-z-]+\): /);
-      return;
-    }
+    expect(w.status, w.stderr).toBe(0); // /usr/bin/true is the simplest dynamic program there is
     expect(w.stdout).toMatch(new RegExp(`^true: ${t.image.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(`));
     expect(fs.statSync(t.image).mode & 0o777).toBe(0o600);
     const x = lx(['--explain', 'true'], env);
