@@ -310,13 +310,39 @@ static __attribute__((noreturn)) void exec_cli(struct launch *L, int first_arg)
 }
 
 /*
- * --internal-traceme [--no-aslr] PATH ARGV0 ARGS...: the snapshotter's child.
+ * --internal-traceme [--no-aslr] [--fake-tsc] PATH ARGV0 ARGS...: the snapshotter's child.
  * Stops itself so the tracer can set ptrace options, then execs the program.
  */
 static __attribute__((noreturn)) void traceme(struct launch *L, int i)
 {
 	if (i < L->argc && cx_streq(L->argv[i], "--no-aslr")) {
 		sys_personality(ADDR_NO_RANDOMIZE);
+		i++;
+	}
+	if (i < L->argc && cx_streq(L->argv[i], "--one-cpu")) {
+		/*
+		 * The loader stores cpuid results, which include the APIC id of the CPU
+		 * it ran on: both differential runs must run on the same CPU.
+		 */
+		uint64_t mask[16] = { 0 };
+		if (sys_sched_getaffinity(0, sizeof mask, mask) > 0) {
+			for (int w = 0; w < 16; w++)
+				if (mask[w]) {
+					uint64_t one[16] = { 0 };
+					one[w] = mask[w] & -mask[w];
+					sys_sched_setaffinity(0, sizeof one, one);
+					break;
+				}
+		}
+		i++;
+	}
+	if (i < L->argc && cx_streq(L->argv[i], "--fake-tsc")) {
+		/*
+		 * rdtsc faults (SIGSEGV) and the tracer answers with a deterministic
+		 * counter, so the loader's timing variables are equal in both runs of
+		 * the differential snapshot. The setting survives execve.
+		 */
+		sys_prctl(26 /* PR_SET_TSC */, 2 /* PR_TSC_SIGSEGV */, 0, 0, 0);
 		i++;
 	}
 	if (L->argc - i < 2) {

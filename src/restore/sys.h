@@ -53,6 +53,8 @@
 #define __NR_setpriority 141
 #define __NR_clock_gettime 228
 #define __NR_close_range 436
+#define __NR_sched_setaffinity 203
+#define __NR_sched_getaffinity 204
 #define LOCK_EX 2
 #define LOCK_NB 4
 #define PRIO_PROCESS 0
@@ -296,6 +298,14 @@ SYS_INLINE long sys_mkdir(const char *p, int mode) { return sys_call2(__NR_mkdir
 SYS_INLINE long sys_setsid(void) { return sys_call0(__NR_setsid); }
 SYS_INLINE long sys_setpriority(int which, int who, int prio) { return sys_call3(__NR_setpriority, which, who, prio); }
 SYS_INLINE long sys_clock_gettime(int clk, struct timespec_k *ts) { return sys_call2(__NR_clock_gettime, clk, (long)ts); }
+SYS_INLINE long sys_sched_setaffinity(int pid, size_t len, const void *mask)
+{
+	return sys_call3(__NR_sched_setaffinity, pid, (long)len, (long)mask);
+}
+SYS_INLINE long sys_sched_getaffinity(int pid, size_t len, void *mask)
+{
+	return sys_call3(__NR_sched_getaffinity, pid, (long)len, (long)mask);
+}
 SYS_INLINE long sys_close_range(unsigned first, unsigned last) { return sys_call3(__NR_close_range, first, last, 0); }
 
 #endif

@@ -1,0 +1,143 @@
+/**
+ * Capture of a stopped tracee's address space: /proc/PID/maps, and for every
+ * mapping the class of each page.
+ *
+ * Which pages differ from their file is read from /proc/PID/pagemap instead of
+ * comparing everything: a private file page that was never written is still
+ * the page-cache page (bit 61 set) or not present at all, so only anonymous
+ * copies (written pages) and anonymous memory are read. Written pages that
+ * happen to equal their file again (the entry page after the breakpoint was
+ * removed) are compared and stay file-backed.
+ */
+import * as fs from 'node:fs';
+import { SnapshotRefusal } from './refusal.js';
+import { readMem } from './trace.js';
+
+export const PAGE = 4096;
+const PAGE_N = 4096n;
+
+export interface Mapping {
+  start: bigint;
+  end: bigint;
+  perms: string; // e.g. "r-xp"
+  offset: bigint;
+  inode: number;
+  path: string; // '' for anonymous
+}
+
+export type PageClass = 'file' | 'data' | 'zero';
+
+export interface CapturedMapping extends Mapping {
+  /** One entry per page. */
+  classes: PageClass[];
+  /** Contents of 'data' pages, by page index. */
+  data: Map<number, Buffer>;
+  prot: number;
+}
+
+export const SPECIAL = new Set(['[stack]', '[vdso]', '[vvar]', '[vvar_vclock]', '[vsyscall]']);
+export const isSpecial = (m: Mapping): boolean => SPECIAL.has(m.path) || (m.path.startsWith('[v') && m.path.endsWith(']'));
+export const isFileBacked = (m: Mapping): boolean => m.path.startsWith('/') && m.inode !== 0;
+
+export function readMaps(pid: number): Mapping[] {
+  const out: Mapping[] = [];
+  for (const line of fs.readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
+    if (!line) continue;
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) \S+ (\d+)\s*(.*)$/.exec(line);
+    if (!m) throw new SnapshotRefusal('internal', `cannot parse maps line: ${line}`);
+    out.push({
+      start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[2]}`), perms: m[3] as string, offset: BigInt(`0x${m[4]}`),
+      inode: Number(m[5]), path: (m[6] ?? '').replace(/ \(deleted\)$/, ''),
+    });
+    if ((m[6] ?? '').endsWith(' (deleted)')) throw new SnapshotRefusal('internal', `mapped file was deleted: ${m[6]}`);
+  }
+  return out;
+}
+
+export const protOf = (perms: string): number =>
+  (perms[0] === 'r' ? 1 : 0) | (perms[1] === 'w' ? 2 : 0) | (perms[2] === 'x' ? 4 : 0);
+
+const isZero = (b: Buffer): boolean => {
+  for (let i = 0; i < b.length; i += 8) if (b.readBigUInt64LE(i) !== 0n) return false;
+  return true;
+};
+
+export function captureMappings(pid: number, mem: number, maps: Mapping[]): CapturedMapping[] {
+  const pagemap = fs.openSync(`/proc/${pid}/pagemap`, 'r');
+  const fileFds = new Map<string, { fd: number; size: number }>();
+  try {
+    const out: CapturedMapping[] = [];
+    for (const m of maps) {
+      if (isSpecial(m)) continue;
+      if (m.perms[3] === 's' && m.perms[1] === 'w') {
+        throw new SnapshotRefusal('shared-writable-mapping', `${m.path || 'anonymous'} at 0x${m.start.toString(16)} is MAP_SHARED and writable`);
+      }
+      const npages = Number((m.end - m.start) / PAGE_N);
+      const classes: PageClass[] = new Array<PageClass>(npages).fill('zero');
+      const data = new Map<number, Buffer>();
+      const prot = protOf(m.perms);
+      out.push({ ...m, classes, data, prot });
+      if (prot === 0) continue; // PROT_NONE: address space reservation only
+      const pm = Buffer.alloc(npages * 8);
+      fs.readSync(pagemap, pm, 0, pm.length, Number((m.start / PAGE_N) * 8n));
+      let file: { fd: number; size: number } | undefined;
+      if (isFileBacked(m)) {
+        file = fileFds.get(m.path);
+        if (!file) {
+          const fd = fs.openSync(m.path, 'r');
+          file = { fd, size: fs.fstatSync(fd).size };
+          fileFds.set(m.path, file);
+        }
+      }
+      for (let i = 0; i < npages; i++) {
+        const e = pm.readBigUInt64LE(i * 8);
+        const present = (e >> 63n) & 1n || (e >> 62n) & 1n;
+        const filePage = (e >> 61n) & 1n;
+        const addr = m.start + BigInt(i) * PAGE_N;
+        const fileOff = Number(m.offset) + i * PAGE;
+        if (file) {
+          const inFile = fileOff < file.size;
+          if (!present || filePage) {
+            classes[i] = inFile ? 'file' : 'zero';
+            continue;
+          }
+          const page = readMem(mem, addr, PAGE);
+          if (inFile) {
+            const disk = Buffer.alloc(PAGE);
+            fs.readSync(file.fd, disk, 0, PAGE, fileOff);
+            if (disk.equals(page)) {
+              classes[i] = 'file';
+              continue;
+            }
+          }
+          if (isZero(page)) classes[i] = 'zero';
+          else {
+            classes[i] = 'data';
+            data.set(i, page);
+          }
+        } else if (present) {
+          const page = readMem(mem, addr, PAGE);
+          if (!isZero(page)) {
+            classes[i] = 'data';
+            data.set(i, page);
+          }
+        }
+      }
+    }
+    return out;
+  } finally {
+    fs.closeSync(pagemap);
+    for (const f of fileFds.values()) fs.closeSync(f.fd);
+  }
+}
+
+/** The 8-byte word at addr if it lies in a captured data page, else undefined (file or zero page). */
+export function wordAt(caps: CapturedMapping[], addr: bigint): bigint | undefined {
+  for (const c of caps) {
+    if (addr < c.start || addr >= c.end) continue;
+    const off = Number(addr - c.start);
+    const page = c.data.get(Math.floor(off / PAGE));
+    return page ? page.readBigUInt64LE(off % PAGE) : undefined;
+  }
+  return undefined;
+}

@@ -1,0 +1,177 @@
+/**
+ * The differential snapshot: finds the words that hold argc or the thread id,
+ * which no pointer scan can see, and proves nothing else depends on argv, the
+ * environment or the pid.
+ *
+ * Two extra runs, A and B, with ASLR off so both get the same layout, the same
+ * AT_RANDOM bytes (written into B at its exec stop, so the stack guard, the
+ * pointer guard and every mangled pointer are equal), and different argc, argv
+ * strings and environment values. Every word that differs between A and B must
+ * be a pointer into each run's stack with the same meaning, or argc, or the
+ * pid; anything else refuses. The positions found are then translated to the
+ * real (randomised) run by pairing its mappings with A's.
+ */
+import * as fs from 'node:fs';
+import { SlotKind } from '../image/schema.js';
+import type { ImageSlot } from '../image/format.js';
+import { PAGE, captureMappings, isFileBacked, readMaps, type CapturedMapping, type Mapping } from './capture.js';
+import { SnapshotRefusal } from './refusal.js';
+import { classifyStackPointer, describeAddr, readStack, type StackLayout } from './slots.js';
+import { AT, killTracee, readMem, runToEntry, type TraceOptions } from './trace.js';
+
+export interface Run {
+  pid: number;
+  fsBase: bigint;
+  /** The rseq area: the kernel writes the current CPU there; not program state. */
+  rseq?: { area: bigint; len: number };
+  argc: number;
+  caps: CapturedMapping[];
+  maps: Mapping[];
+  stack: StackLayout;
+}
+
+function capture(o: TraceOptions): Run & { random: Buffer } {
+  const t = runToEntry(o);
+  try {
+    const maps = readMaps(t.pid);
+    const caps = captureMappings(t.pid, t.mem, maps);
+    const stack = readStack(t, maps);
+    const r = t.auxv.get(AT.RANDOM);
+    const random = r ? readMem(t.mem, r, 16) : Buffer.alloc(16);
+    const run = { pid: t.pid, fsBase: t.loader.fsBase ?? t.regs.fs_base, argc: stack.argc, caps, maps, stack, random };
+    return t.loader.rseq ? { ...run, rseq: t.loader.rseq } : run;
+  } finally {
+    killTracee(t.pid, t.mem);
+  }
+}
+
+function pageContent(c: CapturedMapping, i: number, fileCache: Map<string, number>): Buffer {
+  const d = c.data.get(i);
+  if (d) return d;
+  const buf = Buffer.alloc(PAGE);
+  if (c.classes[i] === 'file' && isFileBacked(c)) {
+    let fd = fileCache.get(c.path);
+    if (fd === undefined) {
+      fd = fs.openSync(c.path, 'r');
+      fileCache.set(c.path, fd);
+    }
+    fs.readSync(fd, buf, 0, PAGE, Number(c.offset) + i * PAGE);
+  }
+  return buf;
+}
+
+/** The two ASLR-off runs must have mapped the same things at the same addresses. */
+function sameLayout(a: CapturedMapping[], b: CapturedMapping[]): void {
+  const same = a.length === b.length && a.every((m, i) => {
+    const n = b[i] as CapturedMapping;
+    return m.start === n.start && m.end === n.end && m.path === n.path && m.perms === n.perms && m.offset === n.offset;
+  });
+  if (!same) throw new SnapshotRefusal('layout-mismatch', 'the two ASLR-off runs mapped different things');
+}
+
+export interface NonPointerSlot {
+  /** Address in run A. */
+  addr: bigint;
+  kind: number; // ARGC or TID
+}
+
+/**
+ * Runs A and B and returns where argc and tid copies live, as positions in
+ * A's mappings (translate with translateSlots).
+ */
+export function differential(base: TraceOptions, envB: string[]): { slots: NonPointerSlot[]; runA: Run } {
+  const a = capture({ ...base, noAslr: true, deterministic: true, argv: [...base.argv, 'cx-diff-a'] });
+  const b = capture({
+    ...base, noAslr: true, deterministic: true, argv: [...base.argv, 'cx-diff-bb', 'cx-diff-bbb', 'cx-diff-bbbb'], envp: envB, atRandom: a.random,
+  });
+  sameLayout(a.caps, b.caps);
+  const files = new Map<string, number>();
+  const slots: NonPointerSlot[] = [];
+  try {
+    a.caps.forEach((ca, mi) => {
+      const cb = b.caps[mi] as CapturedMapping;
+      for (let i = 0; i < ca.classes.length; i++) {
+        if (ca.classes[i] !== 'data' && cb.classes[i] !== 'data') continue;
+        const pa = pageContent(ca, i, files);
+        const pb = pageContent(cb, i, files);
+        if (pa.equals(pb)) continue;
+        for (let off = 0; off < PAGE; off += 8) {
+          const va = pa.readBigUInt64LE(off);
+          const vb = pb.readBigUInt64LE(off);
+          if (va === vb) continue;
+          const addr = ca.start + BigInt(i * PAGE + off);
+          if (a.rseq && addr >= a.rseq.area && addr < a.rseq.area + BigInt(a.rseq.len)) continue;
+          if (explainedPointer(va, vb, a.stack, b.stack)) continue;
+          for (const k of [0, 4]) {
+            const ha = pa.readUInt32LE(off + k);
+            const hb = pb.readUInt32LE(off + k);
+            if (ha === hb) continue;
+            const where = { addr: addr + BigInt(k) };
+            if (ha === a.argc && hb === b.argc) slots.push({ ...where, kind: SlotKind.ARGC });
+            else if (ha === a.pid && hb === b.pid) slots.push({ ...where, kind: SlotKind.TID });
+            else {
+              throw new SnapshotRefusal('unexplained-difference',
+                `${describeAddr(a.caps, addr + BigInt(k))} differs between runs with different argv/env/pid (0x${ha.toString(16)} vs 0x${hb.toString(16)})`);
+            }
+          }
+        }
+      }
+    });
+  } finally {
+    for (const fd of files.values()) fs.closeSync(fd);
+  }
+  return { slots, runA: a };
+}
+
+function explainedPointer(va: bigint, vb: bigint, sa: StackLayout, sb: StackLayout): boolean {
+  if (va < sa.lo || va >= sa.hi || vb < sb.lo || vb >= sb.hi) return false;
+  const ka = classifyStackPointer(va, sa);
+  const kb = classifyStackPointer(vb, sb);
+  return !!ka && !!kb && ka.kind === kb.kind && ka.arg === kb.arg;
+}
+
+/**
+ * Where an address of run A lies in the real run C, by an anchor that does not
+ * depend on where ASLR put things or in which order the holes were filled:
+ * the thread pointer for the thread block, the file and its offset for file
+ * mappings, the file mapping an anonymous mapping follows (its .bss), and the
+ * heap start for the heap.
+ */
+export function translate(addr: bigint, a: Mapping[], c: Mapping[], fsA: bigint, fsC: bigint): bigint {
+  const i = a.findIndex((m) => addr >= m.start && addr < m.end);
+  const m = a[i];
+  if (!m) throw new SnapshotRefusal('layout-mismatch', `0x${addr.toString(16)} is not mapped in the differential run`);
+  if (fsA >= m.start && fsA < m.end) return fsC + (addr - fsA);
+  const find = (pred: (n: Mapping) => boolean): Mapping => {
+    const hits = c.filter(pred);
+    if (hits.length !== 1) throw new SnapshotRefusal('layout-mismatch', `cannot pair ${describeAddr(a, addr)} with the real run`);
+    return hits[0] as Mapping;
+  };
+  if (m.path === '[heap]') return find((n) => n.path === '[heap]').start + (addr - m.start);
+  if (m.path) {
+    const n = find((x) => x.path === m.path && x.offset === m.offset && x.perms === m.perms && x.end - x.start === m.end - m.start);
+    return n.start + (addr - m.start);
+  }
+  const prev = a[i - 1];
+  if (prev && prev.path && prev.end === m.start) {
+    const pn = find((x) => x.path === prev.path && x.offset === prev.offset && x.perms === prev.perms);
+    const n = find((x) => x.start === pn.end && !x.path && x.perms === m.perms && x.end - x.start === m.end - m.start);
+    return n.start + (addr - m.start);
+  }
+  throw new SnapshotRefusal('layout-mismatch', `${describeAddr(a, addr)} is in an anonymous mapping with no anchor`);
+}
+
+/** Positions found in run A as addresses of the real run, verified against its own argc and pid. */
+export function translateSlots(found: NonPointerSlot[], a: Run, fsA: bigint, real: CapturedMapping[], fsC: bigint, argc: number, pid: number): ImageSlot[] {
+  return found.map((s) => {
+    const addr = translate(s.addr, a.maps, real, fsA, fsC);
+    const m = real.find((x) => addr >= x.start && addr < x.end);
+    const off = m ? Number(addr - m.start) : 0;
+    const page = m?.data.get(Math.floor(off / PAGE));
+    const want = s.kind === SlotKind.ARGC ? argc : pid;
+    if (!page || page.readUInt32LE(off % PAGE) !== want) {
+      throw new SnapshotRefusal('layout-mismatch', `${describeAddr(real, addr)} does not hold ${s.kind === SlotKind.ARGC ? 'argc' : 'the pid'} in the real run`);
+    }
+    return { addr, kind: s.kind, width: 4 as const, arg: 0n };
+  });
+}

@@ -1,0 +1,162 @@
+/**
+ * Slots: words in the captured memory that hold values of the snapshot
+ * process which a restoring process must replace with its own.
+ *
+ * Pointers into the old [stack] are found by scanning every aligned word of
+ * the captured data pages and classified by what they point at in the stack
+ * the kernel built (argc, argv, envp, auxv, the argv strings, the strings and
+ * bytes auxv points to). Anything else pointing into the stack is a refusal:
+ * a restore cannot know what a frame pointer or an environment string should
+ * become. The stack protector guard is found by value (derived from AT_RANDOM
+ * the way the loader derives it: searching for both the raw and the low-byte-
+ * cleared form). argc and tid copies are not pointers; diff.ts finds them.
+ */
+import { SlotKind } from '../image/schema.js';
+import type { ImageSlot } from '../image/format.js';
+import { PAGE, type CapturedMapping, type Mapping } from './capture.js';
+import { SnapshotRefusal } from './refusal.js';
+import { AT, readCString, readMem, type StoppedAtEntry } from './trace.js';
+
+export interface StackLayout {
+  lo: bigint; // [stack] mapping
+  hi: bigint;
+  argcAddr: bigint;
+  argc: number;
+  argvAddr: bigint;
+  argvStrings: { addr: bigint; value: string }[];
+  envpAddr: bigint;
+  envc: number;
+  envStrings: { addr: bigint; len: number }[];
+  auxvAddr: bigint;
+  auxvLen: number; // bytes including AT_NULL
+  platform?: { addr: bigint; len: number };
+  basePlatform?: { addr: bigint; len: number };
+  execfn?: { addr: bigint; len: number };
+  random?: bigint;
+}
+
+export function readStack(t: StoppedAtEntry, maps: Mapping[]): StackLayout {
+  const stack = maps.find((m) => m.path === '[stack]');
+  if (!stack) throw new SnapshotRefusal('internal', 'no [stack] mapping');
+  const sp = t.regs.rsp;
+  const word = (a: bigint): bigint => readMem(t.mem, a, 8).readBigUInt64LE(0);
+  const argc = Number(word(sp));
+  const argvAddr = sp + 8n;
+  const argvStrings = [];
+  for (let i = 0; i < argc; i++) {
+    const a = word(argvAddr + BigInt(i) * 8n);
+    argvStrings.push({ addr: a, value: readCString(t.mem, a, 1 << 20) });
+  }
+  const envpAddr = argvAddr + BigInt(argc + 1) * 8n;
+  const envStrings = [];
+  let e = envpAddr;
+  for (;;) {
+    const a = word(e);
+    if (a === 0n) break;
+    envStrings.push({ addr: a, len: Buffer.byteLength(readCString(t.mem, a, 1 << 20)) + 1 });
+    e += 8n;
+  }
+  const auxvAddr = e + 8n;
+  const str = (type: bigint): { addr: bigint; len: number } | undefined => {
+    const a = t.auxv.get(type);
+    return a ? { addr: a, len: Buffer.byteLength(readCString(t.mem, a)) + 1 } : undefined;
+  };
+  const layout: StackLayout = {
+    lo: stack.start, hi: stack.end, argcAddr: sp, argc, argvAddr, argvStrings, envpAddr, envc: envStrings.length,
+    envStrings, auxvAddr, auxvLen: t.auxvBytes.length,
+  };
+  const platform = str(AT.PLATFORM);
+  if (platform) layout.platform = platform;
+  const basePlatform = str(AT.BASE_PLATFORM);
+  if (basePlatform) layout.basePlatform = basePlatform;
+  const execfn = str(AT.EXECFN);
+  if (execfn) layout.execfn = execfn;
+  const random = t.auxv.get(AT.RANDOM);
+  if (random) layout.random = random;
+  return layout;
+}
+
+export interface Classified {
+  kind: number;
+  arg: bigint;
+}
+
+/** What a pointer into the old stack means, or null when it has no restorable meaning. */
+export function classifyStackPointer(v: bigint, s: StackLayout): Classified | null {
+  if (v === s.argcAddr) return { kind: SlotKind.ARGC_ADDR, arg: 0n };
+  if (v >= s.argvAddr && v <= s.argvAddr + BigInt(s.argc) * 8n && (v - s.argvAddr) % 8n === 0n) {
+    return { kind: SlotKind.ARGV, arg: (v - s.argvAddr) / 8n };
+  }
+  if (v === s.envpAddr) return { kind: SlotKind.ENVP, arg: 0n };
+  if (v >= s.auxvAddr && v < s.auxvAddr + BigInt(s.auxvLen)) return { kind: SlotKind.AUXV, arg: v - s.auxvAddr };
+  const inStr = (r: { addr: bigint; len: number } | undefined): bigint | null =>
+    r && v >= r.addr && v < r.addr + BigInt(r.len) ? v - r.addr : null;
+  let off = inStr(s.platform);
+  if (off !== null) return { kind: SlotKind.PLATFORM, arg: off };
+  off = inStr(s.basePlatform);
+  if (off !== null) return { kind: SlotKind.BASE_PLATFORM, arg: off };
+  off = inStr(s.execfn);
+  if (off !== null && off === 0n) return { kind: SlotKind.EXECFN, arg: 0n };
+  if (s.random !== undefined && v >= s.random && v < s.random + 16n) return { kind: SlotKind.RANDOM, arg: v - s.random };
+  for (let i = 0; i < s.argvStrings.length; i++) {
+    const a = s.argvStrings[i] as { addr: bigint; value: string };
+    if (v === a.addr) return { kind: SlotKind.ARGV_STR, arg: BigInt(i) };
+    const base = a.value.lastIndexOf('/') + 1;
+    if (base > 0 && v === a.addr + BigInt(Buffer.byteLength(a.value.slice(0, base)))) {
+      return { kind: SlotKind.ARGV_BASENAME, arg: BigInt(i) };
+    }
+  }
+  return null;
+}
+
+export function describeAddr(caps: Mapping[], addr: bigint): string {
+  const m = caps.find((c) => addr >= c.start && addr < c.end);
+  if (!m) return `0x${addr.toString(16)}`;
+  const first = caps.find((c) => c.path === m.path && m.path !== '');
+  const base = first ? first.start : m.start;
+  return `${m.path || 'anonymous'}+0x${(addr - base).toString(16)}`;
+}
+
+/** Scans data pages for pointers into the old stack; refuses on any it cannot explain. */
+export function findStackSlots(caps: CapturedMapping[], s: StackLayout): ImageSlot[] {
+  const slots: ImageSlot[] = [];
+  for (const c of caps) {
+    for (const [i, page] of c.data) {
+      for (let off = 0; off < PAGE; off += 8) {
+        const v = page.readBigUInt64LE(off);
+        if (v < s.lo || v >= s.hi) continue;
+        const addr = c.start + BigInt(i * PAGE + off);
+        const cl = classifyStackPointer(v, s);
+        if (!cl) {
+          throw new SnapshotRefusal('unexplained-stack-pointer',
+            `${describeAddr(caps, addr)} holds 0x${v.toString(16)}, a stack address that is not argv, envp or auxv`);
+        }
+        slots.push({ addr, kind: cl.kind, width: 8, arg: cl.arg });
+      }
+    }
+  }
+  return slots;
+}
+
+/**
+ * The stack protector guard: a word in the thread block equal to AT_RANDOM's
+ * first 8 bytes with the low byte cleared (or not). Returns a CANARY slot
+ * whose arg is the number of low bits the restorer clears.
+ */
+export function findCanary(t: StoppedAtEntry, caps: CapturedMapping[], fsBase: bigint | undefined): ImageSlot | null {
+  const r = t.auxv.get(AT.RANDOM);
+  if (!r || !fsBase) return null;
+  const raw = readMem(t.mem, r, 8).readBigUInt64LE(0);
+  const c = caps.find((m) => fsBase >= m.start && fsBase < m.end);
+  if (!c) return null;
+  const candidates: [bigint, bigint][] = [[raw & ~0xffn, 8n], [raw, 0n]];
+  for (const [want, bits] of candidates) {
+    if (want === 0n) continue;
+    for (const [i, page] of c.data) {
+      for (let off = 0; off < PAGE; off += 8) {
+        if (page.readBigUInt64LE(off) === want) return { addr: c.start + BigInt(i * PAGE + off), kind: SlotKind.CANARY, width: 8, arg: bits };
+      }
+    }
+  }
+  return null;
+}
