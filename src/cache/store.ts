@@ -75,10 +75,25 @@ export class Store {
   readonly dir: string;
   /** The owner images and directories must have. */
   readonly euid: number;
+  /**
+   * A shared, read-only layer (CACHED_EXEC_SYSTEM_DIR): root-owned, directories
+   * 0755 and images 0644 so every user's launcher can read them; still never
+   * writable by group or others.
+   */
+  readonly shared: boolean;
 
-  constructor(dir: string, euid: number = euidNow()) {
+  constructor(dir: string, euid: number = euidNow(), opts: { shared?: boolean } = {}) {
     this.dir = dir;
     this.euid = euid;
+    this.shared = opts.shared ?? false;
+  }
+
+  private get dirMode(): number {
+    return this.shared ? 0o755 : 0o700;
+  }
+
+  private get fileMode(): number {
+    return this.shared ? 0o644 : 0o600;
   }
 
   /** The user's cache, by the same rule as the launcher (CACHED_EXEC_DIR, XDG_CACHE_HOME, HOME). */
@@ -125,7 +140,7 @@ export class Store {
 
   private ensureDir(dir: string, parents: boolean): void {
     try {
-      fs.mkdirSync(dir, { recursive: parents, mode: 0o700 });
+      fs.mkdirSync(dir, { recursive: parents, mode: this.dirMode });
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError('cannot create cache directory', dir, e);
     }
@@ -142,9 +157,9 @@ export class Store {
       throw new CliError('cache-dir', `${dir} is owned by uid ${st.uid}, not by you (uid ${this.euid}): not using it`,
         { path: dir, reason: 'owner' });
     }
-    if ((st.mode & 0o777) !== 0o700) {
+    if ((st.mode & 0o777) !== this.dirMode) {
       try {
-        fs.chmodSync(dir, 0o700);
+        fs.chmodSync(dir, this.dirMode);
       } catch (e) {
         throw ioError('cannot make cache directory private', dir, e);
       }
@@ -154,12 +169,14 @@ export class Store {
   // -------------------------------------------------------------------------
   // Images
 
-  /** Writes an image atomically (temp file + fsync + rename), mode 0600. */
+  /** Writes an image atomically (temp file + fsync + rename), mode 0600 (0644 when shared). */
   writeImage(key: ImageKey, data: Buffer): { path: string; size: number } {
     this.ensure('images');
     const file = this.imagePath(key);
     try {
-      writeFileAtomic(file, data, 0o600);
+      writeFileAtomic(file, data, this.fileMode);
+      // The umask may have taken bits a shared layer needs (readers are other users).
+      if (this.shared) fs.chmodSync(file, this.fileMode);
     } catch (e) {
       throw ioError('cannot write image', file, e);
     }

@@ -1,5 +1,6 @@
 /** What every admin command gets: parsed arguments, output, environment, the store. */
 import { Store } from '../cache/store.js';
+import { CliError } from './errors.js';
 import type { Out } from './output.js';
 
 export interface Context {
@@ -14,15 +15,30 @@ export interface Context {
 
 export type Command = (ctx: Context) => Promise<number> | number;
 
+/**
+ * The read-only system layer (CACHED_EXEC_SYSTEM_DIR) that root fills at
+ * firmware build or first boot: images keyed for uid 0, owned by root,
+ * readable by all (the launcher tries it after the user's cache).
+ */
+export function systemStore(env: NodeJS.ProcessEnv): Store {
+  const dir = env.CACHED_EXEC_SYSTEM_DIR;
+  if (!dir) throw new CliError('usage', '--system needs CACHED_EXEC_SYSTEM_DIR to name the system image directory', { reason: '--system' });
+  if ((process.geteuid?.() ?? 0) !== 0) {
+    throw new CliError('cache-dir', `the system layer ${dir} is root's: run this as root`, { path: dir, reason: 'owner' });
+  }
+  return new Store(dir, 0, { shared: true });
+}
+
 export function makeContext(partial: Partial<Context> & Pick<Context, 'out'>): Context {
   const env = partial.env ?? process.env;
+  const modifiers = partial.modifiers ?? new Set<string>();
   let store: Store | undefined;
   return {
     env,
     json: false,
     operands: [],
-    modifiers: new Set(),
-    store: () => (store ??= Store.forEnv(env)),
+    modifiers,
+    store: () => (store ??= modifiers.has('--system') ? systemStore(env) : Store.forEnv(env)),
     ...partial,
   };
 }

@@ -24,8 +24,9 @@ interface Entry extends CommandSpec {
 }
 
 export const COMMANDS: readonly Entry[] = [
-  { name: '--warm', arity: 'one-or-more', operand: 'PROG...', json: true, run: warm,
-    summary: 'snapshot PROG now and store its image (prints path and size, or why it was refused)' },
+  { name: '--warm', arity: 'one-or-more', operand: 'PROG...', json: true, run: warm, modifiers: ['--system'],
+    summary: 'snapshot PROG now and store its image (prints path and size, or why it was refused); ' +
+      'with --system (as root) into the read-only system layer CACHED_EXEC_SYSTEM_DIR' },
   { name: '--explain', arity: 'one', operand: 'PROG', json: true, run: explain,
     summary: 'key, image path, and whether the next run of PROG restores (and if not, why)' },
   { name: '--inspect', arity: 'one', operand: 'IMAGE', json: true, run: inspect,
@@ -34,11 +35,11 @@ export const COMMANDS: readonly Entry[] = [
     summary: 'hits, misses, cold fallbacks by reason, snapshots, evictions, size and limits' },
   { name: '--zero-stats', aliases: ['-z'], arity: 'none', json: true, run: zeroStatsCommand,
     summary: 'reset the statistics counters' },
-  { name: '--list', arity: 'none', json: true, run: list,
+  { name: '--list', arity: 'none', json: true, run: list, modifiers: ['--system'],
     summary: 'images with program, size, age and uses, most recently used first' },
-  { name: '--cleanup', aliases: ['-c'], arity: 'none', json: true, run: cleanup, modifiers: ['--dry-run'],
+  { name: '--cleanup', aliases: ['-c'], arity: 'none', json: true, run: cleanup, modifiers: ['--dry-run', '--system'],
     summary: 'remove stale or damaged images and leftovers, then evict to the limits' },
-  { name: '--clear', aliases: ['-C'], arity: 'none', json: true, run: clear,
+  { name: '--clear', aliases: ['-C'], arity: 'none', json: true, run: clear, modifiers: ['--system'],
     summary: 'remove every image (statistics and limits stay)' },
   { name: '--max-size', aliases: ['-M'], arity: 'one', operand: 'SIZE', json: true, run: maxSize,
     summary: 'limit the total image size, e.g. 500M, 2G, 1.5GiB (bare number = G; 0 = no limit)' },

@@ -206,3 +206,28 @@ describe('background warmer', () => {
     expect(fs.statSync(first.image as string).size).toBe((first.size as number) + PAGE_SIZE);
   });
 });
+
+describe('system layer (--warm --system)', () => {
+  it.runIf(process.geteuid?.() === 0)('writes root-owned images every user can read, keyed for uid 0, whatever the umask', async () => {
+    const dir = path.join(path.dirname(tmpStore().dir), 'system');
+    const store = new Store(dir, 0, { shared: true });
+    const old = process.umask(0o077);
+    try {
+      const r = await warmOne('true', { snapshotter: recorder((o) => ok(o)).snapshotter, store, env });
+      expect(fs.statSync(r.image as string).mode & 0o777).toBe(0o644);
+      expect(fs.statSync(dir).mode & 0o777).toBe(0o755);
+      expect(fs.statSync(store.sub('images')).mode & 0o777).toBe(0o755);
+      expect(r.key).toBe(keyHash(keyFromStat('/usr/bin/true', fs.statSync('/usr/bin/true', { bigint: true }), env, 0)));
+    } finally {
+      process.umask(old);
+    }
+  });
+
+  it('needs CACHED_EXEC_SYSTEM_DIR and does not apply to every command', () => {
+    const main = path.resolve(import.meta.dirname, '../../dist/cli/main.js');
+    const r = spawnSync(process.execPath, [main, '--warm', '--system', 'true'], { env, encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/CACHED_EXEC_SYSTEM_DIR/);
+    expect(spawnSync(process.execPath, [main, '--show-stats', '--system'], { env }).status).toBe(2);
+  });
+});
