@@ -308,45 +308,84 @@ static enum cx_outcome move_vdso(const struct image *im, const uint64_t *auxv)
 /* ------------------------------------------------------------------------ */
 /* Step 4: map every region at its address, refusing to replace anything.   */
 
+/* Protection a region is mapped with: writable while its slots are patched. */
+static int map_prot(const struct cx_region *r)
+{
+	int prot = (int)(r->prot & 7);
+	return (r->flags & CX_REGION_PATCHED) ? prot | PROT_WRITE : prot;
+}
+
+/* Where a region's bytes come from: fd and offset (-1 for anonymous zero memory). */
+static enum cx_outcome region_source(const struct image *im, const int *fds, const struct cx_region *r, int *fd,
+				     uint64_t *off)
+{
+	if ((r->addr | r->len) % CX_PAGE || !r->len)
+		return CX_FAIL_HEADER;
+	switch (r->source) {
+	case CX_SRC_FILE:
+		if (r->file >= im->nfiles || fds[r->file] < 0)
+			return CX_FAIL_HEADER;
+		*fd = fds[r->file], *off = r->offset;
+		return CX_HIT;
+	case CX_SRC_DATA:
+		if (r->offset < im->h->data_offset || r->offset > im->h->file_size ||
+		    r->len > im->h->file_size - r->offset)
+			return CX_FAIL_TRUNCATED;
+		*fd = im->fd, *off = r->offset;
+		return CX_HIT;
+	case CX_SRC_ZERO:
+		*fd = -1, *off = 0;
+		return CX_HIT;
+	default:
+		return CX_FAIL_HEADER;
+	}
+}
+
+/*
+ * Regions that continue one another in memory and in their source (a
+ * library's r--, r-x and r-- segments; relro and data in the image) are mapped
+ * by one mmap with the first one's protection, and the others get theirs by
+ * mprotect: a library costs two calls instead of three, and never holds a page
+ * writable and executable at once. The syscall count is the restore cost of
+ * programs with many libraries.
+ */
 static enum cx_outcome map_regions(const struct image *im, const int *fds)
 {
-	for (uint32_t i = 0; i < im->nregions; i++) {
-		const struct cx_region *r = REGION_AT(im, i);
-		int prot = (int)(r->prot & 7);
-		int flags = MAP_PRIVATE | MAP_FIXED_NOREPLACE, fd = -1;
-		uint64_t off = 0;
-		if (r->flags & CX_REGION_PATCHED)
-			prot |= PROT_WRITE; /* made read-only again after patching */
-		if ((r->addr | r->len) % CX_PAGE || !r->len)
-			return CX_FAIL_HEADER;
-		switch (r->source) {
-		case CX_SRC_FILE:
-			if (r->file >= im->nfiles || fds[r->file] < 0)
-				return CX_FAIL_HEADER;
-			fd = fds[r->file], off = r->offset;
-			break;
-		case CX_SRC_DATA:
-			if (r->offset < im->h->data_offset || r->offset > im->h->file_size ||
-			    r->len > im->h->file_size - r->offset)
-				return CX_FAIL_TRUNCATED;
-			fd = im->fd, off = r->offset;
-			break;
-		case CX_SRC_ZERO:
-			flags |= MAP_ANONYMOUS;
-			break;
-		default:
-			return CX_FAIL_HEADER;
+	uint32_t i = 0;
+	while (i < im->nregions) {
+		const struct cx_region *first = REGION_AT(im, i);
+		int fd, nfd;
+		uint64_t off, noff, len = first->len;
+		enum cx_outcome o = region_source(im, fds, first, &fd, &off);
+		if (o != CX_HIT)
+			return o;
+		uint32_t j = i + 1;
+		for (; j < im->nregions; j++) {
+			const struct cx_region *n = REGION_AT(im, j);
+			if ((o = region_source(im, fds, n, &nfd, &noff)) != CX_HIT)
+				return o;
+			if (n->addr != first->addr + len || n->source != first->source || nfd != fd ||
+			    (fd >= 0 && noff != off + len))
+				break;
+			len += n->len;
 		}
-		long m = sys_mmap(r->addr, r->len, prot, flags, fd, off);
+		int flags = MAP_PRIVATE | MAP_FIXED_NOREPLACE | (fd < 0 ? MAP_ANONYMOUS : 0);
+		long m = sys_mmap(first->addr, len, map_prot(first), flags, fd, off);
 		if (m == -EEXIST)
 			return CX_FAIL_COLLISION;
 		if (mmap_failed(m))
 			return CX_FAIL_MAP;
-		if ((uint64_t)m != r->addr) {
+		if ((uint64_t)m != first->addr) {
 			/* Kernels before 4.17 ignore MAP_FIXED_NOREPLACE and place it elsewhere. */
-			sys_munmap((uint64_t)m, r->len);
+			sys_munmap((uint64_t)m, len);
 			return CX_FAIL_COLLISION;
 		}
+		for (uint32_t k = i + 1; k < j; k++) {
+			const struct cx_region *r = REGION_AT(im, k);
+			if (map_prot(r) != map_prot(first) && sys_mprotect(r->addr, r->len, map_prot(r)) < 0)
+				return CX_FAIL_MAP;
+		}
+		i = j;
 	}
 	return CX_HIT;
 }
