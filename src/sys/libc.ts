@@ -36,6 +36,7 @@ const waitpid_ = libc.func('int waitpid(int pid, _Out_ int *status, int options)
 const kill_ = libc.func('int kill(int pid, int sig)');
 const ptrace_ = libc.func('long ptrace(int request, ...)');
 const getxattr_ = libc.func('long getxattr(const char *path, const char *name, void *value, size_t size)');
+const flock_ = libc.func('int flock(int fd, int op)');
 
 const POSIX_SPAWN_SETSIGMASK = 0x08;
 const POSIX_SPAWN_SETSIGDEF = 0x04;
@@ -146,6 +147,18 @@ export function ptraceBuffer(req: number, pid: number, buf: Buffer): void {
   koffi.errno(0);
   const r = ptrace_(req, 'int', pid, 'uint64_t', 0n, 'void *', buf) as number;
   if (r === -1) throw new SysError(`ptrace(${req})`, koffi.errno());
+}
+
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
+export const LOCK_UN = 8;
+
+/** flock(2); false when LOCK_NB was given and another holder has it. */
+export function flock(fd: number, op: number): boolean {
+  if ((flock_(fd, op) as number) === 0) return true;
+  const e = koffi.errno();
+  if (e === 11 /* EWOULDBLOCK */) return false;
+  throw new SysError('flock', e);
 }
 
 /** True when the file has a security.capability attribute (file capabilities). */
