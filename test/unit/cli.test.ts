@@ -22,7 +22,6 @@ const root = path.resolve(import.meta.dirname, '../..');
 const mainJs = path.join(root, 'dist', 'cli', 'main.js');
 const launcher = path.join(root, 'bin', 'cached-exec');
 const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string };
-const haveSnapshotter = fs.existsSync(path.join(root, 'dist', 'snapshot', 'snapshot.js'));
 const euid = process.geteuid?.() ?? 0;
 
 const temps: string[] = [];
@@ -417,19 +416,13 @@ describe('--list, --cleanup, --clear, --max-size', () => {
 });
 
 describe('--warm', () => {
-  it.skipIf(haveSnapshotter)('says clearly when the snapshotter is not built', () => {
-    const r = lx(['--warm', 'true'], baseEnv(tmp('cx-cli-warm-')));
-    expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(/^cached-exec: the snapshotter is not built/);
-  });
-
   it('reports a program that is not found and exits non-zero', () => {
     const r = lx(['--warm', 'cx-no-such-command'], baseEnv(tmp('cx-cli-warm-')));
     expect(r.status).not.toBe(0);
     expect(r.stderr).toContain('cx-no-such-command');
   });
 
-  it.runIf(haveSnapshotter)('writes the image the launcher uses, and --explain then predicts a restore that happens', () => {
+  it('writes the image the launcher uses, and --explain then predicts a restore that happens', () => {
     const dir = tmp('cx-cli-warm-');
     const env = baseEnv(dir, { PATH: '/usr/bin:/bin' });
     const w = lx(['--warm', 'true'], env);
