@@ -48,7 +48,7 @@ export const PROGRAMS: readonly ProgramSpec[] = [
   { name: 'gawk', mapsArgs: ['{ print }', '/proc/self/maps'], benchArgs: ['BEGIN{}'], label: "gawk 'BEGIN{}'" },
   { name: 'ls', mapsArgs: ['-l', '/proc/self/map_files/'], benchArgs: ['/'], label: 'ls /' },
   { name: 'cat', mapsArgs: ['/proc/self/maps'], benchArgs: ['/dev/null'], label: 'cat /dev/null' },
-  { name: 'cmake', mapsArgs: ['-E', 'cat', '/proc/self/maps'], benchArgs: ['--version'], label: 'cmake --version' },
+  { name: 'cmake', mapsArgs: ['-E', 'env', 'sh', '-c', 'cat /proc/$PPID/maps'], benchArgs: ['--version'], label: 'cmake --version' },
   { name: 'gdb', mapsArgs: ['--batch', '-ex', 'shell cat /proc/$PPID/maps'], benchArgs: ['--batch'], label: 'gdb --batch' },
 ];
 

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   LAUNCHER, baseEnv, cc, describeWarm, haveCc, installedPrograms, mapsShowImage, observable, removeDir, runCold,
-  runRestored, tmpCacheDir, tmpDir, warm, type Env, type WarmResult,
+  run, runRestored, tmpCacheDir, tmpDir, warm, type Env, type WarmResult,
 } from '../helpers/cx.js';
 import { firstLoadAddress, flipByte, headerFieldOffset, metaSize, moveFirstRegion, regions } from '../helpers/image.js';
 
@@ -28,7 +28,8 @@ let bashWarm: WarmResult | undefined;
 let pristine: Buffer | undefined;
 
 async function mapsImage(e: Env, image: string): Promise<boolean> {
-  const r = await runRestored('bash', MAPS, { env: e });
+  // Through the launcher with exactly this environment: runRestored would drop CACHED_EXEC_DISABLE.
+  const r = await run(LAUNCHER, ['bash', ...MAPS], { env: e });
   expect(r.status, r.stderr.toString()).toBe(0);
   return mapsShowImage(r.stdout.toString(), image);
 }
