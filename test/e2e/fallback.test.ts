@@ -27,17 +27,22 @@ const PROBE = ['-c', 'printf "[%s]\\n" "$0" "$@"; echo "$$" >/dev/null; exit 3',
 let bashWarm: WarmResult | undefined;
 let pristine: Buffer | undefined;
 
+/** `./bin/cached-exec bash ARGS` with exactly the environment `e` (runRestored would drop CACHED_EXEC_DISABLE). */
+function launch(args: string[], e: Env): ReturnType<typeof run> {
+  return run(LAUNCHER, ['bash', ...args], { env: e });
+}
+
 async function mapsImage(e: Env, image: string): Promise<boolean> {
-  // Through the launcher with exactly this environment: runRestored would drop CACHED_EXEC_DISABLE.
-  const r = await run(LAUNCHER, ['bash', ...MAPS], { env: e });
+  const r = await launch(MAPS, e);
   expect(r.status, r.stderr.toString()).toBe(0);
+  expect(r.stdout.toString(), 'not a real maps listing').toContain('[stack]');
   return mapsShowImage(r.stdout.toString(), image);
 }
 
 /** The damaged case ran exactly like a cold run and did not map the image. */
 async function expectCorrectColdRun(e: Env, image: string): Promise<void> {
   const cold = await runCold('bash', PROBE, { env: e });
-  const restored = await runRestored('bash', PROBE, { env: e });
+  const restored = await launch(PROBE, e);
   expect(observable(restored)).toEqual(observable(cold));
   expect(cold.status).toBe(3);
   expect(await mapsImage(e, image), 'the damaged image was used').toBe(false);

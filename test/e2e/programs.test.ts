@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   PROGRAMS, baseEnv, describeWarm, dropDisableVar, installedPrograms, mapsShowImage, maskPid, readMaps,
-  removeDir, run, runCold, signalWhenBlocked, runRestored, tmpCacheDir, tmpDir, warmAll, LAUNCHER,
+  removeDir, resolveOnPath, run, runCold, signalWhenBlocked, runRestored, tmpCacheDir, tmpDir, warmAll, LAUNCHER,
   type RunResult, type WarmResult,
 } from '../helpers/cx.js';
 import { AWKWARD_ARGS, EXIT_CODES, bigEnv, expectSame, type Case } from '../helpers/corpus.js';
@@ -197,6 +197,8 @@ for (const spec of progs) {
       const image = w?.image as string;
       const cold = await runCold(name, spec.mapsArgs, { env });
       expect(cold.status, cold.stderr.toString()).toBe(0);
+      // The listing is real (names the program's own file), so its lack of the image means something.
+      expect(cold.stdout.toString()).toContain(fs.realpathSync(resolveOnPath(name) as string));
       expect(mapsShowImage(cold.stdout.toString(), image)).toBe(false);
       const restored = await runRestored(name, spec.mapsArgs, { env });
       expect(restored.status, restored.stderr.toString()).toBe(0);
