@@ -226,7 +226,7 @@ function workloads(native: Native, opts: Options, tmp: string, env: Record<strin
   const bash = resolveOnPath('bash');
   if (!bash) return out;
   const scripts: { name: string; file: string }[] = [
-    { name: 'many small commands (make -j1 style)', file: path.join(ROOT, 'benchmarks', 'workloads', 'small-commands.sh') },
+    { name: 'small-commands.sh (make -j1 style, ~400 execs)', file: path.join(ROOT, 'benchmarks', 'workloads', 'small-commands.sh') },
   ];
   const bootDir = path.join(ROOT, 'examples', 'boot');
   if (fs.existsSync(bootDir)) {

@@ -35,7 +35,7 @@ export function consoleReport(res: Results): string {
   }
   for (const w of res.workloads) {
     for (const r of w.rows) {
-      out.push(`${pad('workload', 16)} ${pad(`${w.name.slice(0, 22)}: ${r.label}`, 44)} ${pad(ms(r.summary.median, 1), 10, true)} ${pad(`${ms(r.summary.p25, 1)}-${ms(r.summary.p75, 1)}`, 15, true)} ${pad(String(r.summary.n), 5, true)}  ${r.kind === 'restored' && w.ratio ? w.ratio.ofMedians.toFixed(2) : ''}`);
+      out.push(`${pad('workload', 16)} ${pad(`${w.name.replace(/ \(.*$/, '')}: ${r.label}`, 44)} ${pad(ms(r.summary.median, 1), 10, true)} ${pad(`${ms(r.summary.p25, 1)}-${ms(r.summary.p75, 1)}`, 15, true)} ${pad(String(r.summary.n), 5, true)}  ${r.kind === 'restored' && w.ratio ? w.ratio.ofMedians.toFixed(2) : ''}`);
     }
   }
   out.push('');
