@@ -245,17 +245,25 @@ static int compute_key(struct launch *L, const char *dir, uint32_t euid)
  */
 static enum cx_outcome restore_layers(struct launch *L)
 {
-	if (compute_key(L, L->cache_dir, L->euid))
-		return CX_BYPASS_NO_CACHE_DIR;
-	enum cx_outcome o = cx_restore(L); /* returns only when it did not restore */
+	enum cx_outcome o = CX_BYPASS_NO_CACHE_DIR;
+	/* At boot there may be no HOME, hence no user cache: the system layer still serves. */
+	if (L->cache_dir[0]) {
+		if (compute_key(L, L->cache_dir, L->euid))
+			return CX_BYPASS_NO_CACHE_DIR;
+		o = cx_restore(L); /* returns only when it did not restore */
+		if (o != CX_MISS)
+			return o;
+	}
 	const char *sys_dir = cx_getenv(L->envp, "CACHED_EXEC_SYSTEM_DIR");
-	if (o != CX_MISS || !sys_dir || !sys_dir[0])
+	if (!sys_dir || !sys_dir[0])
 		return o;
 	if (compute_key(L, sys_dir, 0) == 0) {
 		enum cx_outcome s = cx_restore(L);
 		if (s != CX_MISS)
 			return s;
 	}
+	if (!L->cache_dir[0])
+		return CX_BYPASS_NO_CACHE_DIR;
 	compute_key(L, L->cache_dir, L->euid);
 	return CX_MISS;
 }
@@ -468,10 +476,8 @@ static __attribute__((noreturn)) void run(struct launch *L)
 	int rc = resolve(L);
 	if (rc)
 		sys_exit_group(rc);
-	if (cache_dir(L)) {
-		L->cache_dir[0] = 0;
-		cx_cold_exec(L); /* BYPASS_NO_CACHE_DIR: nowhere to even count it */
-	}
+	if (cache_dir(L))
+		L->cache_dir[0] = 0; /* nowhere to count: only the system layer can serve */
 	L->euid = (uint32_t)sys_geteuid();
 	enum cx_outcome o = L->no_restore ? CX_BYPASS_NO_CACHE_DIR : bypass_reason(L);
 	if (o == CX_HIT)

@@ -114,7 +114,7 @@ void cx_queue_miss(const struct launch *L, int rotate)
 	char p[CX_PATH_MAX], name[24];
 	struct cx_buf b = { p, 0, sizeof p, 0 };
 	struct cx_buf nb = { name, 0, sizeof name, 0 };
-	if (is_true_env_value(cx_getenv(L->envp, "CACHED_EXEC_NO_WARM")))
+	if (!L->cache_dir[0] || is_true_env_value(cx_getenv(L->envp, "CACHED_EXEC_NO_WARM")))
 		return;
 	cx_buf_hex16(&nb, L->key_hash);
 	if (dir_path(&b, L, "/refused/", name))

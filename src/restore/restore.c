@@ -201,7 +201,8 @@ static void check_age(const struct image *im, struct launch *L)
 		for (; *v >= '0' && *v <= '9'; v++)
 			max_age = max_age * 10 + (uint64_t)(*v - '0');
 	}
-	if (max_age && cx_now_ns(L) > im->h->created_ns + max_age * 1000000000ull)
+	/* System-layer images are root's to re-take (--warm --system), not this user's. */
+	if (max_age && L->key_euid == L->euid && cx_now_ns(L) > im->h->created_ns + max_age * 1000000000ull)
 		L->rotate = 1;
 }
 
