@@ -378,12 +378,26 @@ function targets(groups: Group[], pss: PssResult | null, floorGroup: Group | und
       why: over / floor <= 1.2 ? undefined : 'the miss path is a second exec (launcher, then program): it costs at least one floor',
     });
   }
-  const gdb = groups.find((g) => g.name === 'gdb');
+  // Restore time alone is judged on gdb (~300 regions); if gdb cannot be restored here, on the
+  // restorable program with the most regions, and the row says so.
+  const gdbGroup = groups.find((g) => g.name === 'gdb');
+  const biggest = groups.filter((g) => g.image?.restores && g.image.restoreMs)
+    .sort((a, b) => (b.image?.regions ?? 0) - (a.image?.regions ?? 0))[0];
+  const gdb = gdbGroup?.image?.restores ? gdbGroup : biggest;
+  if (gdbGroup && gdb !== gdbGroup) {
+    t.push({
+      what: 'restore time alone, gdb',
+      limit: '< 0.5 ms',
+      measured: 'gdb not restorable here',
+      ok: false,
+      why: gdbGroup.image?.detail || 'no image',
+    });
+  }
   if (gdb?.image?.ok) {
     const rm = gdb.image.restoreMs;
     const work = rm?.median ?? NaN;
     t.push({
-      what: `restore time alone, gdb (${gdb.image.regions} regions)`,
+      what: `restore time alone, ${gdb.name} (${gdb.image.regions} regions)`,
       limit: '< 0.5 ms',
       measured: rm ? `${work.toFixed(3)} ms (in-process, median of ${rm.n} dry runs; whole dry run ${med(gdb, 'dry').toFixed(3)} ms wall)` : 'dry run gave no timing',
       ok: gdb.image.restores && rm ? work < 0.5 : false,

@@ -205,6 +205,16 @@ for (const spec of progs) {
       expect(mapsShowImage(restored.stdout.toString(), image), `restored ${name} does not map ${image}; ${describeWarm(w)}`).toBe(true);
     });
 
+    it('restores with a large environment (and awkward arguments where the program takes them)', async () => {
+      const w = warmed.get(name);
+      const image = w?.image ?? '(no image)';
+      const takesArgs = ['bash', 'dash', 'perl', 'python3'].includes(name);
+      const args = [...spec.mapsArgs, ...(takesArgs ? AWKWARD_ARGS : [])];
+      const restored = await runRestored(name, args, { env: bigEnv(env) });
+      expect(restored.status, restored.stderr.toString()).toBe(0);
+      expect(mapsShowImage(restored.stdout.toString(), image), `restored ${name} does not map ${image}; ${describeWarm(w)}`).toBe(true);
+    });
+
     for (const c of CORPUS[name] ?? []) {
       it(`same as cold: ${c.title}`, async () => {
         await expectSame(name, c, env);

@@ -97,19 +97,30 @@ for (const spec of shells) {
       expect(warmedEmpty.get(sh)?.exists, describeWarm(warmedEmpty.get(sh))).toBe(true);
     });
 
-    for (const [label, e, w] of [
-      ['a normal environment', env, () => warmed.get(sh)],
-      ['a large environment', big, () => warmed.get(sh)],
-      ['env -i', emptyEnv, () => warmedEmpty.get(sh)],
-    ] as const) {
-      it(`restores (maps show the image) with a ${label}`, async () => {
-        const image = w()?.image ?? '(no image)';
-        const cold = await runCold(sh, spec.mapsArgs, { env: e });
-        const restored = await runRestored(sh, spec.mapsArgs, { env: e });
+    // Every shape of argv/env/stdin/cwd the corpus uses must restore, not quietly fall back.
+    const many = Array.from({ length: 3000 }, (_, i) => `arg${i + 1}`);
+    const shapes: { label: string; env: Env; warm: () => WarmResult | undefined; extra?: string[]; input?: string; cwd?: string }[] = [
+      { label: 'a normal environment', env, warm: () => warmed.get(sh) },
+      { label: 'a large environment', env: big, warm: () => warmed.get(sh) },
+      { label: 'env -i', env: emptyEnv, warm: () => warmedEmpty.get(sh) },
+      { label: 'awkward arguments', env, warm: () => warmed.get(sh), extra: ['zero', ...AWKWARD_ARGS] },
+      { label: '3000 arguments', env, warm: () => warmed.get(sh), extra: ['zero', ...many] },
+      { label: 'a large environment and awkward arguments', env: big, warm: () => warmed.get(sh), extra: ['zero', ...AWKWARD_ARGS] },
+      { label: 'stdin piped', env, warm: () => warmed.get(sh), input: 'some input\n' },
+      { label: 'a cwd with spaces', env, warm: () => warmed.get(sh), cwd: spaced },
+    ];
+    for (const x of shapes) {
+      it(`restores (maps show the image) with ${x.label}`, async () => {
+        const image = x.warm()?.image ?? '(no image)';
+        const args = [...spec.mapsArgs, ...(x.extra ?? [])];
+        const opts = { env: x.env, input: x.input, cwd: x.cwd };
+        const cold = await runCold(sh, args, opts);
+        const restored = await runRestored(sh, args, opts);
         expect(cold.status).toBe(0);
+        expect(cold.stdout.toString()).toContain('[stack]');
         expect(restored.status, restored.stderr.toString()).toBe(0);
         expect(mapsShowImage(cold.stdout.toString(), image)).toBe(false);
-        expect(mapsShowImage(restored.stdout.toString(), image), `restored ${sh} does not map ${image}; ${describeWarm(w())}`).toBe(true);
+        expect(mapsShowImage(restored.stdout.toString(), image), `restored ${sh} does not map ${image}; ${describeWarm(x.warm())}`).toBe(true);
       });
     }
 
