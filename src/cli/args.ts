@@ -7,7 +7,7 @@
  */
 import { CliError } from './errors.js';
 
-export type Arity = 'none' | 'one' | 'one-or-more' | 'optional';
+export type Arity = 'none' | 'one' | 'one-or-more' | 'optional' | 'any';
 
 export interface CommandSpec {
   /** Long form, e.g. "--warm". */

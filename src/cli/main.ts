@@ -13,6 +13,7 @@ import { explain } from './commands/explain.js';
 import { describeFormatCommand, helpText, version } from './commands/info.js';
 import { inspect } from './commands/inspect.js';
 import { cleanup, clear, list, maxEntries, maxSize } from './commands/manage.js';
+import { shellInit, shimsInstall, shimsList, shimsRemove } from './commands/shims.js';
 import { showStats, zeroStatsCommand } from './commands/stats.js';
 import { warm } from './commands/warm.js';
 import { makeContext, type Command, type Context } from './context.js';
@@ -45,6 +46,14 @@ export const COMMANDS: readonly Entry[] = [
     summary: 'limit the total image size, e.g. 500M, 2G, 1.5GiB (bare number = G; 0 = no limit)' },
   { name: '--max-entries', aliases: ['-F'], arity: 'one', operand: 'COUNT', json: true, run: maxEntries,
     summary: 'limit the number of images (0 = no limit)' },
+  { name: '--shims-install', arity: 'any', operand: 'PROG...', json: true, run: shimsInstall, modifiers: ['--auto', '--system'],
+    summary: 'symlinks named PROG to the launcher in the shim directory (--auto [N]: the N most-run programs)' },
+  { name: '--shims-remove', arity: 'any', operand: 'PROG...', json: true, run: shimsRemove, modifiers: ['--system'],
+    summary: 'remove the named shims (all when none is named)' },
+  { name: '--shims-list', arity: 'none', json: true, run: shimsList, modifiers: ['--system'],
+    summary: 'shims and the programs they run' },
+  { name: '--shell-init', arity: 'optional', operand: 'SHELL', json: false, run: shellInit, modifiers: ['--system'],
+    summary: 'print shell code that puts the shim directory first on PATH: eval "$(cached-exec --shell-init bash)"' },
   { name: '--describe-format', arity: 'none', json: true, run: describeFormatCommand,
     summary: 'print the image format (generated from the schema)' },
   { name: '--version', aliases: ['-V'], arity: 'none', json: true, run: version, summary: 'print the version' },
