@@ -94,6 +94,8 @@ function warmProgram(name: string, env: Record<string, string>): ImageInfo {
   }
   info.ok = true;
   info.bytes = fs.statSync(image).size;
+  const reported = /, ([\d.]+) ms\)/.exec(w.stdout ?? '');
+  if (reported) info.snapshotMs = Number(reported[1]);
   try {
     const p = parseImage(fs.readFileSync(image));
     info.regions = p.model.regions.length;

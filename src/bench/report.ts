@@ -110,14 +110,14 @@ export function markdown(res: Results, svgName: string): string {
   L.push('');
   L.push('"restore in-process" is the launcher\'s own clock from its entry to just before the jump (`--internal-restore-dry` prints it); "dry run wall" is the same run timed from outside (exec of the launcher, restore, exit).');
   L.push('');
-  L.push('| program | image size | regions | files | slots | --warm wall time | restore in-process median | dry run wall median | dry - floor |');
+  L.push('| program | image size | regions | files | slots | --warm (snapshot as reported; CLI wall incl. Node) | restore in-process median | dry run wall median | dry - floor |');
   L.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
   const floor = res.groups.find((g) => g.name === 'floor')?.rows.find((r) => r.kind === 'floor')?.summary.median ?? NaN;
   for (const g of res.groups) {
     if (!g.image) continue;
     const dry = g.rows.find((r) => r.kind === 'dry');
     const rm = g.image.restoreMs;
-    L.push(`| ${g.name} | ${g.image.ok ? size(g.image.bytes) : '-'} | ${g.image.ok ? g.image.regions : '-'} | ${g.image.ok ? g.image.files : '-'} | ${g.image.slots ?? '-'} | ${ms(g.image.warmMs / 1000, 2)} s | ${rm ? `${ms(rm.median)} ms (${rm.n} runs, IQR ${ms(rm.p25)}-${ms(rm.p75)})` : '-'} | ${dry ? `${ms(dry.summary.median)} ms (${dry.summary.n} runs)${dry.note ? ` - ${dry.note}` : ''}` : '-'} | ${dry ? `${ms(dry.summary.median - floor)} ms` : '-'} |`);
+    L.push(`| ${g.name} | ${g.image.ok ? size(g.image.bytes) : '-'} | ${g.image.ok ? g.image.regions : '-'} | ${g.image.ok ? g.image.files : '-'} | ${g.image.slots ?? '-'} | ${g.image.snapshotMs !== undefined ? `${g.image.snapshotMs} ms snapshot, ` : ''}${ms(g.image.warmMs / 1000, 2)} s wall | ${rm ? `${ms(rm.median)} ms (${rm.n} runs, IQR ${ms(rm.p25)}-${ms(rm.p75)})` : '-'} | ${dry ? `${ms(dry.summary.median)} ms (${dry.summary.n} runs)${dry.note ? ` - ${dry.note}` : ''}` : '-'} | ${dry ? `${ms(dry.summary.median - floor)} ms` : '-'} |`);
   }
   L.push('');
   const fg = res.groups.find((g) => g.name === 'floor');

@@ -21,6 +21,8 @@ export interface Row {
 export interface ImageInfo {
   ok: boolean;
   warmMs: number;
+  /** Snapshot time as the CLI reports it ("(232 KiB, 31 ms)"), without Node's start-up. */
+  snapshotMs?: number;
   bytes: number;
   regions: number;
   files: number;
