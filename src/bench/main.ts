@@ -223,47 +223,68 @@ function shimDir(tmp: string, names: string[]): string {
   return d;
 }
 
+interface WorkloadSpec {
+  name: string;
+  /** Interpreter name (resolved on PATH) and whether it too runs through its shim. */
+  interp: string;
+  shimInterp: boolean;
+  script: string;
+  programs: string[];
+  /** Name of a variable that must point at a fresh scratch directory for each run. */
+  scratchVar?: string;
+}
+
+function workloadSpecs(): WorkloadSpec[] {
+  const specs: WorkloadSpec[] = [];
+  const small = path.join(ROOT, 'benchmarks', 'workloads', 'small-commands.sh');
+  const listed = /^# programs: (.+)$/m.exec(fs.readFileSync(small, 'utf8'))?.[1]?.split(/\s+/).filter(Boolean) ?? [];
+  specs.push({ name: 'small-commands.sh (make -j1 style, ~400 execs)', interp: 'bash', shimInterp: true, script: small, programs: listed });
+  // The boot demo (examples/boot): rc.sh run by sh with RC_ROOT, the programs run.sh shims.
+  const rc = path.join(ROOT, 'examples', 'boot', 'rc.sh');
+  const runner = path.join(ROOT, 'examples', 'boot', 'run.sh');
+  if (fs.existsSync(rc)) {
+    const progs = fs.existsSync(runner) ? /^progs="([^"]+)"/m.exec(fs.readFileSync(runner, 'utf8'))?.[1]?.split(/\s+/) ?? [] : [];
+    specs.push({ name: 'examples/boot/rc.sh (boot rc script, run by sh)', interp: 'sh', shimInterp: false, script: rc, programs: progs, scratchVar: 'RC_ROOT' });
+  }
+  return specs;
+}
+
 function workloads(native: Native, opts: Options, tmp: string, env: Record<string, string>): Workload[] {
   const out: Workload[] = [];
-  const bash = resolveOnPath('bash');
-  if (!bash) return out;
-  const scripts: { name: string; file: string }[] = [
-    { name: 'small-commands.sh (make -j1 style, ~400 execs)', file: path.join(ROOT, 'benchmarks', 'workloads', 'small-commands.sh') },
-  ];
-  const bootDir = path.join(ROOT, 'examples', 'boot');
-  if (fs.existsSync(bootDir)) {
-    for (const f of fs.readdirSync(bootDir).sort()) {
-      const p = path.join(bootDir, f);
-      if (/^rc|\.sh$/.test(f) && fs.statSync(p).isFile()) scripts.push({ name: `examples/boot/${f}`, file: p });
-    }
-  }
-  for (const s of scripts) {
-    const text = fs.readFileSync(s.file, 'utf8');
-    const listed = /^# programs: (.+)$/m.exec(text)?.[1]?.split(/\s+/).filter(Boolean) ?? [];
-    const names = [...new Set(['bash', ...listed])].filter((n) => resolveOnPath(n) !== null);
+  for (const s of workloadSpecs()) {
+    const interp = resolveOnPath(s.interp, SYSTEM_PATH, false);
+    if (!interp) continue;
+    const names = [...new Set([...(s.shimInterp ? [s.interp] : []), ...s.programs])].filter((n) => resolveOnPath(n) !== null);
     const shims = shimDir(tmp, names);
     const shimEnv = { ...env, PATH: `${shims}:${SYSTEM_PATH}` };
     const warmT0 = Date.now();
     let warmedOk = 0;
     for (const n of names) if (spawnSync(LAUNCHER, ['--warm', n], { env: shimEnv, stdio: 'ignore', timeout: 120_000 }).status === 0) warmedOk++;
     log(`${s.name}: warmed ${warmedOk}/${names.length} programs for the shim PATH in ${((Date.now() - warmT0) / 1000).toFixed(1)} s`);
-    const cmds: Command[] = [
-      cmd('workload', 'cold', 'plain PATH', bash, ['bash', s.file], env),
-      cmd('workload', 'restored', 'shims first on PATH', path.join(shims, 'bash'), ['bash', s.file], shimEnv),
-    ];
-    const est = cmds.reduce((a, c) => a + probe(c).ms, 0);
+    // A fresh scratch directory per run, made and removed by the same wrapper in both variants.
+    const argvFor = (interpArgv0: string): string[] => s.scratchVar
+      ? ['sh', '-c', `d=$(mktemp -d) && ${s.scratchVar}="$d" "$0" "$1" >/dev/null; st=$?; rm -rf "$d"; exit $st`, interpArgv0, s.script]
+      : [interpArgv0, s.script];
+    const shInterp = resolveOnPath('sh', SYSTEM_PATH, false) ?? '/bin/sh';
+    const plainCmd = s.scratchVar ? cmd('workload', 'cold', 'plain PATH', shInterp, argvFor(interp), env)
+      : cmd('workload', 'cold', 'plain PATH', interp, argvFor(s.interp), env);
+    const shimInterpPath = s.shimInterp ? path.join(shims, s.interp) : interp;
+    const shimCmd = s.scratchVar ? cmd('workload', 'restored', 'shims first on PATH', shInterp, argvFor(shimInterpPath), shimEnv)
+      : cmd('workload', 'restored', 'shims first on PATH', shimInterpPath, argvFor(s.interp), shimEnv);
+    const cmds = [plainCmd, shimCmd];
+    const probes = cmds.map(probe);
+    const est = probes.reduce((a, p) => a + p.ms, 0);
+    const failed = probes.find((p) => p.status !== 0);
     const rounds = opts.quick ? 5 : Math.max(10, Math.min(40, Math.round(20000 / est)));
     log(`${s.name}: 2 variants x ${rounds} rounds`);
     const samples = runInterleaved(native, cmds, rounds, 2, 7, tmp);
     const rows = rowsFrom(cmds, samples, new Map());
     const [cold, shim] = rows as [Row, Row];
-    out.push({
-      name: s.name,
-      rows,
-      ratio: pairedRatio(byRound(shim), byRound(cold)),
-      rounds,
-      note: warmedOk < names.length ? `only ${warmedOk} of ${names.length} programs could be warmed` : `${names.length} programs shimmed and warmed`,
-    });
+    const notes = [
+      warmedOk < names.length ? `only ${warmedOk} of ${names.length} programs could be warmed` : `${names.length} programs shimmed and warmed${s.shimInterp ? ` (the interpreter ${s.interp} too)` : `; the interpreter ${s.interp} runs cold in both`}`,
+      failed ? `a probe run exited with status ${failed.status}` : '',
+    ].filter(Boolean);
+    out.push({ name: s.name, rows, ratio: pairedRatio(byRound(shim), byRound(cold)), rounds, note: notes.join('; ') });
   }
   return out;
 }
