@@ -16,6 +16,7 @@ import { cleanup, clear, list, maxEntries, maxSize } from './commands/manage.js'
 import { shellInit, shimsInstall, shimsList, shimsRemove } from './commands/shims.js';
 import { showStats, zeroStatsCommand } from './commands/stats.js';
 import { warm } from './commands/warm.js';
+import { watchCommand } from './commands/watch.js';
 import { makeContext, type Command, type Context } from './context.js';
 import { CliError } from './errors.js';
 import { printJson, stdio, type Out } from './output.js';
@@ -54,6 +55,9 @@ export const COMMANDS: readonly Entry[] = [
     summary: 'shims and the programs they run' },
   { name: '--shell-init', arity: 'optional', operand: 'SHELL', json: false, run: shellInit, modifiers: ['--system'],
     summary: 'print shell code that puts the shim directory first on PATH: eval "$(cached-exec --shell-init bash)"' },
+  { name: '--watch', arity: 'none', json: false, run: watchCommand, modifiers: ['--rewarm'],
+    summary: 'daemon: delete images as soon as a library, probed path, PATH entry or package they depend on changes ' +
+      '(--rewarm: snapshot them again)' },
   { name: '--describe-format', arity: 'none', json: true, run: describeFormatCommand,
     summary: 'print the image format (generated from the schema)' },
   { name: '--version', aliases: ['-V'], arity: 'none', json: true, run: version, summary: 'print the version' },
