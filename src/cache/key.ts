@@ -2,7 +2,7 @@
  * The lookup key. The native launcher computes the same bytes on every run
  * (src/restore/launcher.c: compute_key); test vectors prove both agree.
  *
- * Key record (little-endian, 48 bytes), then NUL-terminated strings:
+ * Key record (little-endian, 56 bytes), then NUL-terminated strings:
  *   u32 format_version, u32 euid, u64 dev, u64 ino, u64 size,
  *   i64 mtime_sec, i64 ctime_sec, u32 mtime_nsec, u32 ctime_nsec,
  *   exe_path "\0" PATH "\0" kernel_release "\0"
@@ -51,20 +51,7 @@ export function imagePath(dir: string, k: ImageKey): string {
 
 /** Builds the key for a resolved program as this process would see it. */
 export function keyFor(exePath: string, env: NodeJS.ProcessEnv = process.env): ImageKey {
-  const st = fs.statSync(exePath, { bigint: true });
-  return {
-    euid: process.geteuid ? process.geteuid() : 0,
-    exePath,
-    exeDev: st.dev,
-    exeIno: st.ino,
-    exeSize: st.size,
-    exeMtimeSec: st.mtimeNs / 1_000_000_000n,
-    exeMtimeNsec: Number(st.mtimeNs % 1_000_000_000n),
-    exeCtimeSec: st.ctimeNs / 1_000_000_000n,
-    exeCtimeNsec: Number(st.ctimeNs % 1_000_000_000n),
-    pathEnv: env.PATH ?? '',
-    kernelRelease: os.release(),
-  };
+  return keyFromStat(exePath, fs.statSync(exePath, { bigint: true }), env);
 }
 
 /**

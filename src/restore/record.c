@@ -30,6 +30,18 @@ static void mkdirs(const struct launch *L, const char *sub)
 		sys_mkdir(p, 0700);
 }
 
+/* Opens `file` (inside the cache subdirectory `sub`) for writing, creating the directories on first use. */
+static int create_in(const struct launch *L, const char *sub, const char *file, int extra_flags)
+{
+	int flags = O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | extra_flags;
+	int fd = (int)sys_openat(AT_FDCWD, file, flags, 0600);
+	if (fd == -ENOENT) {
+		mkdirs(L, sub);
+		fd = (int)sys_openat(AT_FDCWD, file, flags, 0600);
+	}
+	return fd;
+}
+
 uint64_t cx_now_ns(struct launch *L)
 {
 	if (!L->now_ns) {
@@ -46,11 +58,7 @@ void cx_record(const struct launch *L, enum cx_outcome outcome)
 	struct cx_buf b = { p, 0, sizeof p, 0 };
 	if (!L->cache_dir[0] || dir_path(&b, L, "/stats/runs.log", 0))
 		return;
-	int fd = (int)sys_openat(AT_FDCWD, p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd == -ENOENT) {
-		mkdirs(L, "/stats");
-		fd = (int)sys_openat(AT_FDCWD, p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	}
+	int fd = create_in(L, "/stats", p, O_APPEND);
 	if (fd < 0)
 		return;
 	struct cx_stat_record r = {
@@ -123,11 +131,7 @@ void cx_queue_miss(const struct launch *L, int rotate)
 		return; /* refused before: retried only after --cleanup clears it */
 	if (dir_path(&b, L, "/queue/", name))
 		return;
-	int fd = (int)sys_openat(AT_FDCWD, p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd == -ENOENT) {
-		mkdirs(L, "/queue");
-		fd = (int)sys_openat(AT_FDCWD, p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-	}
+	int fd = create_in(L, "/queue", p, O_EXCL);
 	if (fd < 0)
 		return; /* EEXIST: already queued, a warmer will get to it */
 	char entry[2 * CX_PATH_MAX + 2];
