@@ -27,8 +27,12 @@ const NR = {
   gettid: 186, time: 201, futex: 202, sched_getaffinity: 204, getdents64: 217, set_tid_address: 218,
   clock_gettime: 228, clock_getres: 229, exit_group: 231, openat: 257, newfstatat: 262, readlinkat: 267,
   faccessat: 269, set_robust_list: 273, getrandom: 318, statx: 332, rseq: 334, faccessat2: 439, prlimit64: 302,
-  getcpu: 309, membarrier: 324,
+  getcpu: 309, membarrier: 324, prctl: 157,
 } as const;
+
+/** prctl options that only read: PR_GET_PDEATHSIG, PR_GET_DUMPABLE, PR_GET_KEEPCAPS, PR_GET_NAME,
+ * PR_CAPBSET_READ, PR_GET_SECUREBITS, PR_GET_NO_NEW_PRIVS, PR_GET_THP_DISABLE. */
+const PRCTL_QUERIES = new Set([2, 3, 7, 16, 23, 27, 39, 42]);
 
 /** Syscalls that leave no kernel state a restore would have to recreate. */
 const HARMLESS = new Set<number>([
@@ -268,6 +272,12 @@ function checkSyscall(nr: number, args: bigint[]): void {
       return;
     case NR.arch_prctl:
       if (a0 === 0x1002n /* ARCH_SET_FS */ || a0 === 0x1003n /* GET_FS */ || a0 === 0x3001n /* CET_STATUS */) return;
+      break;
+    case NR.prctl:
+      // Queries only (libcap's constructor probes the kernel's capability count with PR_CAPBSET_READ).
+      if (PRCTL_QUERIES.has(Number(a0))) return;
+      // PR_CAP_AMBIENT / PR_CAP_AMBIENT_IS_SET: libcap probing for ambient capability support.
+      if (a0 === 47n && (args[1] ?? 0n) === 1n) return;
       break;
     case NR.prlimit64:
       if ((args[2] ?? 0n) === 0n) return; // reading limits only
