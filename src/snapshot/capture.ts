@@ -21,6 +21,8 @@ export interface Mapping {
   end: bigint;
   perms: string; // e.g. "r-xp"
   offset: bigint;
+  /** Device as maps prints it ("fd:01"), for the identity check of mapped files. */
+  dev: string;
   inode: number;
   path: string; // '' for anonymous
 }
@@ -43,15 +45,34 @@ export function readMaps(pid: number): Mapping[] {
   const out: Mapping[] = [];
   for (const line of fs.readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
     if (!line) continue;
-    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) \S+ (\d+)\s*(.*)$/.exec(line);
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) ([0-9a-f]+:[0-9a-f]+) (\d+)\s*(.*)$/.exec(line);
     if (!m) throw new SnapshotRefusal('internal', `cannot parse maps line: ${line}`);
-    out.push({
-      start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[2]}`), perms: m[3] as string, offset: BigInt(`0x${m[4]}`),
-      inode: Number(m[5]), path: (m[6] ?? '').replace(/ \(deleted\)$/, ''),
-    });
-    if ((m[6] ?? '').endsWith(' (deleted)')) throw new SnapshotRefusal('internal', `mapped file was deleted: ${m[6]}`);
+    const perms = m[3] as string;
+    const name = m[7] ?? '';
+    const mapping: Mapping = {
+      start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[2]}`), perms, offset: BigInt(`0x${m[4]}`),
+      dev: m[5] as string, inode: Number(m[6]), path: name.replace(/ \(deleted\)$/, ''),
+    };
+    // Checked here, before anything else looks at the name: shared anonymous memory shows as "/dev/zero (deleted)".
+    if (perms[3] === 's' && perms[1] === 'w') {
+      throw new SnapshotRefusal('shared-writable-mapping', `${name || 'anonymous'} at 0x${mapping.start.toString(16)} is MAP_SHARED and writable`);
+    }
+    if (name.endsWith(' (deleted)')) throw new SnapshotRefusal('internal', `mapped file was deleted: ${name}`);
+    if (!isSpecial(mapping) && name !== '' && !isFileBacked(mapping) && name !== '[heap]' && !name.startsWith('[anon:')) {
+      throw new SnapshotRefusal('internal', `unknown kind of mapping: ${name}`);
+    }
+    out.push(mapping);
   }
   return out;
+}
+
+/** True when a stat result names the file maps shows for m (device and inode). */
+export function sameFileAsMapping(m: Mapping, st: fs.BigIntStats): boolean {
+  const [major, minor] = m.dev.split(':').map((x) => BigInt(`0x${x}`));
+  // glibc's dev_t encoding (gnu_dev_major/gnu_dev_minor).
+  const stMajor = ((st.dev >> 8n) & 0xfffn) | ((st.dev >> 32n) & ~0xfffn);
+  const stMinor = (st.dev & 0xffn) | ((st.dev >> 12n) & ~0xffn);
+  return st.ino === BigInt(m.inode) && stMajor === major && stMinor === minor;
 }
 
 export const protOf = (perms: string): number =>
@@ -69,9 +90,6 @@ export function captureMappings(pid: number, mem: number, maps: Mapping[]): Capt
     const out: CapturedMapping[] = [];
     for (const m of maps) {
       if (isSpecial(m)) continue;
-      if (m.perms[3] === 's' && m.perms[1] === 'w') {
-        throw new SnapshotRefusal('shared-writable-mapping', `${m.path || 'anonymous'} at 0x${m.start.toString(16)} is MAP_SHARED and writable`);
-      }
       const npages = Number((m.end - m.start) / PAGE_N);
       const classes: PageClass[] = new Array<PageClass>(npages).fill('zero');
       const data = new Map<number, Buffer>();
@@ -85,8 +103,10 @@ export function captureMappings(pid: number, mem: number, maps: Mapping[]): Capt
         file = fileFds.get(m.path);
         if (!file) {
           const fd = fs.openSync(m.path, 'r');
-          file = { fd, size: fs.fstatSync(fd).size };
+          const st = fs.fstatSync(fd, { bigint: true });
+          file = { fd, size: Number(st.size) };
           fileFds.set(m.path, file);
+          if (!sameFileAsMapping(m, st)) throw new SnapshotRefusal('internal', `${m.path} changed while it was being captured`);
         }
       }
       for (let i = 0; i < npages; i++) {

@@ -15,9 +15,10 @@ import * as fs from 'node:fs';
 import { SlotKind } from '../image/schema.js';
 import type { ImageSlot } from '../image/format.js';
 import { PAGE, captureMappings, isFileBacked, readMaps, type CapturedMapping, type Mapping } from './capture.js';
+import { translate } from './layout.js';
 import { SnapshotRefusal } from './refusal.js';
 import { classifyStackPointer, describeAddr, readStack, type StackLayout } from './slots.js';
-import { AT, killTracee, readMem, runToEntry, type TraceOptions } from './trace.js';
+import { AT, killTracee, readMem, runToEntry, type StoppedAtEntry, type TraceOptions } from './trace.js';
 
 export interface Run {
   pid: number;
@@ -30,10 +31,28 @@ export interface Run {
   stack: StackLayout;
 }
 
+/**
+ * The loader reads the time stamp counter for its start-up statistics; the
+ * tracer answers those reads with a counter so both runs agree. A read from
+ * anywhere else is a constructor taking the time (or seeding from it), which a
+ * restore would freeze at the snapshot's value.
+ */
+function checkTimeStampReads(t: StoppedAtEntry, maps: Mapping[]): void {
+  const base = t.auxv.get(AT.BASE);
+  const loader = maps.find((m) => base !== undefined && base >= m.start && base < m.end);
+  for (const rip of t.rdtscAt) {
+    const m = maps.find((x) => rip >= x.start && rip < x.end);
+    if (!loader || !m || !isFileBacked(m) || m.path !== loader.path) {
+      throw new SnapshotRefusal('unsupported-syscall', `rdtsc at ${describeAddr(maps, rip)} before the entry point: a restore would keep the snapshot's time`);
+    }
+  }
+}
+
 function capture(o: TraceOptions): Run & { random: Buffer } {
   const t = runToEntry(o);
   try {
     const maps = readMaps(t.pid);
+    checkTimeStampReads(t, maps);
     const caps = captureMappings(t.pid, t.mem, maps);
     const stack = readStack(t, maps);
     const r = t.auxv.get(AT.RANDOM);
@@ -130,41 +149,10 @@ function explainedPointer(va: bigint, vb: bigint, sa: StackLayout, sb: StackLayo
   return !!ka && !!kb && ka.kind === kb.kind && ka.arg === kb.arg;
 }
 
-/**
- * Where an address of run A lies in the real run C, by an anchor that does not
- * depend on where ASLR put things or in which order the holes were filled:
- * the thread pointer for the thread block, the file and its offset for file
- * mappings, the file mapping an anonymous mapping follows (its .bss), and the
- * heap start for the heap.
- */
-export function translate(addr: bigint, a: Mapping[], c: Mapping[], fsA: bigint, fsC: bigint): bigint {
-  const i = a.findIndex((m) => addr >= m.start && addr < m.end);
-  const m = a[i];
-  if (!m) throw new SnapshotRefusal('layout-mismatch', `0x${addr.toString(16)} is not mapped in the differential run`);
-  if (fsA >= m.start && fsA < m.end) return fsC + (addr - fsA);
-  const find = (pred: (n: Mapping) => boolean): Mapping => {
-    const hits = c.filter(pred);
-    if (hits.length !== 1) throw new SnapshotRefusal('layout-mismatch', `cannot pair ${describeAddr(a, addr)} with the real run`);
-    return hits[0] as Mapping;
-  };
-  if (m.path === '[heap]') return find((n) => n.path === '[heap]').start + (addr - m.start);
-  if (m.path) {
-    const n = find((x) => x.path === m.path && x.offset === m.offset && x.perms === m.perms && x.end - x.start === m.end - m.start);
-    return n.start + (addr - m.start);
-  }
-  const prev = a[i - 1];
-  if (prev && prev.path && prev.end === m.start) {
-    const pn = find((x) => x.path === prev.path && x.offset === prev.offset && x.perms === prev.perms);
-    const n = find((x) => x.start === pn.end && !x.path && x.perms === m.perms && x.end - x.start === m.end - m.start);
-    return n.start + (addr - m.start);
-  }
-  throw new SnapshotRefusal('layout-mismatch', `${describeAddr(a, addr)} is in an anonymous mapping with no anchor`);
-}
-
 /** Positions found in run A as addresses of the real run, verified against its own argc and pid. */
-export function translateSlots(found: NonPointerSlot[], a: Run, fsA: bigint, real: CapturedMapping[], fsC: bigint, argc: number, pid: number): ImageSlot[] {
+export function translateSlots(found: NonPointerSlot[], a: Run, real: CapturedMapping[], fsC: bigint, argc: number, pid: number): ImageSlot[] {
   return found.map((s) => {
-    const addr = translate(s.addr, a.maps, real, fsA, fsC);
+    const addr = translate(s.addr, a.maps, real, a.fsBase, fsC);
     const m = real.find((x) => addr >= x.start && addr < x.end);
     const off = m ? Number(addr - m.start) : 0;
     const page = m?.data.get(Math.floor(off / PAGE));

@@ -139,24 +139,31 @@ export function findStackSlots(caps: CapturedMapping[], s: StackLayout): ImageSl
 }
 
 /**
- * The stack protector guard: a word in the thread block equal to AT_RANDOM's
- * first 8 bytes with the low byte cleared (or not). Returns a CANARY slot
- * whose arg is the number of low bits the restorer clears.
+ * The stack protector guard: derived from AT_RANDOM's first 8 bytes, stored in
+ * the thread block. Found by value, not by offset: the word in the mapping
+ * holding the thread pointer equal to those bytes with the low byte cleared
+ * (the zero byte stops string overflows from leaking it; arg = 8 bits to
+ * clear) or, failing that, equal to them unchanged (arg = 0). Any other copy
+ * of the same 64-bit value anywhere in captured data is the guard too (a
+ * chance match of 56 random bits does not happen) and is patched with it.
+ * No guard found: no slot, and restored processes share the snapshot's guard.
  */
-export function findCanary(t: StoppedAtEntry, caps: CapturedMapping[], fsBase: bigint | undefined): ImageSlot | null {
+export function findCanaries(t: StoppedAtEntry, caps: CapturedMapping[], fsBase: bigint | undefined): ImageSlot[] {
   const r = t.auxv.get(AT.RANDOM);
-  if (!r || !fsBase) return null;
+  if (!r || !fsBase) return [];
   const raw = readMem(t.mem, r, 8).readBigUInt64LE(0);
-  const c = caps.find((m) => fsBase >= m.start && fsBase < m.end);
-  if (!c) return null;
-  const candidates: [bigint, bigint][] = [[raw & ~0xffn, 8n], [raw, 0n]];
-  for (const [want, bits] of candidates) {
-    if (want === 0n) continue;
+  const tls = caps.find((m) => fsBase >= m.start && fsBase < m.end);
+  if (!tls) return [];
+  const wordsEqual = (c: CapturedMapping, want: bigint): bigint[] => {
+    const hits: bigint[] = [];
     for (const [i, page] of c.data) {
-      for (let off = 0; off < PAGE; off += 8) {
-        if (page.readBigUInt64LE(off) === want) return { addr: c.start + BigInt(i * PAGE + off), kind: SlotKind.CANARY, width: 8, arg: bits };
-      }
+      for (let off = 0; off < PAGE; off += 8) if (page.readBigUInt64LE(off) === want) hits.push(c.start + BigInt(i * PAGE + off));
     }
+    return hits;
+  };
+  for (const [want, bits] of [[raw & ~0xffn, 8n], [raw, 0n]] as const) {
+    if (want === 0n || wordsEqual(tls, want).length === 0) continue;
+    return caps.flatMap((c) => wordsEqual(c, want)).map((addr) => ({ addr, kind: SlotKind.CANARY, width: 8 as const, arg: bits }));
   }
-  return null;
+  return [];
 }

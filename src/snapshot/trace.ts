@@ -3,51 +3,31 @@
  * what the dynamic loader asked the kernel for on the way.
  *
  * The child is the native launcher in its helper mode
- * (`--internal-traceme [--no-aslr] PATH ARGV...`: PTRACE_TRACEME, SIGSTOP,
- * execve). Without PTRACE_O_TRACEEXEC the kernel stops it with a plain SIGTRAP
- * right after a successful exec; from there PTRACE_SYSCALL stops at every
- * syscall entry and exit until the int3 planted at AT_ENTRY fires.
+ * (`--internal-traceme [--no-aslr] [--one-cpu] [--fake-tsc] PATH ARGV...`:
+ * PTRACE_TRACEME, SIGSTOP, execve), spawned with posix_spawn from Node's main
+ * thread, which thereby is its tracer. PTRACE_O_TRACEEXEC reports the exec as
+ * an event stop; there the int3 at AT_ENTRY (and the vdso guards, vdso.ts) are
+ * planted, and PTRACE_SYSCALL stops at every syscall entry and exit until the
+ * entry breakpoint fires. Every syscall passes the policy in syscalls.ts.
  */
 import * as fs from 'node:fs';
 import * as L from '../sys/libc.js';
 import { SnapshotRefusal } from './refusal.js';
+import { ARCH_SET_FS, NR, RSEQ_FLAG_UNREGISTER, checkSyscall, syscallName, type PathUse } from './syscalls.js';
+import { guardedVdsoFunctions } from './vdso.js';
 
 export const AT = {
   NULL: 0n, PHDR: 3n, PHNUM: 5n, PAGESZ: 6n, BASE: 7n, ENTRY: 9n, PLATFORM: 15n, RANDOM: 25n,
   BASE_PLATFORM: 24n, EXECFN: 31n, SYSINFO_EHDR: 33n, SECURE: 23n,
 } as const;
 
-/** x86_64 syscall numbers (kernel ABI) the loader may make before the entry point. */
-const NR = {
-  read: 0, write: 1, open: 2, close: 3, stat: 4, fstat: 5, lstat: 6, poll: 7, lseek: 8, mmap: 9, mprotect: 10,
-  munmap: 11, brk: 12, rt_sigaction: 13, rt_sigprocmask: 14, ioctl: 16, pread64: 17, readv: 19, access: 21,
-  sched_yield: 24, mremap: 25, madvise: 28, getpid: 39, uname: 63, fcntl: 72, getcwd: 79, readlink: 89,
-  gettimeofday: 96, getrlimit: 97, sysinfo: 99, getuid: 102, getgid: 104, geteuid: 107, getegid: 108,
-  getppid: 110, getpgrp: 111, getgroups: 115, sigaltstack: 131, statfs: 137, fstatfs: 138, arch_prctl: 158,
-  gettid: 186, time: 201, futex: 202, sched_getaffinity: 204, getdents64: 217, set_tid_address: 218,
-  clock_gettime: 228, clock_getres: 229, exit_group: 231, openat: 257, newfstatat: 262, readlinkat: 267,
-  faccessat: 269, set_robust_list: 273, getrandom: 318, statx: 332, rseq: 334, faccessat2: 439, prlimit64: 302,
-  getcpu: 309, membarrier: 324, prctl: 157,
-} as const;
-
-/** prctl options that only read: PR_GET_PDEATHSIG, PR_GET_DUMPABLE, PR_GET_KEEPCAPS, PR_GET_NAME,
- * PR_CAPBSET_READ, PR_GET_SECUREBITS, PR_GET_NO_NEW_PRIVS, PR_GET_THP_DISABLE. */
-const PRCTL_QUERIES = new Set([2, 3, 7, 16, 23, 27, 39, 42]);
-
-/** Syscalls that leave no kernel state a restore would have to recreate. */
-const HARMLESS = new Set<number>([
-  NR.read, NR.write, NR.close, NR.fstat, NR.lseek, NR.mmap, NR.mprotect, NR.munmap, NR.pread64, NR.readv,
-  NR.sched_yield, NR.mremap, NR.madvise, NR.getpid, NR.uname, NR.getcwd, NR.gettimeofday, NR.getrlimit,
-  NR.sysinfo, NR.getuid, NR.getgid, NR.geteuid, NR.getegid, NR.getppid, NR.getpgrp, NR.getgroups, NR.statfs,
-  NR.fstatfs, NR.gettid, NR.time, NR.futex, NR.sched_getaffinity, NR.getdents64, NR.clock_gettime,
-  NR.clock_getres, NR.getrandom, NR.getcpu, NR.poll, NR.ioctl, NR.fcntl,
-]);
-
 export interface PathEvent {
   path: string;
   /** syscall result: >= 0 success, else -errno */
   result: number;
   kind: 'open' | 'probe';
+  /** Successful opens: the file the descriptor refers to, stat'ed while the tracee held it open. */
+  opened?: fs.BigIntStats;
 }
 
 export interface LoaderState {
@@ -66,6 +46,11 @@ export interface StoppedAtEntry {
   regs: L.Regs;
   paths: PathEvent[];
   loader: LoaderState;
+  /** Syscalls made between exec and the entry point. */
+  syscallCount: number;
+  syscallsByNr: Map<number, number>;
+  /** Differential runs: where each trapped rdtsc was executed. */
+  rdtscAt: bigint[];
 }
 
 export interface TraceOptions {
@@ -141,33 +126,61 @@ export function killTracee(pid: number, memFd?: number): void {
     L.kill(pid, L.SIGKILL);
     for (;;) {
       const st = L.waitpid(pid);
-      if (st.exited || st.signaled) break;
+      if (!st || st.exited || st.signaled) break;
     }
   } catch {
     /* already reaped */
   }
 }
 
-const s64 = (v: bigint): number => Number(BigInt.asIntN(64, v));
 const SIGSEGV = 11;
+const INT3 = 0xcc;
+/** A fixed, recognisable getrandom answer for the differential runs. */
+const fixedRandom = (n: number): Buffer => Buffer.from(Array.from({ length: n }, (_, k) => (0x5a + k * 7) & 0xff));
 
-/** Runs to the entry point. Throws SnapshotRefusal when it cannot be captured. */
+function waitStop(pid: number, deadline: number): L.WaitStatus {
+  const st = L.waitpidUntil(pid, deadline);
+  if (!st) throw new SnapshotRefusal('timeout', 'did not reach the entry point in time');
+  if (st.exited) throw new SnapshotRefusal('exited-before-entry', `exited with ${st.exitCode} before its entry point`);
+  if (st.signaled) throw new SnapshotRefusal('exited-before-entry', `killed by signal ${st.termSig} before its entry point`);
+  return st;
+}
+
+function writeByte(mem: number, addr: bigint, byte: number): void {
+  if (fs.writeSync(mem, Buffer.from([byte]), 0, 1, Number(addr)) !== 1) {
+    throw new SnapshotRefusal('internal', `cannot write tracee memory at 0x${addr.toString(16)}`);
+  }
+}
+
+/** The [vdso] mapping's bytes: its ELF image, whose symbols name the functions to guard. */
+function vdsoImage(pid: number, mem: number, base: bigint): Buffer {
+  for (const line of fs.readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) .*\[vdso\]$/.exec(line);
+    if (m && BigInt(`0x${m[1]}`) === base) return readMem(mem, base, Number(BigInt(`0x${m[2]}`) - base));
+  }
+  throw new SnapshotRefusal('internal', 'AT_SYSINFO_EHDR is not the [vdso] mapping');
+}
+
+/** Runs to the entry point. Throws SnapshotRefusal when it cannot be captured; never leaves the tracee alive then. */
 export function runToEntry(o: TraceOptions): StoppedAtEntry {
-  const argv = [o.launcher, '--internal-traceme', ...(o.noAslr ? ['--no-aslr', '--one-cpu'] : []), ...(o.deterministic ? ['--fake-tsc'] : []),
-    o.exePath, ...o.argv];
+  const argv = [o.launcher, '--internal-traceme', ...(o.noAslr ? ['--no-aslr', '--one-cpu'] : []),
+    ...(o.deterministic ? ['--fake-tsc'] : []), o.exePath, ...o.argv];
   let tsc = 1_000_000_000_000n;
   const pid = L.spawnDetachedStdio(o.launcher, argv, o.envp);
   let mem: number | undefined;
   try {
-    let st = L.waitpid(pid);
-    if (!st.stopped || st.stopSig !== L.SIGSTOP) {
-      throw new SnapshotRefusal('exited-before-entry', `helper did not stop (status 0x${st.raw.toString(16)})`);
-    }
-    L.ptrace(L.PTRACE_SETOPTIONS, pid, 0, L.PTRACE_O_TRACESYSGOOD | L.PTRACE_O_EXITKILL);
+    let st = waitStop(pid, o.deadline);
+    if (st.stopSig !== L.SIGSTOP) throw new SnapshotRefusal('internal', `helper stopped with signal ${st.stopSig}, not SIGSTOP`);
+    L.ptrace(L.PTRACE_SETOPTIONS, pid, 0, L.PTRACE_O_TRACESYSGOOD | L.PTRACE_O_EXITKILL | L.PTRACE_O_TRACEEXEC);
     L.ptrace(L.PTRACE_CONT, pid, 0, 0);
-    st = L.waitpid(pid);
-    if (!st.stopped || st.stopSig !== L.SIGTRAP) {
-      throw new SnapshotRefusal('exited-before-entry', st.exited ? `exec failed (exit ${st.exitCode})` : 'no exec stop');
+    st = waitStop(pid, o.deadline);
+    if (st.stopSig !== L.SIGTRAP || st.event !== L.PTRACE_EVENT_EXEC) {
+      throw new SnapshotRefusal('internal', `expected the exec event, got status 0x${st.raw.toString(16)}`);
+    }
+    const exe = fs.statSync(`/proc/${pid}/exe`, { bigint: true });
+    const want = fs.statSync(o.exePath, { bigint: true });
+    if (exe.dev !== want.dev || exe.ino !== want.ino) {
+      throw new SnapshotRefusal('internal', `the traced process runs another file than ${o.exePath}`);
     }
     mem = fs.openSync(`/proc/${pid}/mem`, 'r+');
     const { map: auxv, bytes: auxvBytes } = readAuxv(pid);
@@ -176,84 +189,89 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
     if (auxv.get(AT.SECURE)) throw new SnapshotRefusal('privileged', 'AT_SECURE is set');
     if (o.atRandom) {
       const r = auxv.get(AT.RANDOM);
-      if (!r) throw new SnapshotRefusal('internal', 'no AT_RANDOM');
+      if (!r || o.atRandom.length !== 16) throw new SnapshotRefusal('internal', 'no AT_RANDOM to make equal');
       fs.writeSync(mem, o.atRandom, 0, 16, Number(r));
     }
-    const orig = readMem(mem, entry, 1);
-    fs.writeSync(mem, Buffer.from([0xcc]), 0, 1, Number(entry));
+    const vdsoBase = auxv.get(AT.SYSINFO_EHDR);
+    if (!vdsoBase) throw new SnapshotRefusal('internal', 'no AT_SYSINFO_EHDR');
+
+    const entryByte = readMem(mem, entry, 1)[0] as number;
+    const guards = new Map<bigint, { name: string; byte: number }>();
+    const vdso = vdsoImage(pid, mem, vdsoBase);
+    for (const fn of guardedVdsoFunctions(vdso, vdsoBase)) {
+      const byte = vdso[Number(fn.addr - vdsoBase)];
+      if (byte === undefined) throw new SnapshotRefusal('internal', `vdso symbol ${fn.name} outside the vdso`);
+      guards.set(fn.addr, { name: fn.name, byte });
+      writeByte(mem, fn.addr, INT3);
+    }
+    writeByte(mem, entry, INT3);
 
     const paths: PathEvent[] = [];
     const loader: LoaderState = {};
-    let inSyscall = false;
-    let nr = -1;
-    let args: bigint[] = [];
-    let path: string | null = null;
-    let pathKind: PathEvent['kind'] = 'open';
+    const rdtscAt: bigint[] = [];
+    let syscallCount = 0;
+    const syscallsByNr = new Map<number, number>();
+    let pending: { nr: number; args: bigint[]; path: PathUse | null } | null = null;
     for (;;) {
-      if (Date.now() > o.deadline) throw new SnapshotRefusal('timeout', 'did not reach the entry point in time');
       L.ptrace(L.PTRACE_SYSCALL, pid, 0, 0);
-      st = L.waitpid(pid);
-      if (st.exited || st.signaled) {
-        throw new SnapshotRefusal('exited-before-entry',
-          st.exited ? `exited with ${st.exitCode} before its entry point` : `killed by signal ${st.termSig} before its entry point`);
-      }
-      const regs = L.getRegs(pid);
+      st = waitStop(pid, o.deadline);
       if (st.stopSig === (L.SIGTRAP | 0x80)) {
-        if (!inSyscall) {
-          inSyscall = true;
-          nr = s64(regs.orig_rax);
-          args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
-          path = null;
-          const a = args as [bigint, bigint, bigint, bigint];
-          if (nr === NR.openat) { path = readCString(mem, a[1]); pathKind = 'open'; }
-          else if (nr === NR.open) { path = readCString(mem, a[0]); pathKind = 'open'; }
-          else if (nr === NR.access || nr === NR.stat || nr === NR.lstat || nr === NR.readlink) { path = readCString(mem, a[0]); pathKind = 'probe'; }
-          else if (nr === NR.faccessat || nr === NR.faccessat2 || nr === NR.readlinkat || nr === NR.statx) { path = readCString(mem, a[1]); pathKind = 'probe'; }
-          else if (nr === NR.newfstatat) {
-            const p = readCString(mem, a[1]);
-            if (p !== '') { path = p; pathKind = 'probe'; }
+        const info = L.getSyscallInfo(pid);
+        if (info.op === L.SYSCALL_INFO_ENTRY) {
+          syscallCount++;
+          syscallsByNr.set(info.nr, (syscallsByNr.get(info.nr) ?? 0) + 1);
+          pending = { nr: info.nr, args: info.args, path: checkSyscall(info.nr, info.args, (a) => readCString(mem as number, a), pid) };
+        } else if (info.op === L.SYSCALL_INFO_EXIT && pending) {
+          recordResult(pending.nr, pending.args, info.rval, loader);
+          if (pending.path) {
+            const ev: PathEvent = { ...pending.path, result: Number(info.rval) };
+            if (ev.kind === 'open' && info.rval >= 0n) ev.opened = fs.statSync(`/proc/${pid}/fd/${info.rval}`, { bigint: true });
+            paths.push(ev);
           }
-          checkSyscall(nr, args);
-        } else {
-          inSyscall = false;
-          const ret = s64(regs.rax);
-          const a = args as [bigint, bigint, bigint, bigint, bigint, bigint];
-          if (path !== null) paths.push({ path, result: ret, kind: pathKind });
-          if (nr === NR.set_tid_address) loader.tidAddress = a[0];
-          else if (nr === NR.set_robust_list && ret === 0) loader.robust = { head: a[0], len: a[1] };
-          else if (nr === NR.rseq && ret === 0) loader.rseq = { area: a[0], len: Number(a[1]), sig: Number(a[3] & 0xffffffffn) };
-          else if (nr === NR.arch_prctl && a[0] === 0x1002n && ret === 0) loader.fsBase = a[1];
-          else if (nr === NR.brk) loader.brk = BigInt.asUintN(64, regs.rax);
-          else if (nr === NR.getrandom && ret > 0 && o.deterministic) {
-            const fixed = Buffer.alloc(ret);
-            for (let k = 0; k < ret; k++) fixed[k] = (0x5a + k * 7) & 0xff;
-            fs.writeSync(mem, fixed, 0, ret, Number(a[0]));
+          if (pending.nr === NR.getrandom && info.rval > 0n && o.deterministic) {
+            const n = Number(info.rval);
+            fs.writeSync(mem, fixedRandom(n), 0, n, Number(pending.args[0] ?? 0n));
           }
+          pending = null;
         }
         continue;
       }
-      if (st.stopSig === L.SIGTRAP && regs.rip === entry + 1n) {
-        fs.writeSync(mem, orig, 0, 1, Number(entry));
+      if (st.event !== 0) throw new SnapshotRefusal('unsupported-syscall', `unexpected ptrace event ${st.event} before the entry point`);
+      if (st.stopSig === L.SIGTRAP) {
+        const regs = L.getRegs(pid);
+        const at = regs.rip - 1n;
+        const guard = guards.get(at);
+        if (guard !== undefined) {
+          throw new SnapshotRefusal('unsupported-syscall', `vdso ${guard.name}() before the entry point: a restore would keep the snapshot's time`);
+        }
+        if (at !== entry) throw new SnapshotRefusal('unsupported-syscall', `SIGTRAP at 0x${regs.rip.toString(16)} before the entry point`);
+        writeByte(mem, entry, entryByte);
+        for (const [addr, g] of guards) writeByte(mem, addr, g.byte);
         regs.rip = entry;
         L.setRegs(pid, regs);
-        return { pid, mem, auxv, auxvBytes, regs, paths, loader };
+        const stopped = L.getRegs(pid);
+        if (stopped.rip !== entry || readMem(mem, entry, 1)[0] !== entryByte) {
+          throw new SnapshotRefusal('internal', 'could not put the program back at its entry point');
+        }
+        return { pid, mem, auxv, auxvBytes, regs: stopped, paths, loader, syscallCount, syscallsByNr, rdtscAt };
       }
       if (st.stopSig === SIGSEGV && o.deterministic) {
-        // rdtsc (0f 31) or rdtscp (0f 01 f9) under PR_TSC_SIGSEGV: answer it.
+        // rdtsc (0f 31) or rdtscp (0f 01 f9) under PR_TSC_SIGSEGV: answer with the counter.
+        const regs = L.getRegs(pid);
         const insn = readMem(mem, regs.rip, 3);
         const rdtscp = insn[0] === 0x0f && insn[1] === 0x01 && insn[2] === 0xf9;
         if (rdtscp || (insn[0] === 0x0f && insn[1] === 0x31)) {
+          rdtscAt.push(regs.rip);
           tsc += 1000n;
           regs.rax = tsc & 0xffffffffn;
           regs.rdx = tsc >> 32n;
           if (rdtscp) regs.rcx = 0n;
           regs.rip += rdtscp ? 3n : 2n;
           L.setRegs(pid, regs);
-          inSyscall = false;
           continue;
         }
       }
-      throw new SnapshotRefusal('unsupported-syscall', `unexpected signal ${st.stopSig} before the entry point`);
+      throw new SnapshotRefusal('unsupported-syscall', `signal ${st.stopSig} before the entry point`);
     }
   } catch (e) {
     killTracee(pid, mem);
@@ -261,36 +279,28 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
   }
 }
 
-function checkSyscall(nr: number, args: bigint[]): void {
-  if (HARMLESS.has(nr)) return;
-  const a0 = args[0] ?? 0n;
+/** What a finished syscall did to the per-thread state the restorer must redo. */
+function recordResult(nr: number, args: bigint[], rval: bigint, loader: LoaderState): void {
+  const a = (i: number): bigint => args[i] ?? 0n;
   switch (nr) {
-    case NR.open: case NR.openat: case NR.access: case NR.faccessat: case NR.faccessat2: case NR.stat:
-    case NR.lstat: case NR.newfstatat: case NR.statx: case NR.readlink: case NR.readlinkat:
-    case NR.brk: case NR.set_tid_address: case NR.set_robust_list: case NR.rseq: case NR.exit_group:
-    case NR.membarrier:
-      return;
+    case NR.set_tid_address:
+      loader.tidAddress = a(0);
+      break;
+    case NR.set_robust_list:
+      if (rval === 0n) loader.robust = { head: a(0), len: a(1) };
+      break;
+    case NR.rseq:
+      if (rval !== 0n) break;
+      if ((a(2) & BigInt(RSEQ_FLAG_UNREGISTER)) !== 0n) delete loader.rseq;
+      else loader.rseq = { area: a(0), len: Number(a(1) & 0xffffffffn), sig: Number(a(3) & 0xffffffffn) };
+      break;
     case NR.arch_prctl:
-      if (a0 === 0x1002n /* ARCH_SET_FS */ || a0 === 0x1003n /* GET_FS */ || a0 === 0x3001n /* CET_STATUS */) return;
+      if (a(0) === BigInt(ARCH_SET_FS) && rval === 0n) loader.fsBase = a(1);
       break;
-    case NR.prctl:
-      // Queries only (libcap's constructor probes the kernel's capability count with PR_CAPBSET_READ).
-      if (PRCTL_QUERIES.has(Number(a0))) return;
-      // PR_CAP_AMBIENT / PR_CAP_AMBIENT_IS_SET: libcap probing for ambient capability support.
-      if (a0 === 47n && (args[1] ?? 0n) === 1n) return;
-      break;
-    case NR.prlimit64:
-      if ((args[2] ?? 0n) === 0n) return; // reading limits only
-      break;
-    case NR.rt_sigprocmask:
-      if ((args[1] ?? 0n) === 0n) return; // querying the mask only
-      break;
-    case NR.rt_sigaction:
-      if ((args[1] ?? 0n) === 0n) return; // querying a disposition only
-      break;
-    case NR.sigaltstack:
-      if (a0 === 0n) return;
+    case NR.brk:
+      loader.brk = BigInt.asUintN(64, rval);
       break;
   }
-  throw new SnapshotRefusal('unsupported-syscall', `syscall ${nr} before the entry point creates state a restore would not recreate`);
 }
+
+export { syscallName };

@@ -30,19 +30,19 @@ const attr_destroy = libc.func('int posix_spawnattr_destroy(void *attr)');
 const attr_setflags = libc.func('int posix_spawnattr_setflags(void *attr, short flags)');
 const attr_setsigdefault = libc.func('int posix_spawnattr_setsigdefault(void *attr, const void *set)');
 const attr_setsigmask = libc.func('int posix_spawnattr_setsigmask(void *attr, const void *set)');
-const sigfillset = libc.func('int sigfillset(void *set)');
-const sigemptyset = libc.func('int sigemptyset(void *set)');
 const waitpid_ = libc.func('int waitpid(int pid, _Out_ int *status, int options)');
 const kill_ = libc.func('int kill(int pid, int sig)');
 const ptrace_ = libc.func('long ptrace(int request, ...)');
 const getxattr_ = libc.func('long getxattr(const char *path, const char *name, void *value, size_t size)');
 const flock_ = libc.func('int flock(int fd, int op)');
+const sched_yield_ = libc.func('int sched_yield(void)');
 
 const POSIX_SPAWN_SETSIGMASK = 0x08;
 const POSIX_SPAWN_SETSIGDEF = 0x04;
 const O_RDWR = 2;
 
 export const WALL = 0x40000000;
+export const WNOHANG = 1;
 export const SIGKILL = 9;
 export const SIGSTOP = 19;
 export const SIGTRAP = 5;
@@ -54,7 +54,10 @@ export const PTRACE_SETREGS = 13;
 export const PTRACE_SYSCALL = 24;
 export const PTRACE_SETOPTIONS = 0x4200;
 export const PTRACE_O_TRACESYSGOOD = 0x01;
+export const PTRACE_O_TRACEEXEC = 0x10;
 export const PTRACE_O_EXITKILL = 0x100000;
+/** status >> 16 of the stop that PTRACE_O_TRACEEXEC reports after a successful execve. */
+export const PTRACE_EVENT_EXEC = 4;
 
 export class SysError extends Error {
   constructor(readonly call: string, readonly errno: number) {
@@ -69,7 +72,9 @@ export class SysError extends Error {
 export function spawnDetachedStdio(path: string, argv: string[], envp: string[]): number {
   const actions = Buffer.alloc(FILE_ACTIONS_BYTES);
   const attr = Buffer.alloc(SPAWNATTR_BYTES);
-  const all = Buffer.alloc(SIGSET_BYTES);
+  // Every bit set, not sigfillset(): that leaves out glibc's internal signals
+  // (32, 33), which posix_spawn would then hand to the child as ignored.
+  const all = Buffer.alloc(SIGSET_BYTES, 0xff);
   const none = Buffer.alloc(SIGSET_BYTES);
   fa_init(actions);
   attr_init(attr);
@@ -77,8 +82,6 @@ export function spawnDetachedStdio(path: string, argv: string[], envp: string[])
     // Node opens its own fds 0-2 O_CLOEXEC; give the child fresh ones.
     for (const fd of [0, 1, 2]) fa_addopen(actions, fd, '/dev/null', O_RDWR, 0);
     fa_addclose(actions, 3);
-    sigfillset(all);
-    sigemptyset(none);
     attr_setsigdefault(attr, all);
     attr_setsigmask(attr, none);
     attr_setflags(attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
@@ -105,18 +108,9 @@ export interface WaitStatus {
   event: number;
 }
 
-export function waitpid(pid: number, options = WALL): WaitStatus {
-  const st = [0];
-  let r: number;
-  for (;;) {
-    r = waitpid_(pid, st, options) as number;
-    if (r >= 0) break;
-    const e = koffi.errno();
-    if (e !== 4 /* EINTR */) throw new SysError('waitpid', e);
-  }
-  const raw = (st[0] as number) >>> 0;
+function decodeStatus(pid: number, raw: number): WaitStatus {
   return {
-    pid: r,
+    pid,
     raw,
     exited: (raw & 0x7f) === 0,
     exitCode: (raw >> 8) & 0xff,
@@ -128,12 +122,48 @@ export function waitpid(pid: number, options = WALL): WaitStatus {
   };
 }
 
+/** waitpid(2), retried on EINTR. With WNOHANG, null when nothing changed yet. */
+export function waitpid(pid: number, options = WALL): WaitStatus | null {
+  const st = [0];
+  for (;;) {
+    const r = waitpid_(pid, st, options) as number;
+    if (r > 0) return decodeStatus(r, (st[0] as number) >>> 0);
+    if (r === 0) return null;
+    const e = koffi.errno();
+    if (e !== 4 /* EINTR */) throw new SysError('waitpid', e);
+  }
+}
+
+const sleepCell = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * Waits for a state change of pid, but not past deadline (Date.now() ms):
+ * null then. A tracee that spins or blocks forever must not hang the
+ * snapshotter, and a blocking waitpid cannot time out, so this polls: a short
+ * busy phase first (a ptrace stop normally follows within microseconds), then
+ * millisecond sleeps.
+ */
+export function waitpidUntil(pid: number, deadline: number): WaitStatus | null {
+  for (let spin = 0; spin < 2000; spin++) {
+    const st = waitpid(pid, WALL | WNOHANG);
+    if (st) return st;
+    sched_yield_();
+  }
+  for (;;) {
+    const st = waitpid(pid, WALL | WNOHANG);
+    if (st) return st;
+    if (Date.now() >= deadline) return null;
+    Atomics.wait(sleepCell, 0, 0, 1);
+  }
+}
+
 export function kill(pid: number, sig: number): void {
   kill_(pid, sig);
 }
 
 /** ptrace with integer addr/data (requests that take numbers). */
 export function ptrace(req: number, pid: number, addr: bigint | number = 0, data: bigint | number = 0): number {
+  koffi.errno(0);
   const r = ptrace_(req, 'int', pid, 'uint64_t', BigInt(addr), 'uint64_t', BigInt(data)) as number;
   if (r === -1) {
     const e = koffi.errno();
@@ -142,11 +172,45 @@ export function ptrace(req: number, pid: number, addr: bigint | number = 0, data
   return r;
 }
 
-/** ptrace whose data is a buffer (GETREGS/SETREGS). */
-export function ptraceBuffer(req: number, pid: number, buf: Buffer): void {
+/** ptrace whose data is a buffer (GETREGS/SETREGS, GET_SYSCALL_INFO with addr = its size). */
+export function ptraceBuffer(req: number, pid: number, buf: Buffer, addr: bigint | number = 0): number {
   koffi.errno(0);
-  const r = ptrace_(req, 'int', pid, 'uint64_t', 0n, 'void *', buf) as number;
+  const r = ptrace_(req, 'int', pid, 'uint64_t', BigInt(addr), 'void *', buf) as number;
   if (r === -1) throw new SysError(`ptrace(${req})`, koffi.errno());
+  return r;
+}
+
+export const PTRACE_GET_SYSCALL_INFO = 0x420e;
+export const SYSCALL_INFO_ENTRY = 1;
+export const SYSCALL_INFO_EXIT = 2;
+/** struct ptrace_syscall_info (linux/ptrace.h): op, arch, ip, sp, then the entry/exit union. */
+const SYSCALL_INFO_BYTES = 88;
+
+export interface SyscallInfo {
+  /** SYSCALL_INFO_ENTRY, SYSCALL_INFO_EXIT, or 0 when the stop is no syscall stop. */
+  op: number;
+  nr: number;
+  args: bigint[];
+  /** Exit stops: the result, negative errno on failure. */
+  rval: bigint;
+}
+
+/**
+ * What a syscall stop is, from the kernel (Linux 5.3+): entry or exit is told,
+ * not guessed by toggling, so an exit stop without its entry (execve's, right
+ * after the exec event) cannot shift every later entry/exit pair.
+ */
+export function getSyscallInfo(pid: number): SyscallInfo {
+  const buf = Buffer.alloc(SYSCALL_INFO_BYTES);
+  ptraceBuffer(PTRACE_GET_SYSCALL_INFO, pid, buf, SYSCALL_INFO_BYTES);
+  const op = buf[0] as number;
+  if (op === SYSCALL_INFO_ENTRY) {
+    const args: bigint[] = [];
+    for (let i = 0; i < 6; i++) args.push(buf.readBigUInt64LE(32 + i * 8));
+    return { op, nr: Number(buf.readBigUInt64LE(24)), args, rval: 0n };
+  }
+  if (op === SYSCALL_INFO_EXIT) return { op, nr: -1, args: [], rval: buf.readBigInt64LE(24) };
+  return { op, nr: -1, args: [], rval: 0n };
 }
 
 export const LOCK_EX = 2;
