@@ -121,6 +121,10 @@ export function differential(base: TraceOptions, envB: string[]): { slots: NonPo
           const addr = ca.start + BigInt(i * PAGE + off);
           if (a.rseq && addr >= a.rseq.area && addr < a.rseq.area + BigInt(a.rseq.len)) continue;
           if (explainedPointer(va, vb, a.stack, b.stack)) continue;
+          if (inStack(va, a.stack) && inStack(vb, b.stack)) {
+            throw new SnapshotRefusal('unexplained-stack-pointer',
+              `${describeAddr(a.caps, addr)} holds a stack address that is not argv, envp or auxv, or not the same one in both runs`);
+          }
           for (const k of [0, 4]) {
             const ha = pa.readUInt32LE(off + k);
             const hb = pb.readUInt32LE(off + k);
@@ -142,8 +146,11 @@ export function differential(base: TraceOptions, envB: string[]): { slots: NonPo
   return { slots, runA: a };
 }
 
+const inStack = (v: bigint, s: StackLayout): boolean => v >= s.lo && v < s.hi;
+
+/** Both words point into their run's stack at the same thing (same slot kind and argument). */
 function explainedPointer(va: bigint, vb: bigint, sa: StackLayout, sb: StackLayout): boolean {
-  if (va < sa.lo || va >= sa.hi || vb < sb.lo || vb >= sb.hi) return false;
+  if (!inStack(va, sa) || !inStack(vb, sb)) return false;
   const ka = classifyStackPointer(va, sa);
   const kb = classifyStackPointer(vb, sb);
   return !!ka && !!kb && ka.kind === kb.kind && ka.arg === kb.arg;

@@ -1,26 +1,37 @@
 /**
- * The snapshotter on real programs with real ptrace: what it finds, what it
- * refuses, and that nothing of the snapshot run's environment lands in the
- * image.
+ * The snapshotter on real installed programs with real ptrace: the slots,
+ * regions, files and state a restore needs, the image round trip, and that
+ * nothing of the snapshot run's environment or argv lands in the image.
+ * Refusals are in snapshot-refusals.test.ts.
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { parseImage, serializeImage, type ImageModel } from '../../src/image/format.js';
-import { RegionFlag, SlotKind, Src, constName } from '../../src/image/schema.js';
+import { FileFlag, FileKind, RegionFlag, SlotKind, Src, StateFlag, VdsoKind, constName } from '../../src/image/schema.js';
+import type { SnapshotOutcome } from '../../src/snapshot/api.js';
 import { takeSnapshot } from '../../src/snapshot/snapshot.js';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const launcher = path.join(root, 'bin', 'cached-exec');
 const env = { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: os.homedir(), LC_ALL: 'C' };
 
-const programs = ['/usr/bin/bash', '/usr/bin/dash', '/usr/bin/perl', '/usr/bin/sed', '/usr/bin/mawk', '/usr/bin/ls',
-  '/usr/bin/cat', '/usr/bin/cmake', '/usr/bin/python3'].filter((p) => fs.existsSync(p));
+const programs = ['/bin/bash', '/bin/dash', '/usr/bin/perl', '/usr/bin/sed', '/usr/bin/mawk', '/bin/ls', '/bin/cat',
+  '/usr/bin/cmake'].filter((p) => fs.existsSync(p));
+const pythons = ['/usr/bin/python3', '/root/.pyenv/versions/3.11.7/bin/python3.11'].filter((p) => fs.existsSync(p));
+
+beforeAll(() => {
+  execFileSync(process.execPath, [path.join(root, 'scripts', 'build-native.mjs'), '--quiet']);
+});
+
+function snapshot(exe: string, extraEnv: Record<string, string> = {}): SnapshotOutcome {
+  return takeSnapshot({ exePath: exe, argv: [exe], env: { ...env, ...extraEnv }, launcher });
+}
 
 function snap(exe: string, extraEnv: Record<string, string> = {}): ImageModel {
-  const r = takeSnapshot({ exePath: exe, argv: [exe], env: { ...env, ...extraEnv }, launcher });
+  const r = snapshot(exe, extraEnv);
   if (!r.ok) throw new Error(`${exe} refused: ${r.reason}: ${r.detail}`);
   return r.image;
 }
@@ -31,126 +42,115 @@ function kinds(m: ImageModel): Map<string, number> {
   return k;
 }
 
-describe('snapshots of real programs', () => {
-  it('builds the launcher', () => {
-    execFileSync(process.execPath, [path.join(root, 'scripts', 'build-native.mjs'), '--quiet']);
-  });
+/** Everything a restorer relies on, for one image. */
+function expectRestorable(exe: string, m: ImageModel): void {
+  const k = kinds(m);
+  // The words every glibc program has at its entry point (DESIGN.md, facts measured).
+  for (const want of ['ARGC_ADDR', 'ARGV', 'ENVP', 'AUXV', 'TID', 'CANARY']) {
+    expect(k.get(want), `${want} in ${[...k]}`).toBeGreaterThan(0);
+  }
+  expect(k.get('ARGC')).toBe(2); // ld.so's and libc's copies, found only by the differential run
+  expect((k.get('ARGV_STR') ?? 0) + (k.get('ARGV_BASENAME') ?? 0)).toBeGreaterThan(0);
+  for (const s of m.slots) {
+    if (s.kind === SlotKind.ARGC || s.kind === SlotKind.TID) expect(s.width).toBe(4);
+    else expect(s.width).toBe(8);
+    if (s.kind === SlotKind.CANARY) expect(s.arg).toBe(8n);
+  }
 
+  let prevEnd = 0n;
+  for (const r of m.regions) {
+    expect(r.addr % 4096n).toBe(0n);
+    expect(r.len % 4096n).toBe(0n);
+    expect(r.len).toBeGreaterThan(0n);
+    expect(r.addr >= prevEnd, `region at 0x${r.addr.toString(16)} overlaps or is out of order`).toBe(true);
+    prevEnd = r.addr + r.len;
+    if (r.source === Src.DATA) expect(r.data?.length).toBe(Number(r.len));
+    if (r.source === Src.FILE) {
+      expect(m.files[r.file]?.kind).toBe(FileKind.MAPPED);
+      expect(r.offset % 4096n).toBe(0n);
+    }
+    if (r.prot === 0) expect(r.source).toBe(Src.ZERO);
+  }
+  let prevSlot = -1n;
+  for (const s of m.slots) {
+    expect(s.addr > prevSlot).toBe(true);
+    prevSlot = s.addr;
+    const r = m.regions.find((x) => s.addr >= x.addr && s.addr + BigInt(s.width) <= x.addr + x.len);
+    expect(r?.source, `slot at 0x${s.addr.toString(16)}`).toBe(Src.DATA);
+    expect((r?.flags ?? 0) & RegionFlag.PATCHED).toBe(RegionFlag.PATCHED);
+  }
+  for (const r of m.regions) {
+    if (r.flags & RegionFlag.PATCHED) expect(m.slots.some((s) => s.addr >= r.addr && s.addr < r.addr + r.len)).toBe(true);
+  }
+
+  const exeFiles = m.files.filter((f) => (f.flags & FileFlag.EXE) !== 0);
+  expect(exeFiles.map((f) => f.path)).toEqual([exe]);
+  expect(m.files.some((f) => f.kind === FileKind.READ && f.path === '/etc/ld.so.cache')).toBe(true);
+  expect(new Set(m.files.map((f) => f.path)).size).toBe(m.files.length);
+
+  const st = m.state;
+  expect(st.entry).toBe(st.atEntry);
+  expect(st.flags).toBe(StateFlag.HAVE_TID_ADDRESS | StateFlag.HAVE_ROBUST_LIST | StateFlag.HAVE_RSEQ | StateFlag.HAVE_FS_BASE);
+  expect(st.brk >= st.startBrk).toBe(true);
+  expect(st.rseqLen).toBeGreaterThan(0);
+  expect(st.comm).toBe(path.basename(exe).slice(0, 15));
+  expect(m.vdso.find((v) => v.kind === VdsoKind.VDSO)?.offset).toBe(0n);
+  expect(m.vdso.every((v) => v.kind === VdsoKind.VDSO || v.offset < 0n)).toBe(true);
+  // No region may sit where the vdso block goes back at restore.
+  for (const v of m.vdso) {
+    const lo = st.vdsoBase + v.offset;
+    expect(m.regions.some((r) => r.addr < lo + v.size && lo < r.addr + r.len)).toBe(false);
+  }
+  expect(m.key.exePath).toBe(exe);
+
+  const bytes = serializeImage(m);
+  const back = parseImage(bytes);
+  expect(back.problems).toEqual([]);
+  expect(back.model.slots).toEqual(m.slots);
+  expect(back.model.state).toEqual(m.state);
+  expect(back.model.files).toEqual(m.files);
+  expect(back.model.regions.map((r) => [r.addr, r.len, r.prot, r.source, r.flags])).toEqual(
+    m.regions.map((r) => [r.addr, r.len, r.prot, r.source, r.flags]));
+  for (const [i, r] of back.model.regions.entries()) {
+    if (r.source !== Src.DATA) continue;
+    const stored = bytes.subarray(Number(r.offset), Number(r.offset + r.len));
+    expect(stored.equals(m.regions[i]?.data as Buffer)).toBe(true);
+  }
+}
+
+describe('snapshots of real programs', () => {
   for (const exe of programs) {
-    it(`${path.basename(exe)}: slots, regions and files are what a restore needs`, () => {
-      const m = snap(exe);
-      const k = kinds(m);
-      // The words every glibc program has at its entry point (DESIGN.md, facts measured).
-      for (const want of ['ARGC_ADDR', 'ARGV', 'ENVP', 'AUXV', 'ARGC', 'TID', 'CANARY']) {
-        expect(k.get(want), `${want} in ${[...k]}`).toBeGreaterThan(0);
-      }
-      expect(k.get('ARGC')).toBe(2); // ld.so's and libc's copies, found only by the differential run
-      expect((k.get('ARGV_STR') ?? 0) + (k.get('ARGV_BASENAME') ?? 0)).toBeGreaterThan(0);
-      let prevEnd = 0n;
-      for (const r of m.regions) {
-        expect(r.addr % 4096n).toBe(0n);
-        expect(r.len % 4096n).toBe(0n);
-        expect(r.addr >= prevEnd).toBe(true);
-        prevEnd = r.addr + r.len;
-        if (r.source === Src.DATA) expect(r.data?.length).toBe(Number(r.len));
-      }
-      for (const s of m.slots) {
-        const r = m.regions.find((x) => s.addr >= x.addr && s.addr < x.addr + x.len);
-        expect(r?.source).toBe(Src.DATA);
-        expect((r?.flags ?? 0) & RegionFlag.PATCHED).toBe(RegionFlag.PATCHED);
-      }
-      const exeFile = m.files.find((f) => f.path === exe);
-      expect(exeFile?.flags).toBe(1);
-      expect(m.state.entry).toBe(m.state.atEntry);
-      expect(m.vdso.some((v) => v.offset === 0n)).toBe(true);
-      const back = parseImage(serializeImage(m));
-      expect(back.problems).toEqual([]);
-      expect(back.model.slots.length).toBe(m.slots.length);
+    it(`${path.basename(exe)}: slots, regions, files and state are what a restore needs`, () => {
+      expectRestorable(exe, snap(exe));
     });
   }
 
-  it('keeps the snapshot environment out of the image', () => {
-    const secret = `s3cr3t-${process.pid}-${Date.now()}`;
-    const m = snap('/usr/bin/bash', { CX_SECRET_TEST: secret, ANOTHER: `x${secret}y` });
-    const bytes = serializeImage(m);
-    expect(bytes.includes(Buffer.from(secret))).toBe(false);
-    expect(m.slots.every((s) => s.kind !== SlotKind.EXECFN || s.arg === 0n)).toBe(true);
-  });
-});
-
-describe('refusals', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cx-snap-'));
-
-  it('a static binary: nothing for the loader to save', () => {
-    const src = path.join(dir, 'exit.c');
-    fs.writeFileSync(src, 'void _start(void){ __asm__ volatile("mov $60,%eax; xor %edi,%edi; syscall"); }\n');
-    const exe = path.join(dir, 'exit-static');
-    execFileSync('cc', ['-O2', '-nostdlib', '-static', '-o', exe, src]);
-    const r = takeSnapshot({ exePath: exe, argv: [exe], env, launcher });
-    expect(r.ok ? 'ok' : r.reason).toBe('static-binary');
-  });
-
-  it('a script without #! is not ELF', () => {
-    const f = path.join(dir, 'script');
-    fs.writeFileSync(f, 'echo hi\n', { mode: 0o755 });
-    const r = takeSnapshot({ exePath: f, argv: [f], env, launcher });
-    expect(r.ok ? 'ok' : r.reason).toBe('not-elf');
-  });
-
-  /**
-   * Constructors of shared libraries run before the entry point (the main
-   * program's own run after it, inside the restored process, so they are no
-   * concern): each case builds a library whose constructor does one thing.
-   */
-  function withLibConstructor(name: string, body: string, extraFlags: string[] = []): string {
-    const lib = path.join(dir, `lib${name}.so`);
-    fs.writeFileSync(path.join(dir, `${name}.c`), body);
-    execFileSync('cc', ['-O2', '-shared', '-fPIC', '-o', lib, path.join(dir, `${name}.c`), ...extraFlags]);
-    fs.writeFileSync(path.join(dir, `${name}-main.c`), 'int main(void) { return 0; }\n');
-    const exe = path.join(dir, `${name}-prog`);
-    execFileSync('cc', ['-O2', '-o', exe, path.join(dir, `${name}-main.c`), `-L${dir}`, '-Wl,--no-as-needed', `-l${name}`, `-Wl,-rpath,${dir}`]);
-    return exe;
+  for (const exe of pythons) {
+    it(`${exe}: snapshots like any other program (its start-up cost is after main)`, () => {
+      expectRestorable(exe, snap(exe));
+    });
   }
-  const reason = (exe: string): string => {
-    const r = takeSnapshot({ exePath: exe, argv: [exe], env, launcher });
-    return r.ok ? 'ok' : r.reason;
-  };
 
-  it('a library whose constructor does nothing special is fine', () => {
-    const exe = withLibConstructor('plain', 'int plain_value = 42;\n__attribute__((constructor)) static void init(void) { plain_value++; }\n');
-    expect(reason(exe)).toBe('ok');
+  it('keeps the snapshot environment and argv out of the image', () => {
+    const secret = `s3cr3t-${process.pid}-${Math.random().toString(36).slice(2)}`;
+    const m = snap('/bin/bash', { CX_SECRET_TEST: secret, ANOTHER: `x${secret}y` });
+    const bytes = serializeImage(m);
+    for (const needle of [secret, 'CX_SECRET_TEST', 'cx-pad-', 'cx-diff-', 'CX_DIFFERENTIAL_RUN']) {
+      expect(bytes.includes(Buffer.from(needle)), needle).toBe(false);
+    }
   });
 
-  it('a library constructor that starts a thread', () => {
-    const exe = withLibConstructor('thr', `#include <pthread.h>
-#include <unistd.h>
-static void *spin(void *a) { (void)a; for (;;) pause(); return 0; }
-__attribute__((constructor)) static void start(void) { pthread_t t; pthread_create(&t, 0, spin, 0); }
-`, ['-pthread']);
-    expect(reason(exe)).toMatch(/^(unsupported-syscall|threads)$/);
+  it('takes the real run with address space randomisation on', () => {
+    const a = snap('/bin/dash');
+    const b = snap('/bin/dash');
+    expect(a.state.entry).not.toBe(b.state.entry);
+    expect(a.slots.length).toBe(b.slots.length);
+    expect(a.slots.map((s) => [s.kind, s.arg, s.width])).toEqual(b.slots.map((s) => [s.kind, s.arg, s.width]));
   });
 
-  it('a library constructor that keeps a file open', () => {
-    const exe = withLibConstructor('fd', `#include <fcntl.h>
-__attribute__((constructor)) static void keep(void) { open("/etc/hostname", O_RDONLY); }
-`);
-    expect(reason(exe)).toBe('open-fds');
-  });
-
-  it('a library constructor that copies an environment variable', () => {
-    const exe = withLibConstructor('envcopy', `#include <stdlib.h>
-#include <string.h>
-char env_copy[256];
-__attribute__((constructor)) static void grab(void) { const char *h = getenv("HOME"); if (h) strncpy(env_copy, h, 255); }
-`);
-    expect(reason(exe)).toBe('unexplained-difference');
-  });
-
-  it('a library constructor that installs a signal handler', () => {
-    const exe = withLibConstructor('sig', `#include <signal.h>
-static void on(int s) { (void)s; }
-__attribute__((constructor)) static void install(void) { signal(SIGUSR1, on); }
-`);
-    expect(reason(exe)).toBe('unsupported-syscall');
+  it('drops the loader\'s variables and binds every symbol now', () => {
+    const r = snapshot('/bin/cat', { LD_PRELOAD: '/nonexistent/preload.so', LD_LIBRARY_PATH: '/nonexistent', MALLOC_CHECK_: '3' });
+    expect(r.ok).toBe(true);
+    if (r.ok) expect(r.image.files.some((f) => f.path.startsWith('/nonexistent'))).toBe(false);
   });
 });
