@@ -13,7 +13,8 @@ import { explain } from './commands/explain.js';
 import { describeFormatCommand, helpText, version } from './commands/info.js';
 import { inspect } from './commands/inspect.js';
 import { cleanup, clear, list, maxEntries, maxSize } from './commands/manage.js';
-import { shellInit, shimsInstall, shimsList, shimsRemove } from './commands/shims.js';
+import { shellInit } from './commands/shell-init.js';
+import { shimsInstall, shimsList, shimsRemove } from './commands/shims.js';
 import { showStats, zeroStatsCommand } from './commands/stats.js';
 import { warm } from './commands/warm.js';
 import { watchCommand } from './commands/watch.js';
@@ -47,13 +48,14 @@ export const COMMANDS: readonly Entry[] = [
     summary: 'limit the total image size, e.g. 500M, 2G, 1.5GiB (bare number = G; 0 = no limit)' },
   { name: '--max-entries', aliases: ['-F'], arity: 'one', operand: 'COUNT', json: true, run: maxEntries,
     summary: 'limit the number of images (0 = no limit)' },
-  { name: '--shims-install', arity: 'any', operand: 'PROG...', json: true, run: shimsInstall, modifiers: ['--auto', '--system'],
-    summary: 'symlinks named PROG to the launcher in the shim directory (--auto [N]: the N most-run programs)' },
-  { name: '--shims-remove', arity: 'any', operand: 'PROG...', json: true, run: shimsRemove, modifiers: ['--system'],
+  { name: '--shims-install', arity: 'any', operand: '[DIR] PROG...', json: true, run: shimsInstall, modifiers: ['--auto', '--system', '--dir'],
+    summary: 'symlinks named PROG to the launcher in the shim directory (--auto [N]: the N most-run programs; ' +
+      'DIR, a path with a \'/\', optionally after --dir: another directory than ~/.local/share/cached-exec/shims)' },
+  { name: '--shims-remove', arity: 'any', operand: '[DIR] [PROG...]', json: true, run: shimsRemove, modifiers: ['--system', '--dir'],
     summary: 'remove the named shims (all when none is named)' },
-  { name: '--shims-list', arity: 'none', json: true, run: shimsList, modifiers: ['--system'],
+  { name: '--shims-list', arity: 'any', operand: '[DIR]', json: true, run: shimsList, modifiers: ['--system', '--dir'],
     summary: 'shims and the programs they run' },
-  { name: '--shell-init', arity: 'optional', operand: 'SHELL', json: false, run: shellInit, modifiers: ['--system'],
+  { name: '--shell-init', arity: 'any', operand: 'SHELL [DIR]', json: false, run: shellInit, modifiers: ['--system', '--dir'],
     summary: 'print shell code that puts the shim directory first on PATH: eval "$(cached-exec --shell-init bash)"' },
   { name: '--watch', arity: 'none', json: false, run: watchCommand, modifiers: ['--rewarm'],
     summary: 'daemon: delete images as soon as a library, probed path, PATH entry or package they depend on changes ' +

@@ -1,13 +1,30 @@
 /**
  * Shims (ccache's masquerade): symlinks to the native launcher named after
  * programs, in a directory put first on PATH. The launcher, invoked through
- * one, runs the program of that name found further along PATH — never a shim
- * (it skips every candidate that is the launcher itself) — restored when an
- * image exists, cold otherwise.
+ * one, runs the program of that name found further along PATH — never a shim:
+ * it skips every candidate that is the launcher itself (same dev/ino), so a
+ * shim directory twice on PATH, two shim directories, or a program that is a
+ * symlink to the launcher cannot loop — restored when an image exists, cold
+ * otherwise; a name found nowhere else fails like a shell (127).
  *
- * The shim directory: CACHED_EXEC_SHIMS_DIR, else env-paths' data directory
- * (~/.local/share/cached-exec/shims); with --system, <CACHED_EXEC_SYSTEM_DIR>/shims
- * for boot scripts.
+ * The shim directory, for every --shims-* command and --shell-init:
+ *   - an operand containing '/' (`--shims-install ./shims sed`, or with the
+ *     optional marker `--dir DIR`); a program name never contains '/';
+ *   - with --system, <CACHED_EXEC_SYSTEM_DIR or /var/lib/cached-exec/system>/shims
+ *     for boot scripts (root only; the directory is root-owned, 0755);
+ *   - else CACHED_EXEC_SHIMS_DIR;
+ *   - else env-paths' data directory: ~/.local/share/cached-exec/shims.
+ *
+ * --shims-install --auto [N] picks the N programs (default 20) run most often
+ * through the launcher. The statistics (stats/runs.log, folded by stats.ts)
+ * count runs per key hash only; a hash is turned back into a program by the
+ * key stored in its image (key.exePath, the path the launcher found on PATH,
+ * e.g. /usr/bin/awk rather than the alternatives target) or, for a program not
+ * snapshotted yet, by its queue entry (the launcher writes the program path
+ * there on a miss). Runs of keys that have neither (refused programs, misses
+ * with background warming off) cannot be named and are not counted. Runs of
+ * the same program under different PATHs are added up; a #! script counts for
+ * its interpreter, which is what gets restored.
  */
 import envPaths from 'env-paths';
 import * as fs from 'node:fs';
@@ -20,205 +37,294 @@ import { CliError, ioError } from '../errors.js';
 import { printJson, table } from '../output.js';
 import type { Context } from '../context.js';
 
+export const DEFAULT_SYSTEM_DIR = '/var/lib/cached-exec/system';
+const DEFAULT_AUTO = 20;
+
+/** The default shim directory (no DIR operand) under `env`. */
 export function shimsDir(env: NodeJS.ProcessEnv, system = false): string {
-  if (system) {
-    const dir = env.CACHED_EXEC_SYSTEM_DIR;
-    if (!dir) throw new CliError('usage', '--system needs CACHED_EXEC_SYSTEM_DIR to name the system directory', { reason: '--system' });
-    return path.join(dir, 'shims');
-  }
-  if (env.CACHED_EXEC_SHIMS_DIR) return env.CACHED_EXEC_SHIMS_DIR;
+  if (system) return path.resolve(env.CACHED_EXEC_SYSTEM_DIR || DEFAULT_SYSTEM_DIR, 'shims');
+  if (env.CACHED_EXEC_SHIMS_DIR) return path.resolve(env.CACHED_EXEC_SHIMS_DIR);
   // env-paths' rule, read from `env` (not this process's) so tests and --shell-init agree.
-  if (env.XDG_DATA_HOME) return path.join(env.XDG_DATA_HOME, 'cached-exec', 'shims');
-  if (env.HOME) return path.join(env.HOME, '.local', 'share', 'cached-exec', 'shims');
+  if (env.XDG_DATA_HOME) return path.resolve(env.XDG_DATA_HOME, 'cached-exec', 'shims');
+  if (env.HOME) return path.resolve(env.HOME, '.local', 'share', 'cached-exec', 'shims');
   return path.join(envPaths('cached-exec', { suffix: '' }).data, 'shims');
 }
 
-const dirOf = (ctx: Context): string => shimsDir(ctx.env, ctx.modifiers.has('--system'));
+/** Separates the DIR operand (the one containing '/') from the others. */
+export function splitDirOperand(ctx: Context): { dir: string | undefined; names: string[] } {
+  const dirs = ctx.operands.filter((o) => o.includes('/'));
+  const names = ctx.operands.filter((o) => !o.includes('/'));
+  if (dirs.length > 1) throw new CliError('usage', `one shim directory at a time, got ${dirs.join(' and ')}`);
+  if (ctx.modifiers.has('--dir') && !dirs.length) {
+    throw new CliError('usage', '--dir needs a directory path containing a \'/\' (e.g. --dir ./shims)');
+  }
+  if (dirs.length && ctx.modifiers.has('--system')) {
+    throw new CliError('usage', '--system and a shim directory cannot be combined', { path: dirs[0] });
+  }
+  return { dir: dirs[0] === undefined ? undefined : path.resolve(dirs[0]), names };
+}
+
+function target(ctx: Context): { dir: string; names: string[]; system: boolean } {
+  const { dir, names } = splitDirOperand(ctx);
+  const system = ctx.modifiers.has('--system');
+  return { dir: dir ?? shimsDir(ctx.env, system), names, system };
+}
 
 function checkName(name: string): void {
-  if (!name || name.includes('/') || name === '.' || name === '..') {
-    throw new CliError('usage', `'${name}' is not a program name (no '/')`, { program: name });
+  if (!name || name.includes('/') || name === '.' || name === '..' || name.startsWith('-')) {
+    throw new CliError('usage', `'${name}' is not a program name`, { program: name });
   }
+  // The launcher takes any basename starting with "cached-exec" as its own name (prefix form).
   if (name.startsWith('cached-exec')) {
-    throw new CliError('usage', `a shim named '${name}' would be the launcher itself`, { program: name });
+    throw new CliError('usage', `a shim named '${name}' would be the launcher itself, not a program`, { program: name });
   }
 }
 
-/** Is `file` a symlink whose target is this launcher? */
-function isOurShim(file: string): boolean {
+const validName = (name: string): boolean => {
   try {
-    if (!fs.lstatSync(file).isSymbolicLink()) return false;
-    const a = fs.statSync(file);
-    const b = fs.statSync(LAUNCHER);
-    return a.dev === b.dev && a.ino === b.ino;
+    checkName(name);
+    return true;
   } catch {
     return false;
   }
+};
+
+/**
+ * What is at `file`: one of our shims (a symlink to this launcher), a stale
+ * shim (a symlink to some other or missing `.../cached-exec`: an older
+ * checkout, a moved install), something else, or nothing.
+ */
+type ShimState = 'ours' | 'stale' | 'foreign' | 'absent';
+
+function shimState(file: string): ShimState {
+  let link: string;
+  try {
+    if (!fs.lstatSync(file).isSymbolicLink()) return 'foreign';
+    link = fs.readlinkSync(file);
+  } catch {
+    return 'absent';
+  }
+  try {
+    const a = fs.statSync(file);
+    const b = fs.statSync(LAUNCHER);
+    if (a.dev === b.dev && a.ino === b.ino) return 'ours';
+  } catch { /* dangling: judged by its target's name */ }
+  return path.basename(link) === 'cached-exec' ? 'stale' : 'foreign';
 }
 
 /** PATH without the shim directory: where the real programs are. */
 function pathWithout(dir: string, env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  const parts = (env.PATH ?? '').split(':').filter((p) => path.resolve(p || '.') !== path.resolve(dir));
+  const parts = (env.PATH ?? '').split(':').filter((p) => path.resolve(p || '.') !== dir);
   return { ...env, PATH: parts.join(':') };
 }
 
-/** The programs run most often, from the statistics (images, queued and refused keys). */
-function mostRun(ctx: Context, n: number): string[] {
+function realProgram(name: string, dir: string, env: NodeJS.ProcessEnv): string | null {
+  try {
+    return resolveProgram(name, pathWithout(dir, env)).path;
+  } catch {
+    return null;
+  }
+}
+
+export interface ProgramRuns {
+  name: string;
+  exePath: string;
+  runs: number;
+}
+
+/** The programs run most often through the launcher (see the module comment). */
+export function mostRun(ctx: Context, n: number): ProgramRuns[] {
   const store = ctx.store();
   const usage = foldStats(store).usage;
-  const programs = new Map<string, number>();
-  const add = (exe: string | undefined, key: string): void => {
-    if (!exe) return;
-    const u = usage[key];
-    const runs = (u?.uses ?? 0) + (u?.misses ?? 0) + (u?.fallbacks ?? 0);
-    programs.set(exe, (programs.get(exe) ?? 0) + runs);
-  };
+  const exeOf = new Map<string, string>();
+  for (const q of store.listQueue()) if (q.exePath) exeOf.set(q.hash, q.exePath);
   for (const im of store.listImages()) {
     try {
-      add(readImageMeta(im.path).parsed.model.key.exePath, im.hash);
-    } catch {
-      /* damaged image: skipped */
+      exeOf.set(im.hash, readImageMeta(im.path).parsed.model.key.exePath);
+    } catch { /* damaged image: its queue entry, if any, still names it */ }
+  }
+  const byExe = new Map<string, number>();
+  for (const [hash, u] of Object.entries(usage)) {
+    const exe = exeOf.get(hash);
+    const runs = u.uses + u.misses + u.fallbacks;
+    if (exe && runs > 0) byExe.set(exe, (byExe.get(exe) ?? 0) + runs);
+  }
+  // Several paths may share a basename (/bin/sed, /usr/bin/sed): one shim, their runs added.
+  const byName = new Map<string, ProgramRuns>();
+  for (const [exe, runs] of byExe) {
+    const name = path.basename(exe);
+    if (!validName(name)) continue;
+    const prev = byName.get(name);
+    if (!prev) byName.set(name, { name, exePath: exe, runs });
+    else byName.set(name, { name, exePath: prev.runs >= runs ? prev.exePath : exe, runs: prev.runs + runs });
+  }
+  return [...byName.values()].sort((a, b) => b.runs - a.runs || a.name.localeCompare(b.name)).slice(0, n);
+}
+
+/** The --shell-init command line that puts `dir` on PATH. */
+function initHint(ctx: Context, dir: string, system: boolean): string {
+  const extra = system ? ' --system' : dir === shimsDir(ctx.env) ? '' : ` --dir '${dir.replace(/'/g, `'\\''`)}'`;
+  return `eval "$(cached-exec --shell-init bash${extra})"`;
+}
+
+function isRoot(): boolean {
+  return (process.geteuid?.() ?? 0) === 0;
+}
+
+/** Creates the shim directory; the system one (and any parent it creates) root-owned 0755 whatever the umask, and checked. */
+function makeDir(dir: string, system: boolean): void {
+  try {
+    if (!system) fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+    else {
+      const missing: string[] = [];
+      for (let d = dir; !fs.existsSync(d); d = path.dirname(d)) missing.unshift(d);
+      for (const d of missing) {
+        fs.mkdirSync(d, { mode: 0o755 });
+        fs.chmodSync(d, 0o755);
+      }
+    }
+  } catch (e) {
+    throw ioError('create the shim directory', dir, e);
+  }
+  if (system) {
+    const st = fs.statSync(dir);
+    if (!st.isDirectory() || st.uid !== 0 || (st.mode & 0o022) !== 0) {
+      throw new CliError('io', `${dir} must be a directory owned by root and writable by root only ` +
+        '(boot scripts put it first on PATH)', { path: dir });
     }
   }
-  for (const q of store.listQueue()) add(q.exePath, q.hash);
-  return [...programs.entries()]
-    .filter(([, runs]) => runs > 0)
-    .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))
-    .slice(0, n)
-    .map(([exe]) => path.basename(exe));
+}
+
+function needRoot(system: boolean, command: string): void {
+  if (system && !isRoot()) {
+    throw new CliError('usage', `${command} --system changes the boot scripts' shim directory: run it as root`, { command });
+  }
 }
 
 export function shimsInstall(ctx: Context): number {
-  const dir = dirOf(ctx);
-  const auto = ctx.modifiers.has('--auto');
-  let names = ctx.operands;
-  if (auto) {
-    const n = names.length ? Number(names[0]) : 20;
+  const { dir, names: operands, system } = target(ctx);
+  needRoot(system, '--shims-install');
+  let names = operands;
+  let auto: ProgramRuns[] | undefined;
+  if (ctx.modifiers.has('--auto')) {
+    if (names.length > 1) throw new CliError('usage', '--auto takes one count N (the programs are chosen from the statistics)');
+    const n = names.length ? Number(names[0]) : DEFAULT_AUTO;
     if (!Number.isInteger(n) || n <= 0) throw new CliError('usage', `--auto takes a count, not '${names[0]}'`);
-    names = mostRun(ctx, n);
+    auto = mostRun(ctx, n);
+    names = auto.map((p) => p.name);
     if (!names.length) {
-      ctx.out.line('no statistics yet: run programs through cached-exec first, or name them');
+      if (ctx.json) printJson(ctx.out, { dir, shims: [] });
+      else ctx.out.line('no statistics to choose from yet: run programs through cached-exec first, or name them');
       return 0;
     }
   } else if (!names.length) {
     throw new CliError('usage', '--shims-install needs PROG... or --auto [N]', { command: '--shims-install' });
   }
-  try {
-    fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
-  } catch (e) {
-    throw ioError('create the shim directory', dir, e);
-  }
-  const done: { name: string; shim: string; program: string | null }[] = [];
-  let missing = 0;
+  for (const name of names) checkName(name);
+  makeDir(dir, system);
+  const done: { name: string; shim: string; program: string | null; created: boolean; runs?: number }[] = [];
   for (const name of names) {
-    checkName(name);
     const shim = path.join(dir, name);
-    let program: string | null = null;
-    try {
-      program = resolveProgram(name, pathWithout(dir, ctx.env)).path;
-    } catch {
-      missing++;
-    }
-    if (fs.existsSync(shim) || isSymlink(shim)) {
-      if (!isOurShim(shim)) throw new CliError('io', `${shim} exists and is not a shim of this launcher: left alone`, { path: shim });
-    } else {
-      // Atomic: a temp symlink renamed into place, so a shell never sees a half shim.
+    const state = shimState(shim);
+    if (state === 'foreign') throw new CliError('io', `${shim} exists and is not a shim of cached-exec: left alone`, { path: shim });
+    if (state !== 'ours') {
+      // Atomic: a temp symlink renamed into place (over a stale shim too), so a shell never sees a half shim.
       const tmp = path.join(dir, `.${name}.${process.pid}.tmp`);
-      fs.symlinkSync(LAUNCHER, tmp);
-      fs.renameSync(tmp, shim);
+      try {
+        fs.rmSync(tmp, { force: true });
+        fs.symlinkSync(LAUNCHER, tmp);
+        fs.renameSync(tmp, shim);
+      } catch (e) {
+        fs.rmSync(tmp, { force: true });
+        throw ioError('create the shim', shim, e);
+      }
     }
-    done.push({ name, shim, program });
+    const runs = auto?.find((p) => p.name === name)?.runs;
+    done.push({ name, shim, program: realProgram(name, dir, ctx.env), created: state !== 'ours', ...(runs === undefined ? {} : { runs }) });
   }
+  const missing = done.filter((d) => d.program === null);
   if (ctx.json) printJson(ctx.out, { dir, shims: done });
   else {
-    for (const d of done) ctx.out.line(`${d.name} -> ${d.program ?? '(not found on PATH: runs as "command not found")'}`);
-    ctx.out.line(`shims in ${dir}; put it first on PATH: eval "$(cached-exec --shell-init bash)"`);
-  }
-  return missing && !auto ? 1 : 0;
-}
-
-function isSymlink(p: string): boolean {
-  try {
-    return fs.lstatSync(p).isSymbolicLink();
-  } catch {
-    return false;
-  }
-}
-
-export function shimsRemove(ctx: Context): number {
-  const dir = dirOf(ctx);
-  const names = ctx.operands.length ? ctx.operands : listShims(dir).map((s) => s.name);
-  const removed: string[] = [];
-  for (const name of names) {
-    checkName(name);
-    const shim = path.join(dir, name);
-    if (!isOurShim(shim)) {
-      if (ctx.operands.length) ctx.out.err(`cached-exec: ${shim}: not a shim of this launcher, left alone`);
-      continue;
+    for (const d of done) {
+      ctx.out.line(`${d.name} -> ${d.program ?? '(not found on PATH)'}${d.runs === undefined ? '' : `  (${d.runs} runs)`}`);
     }
-    fs.rmSync(shim);
-    removed.push(name);
+    ctx.out.line(`shims in ${dir}; put it first on PATH: ${initHint(ctx, dir, system)}`);
   }
-  if (ctx.json) printJson(ctx.out, { dir, removed });
-  else ctx.out.line(`removed ${removed.length} shim(s) from ${dir}`);
-  return 0;
+  for (const d of missing) {
+    ctx.out.err(`cached-exec: ${d.name}: not found on PATH (the shim says "command not found" until it is installed)`);
+  }
+  // A name found nowhere is most likely a typo: said by the status too (the shim is there all the same).
+  return missing.length && !auto ? 1 : 0;
 }
 
-function listShims(dir: string): { name: string; shim: string }[] {
+function listShims(dir: string): { name: string; shim: string; state: ShimState }[] {
   let names: string[];
   try {
     names = fs.readdirSync(dir);
   } catch {
     return [];
   }
-  return names.filter((n) => !n.startsWith('.')).map((name) => ({ name, shim: path.join(dir, name) }))
-    .filter((s) => isOurShim(s.shim)).sort((a, b) => a.name.localeCompare(b.name));
+  return names.filter((n) => !n.startsWith('.'))
+    .map((name) => ({ name, shim: path.join(dir, name), state: shimState(path.join(dir, name)) }))
+    .filter((s) => s.state === 'ours' || s.state === 'stale')
+    .sort((a, b) => a.name.localeCompare(b.name));
+}
+
+export function shimsRemove(ctx: Context): number {
+  const { dir, names: operands, system } = target(ctx);
+  needRoot(system, '--shims-remove');
+  const names = operands.length ? operands : listShims(dir).map((s) => s.name);
+  const removed: string[] = [];
+  const kept: string[] = [];
+  for (const name of names) {
+    checkName(name);
+    const shim = path.join(dir, name);
+    const state = shimState(shim);
+    if (state === 'ours' || state === 'stale') {
+      fs.rmSync(shim);
+      removed.push(name);
+      continue;
+    }
+    if (state === 'foreign') {
+      kept.push(name);
+      ctx.out.err(`cached-exec: ${shim}: not a shim of cached-exec, left alone`);
+    }
+  }
+  // The directory goes when it is left empty (stray temp files from a killed install included).
+  try {
+    const rest = fs.readdirSync(dir);
+    if (rest.every((n) => /^\..+\.\d+\.tmp$/.test(n))) {
+      for (const n of rest) fs.rmSync(path.join(dir, n), { force: true });
+      fs.rmdirSync(dir);
+    }
+  } catch { /* absent, or not ours to remove */ }
+  if (ctx.json) printJson(ctx.out, { dir, removed, kept });
+  else ctx.out.line(`removed ${removed.length} shim(s) from ${dir}`);
+  return kept.length ? 1 : 0;
 }
 
 export function shimsList(ctx: Context): number {
-  const dir = dirOf(ctx);
-  const env = pathWithout(dir, ctx.env);
-  const rows = listShims(dir).map(({ name, shim }) => {
-    let program: string | null = null;
-    try {
-      program = resolveProgram(name, env).path;
-    } catch {
-      /* shown as not found */
-    }
-    return { name, shim, program };
-  });
+  const { dir, names } = target(ctx);
+  if (names.length) throw new CliError('usage', `--shims-list takes no program names (got '${names[0]}')`, { command: '--shims-list' });
+  const rows = listShims(dir).map(({ name, shim, state }) => ({
+    name,
+    shim,
+    program: realProgram(name, dir, ctx.env),
+    stale: state === 'stale',
+  }));
   const onPath = (ctx.env.PATH ?? '').split(':').map((p) => path.resolve(p || '.'));
-  const first = onPath[0] === path.resolve(dir);
+  const first = onPath[0] === dir;
   if (ctx.json) {
-    printJson(ctx.out, { dir, onPath: onPath.includes(path.resolve(dir)), first, shims: rows });
+    printJson(ctx.out, { dir, onPath: onPath.includes(dir), first, shims: rows });
     return 0;
   }
   if (!rows.length) ctx.out.line(`no shims in ${dir}`);
-  else ctx.out.line(table(rows.map((r) => [r.name, r.program ?? '(not found)']), ['shim', 'runs']).join('\n'));
-  ctx.out.line(first ? `${dir} is first on PATH` : `${dir} is not first on PATH: eval "$(cached-exec --shell-init bash)"`);
-  return 0;
-}
-
-/**
- * `eval "$(cached-exec --shell-init bash)"`: puts the shim directory first on
- * PATH once (evaluating it again changes nothing) and makes the shell forget
- * programs it already hashed. Uninstall: remove the line from the rc file,
- * then `cached-exec --shims-remove`.
- */
-export function shellInit(ctx: Context): number {
-  const shell = ctx.operands[0] ?? 'sh';
-  if (!['bash', 'zsh', 'sh', 'dash', 'ksh'].includes(shell)) {
-    throw new CliError('usage', `--shell-init knows bash, zsh and sh, not '${shell}'`, { reason: shell });
+  else {
+    const what = (r: (typeof rows)[number]): string =>
+      `${r.program ?? '(not found: command not found)'}${r.stale ? '  [stale: points to another cached-exec]' : ''}`;
+    ctx.out.line(table(rows.map((r) => [r.name, what(r)]), ['shim', 'runs']).join('\n'));
   }
-  const dir = dirOf(ctx);
-  const q = `'${dir.replace(/'/g, `'\\''`)}'`;
-  const lines = [
-    `# cached-exec: shims first on PATH (idempotent). Uninstall: delete this line from your rc file.`,
-    `__cx_shims=${q}`,
-    `case ":\${PATH}:" in *":\${__cx_shims}:"*) ;; *) PATH="\${__cx_shims}\${PATH:+:\${PATH}}"; export PATH ;; esac`,
-    `unset __cx_shims`,
-    shell === 'zsh' ? 'rehash' : 'hash -r 2>/dev/null || true',
-  ];
-  ctx.out.line(lines.join('\n'));
+  ctx.out.line(first ? `${dir} is first on PATH`
+    : `${dir} is ${onPath.includes(dir) ? 'on PATH but not first' : 'not on PATH'}: ${initHint(ctx, dir, ctx.modifiers.has('--system'))}`);
   return 0;
 }
