@@ -29,6 +29,7 @@ export interface Run {
   caps: CapturedMapping[];
   maps: Mapping[];
   stack: StackLayout;
+  randomOutputs: Buffer[];
 }
 
 /**
@@ -57,7 +58,9 @@ function capture(o: TraceOptions): Run & { random: Buffer } {
     const stack = readStack(t, maps);
     const r = t.auxv.get(AT.RANDOM);
     const random = r ? readMem(t.mem, r, 16) : Buffer.alloc(16);
-    const run = { pid: t.pid, fsBase: t.loader.fsBase ?? t.regs.fs_base, argc: stack.argc, caps, maps, stack, random };
+    const run = {
+      pid: t.pid, fsBase: t.regs.fs_base, argc: stack.argc, caps, maps, stack, random, randomOutputs: t.randomOutputs,
+    };
     return t.loader.rseq ? { ...run, rseq: t.loader.rseq } : run;
   } finally {
     killTracee(t.pid, t.mem);
@@ -98,12 +101,15 @@ export interface NonPointerSlot {
  * Runs A and B and returns where argc and tid copies live, as positions in
  * A's mappings (translate with translateSlots).
  */
-export function differential(base: TraceOptions, envB: string[]): { slots: NonPointerSlot[]; runA: Run } {
-  const a = capture({ ...base, noAslr: true, deterministic: true, argv: [...base.argv, 'cx-diff-a'] });
+export function differential(base: TraceOptions, envB: string[]): { slots: NonPointerSlot[]; runA: Run; randomCopies: number } {
+  const a = capture({ ...base, noAslr: true, deterministic: true, randomStream: 'a', argv: [...base.argv, 'cx-diff-a'] });
   const b = capture({
-    ...base, noAslr: true, deterministic: true, argv: [...base.argv, 'cx-diff-bb', 'cx-diff-bbb', 'cx-diff-bbbb'], envp: envB, atRandom: a.random,
+    ...base, noAslr: true, deterministic: true, randomStream: 'b', argv: [...base.argv, 'cx-diff-bb', 'cx-diff-bbb', 'cx-diff-bbbb'],
+    envp: envB, atRandom: a.random,
   });
   sameLayout(a.caps, b.caps);
+  const randomCopy = verbatimRandomWords(a.randomOutputs, b.randomOutputs);
+  let randomCopies = 0;
   const files = new Map<string, number>();
   const slots: NonPointerSlot[] = [];
   try {
@@ -121,6 +127,10 @@ export function differential(base: TraceOptions, envB: string[]): { slots: NonPo
           const addr = ca.start + BigInt(i * PAGE + off);
           if (a.rseq && addr >= a.rseq.area && addr < a.rseq.area + BigInt(a.rseq.len)) continue;
           if (explainedPointer(va, vb, a.stack, b.stack)) continue;
+          if (randomCopy.get(va) === vb) {
+            randomCopies++;
+            continue;
+          }
           if (inStack(va, a.stack) && inStack(vb, b.stack)) {
             throw new SnapshotRefusal('unexplained-stack-pointer',
               `${describeAddr(a.caps, addr)} holds a stack address that is not argv, envp or auxv, or not the same one in both runs`);
@@ -143,7 +153,26 @@ export function differential(base: TraceOptions, envB: string[]): { slots: NonPo
   } finally {
     for (const fd of files.values()) fs.closeSync(fd);
   }
-  return { slots, runA: a };
+  return { slots, runA: a, randomCopies };
+}
+
+/**
+ * getrandom output kept verbatim (8 bytes at any offset of one call's
+ * output), as word in A -> the same word in B. Such a copy is a key chosen
+ * once per process, like malloc's tcache key: every restore shares it, the
+ * same trade as the pointer guard. Anything computed from random bytes (a
+ * seeded generator's state) matches no entry and is refused.
+ */
+function verbatimRandomWords(outA: Buffer[], outB: Buffer[]): Map<bigint, bigint> {
+  if (outA.length !== outB.length || outA.some((o, i) => o.length !== outB[i]?.length)) {
+    throw new SnapshotRefusal('unexplained-difference', 'the differential runs made different getrandom calls');
+  }
+  const words = new Map<bigint, bigint>();
+  outA.forEach((oa, i) => {
+    const ob = outB[i] as Buffer;
+    for (let off = 0; off + 8 <= oa.length; off++) words.set(oa.readBigUInt64LE(off), ob.readBigUInt64LE(off));
+  });
+  return words;
 }
 
 const inStack = (v: bigint, s: StackLayout): boolean => v >= s.lo && v < s.hi;

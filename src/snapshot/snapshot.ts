@@ -107,6 +107,9 @@ function snapshotModel(opts: SnapshotOptions): { image: ImageModel; notes: strin
       `${t.syscallCount} syscalls before the entry point (${summarizeSyscalls(t)})`,
       `${slots.length} slots, ${regions.length} regions, ${files.files.length} files`,
     ];
+    if (diff.randomCopies) {
+      notes.push(`${diff.randomCopies} words are getrandom output kept verbatim before the entry point (malloc's tcache key): shared by every restore`);
+    }
     return { image, notes };
   } finally {
     killTracee(t.pid, t.mem);

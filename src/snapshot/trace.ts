@@ -10,6 +10,7 @@
  * planted, and PTRACE_SYSCALL stops at every syscall entry and exit until the
  * entry breakpoint fires. Every syscall passes the policy in syscalls.ts.
  */
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as L from '../sys/libc.js';
 import { SnapshotRefusal } from './refusal.js';
@@ -51,6 +52,8 @@ export interface StoppedAtEntry {
   syscallsByNr: Map<number, number>;
   /** Differential runs: where each trapped rdtsc was executed. */
   rdtscAt: bigint[];
+  /** Differential runs: what each getrandom call returned, in order. */
+  randomOutputs: Buffer[];
 }
 
 export interface TraceOptions {
@@ -62,11 +65,14 @@ export interface TraceOptions {
   /** Overwrite AT_RANDOM's 16 bytes at the exec stop (differential runs). */
   atRandom?: Buffer;
   /**
-   * Differential runs: rdtsc traps and reads a deterministic counter, and
-   * getrandom returns fixed bytes, so timing variables and random keys taken
-   * during start-up (malloc's tcache key) are equal in both runs.
+   * Differential runs: rdtsc traps and reads a deterministic counter, so the
+   * loader's timing variables are equal in both runs, and getrandom returns
+   * bytes of a stream named by randomStream (recorded in randomOutputs): run B
+   * gets other bytes than A, so state derived from them shows as a difference
+   * while verbatim copies (malloc's tcache key) can be recognised.
    */
   deterministic?: boolean;
+  randomStream?: string;
   deadline: number;
 }
 
@@ -135,8 +141,14 @@ export function killTracee(pid: number, memFd?: number): void {
 
 const SIGSEGV = 11;
 const INT3 = 0xcc;
-/** A fixed, recognisable getrandom answer for the differential runs. */
-const fixedRandom = (n: number): Buffer => Buffer.from(Array.from({ length: n }, (_, k) => (0x5a + k * 7) & 0xff));
+/** The n bytes of getrandom call number `call` in a named deterministic stream. */
+function streamRandom(stream: string, call: number, n: number): Buffer {
+  const parts: Buffer[] = [];
+  for (let block = 0; parts.length * 32 < n; block++) {
+    parts.push(createHash('sha256').update(`${stream}/${call}/${block}`).digest());
+  }
+  return Buffer.concat(parts).subarray(0, n);
+}
 
 function waitStop(pid: number, deadline: number): L.WaitStatus {
   const st = L.waitpidUntil(pid, deadline);
@@ -209,6 +221,7 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
     const paths: PathEvent[] = [];
     const loader: LoaderState = {};
     const rdtscAt: bigint[] = [];
+    const randomOutputs: Buffer[] = [];
     let syscallCount = 0;
     const syscallsByNr = new Map<number, number>();
     let pending: { nr: number; args: bigint[]; path: PathUse | null } | null = null;
@@ -230,7 +243,11 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
           }
           if (pending.nr === NR.getrandom && info.rval > 0n && o.deterministic) {
             const n = Number(info.rval);
-            fs.writeSync(mem, fixedRandom(n), 0, n, Number(pending.args[0] ?? 0n));
+            const bytes = streamRandom(o.randomStream ?? 'cx', randomOutputs.length, n);
+            if (fs.writeSync(mem, bytes, 0, n, Number(pending.args[0] ?? 0n)) !== n) {
+              throw new SnapshotRefusal('internal', 'cannot replace the bytes getrandom returned');
+            }
+            randomOutputs.push(bytes);
           }
           pending = null;
         }
@@ -253,7 +270,7 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
         if (stopped.rip !== entry || readMem(mem, entry, 1)[0] !== entryByte) {
           throw new SnapshotRefusal('internal', 'could not put the program back at its entry point');
         }
-        return { pid, mem, auxv, auxvBytes, regs: stopped, paths, loader, syscallCount, syscallsByNr, rdtscAt };
+        return { pid, mem, auxv, auxvBytes, regs: stopped, paths, loader, syscallCount, syscallsByNr, rdtscAt, randomOutputs };
       }
       if (st.stopSig === SIGSEGV && o.deterministic) {
         // rdtsc (0f 31) or rdtscp (0f 01 f9) under PR_TSC_SIGSEGV: answer with the counter.

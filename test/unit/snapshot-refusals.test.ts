@@ -160,6 +160,12 @@ describe('library constructors that leave nothing behind', () => {
     expect(m.files.find((f) => f.path === data)?.kind).toBe(FileKind.MAPPED);
   });
 
+  it('a key taken verbatim from getrandom is kept (like malloc\'s tcache key) and noted', () => {
+    const exe = withLibConstructor('getrandom(&key, sizeof key, 0);', { includes: '#include <sys/random.h>\nunsigned long key;' });
+    const r = snap(exe);
+    expect(r.ok ? r.notes.join('\n') : reason(r)).toMatch(/getrandom output kept verbatim/);
+  });
+
   it('a probe of a missing file is a negative dependency', () => {
     const exe = withLibConstructor('');
     const m = image(snap(exe));
@@ -190,8 +196,11 @@ describe('library constructors that refuse the snapshot', () => {
     ['copies an environment variable', '#include <string.h>', 'extern char env_copy[256]; const char *h = getenv("HOME"); if (h) strncpy(env_copy, h, 255);', 'unexplained-difference'],
     ['keeps a pointer to an environment string', '', 'extern const char *home; home = getenv("HOME");', 'unexplained-stack-pointer'],
     ['exits', '#include <unistd.h>', '_exit(3);', 'exited-before-entry'],
+    ['seeds a generator from getrandom', '#include <sys/random.h>',
+      'unsigned long s = 0; getrandom(&s, sizeof s, 0); extern unsigned long state; state = s * 6364136223846793005UL + 1442695040888963407UL;',
+      'unexplained-difference'],
   ];
-  const globals = 'int tty; long started; void *shm; char env_copy[256]; const char *home;';
+  const globals = 'int tty; long started; void *shm; char env_copy[256]; const char *home; unsigned long state;';
   for (const [what, includes, body, want] of cases) {
     it(`${what}: ${want}`, () => {
       const exe = withLibConstructor(body, { includes: `${includes}\n${globals}`, cflags: ['-pthread'] });
