@@ -2,15 +2,18 @@
 # A boot-style rc script: a few hundred small program runs of the kind init
 # scripts are made of (mount-table parsing, config generation, identity
 # checks). Deterministic output; writes only under $RC_ROOT (a temp dir).
+# RC_MOUNTS names the mount table to parse (default /proc/mounts; the demo
+# passes a copy so that a mount elsewhere on the machine cannot change the output).
 set -eu
 root=${RC_ROOT:?RC_ROOT must name a scratch directory}
+mounts=${RC_MOUNTS:-/proc/mounts}
 mkdir -p "$root/etc" "$root/run" "$root/log"
 
 # 1. Mount table: one pass per mount point, the way old rc scripts did it.
-grep -v '^#' /proc/mounts | cut -d' ' -f2 | sort | head -n 40 > "$root/run/mountpoints"
+grep -v '^#' "$mounts" | cut -d' ' -f2 | sort | head -n 40 > "$root/run/mountpoints"
 for mp in $(cat "$root/run/mountpoints"); do
-	fs=$(awk -v m="$mp" '$2 == m { print $3; exit }' /proc/mounts)
-	opts=$(grep " $mp " /proc/mounts | head -n 1 | cut -d' ' -f4 | tr ',' '\n' | sort | head -n 3 | tr '\n' ',')
+	fs=$(awk -v m="$mp" '$2 == m { print $3; exit }' "$mounts")
+	opts=$(grep " $mp " "$mounts" | head -n 1 | cut -d' ' -f4 | tr ',' '\n' | sort | head -n 3 | tr '\n' ',')
 	name=$(basename "$mp")
 	parent=$(dirname "$mp")
 	echo "$name $parent $fs $opts" | sed 's/ ,/ /; s/,$//' >> "$root/run/mounts.parsed"
