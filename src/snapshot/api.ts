@@ -19,6 +19,7 @@ export type RefusalCode =
   | 'unsupported-syscall' // a constructor created kernel state a restore cannot recreate
   | 'unexplained-stack-pointer' // a pointer into the old stack that is not a known slot
   | 'unexplained-difference' // the differential run changed a word that is not argc/pid/pointer
+  | 'reads-environment' // a constructor read an environment variable: a restore would not see the caller's
   | 'layout-mismatch' // the differential runs mapped different things
   | 'timeout' // did not reach the entry point in time
   | 'internal'; // bug or unexpected kernel answer: never restore on doubt

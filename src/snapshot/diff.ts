@@ -52,7 +52,8 @@ function checkTimeStampReads(t: StoppedAtEntry, maps: Mapping[]): void {
 function capture(o: TraceOptions): Run & { random: Buffer } {
   const t = runToEntry(o);
   try {
-    const maps = readMaps(t.pid);
+    const trap = t.envTrap;
+    const maps = readMaps(t.pid).filter((m) => !trap || m.end <= trap.start || m.start >= trap.end);
     checkTimeStampReads(t, maps);
     const caps = captureMappings(t.pid, t.mem, maps);
     const stack = readStack(t, maps);
@@ -102,9 +103,9 @@ export interface NonPointerSlot {
  * A's mappings (translate with translateSlots).
  */
 export function differential(base: TraceOptions, envB: string[]): { slots: NonPointerSlot[]; runA: Run; randomCopies: number } {
-  const a = capture({ ...base, noAslr: true, deterministic: true, randomStream: 'a', argv: [...base.argv, 'cx-diff-a'] });
+  const a = capture({ ...base, noAslr: true, deterministic: true, trapEnvironment: true, randomStream: 'a', argv: [...base.argv, 'cx-diff-a'] });
   const b = capture({
-    ...base, noAslr: true, deterministic: true, randomStream: 'b', argv: [...base.argv, 'cx-diff-bb', 'cx-diff-bbb', 'cx-diff-bbbb'],
+    ...base, noAslr: true, deterministic: true, trapEnvironment: true, randomStream: 'b', argv: [...base.argv, 'cx-diff-bb', 'cx-diff-bbb', 'cx-diff-bbbb'],
     envp: envB, atRandom: a.random,
   });
   sameLayout(a.caps, b.caps);

@@ -16,6 +16,10 @@ import * as L from '../sys/libc.js';
 import { SnapshotRefusal } from './refusal.js';
 import { ARCH_SET_FS, NR, RSEQ_FLAG_UNREGISTER, checkSyscall, syscallName, type PathUse } from './syscalls.js';
 import { guardedVdsoFunctions } from './vdso.js';
+import { EnvironmentTrap } from './envtrap.js';
+import { readCString, readMem } from './mem.js';
+
+export { readCString, readMem };
 
 export const AT = {
   NULL: 0n, PHDR: 3n, PHNUM: 5n, PAGESZ: 6n, BASE: 7n, ENTRY: 9n, PLATFORM: 15n, RANDOM: 25n,
@@ -54,6 +58,8 @@ export interface StoppedAtEntry {
   rdtscAt: bigint[];
   /** Differential runs: what each getrandom call returned, in order. */
   randomOutputs: Buffer[];
+  /** Differential runs: the environment trap's mapping, to leave out of every comparison. */
+  envTrap?: { start: bigint; end: bigint };
 }
 
 export interface TraceOptions {
@@ -73,6 +79,8 @@ export interface TraceOptions {
    */
   deterministic?: boolean;
   randomStream?: string;
+  /** Differential runs: make any read of the environment after the loader's own fault (envtrap.ts). */
+  trapEnvironment?: boolean;
   deadline: number;
 }
 
@@ -85,40 +93,6 @@ function readAuxv(pid: number): { map: Map<bigint, bigint>; bytes: Buffer } {
     map.set(t, bytes.readBigUInt64LE(i + 8));
   }
   return { map, bytes };
-}
-
-export function readMem(memFd: number, addr: bigint, len: number): Buffer {
-  const buf = Buffer.alloc(len);
-  let off = 0;
-  while (off < len) {
-    const n = fs.readSync(memFd, buf, off, len - off, Number(addr) + off);
-    if (n <= 0) throw new Error(`short read of tracee memory at 0x${(addr + BigInt(off)).toString(16)}`);
-    off += n;
-  }
-  return buf;
-}
-
-export function readCString(memFd: number, addr: bigint, max = 4096): string {
-  const chunk = Buffer.alloc(256);
-  const parts: Buffer[] = [];
-  let total = 0;
-  while (total < max) {
-    let n: number;
-    try {
-      n = fs.readSync(memFd, chunk, 0, chunk.length, Number(addr) + total);
-    } catch {
-      break;
-    }
-    if (n <= 0) break;
-    const z = chunk.subarray(0, n).indexOf(0);
-    if (z >= 0) {
-      parts.push(Buffer.from(chunk.subarray(0, z)));
-      break;
-    }
-    parts.push(Buffer.from(chunk.subarray(0, n)));
-    total += n;
-  }
-  return Buffer.concat(parts).toString('utf8');
 }
 
 /** Kills and reaps a tracee; never throws. */
@@ -206,6 +180,7 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
     }
     const vdsoBase = auxv.get(AT.SYSINFO_EHDR);
     if (!vdsoBase) throw new SnapshotRefusal('internal', 'no AT_SYSINFO_EHDR');
+    const envTrap = o.trapEnvironment ? EnvironmentTrap.atExec(mem, L.getRegs(pid).rsp, o.envp) : undefined;
 
     const entryByte = readMem(mem, entry, 1)[0] as number;
     const guards = new Map<bigint, { name: string; byte: number }>();
@@ -231,6 +206,10 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
       if (st.stopSig === (L.SIGTRAP | 0x80)) {
         const info = L.getSyscallInfo(pid);
         if (info.op === L.SYSCALL_INFO_ENTRY) {
+          if (envTrap && !envTrap.armed && PATH_SYSCALLS.has(info.nr)) {
+            envTrap.arm(pid, mem, o.deadline); // this syscall is entered again next
+            continue;
+          }
           syscallCount++;
           syscallsByNr.set(info.nr, (syscallsByNr.get(info.nr) ?? 0) + 1);
           pending = { nr: info.nr, args: info.args, path: checkSyscall(info.nr, info.args, (a) => readCString(mem as number, a), pid) };
@@ -270,7 +249,8 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
         if (stopped.rip !== entry || readMem(mem, entry, 1)[0] !== entryByte) {
           throw new SnapshotRefusal('internal', 'could not put the program back at its entry point');
         }
-        return { pid, mem, auxv, auxvBytes, regs: stopped, paths, loader, syscallCount, syscallsByNr, rdtscAt, randomOutputs };
+        return { pid, mem, auxv, auxvBytes, regs: stopped, paths, loader, syscallCount, syscallsByNr, rdtscAt, randomOutputs,
+          ...(envTrap?.range ? { envTrap: envTrap.range } : {}) };
       }
       if (st.stopSig === SIGSEGV && o.deterministic) {
         // rdtsc (0f 31) or rdtscp (0f 01 f9) under PR_TSC_SIGSEGV: answer with the counter.
@@ -288,12 +268,65 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
           continue;
         }
       }
-      throw new SnapshotRefusal('unsupported-syscall', `signal ${st.stopSig} before the entry point`);
+      if (st.stopSig === SIGSEGV && envTrap) {
+        const variable = envTrap.variableAt(L.getSigInfo(pid).addr);
+        if (variable !== undefined) {
+          const regs = L.getRegs(pid);
+          const caller = likelyCaller(pid, mem, regs.rip, regs.rsp);
+          throw new SnapshotRefusal('reads-environment', `${describeCode(pid, regs.rip)}${caller ? `, called from ${caller},` : ''} read environment variables before the entry point (the first it touched: ${variable})`);
+        }
+      }
+      throw new SnapshotRefusal('unsupported-syscall', `signal ${st.stopSig} at ${describeCode(pid, L.getRegs(pid).rip)} before the entry point`);
     }
   } catch (e) {
     killTracee(pid, mem);
     throw e;
   }
+}
+
+/** The syscalls that name a path: the loader makes its first one after reading its own variables. */
+const PATH_SYSCALLS = new Set<number>([NR.open, NR.openat, NR.access, NR.faccessat, NR.faccessat2, NR.stat, NR.lstat,
+  NR.newfstatat, NR.statx, NR.readlink, NR.readlinkat, NR.statfs]);
+
+interface CodeMapping { start: bigint; end: bigint; offset: bigint; path: string; exec: boolean }
+
+function codeMappings(pid: number): CodeMapping[] {
+  const out: CodeMapping[] = [];
+  for (const line of fs.readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+) ([0-9a-f]+) \S+ \d+\s*(.*)$/.exec(line);
+    if (m) {
+      out.push({ start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[2]}`), offset: BigInt(`0x${m[4]}`), path: m[5] ?? '', exec: (m[3] ?? '')[2] === 'x' });
+    }
+  }
+  return out;
+}
+
+/** "file+offset" for a code address, from the tracee's maps. */
+function describeCode(pid: number, rip: bigint): string {
+  const m = codeMappings(pid).find((x) => rip >= x.start && rip < x.end);
+  return m ? `${m.path || 'anonymous'}+0x${(rip - m.start + m.offset).toString(16)}` : `0x${rip.toString(16)}`;
+}
+
+/**
+ * For a refusal's detail only: the first word on the stack that points into
+ * executable code of another file than the faulting code's (getenv's caller,
+ * usually). A heuristic; nothing depends on it being right.
+ */
+function likelyCaller(pid: number, mem: number, rip: bigint, rsp: bigint): string | undefined {
+  const maps = codeMappings(pid);
+  const here = maps.find((x) => rip >= x.start && rip < x.end);
+  let words: Buffer;
+  try {
+    words = readMem(mem, rsp, 512);
+  } catch {
+    return undefined;
+  }
+  for (let off = 0; off < words.length; off += 8) {
+    const v = words.readBigUInt64LE(off);
+    const m = maps.find((x) => x.exec && v >= x.start && v < x.end);
+    if (m && m.path.startsWith('/') && m.path !== here?.path) return `${m.path}+0x${(v - m.start + m.offset).toString(16)}`;
+  }
+  return undefined;
 }
 
 /** What a finished syscall did to the per-thread state the restorer must redo. */

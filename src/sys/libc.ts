@@ -180,6 +180,15 @@ export function ptraceBuffer(req: number, pid: number, buf: Buffer, addr: bigint
   return r;
 }
 
+export const PTRACE_GETSIGINFO = 0x4202;
+
+/** The signal that stopped a tracee: number, code, and the faulting address (SIGSEGV, SIGBUS). */
+export function getSigInfo(pid: number): { signo: number; code: number; addr: bigint } {
+  const buf = Buffer.alloc(128); // siginfo_t
+  ptraceBuffer(PTRACE_GETSIGINFO, pid, buf);
+  return { signo: buf.readInt32LE(0), code: buf.readInt32LE(8), addr: buf.readBigUInt64LE(16) };
+}
+
 export const PTRACE_GET_SYSCALL_INFO = 0x420e;
 export const SYSCALL_INFO_ENTRY = 1;
 export const SYSCALL_INFO_EXIT = 2;
