@@ -109,12 +109,19 @@ export function classifyStackPointer(v: bigint, s: StackLayout): Classified | nu
   return null;
 }
 
-export function describeAddr(caps: Mapping[], addr: bigint): string {
-  const m = caps.find((c) => addr >= c.start && addr < c.end);
+/**
+ * "module+offset" for an address, offsets from the module's first mapping (as
+ * symbol addresses are); an anonymous mapping right after a file's mappings is
+ * that file's .bss and is named after it.
+ */
+export function describeAddr(maps: Mapping[], addr: bigint): string {
+  const i = maps.findIndex((c) => addr >= c.start && addr < c.end);
+  const m = maps[i];
   if (!m) return `0x${addr.toString(16)}`;
-  const first = caps.find((c) => c.path === m.path && m.path !== '');
-  const base = first ? first.start : m.start;
-  return `${m.path || 'anonymous'}+0x${(addr - base).toString(16)}`;
+  const prev = maps[i - 1];
+  const owner = m.path === '' && prev && prev.path.startsWith('/') && prev.end === m.start ? prev.path : m.path;
+  const first = owner ? maps.find((c) => c.path === owner) : undefined;
+  return `${owner || 'anonymous'}+0x${(addr - (first ?? m).start).toString(16)}`;
 }
 
 /** Scans data pages for pointers into the old stack; refuses on any it cannot explain. */

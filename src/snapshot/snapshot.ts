@@ -107,6 +107,10 @@ function snapshotModel(opts: SnapshotOptions): { image: ImageModel; notes: strin
       `${t.syscallCount} syscalls before the entry point (${summarizeSyscalls(t)})`,
       `${slots.length} slots, ${regions.length} regions, ${files.files.length} files`,
     ];
+    for (const l of t.loader.limitsRead) {
+      const v = (x: bigint): string => (x === 0xffffffffffffffffn ? 'unlimited' : String(x));
+      notes.push(`resource limit ${l.resource} read before the entry point (soft ${v(l.cur)}, hard ${v(l.max)}): a caller with another limit gets values derived from this one`);
+    }
     if (diff.randomCopies) {
       notes.push(`${diff.randomCopies} words are getrandom output kept verbatim before the entry point (malloc's tcache key): shared by every restore`);
     }

@@ -41,6 +41,12 @@ export interface LoaderState {
   rseq?: { area: bigint; len: number; sig: number };
   fsBase?: bigint;
   brk?: bigint;
+  /**
+   * Resource limits read (prlimit64 without a new limit): glibc sizes its
+   * default thread stack from RLIMIT_STACK. The image keeps what it computed;
+   * no image field lets a restore compare yet, so they are reported.
+   */
+  limitsRead: { resource: number; cur: bigint; max: bigint }[];
 }
 
 export interface StoppedAtEntry {
@@ -194,7 +200,7 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
     writeByte(mem, entry, INT3);
 
     const paths: PathEvent[] = [];
-    const loader: LoaderState = {};
+    const loader: LoaderState = { limitsRead: [] };
     const rdtscAt: bigint[] = [];
     const randomOutputs: Buffer[] = [];
     let syscallCount = 0;
@@ -215,6 +221,10 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
           pending = { nr: info.nr, args: info.args, path: checkSyscall(info.nr, info.args, (a) => readCString(mem as number, a), pid) };
         } else if (info.op === L.SYSCALL_INFO_EXIT && pending) {
           recordResult(pending.nr, pending.args, info.rval, loader);
+          if (pending.nr === NR.prlimit64 && info.rval === 0n && (pending.args[3] ?? 0n) !== 0n) {
+            const old = readMem(mem, pending.args[3] as bigint, 16);
+            loader.limitsRead.push({ resource: Number(pending.args[1] ?? 0n), cur: old.readBigUInt64LE(0), max: old.readBigUInt64LE(8) });
+          }
           if (pending.path) {
             const ev: PathEvent = { ...pending.path, result: Number(info.rval) };
             if (ev.kind === 'open' && info.rval >= 0n) ev.opened = fs.statSync(`/proc/${pid}/fd/${info.rval}`, { bigint: true });
