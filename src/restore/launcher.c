@@ -90,7 +90,7 @@ static void load_self(struct launch *L)
 	 * The path we were exec'd by (a shim symlink or the launcher) names our own
 	 * inode and is a plain path walk; /proc/self/exe costs several times more.
 	 */
-	const char *execfn = (const char *)cx_auxv_get(L->auxv, AT_EXECFN);
+	const char *execfn = L->execfn_not_self ? 0 : (const char *)cx_auxv_get(L->auxv, AT_EXECFN);
 	if ((execfn && sys_stat(execfn, &st) == 0) || sys_stat("/proc/self/exe", &st) == 0) {
 		L->self_dev = st.st_dev;
 		L->self_ino = st.st_ino;
@@ -476,6 +476,15 @@ static __attribute__((noreturn)) void run(struct launch *L)
 	int rc = resolve(L);
 	if (rc)
 		sys_exit_group(rc);
+	if (L->execfn_not_self) {
+		/* "#!/path/cached-exec" with no program: running the script again would loop. */
+		struct kstat fn;
+		const char *execfn = (const char *)cx_auxv_get(L->auxv, AT_EXECFN);
+		if (execfn && sys_stat(execfn, &fn) == 0 && fn.st_dev == L->st.st_dev && fn.st_ino == L->st.st_ino) {
+			cx_error(L->name, "cached-exec as a #! interpreter needs a program name after it");
+			sys_exit_group(127);
+		}
+	}
 	if (cache_dir(L))
 		L->cache_dir[0] = 0; /* nowhere to count: only the system layer can serve */
 	L->euid = (uint32_t)sys_geteuid();
@@ -516,6 +525,19 @@ __attribute__((noreturn, used)) void cx_main(uint64_t *sp)
 	const char *execfn = (const char *)cx_auxv_get(L.auxv, AT_EXECFN);
 	const char *invoked = execfn ? cx_basename(execfn) : (L.argc ? cx_basename(L.argv[0]) : "cached-exec");
 
+	/*
+	 * The launcher as a script's #! interpreter: the kernel ran the script
+	 * (AT_EXECFN names it) and argv[0] is the interpreter path from the #!
+	 * line. That is the prefix form, not a shim named like the script.
+	 */
+	if (!cx_startswith(invoked, "cached-exec") && L.argc > 1 && cx_startswith(cx_basename(L.argv[0]), "cached-exec")) {
+		struct kstat fn, self;
+		if (sys_stat(execfn, &fn) == 0 && sys_stat("/proc/self/exe", &self) == 0 &&
+		    (fn.st_dev != self.st_dev || fn.st_ino != self.st_ino)) {
+			invoked = "cached-exec";
+			L.execfn_not_self = 1;
+		}
+	}
 	if (!cx_startswith(invoked, "cached-exec")) {
 		/* Masquerade: a symlink named like the program. argv stays the caller's. */
 		L.name = invoked;

@@ -44,6 +44,7 @@ struct launch {
 	struct kstat st; /* identity of the program */
 	uint64_t self_dev, self_ino;
 	int self_known;
+	int execfn_not_self; /* run as a #! interpreter: AT_EXECFN is the script */
 
 	uint64_t key_hash;
 	uint32_t euid;

@@ -314,6 +314,13 @@ describe('nothing can make a shim find itself', () => {
     }
   });
 
+  it('#!/path/cached-exec bash: the launcher as an interpreter runs the named program on the script', () => {
+    const script = path.join(loop, 'via-launcher');
+    fs.writeFileSync(script, `#!${LAUNCHER} bash\necho "script $0 [$*]"\n`, { mode: 0o755 });
+    const r = runIn(script, ['a', 'b c'], loopEnv);
+    expect(r).toEqual({ status: 0, stdout: `script ${script} [a b c]\n`, stderr: '', timedOut: false });
+  });
+
   it('a #! script whose interpreter is the launcher ends (no exec loop)', () => {
     const r = runIn(path.join(loop, 'self-script'), [], loopEnv);
     expect(r.timedOut).toBe(false);
