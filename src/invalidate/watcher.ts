@@ -1,174 +1,427 @@
 /**
  * The invalidation watcher (`cached-exec --watch`): a long-running daemon that
- * deletes images as soon as a file they depend on changes, instead of waiting
- * for the next run's identity check to fall back cold.
+ * deletes images as soon as a file they depend on changes, instead of leaving
+ * it to the next run's identity check (which runs cold and counts a stale
+ * image) or to `--cleanup`.
  *
- * Watched (chokidar, one level deep): the directories of every file an image
- * depends on, the parents of every path the loader probed and did not find,
- * every PATH directory of every image (a new program earlier on PATH shadows
- * the cached one), the images directory (images added while it runs), and the
- * package database. An event only nominates images: each is then checked with
- * the same rules as --cleanup (staleReason) and removed only when no run could
- * use it, so a spurious event never costs an image. Checks are batched a short
- * moment so a package upgrade touching hundreds of files is one pass.
+ * What is watched (chokidar, one watcher per directory, depth 0, the
+ * directory's own entries reported through its raw inotify events so a
+ * directory costs one inotify watch whatever it holds):
+ *  - the directory of every file an image depends on (mapped libraries, files
+ *    the loader read, the program), and of the symlink target of each;
+ *  - the directory meant to hold every path the loader probed and did not
+ *    find, or the nearest one above it that exists (then the missing
+ *    directories appearing on the way are seen, and watched in turn);
+ *  - every PATH directory of every image (a program appearing earlier on PATH
+ *    shadows the cached one);
+ *  - the images directory (images added or replaced while it runs are read
+ *    and checked at once, removed ones forgotten);
+ *  - the package database (/var/lib/dpkg/status, /var/lib/dpkg/info): any
+ *    change re-checks every image once dpkg has been quiet for a moment.
+ *
+ * An event only nominates images. Each is then checked with the same rules as
+ * `--cleanup` (staleReason: the restorer's own checks) and removed only when
+ * no run could use it, so a spurious event never costs an image. Removals are
+ * counted as `invalidated` events in <cache>/stats/events.log (docs/stats.md),
+ * which `--show-stats` folds into its invalidation counters.
+ *
+ * Directories that vanish are dropped and replaced by the nearest existing
+ * one above them; when a directory (re)appears and is watched again, its
+ * images are checked once more, since whatever happened before the watch was
+ * in place was not seen. A full check runs at start (the watcher may have
+ * been down during an upgrade) and every `rescanMs` as a safety net against
+ * lost events (inotify queue overflow).
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
-import { keyFor, keyHash } from '../cache/key.js';
+import { IMAGE_NAME_RE, keyFor, keyHash } from '../cache/key.js';
 import { staleReason } from '../cache/maintain.js';
 import { appendEvent } from '../cache/stats.js';
-import type { Store } from '../cache/store.js';
-import { resolveProgram } from '../cli/resolve.js';
+import type { ImageEntry, Store } from '../cache/store.js';
+import { takeWarmerLock } from '../cache/warmer-lock.js';
 import { PACKAGE_ROOT } from '../cli/paths.js';
-import { DepIndex, imageDeps, loadIndex } from './deps.js';
+import { resolveProgram } from '../cli/resolve.js';
+import { DepIndex, canonical, canonicalDir, imageDeps, nearestExistingDir, type ImageDeps } from './deps.js';
 
 export const PACKAGE_DB = ['/var/lib/dpkg/status', '/var/lib/dpkg/info'];
 
 export interface WatchOptions {
   store: Store;
-  /** Queue invalidated programs for a new snapshot and start the warmer. */
+  /** Queue invalidated programs for a new snapshot and start the background warmer. */
   rewarm: boolean;
   log: (line: string) => void;
-  /** Package database paths (tests point these elsewhere). */
+  /** Package database paths (files or directories; tests point these elsewhere). */
   packageDb?: string[];
-  /** Batch window in ms. */
+  /** Batch window for file events, ms (default 200). */
   settleMs?: number;
+  /** Quiet time of the package database before every image is re-checked, ms (default 1000). */
+  dbSettleMs?: number;
+  /** Quiet time after the last invalidation before re-warming, ms (default 3000): an upgrade is over by then. */
+  rewarmDelayMs?: number;
+  /** Full re-check period, ms (default one hour; 0: never). */
+  rescanMs?: number;
   env?: NodeJS.ProcessEnv;
+  /** Starts the background warmer (default: a detached, niced `--drain-queue`). */
+  startWarmer?: () => void;
+}
+
+export interface Why {
+  reason: string;
+  detail: string;
+}
+
+interface DbTarget {
+  dir: string;
+  /** Only this entry of `dir` matters; null: any entry. */
+  name: string | null;
 }
 
 export class InvalidationWatcher {
-  private readonly idx: DepIndex;
-  private watcher: FSWatcher | undefined;
-  private readonly watched = new Set<string>();
-  private pending = new Set<string>();
+  readonly idx = new DepIndex();
+  /** Watched directory -> its chokidar watcher. */
+  private readonly roots = new Map<string, FSWatcher>();
+  /** Nominated image -> whether a new file on its PATH may shadow its program. */
+  private pending = new Map<string, boolean>();
   private checkAll = false;
   private timer: NodeJS.Timeout | undefined;
-  private readonly imagesDir: string;
-  private readonly db: string[];
+  private dbTimer: NodeJS.Timeout | undefined;
+  private rescanTimer: NodeJS.Timeout | undefined;
+  private rewarmTimer: NodeJS.Timeout | undefined;
+  private readonly rewarmQueue = new Map<string, { program: string; pathEnv: string }>();
+  private imagesDir = '';
+  private db: DbTarget[] = [];
+  private closed = false;
+  /** Images removed since start. */
   invalidated = 0;
 
-  constructor(private readonly o: WatchOptions) {
-    this.idx = loadIndex(o.store);
-    this.imagesDir = path.resolve(o.store.sub('images'));
-    this.db = (o.packageDb ?? PACKAGE_DB).map((p) => path.resolve(p));
+  constructor(private readonly o: WatchOptions) {}
+
+  /** Watched directories (for tests and the start-up line). */
+  directories(): string[] {
+    return [...this.roots.keys()];
   }
 
-  /** Resolves once the initial watches are in place. */
+  /** Resolves once every watch is in place and the initial full check ran. */
   async start(): Promise<void> {
-    this.o.store.ensure('images');
-    const targets = [this.imagesDir, ...this.db, ...this.idx.directories()];
-    this.watcher = watch([], { ignoreInitial: true, depth: 0, followSymlinks: false, persistent: true });
-    this.watcher.on('all', (_ev, p) => this.onEvent(p));
-    this.watcher.on('error', (e) => this.o.log(`watch error: ${(e as Error).message}`));
-    const ready = new Promise<void>((resolve) => this.watcher?.once('ready', () => resolve()));
-    this.addTargets(targets);
-    await ready;
-    this.o.log(`watching ${this.watched.size} paths for ${this.idx.images.size} image(s)`);
+    const store = this.o.store;
+    store.ensure('images');
+    this.imagesDir = fs.realpathSync(store.sub('images'));
+    this.db = (this.o.packageDb ?? PACKAGE_DB).flatMap((p): DbTarget[] => {
+      try {
+        const c = canonical(p);
+        if (fs.statSync(c).isDirectory()) return [{ dir: canonicalDir(c), name: null }];
+        return [{ dir: path.dirname(c), name: path.basename(c) }];
+      } catch {
+        // Not there (no dpkg): watch for the file only if its directory exists.
+        const dir = canonicalDir(path.dirname(p));
+        return fs.existsSync(dir) ? [{ dir, name: path.basename(p) }] : [];
+      }
+    });
+    for (const im of store.listImages()) this.indexImage(im.hash);
+    await this.retarget(true);
+    // Images that went stale while nobody watched (the watcher was down during an upgrade).
+    this.checkAll = true;
+    this.flush();
+    this.kickOrphanedQueue();
+    const every = this.o.rescanMs ?? 3_600_000;
+    if (every > 0) {
+      this.rescanTimer = setInterval(() => {
+        this.rescanImages();
+        this.checkAll = true;
+        this.flush();
+        this.kickOrphanedQueue();
+      }, every);
+    }
+    this.o.log(`watching ${this.roots.size} directories for ${this.idx.size} image(s)`);
   }
 
   async close(): Promise<void> {
-    if (this.timer) clearTimeout(this.timer);
-    await this.watcher?.close();
+    this.closed = true;
+    for (const t of [this.timer, this.dbTimer, this.rewarmTimer]) if (t) clearTimeout(t);
+    if (this.rescanTimer) clearInterval(this.rescanTimer);
+    const ws = [...this.roots.values()];
+    this.roots.clear();
+    await Promise.all(ws.map((w) => w.close()));
   }
 
-  private addTargets(paths: Iterable<string>): void {
-    const fresh = [...paths].filter((p) => !this.watched.has(p));
-    for (const p of fresh) this.watched.add(p);
-    // A path that does not exist yet is fine: chokidar watches for it to appear.
-    if (fresh.length) this.watcher?.add(fresh);
+  // -------------------------------------------------------------------------
+  // Watches
+
+  /** Watches `dir`'s own entries; resolves once the watch is in place. */
+  private addRoot(dir: string): Promise<void> {
+    const w = watch(dir, {
+      ignoreInitial: true,
+      depth: 0,
+      followSymlinks: false,
+      persistent: true,
+      ignorePermissionErrors: true,
+      // Only the directory itself: its entries are seen through its raw events,
+      // without an inotify watch (and a stat) per file.
+      ignored: (p: string) => path.resolve(p) !== dir,
+    });
+    this.roots.set(dir, w);
+    w.on('raw', (_ev, name) => this.onRaw(dir, typeof name === 'string' && name ? name : null));
+    w.on('error', (e) => this.o.log(`watch error on ${dir}: ${(e as Error).message}`));
+    return new Promise((resolve) => w.once('ready', () => resolve()));
   }
 
-  private onEvent(p: string): void {
-    const abs = path.resolve(p);
-    if (abs.startsWith(`${this.imagesDir}/`)) {
-      this.onImage(abs);
-      return;
+  /**
+   * Brings the set of watched directories in line with the index: the
+   * nearest existing directory for each directory that matters. Images of a
+   * directory that is newly watched are checked once it is in place.
+   */
+  private async retarget(initial = false): Promise<void> {
+    if (this.closed) return;
+    const want = new Map<string, Set<string>>();
+    const need = (dir: string, hashes: Iterable<string>): void => {
+      const r = nearestExistingDir(dir);
+      let s = want.get(r);
+      if (!s) want.set(r, (s = new Set()));
+      for (const h of hashes) s.add(h);
+    };
+    need(this.imagesDir, []);
+    for (const d of this.db) need(d.dir, []);
+    for (const [dir, hs] of this.idx.directories()) need(dir, hs);
+    for (const [r, w] of this.roots) {
+      if (want.has(r)) continue;
+      this.roots.delete(r);
+      void w.close();
     }
-    if (this.db.some((d) => abs === d || abs.startsWith(`${d}/`))) this.checkAll = true;
-    for (const h of this.idx.affected(abs)) this.pending.add(h);
+    const fresh = [...want.keys()].filter((r) => !this.roots.has(r));
+    if (!fresh.length) return;
+    await Promise.all(fresh.map((r) => this.addRoot(r)));
+    if (initial || this.closed) return;
+    // Whatever changed there before the watch was in place was not seen.
+    for (const r of fresh) for (const h of want.get(r) ?? []) this.nominate(h, false);
     this.schedule();
   }
 
-  /** Images added while running get watched; removed ones forgotten. */
-  private onImage(abs: string): void {
-    const m = /\/([0-9a-f]{16})\.img$/.exec(abs);
-    if (!m) return;
-    const hash = m[1] as string;
-    if (!fs.existsSync(abs)) {
-      this.idx.remove(hash);
+  // -------------------------------------------------------------------------
+  // Events
+
+  private onRaw(root: string, name: string | null): void {
+    if (this.closed) return;
+    if (root === this.imagesDir) {
+      if (name) this.onImage(name);
+      else this.rescanImages();
+      this.schedule();
       return;
     }
-    const d = imageDeps(abs, hash);
-    if (!d) return;
-    this.idx.add(d);
-    this.addTargets(this.idx.directories());
+    if (this.db.some((d) => d.dir === root && (!d.name || !name || d.name === name))) this.dbChanged();
+    if (!name) {
+      for (const h of this.idx.inDir(root)) this.nominate(h, false);
+    } else {
+      const { depends, shadowed } = this.idx.affected(path.join(root, name));
+      for (const h of depends) this.nominate(h, false);
+      for (const h of shadowed) this.nominate(h, true);
+    }
+    // Also when nothing was nominated: a directory may have appeared or vanished.
+    this.schedule();
+  }
+
+  private onImage(name: string): void {
+    const m = IMAGE_NAME_RE.exec(name);
+    if (!m) return; // a writer's temp file
+    const hash = m[1] as string;
+    if (this.indexImage(hash)) {
+      // Written by a snapshot that may have raced a change it did not see: check it now.
+      this.nominate(hash, false);
+    }
+  }
+
+  /** (Re)reads an image into the index; false when it is gone or unreadable. */
+  private indexImage(hash: string): boolean {
+    const d = imageDeps(this.o.store.imagePathForHash(hash), hash);
+    if (!d) {
+      this.idx.remove(hash);
+      return false;
+    }
+    return this.idx.add(d);
+  }
+
+  /** The images directory as it is now (after an event without a name, or periodically). */
+  private rescanImages(): void {
+    const present = new Set(this.o.store.listImages().map((im) => im.hash));
+    for (const h of [...this.idx.hashes()]) if (!present.has(h)) this.idx.remove(h);
+    for (const h of present) if (!this.idx.get(h) && this.indexImage(h)) this.nominate(h, false);
+  }
+
+  private nominate(hash: string, shadow: boolean): void {
+    this.pending.set(hash, shadow || (this.pending.get(hash) ?? false));
+  }
+
+  private dbChanged(): void {
+    if (this.dbTimer) clearTimeout(this.dbTimer);
+    this.dbTimer = setTimeout(() => {
+      this.dbTimer = undefined;
+      this.checkAll = true;
+      this.flush();
+    }, this.o.dbSettleMs ?? 1000);
   }
 
   private schedule(): void {
-    if (this.timer || (!this.pending.size && !this.checkAll)) return;
+    if (this.timer || this.closed) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
       this.flush();
     }, this.o.settleMs ?? 200);
   }
 
-  /** Checks the nominated images; removes those no run could use. */
+  // -------------------------------------------------------------------------
+  // Checks
+
+  /** Checks the nominated images (all with checkAll); removes those no run could use. */
   flush(): void {
-    const hashes = this.checkAll ? new Set(this.idx.images.keys()) : this.pending;
-    this.pending = new Set();
+    if (this.closed) return;
+    const nominated = this.pending;
+    this.pending = new Map();
+    if (this.checkAll) for (const h of this.idx.hashes()) if (!nominated.has(h)) nominated.set(h, false);
     this.checkAll = false;
-    const byHash = new Map(this.o.store.listImages().map((im) => [im.hash, im]));
-    const requeue: { program: string; pathEnv: string }[] = [];
-    for (const h of hashes) {
-      const im = byHash.get(h);
-      const deps = this.idx.images.get(h);
-      if (!im || !deps) continue;
-      const why = staleReason(this.o.store, im) ?? shadowed(deps.program, deps.pathEnv);
-      if (!why) continue;
-      try {
-        if (!this.o.store.removeImage(h)) continue;
-      } catch {
+    for (const [h, shadow] of nominated) {
+      const deps = this.idx.get(h);
+      if (!deps) continue;
+      const im = imageEntry(this.o.store, h);
+      if (!im) {
+        this.idx.remove(h); // removed by someone else (--cleanup, eviction, --clear)
         continue;
       }
-      this.invalidated++;
-      appendEvent(this.o.store, { e: 'invalidated', key: h, reason: why.reason, bytes: im.size });
-      this.o.log(`invalidated ${deps.program} (${h}): ${why.reason}: ${why.detail}`);
-      this.idx.remove(h);
-      requeue.push({ program: deps.program, pathEnv: deps.pathEnv });
+      let why: Why | null;
+      try {
+        why = staleReason(this.o.store, im) ?? (shadow ? shadowed(deps) : null);
+      } catch (e) {
+        this.o.log(`cannot check ${im.path}: ${(e as Error).message}`);
+        continue;
+      }
+      if (why) this.invalidate(im, deps, why);
     }
-    if (this.o.rewarm && requeue.length) this.rewarm(requeue);
+    this.retarget().catch((e: unknown) => this.o.log(`watch error: ${(e as Error).message}`));
   }
 
-  /** Queues programs as a miss would, then starts the background warmer. */
-  private rewarm(items: { program: string; pathEnv: string }[]): void {
-    const store = this.o.store;
-    store.ensure('queue');
-    for (const it of items) {
-      try {
-        const hash = keyHash(keyFor(it.program, { PATH: it.pathEnv }));
-        const fd = fs.openSync(path.join(store.sub('queue'), hash), fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
-        fs.writeSync(fd, `${it.program}\n${it.pathEnv}\n`);
-        fs.closeSync(fd);
-      } catch { /* queued already, or the program is gone */ }
+  private invalidate(im: ImageEntry, deps: ImageDeps, why: Why): void {
+    try {
+      if (!this.o.store.removeImage(im.hash)) return;
+    } catch (e) {
+      this.o.log(`cannot remove ${im.path}: ${(e as Error).message}`);
+      return;
     }
-    const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, 'dist', 'cli', 'main.js'), '--drain-queue'], {
-      detached: true,
-      stdio: 'ignore',
-      env: { ...(this.o.env ?? process.env), CACHED_EXEC_DIR: store.dir },
-    });
-    child.unref();
+    this.idx.remove(im.hash);
+    this.invalidated++;
+    appendEvent(this.o.store, { e: 'invalidated', key: im.hash, reason: why.reason, bytes: im.size });
+    this.o.log(`invalidated ${deps.program} (${im.hash}): ${why.reason}: ${why.detail}`);
+    if (!this.o.rewarm) return;
+    this.rewarmQueue.set(im.hash, { program: deps.program, pathEnv: deps.pathEnv });
+    if (this.rewarmTimer) clearTimeout(this.rewarmTimer);
+    this.rewarmTimer = setTimeout(() => {
+      this.rewarmTimer = undefined;
+      this.requeue();
+    }, this.o.rewarmDelayMs ?? 3000);
+  }
+
+  // -------------------------------------------------------------------------
+  // Re-warming
+
+  /** Queues the invalidated programs as a miss would (same entry format), then starts the warmer. */
+  private requeue(): void {
+    if (this.closed) return;
+    const store = this.o.store;
+    let queued = 0;
+    try {
+      store.ensure('queue');
+    } catch {
+      return;
+    }
+    for (const it of this.rewarmQueue.values()) {
+      try {
+        // The key of the program as it is now (it may be a new file after an upgrade).
+        const hash = keyHash(keyFor(it.program, { PATH: it.pathEnv }));
+        const fd = fs.openSync(path.join(store.sub('queue'), hash),
+          fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+        try {
+          fs.writeSync(fd, `${it.program}\n${it.pathEnv}\n`);
+        } finally {
+          fs.closeSync(fd);
+        }
+        queued++;
+      } catch { /* queued already, or the program is gone (removed package) */ }
+    }
+    this.rewarmQueue.clear();
+    if (queued) {
+      this.o.log(`queued ${queued} program(s) for a new snapshot`);
+      this.startWarmer();
+    }
+  }
+
+  /**
+   * Entries left in the queue with no warmer running (one was killed, or the
+   * launcher skipped starting one): start a warmer for them. Only with
+   * --rewarm, and never when background warming is turned off.
+   */
+  private kickOrphanedQueue(): void {
+    if (!this.o.rewarm || this.closed) return;
+    const store = this.o.store;
+    if (!store.listQueue().length) return;
+    void takeWarmerLock(store).then(async (lock) => {
+      if (!lock) return; // a warmer is at work: it rescans before it exits
+      await lock.release();
+      this.startWarmer();
+    }).catch(() => { /* read-only cache */ });
+  }
+
+  private startWarmer(): void {
+    const env = this.o.env ?? process.env;
+    if (env.CACHED_EXEC_NO_WARM && env.CACHED_EXEC_NO_WARM !== '0') return;
+    if (this.o.startWarmer) {
+      this.o.startWarmer();
+      return;
+    }
+    try {
+      const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, 'dist', 'cli', 'main.js'), '--drain-queue'], {
+        detached: true,
+        stdio: 'ignore',
+        env: { ...env, CACHED_EXEC_DIR: this.o.store.dir },
+      });
+      child.on('error', (e) => this.o.log(`cannot start the warmer: ${e.message}`));
+      if (child.pid) {
+        try {
+          os.setPriority(child.pid, 10); // as niced as the launcher's warmers
+        } catch { /* already gone */ }
+      }
+      child.unref();
+    } catch (e) {
+      this.o.log(`cannot start the warmer: ${(e as Error).message}`);
+    }
   }
 }
 
-/** The program a run with this PATH would find is no longer the cached one. */
-function shadowed(program: string, pathEnv: string): { reason: string; detail: string } | null {
+/** The store's entry for one image, or null when it is not there. */
+function imageEntry(store: Store, hash: string): ImageEntry | null {
+  const p = store.imagePathForHash(hash);
   try {
-    const now = resolveProgram(path.basename(program), { PATH: pathEnv }).path;
-    if (path.resolve(now) !== path.resolve(program)) return { reason: 'shadowed', detail: `${now} now comes first on PATH` };
+    const st = fs.lstatSync(p);
+    if (!st.isFile()) return null;
+    return { hash, path: p, size: st.size, mtimeMs: st.mtimeMs, uid: st.uid, mode: st.mode };
   } catch {
-    /* not found at all: the identity check of staleReason covers a removed program */
+    return null;
+  }
+}
+
+/**
+ * The program a run with the image's PATH would find now is another file (a
+ * new program earlier on PATH). Only asked when a file named like the program
+ * appeared in one of its PATH directories, and only for a program that lives
+ * in a PATH directory itself: one run by its path is never looked up.
+ */
+export function shadowed(deps: ImageDeps): Why | null {
+  const dirs = deps.pathEnv.split(':').filter((d) => path.isAbsolute(d)).map((d) => canonicalDir(d));
+  if (!dirs.includes(canonicalDir(path.dirname(deps.program)))) return null;
+  try {
+    const now = resolveProgram(path.basename(deps.program), { PATH: deps.pathEnv }).path;
+    if (canonical(now) !== canonical(deps.program)) return { reason: 'shadowed', detail: `${now} now comes first on PATH` };
+  } catch {
+    /* not found at all: staleReason's identity check covers a removed program */
   }
   return null;
 }
