@@ -251,6 +251,7 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
           throw new SnapshotRefusal('unsupported-syscall', `vdso ${guard.name}() before the entry point: a restore would keep the snapshot's time`);
         }
         if (at !== entry) throw new SnapshotRefusal('unsupported-syscall', `SIGTRAP at 0x${regs.rip.toString(16)} before the entry point`);
+        if (envTrap && !envTrap.armed) throw new SnapshotRefusal('internal', 'the loader made no path syscall: the environment trap was never set');
         writeByte(mem, entry, entryByte);
         for (const [addr, g] of guards) writeByte(mem, addr, g.byte);
         regs.rip = entry;
