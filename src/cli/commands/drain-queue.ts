@@ -26,8 +26,11 @@ export async function drainQueue(ctx: Context): Promise<number> {
 /** Drains the queue of `store` with the snapshotter `load` gives; returns what happened to each entry. */
 export async function drain(store: Store, baseEnv: NodeJS.ProcessEnv, load: () => Promise<TakeSnapshot>): Promise<DrainResult[]> {
   const results: DrainResult[] = [];
+  // An entry is one request: the same key queued again after we took it (a
+  // new miss once its entry was gone) is new work, the same file is not.
   const attempted = new Set<string>();
-  const pending = (): QueueEntry[] => store.listQueue().filter((q) => !attempted.has(q.hash));
+  const id = (q: QueueEntry): string => `${q.hash}@${q.mtimeMs}`;
+  const pending = (): QueueEntry[] => store.listQueue().filter((q) => !attempted.has(id(q)));
 
   for (let round = 0; round < 1000 && pending().length; round++) {
     const lock = await takeWarmerLock(store);
@@ -37,7 +40,7 @@ export async function drain(store: Store, baseEnv: NodeJS.ProcessEnv, load: () =
       const snapshotter = (): Promise<TakeSnapshot> => Promise.resolve(take);
       for (let batch = pending(); batch.length; batch = pending()) {
         for (const q of batch) {
-          attempted.add(q.hash);
+          attempted.add(id(q));
           const env = { ...baseEnv, PATH: q.pathEnv };
           try {
             const r = resolveProgram(q.exePath, env);
