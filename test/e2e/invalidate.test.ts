@@ -72,6 +72,15 @@ int main(void) {
     expect(runProg()).toEqual({ out: 'value 2', maps: false }); // cold: the image's library changed
   });
 
+  it('without the watcher, the restore-time check sees a library appear on a path the loader probed', () => {
+    warm();
+    expect(runProg()).toEqual({ out: 'value 2', maps: true });
+    lib(path.join(work, 'first'), 5); // the rpath's first directory, probed and missing at snapshot time
+    expect(runProg()).toEqual({ out: 'value 5', maps: false });
+    fs.rmSync(path.join(work, 'first', 'libval.so'));
+    expect(runProg()).toEqual({ out: 'value 2', maps: true }); // the image holds again: the path is missing again
+  });
+
   it('starts the watcher', async () => {
     warm(); // re-taken against the current library
     expect(runProg()).toEqual({ out: 'value 2', maps: true });
