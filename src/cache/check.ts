@@ -15,6 +15,7 @@
 import * as fs from 'node:fs';
 import { decodeStruct } from '../image/codec.js';
 import type { ImageKey } from '../image/format.js';
+import { envHash } from './key.js';
 import {
   ABI_HASH, ARCH_X86_64, FILE, FORMAT_VERSION, FileKind, HEADER, KEY, MAGIC, Outcome, REGION, SECTION, SLOT, STATE,
   SecFlag, Section, SlotKind, Src, VDSO_PART, constName, hash64, layout, sizeOf,
@@ -47,6 +48,8 @@ export interface CheckOptions {
   nowNs?: bigint;
   /** CACHED_EXEC_MAX_AGE in seconds as the launcher reads it (default: from env or 7 days; 0 = never). */
   maxAgeSec?: number;
+  /** The run's environment, for images bound to one (key.env_hash); unchecked when absent (--cleanup). */
+  env?: NodeJS.ProcessEnv;
 }
 
 const META_PAGE = 4096;
@@ -232,6 +235,9 @@ export function checkImage(file: string, opts: CheckOptions): Verdict {
   if (B(k.exe_ctime_sec) !== want.exeCtimeSec || Number(k.exe_ctime_nsec) !== want.exeCtimeNsec) keyDiffs.push('program ctime');
   if (pathEnv !== want.pathEnv) keyDiffs.push('PATH');
   if (release !== want.kernelRelease) keyDiffs.push(`kernel release ${release} vs ${want.kernelRelease}`);
+  if (B(k.env_hash) !== 0n && opts.env && envHash(opts.env) !== B(k.env_hash)) {
+    keyDiffs.push('environment (library constructors read it: the image serves only the environment it was taken in)');
+  }
   if (keyDiffs.length) return v('FAIL_KEY', `key differs (hash collision or hand-placed image): ${keyDiffs.join(', ')}`, info);
 
   // check_age

@@ -92,3 +92,17 @@ export function keyFromStat(
 
 /** Image file names are the key hash: 16 lowercase hex digits + ".img". */
 export const IMAGE_NAME_RE = /^([0-9a-f]{16})\.img$/;
+
+/**
+ * cx_env_hash: the environment as a run sees it, independent of order: the
+ * sum of cx_hash64 of every "NAME=value" string except "_=..." (which shells
+ * set to each command's own path). Same bytes in launcher.c: env_hash().
+ */
+export function envHash(env: NodeJS.ProcessEnv): bigint {
+  let sum = 0n;
+  for (const [k, v] of Object.entries(env)) {
+    if (v === undefined || k === '_') continue;
+    sum = (sum + hash64(Buffer.from(`${k}=${v}`, 'utf8'))) & 0xffffffffffffffffn;
+  }
+  return sum === 0n ? 1n : sum;
+}

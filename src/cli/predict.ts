@@ -82,7 +82,7 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
     const key = keyFromStat(exe, st, env, euid);
     const hash = keyHash(key);
     const image = user.imagePathForHash(hash);
-    const v = checkImage(image, { key, owner: euid });
+    const v = checkImage(image, { key, owner: euid, env });
     const a: Attempt = { layer: 'user', program: exe, key: hash, image, outcome: v.outcome, detail: v.detail };
     base.attempts.push(a);
     const sysDir = env.CACHED_EXEC_SYSTEM_DIR;
@@ -90,7 +90,7 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
     const skey = keyFromStat(exe, st, env, 0);
     const shash = keyHash(skey);
     const simage = path.join(sysDir, 'images', `${shash}.img`);
-    const sv = checkImage(simage, { key: skey, owner: 0 });
+    const sv = checkImage(simage, { key: skey, owner: 0, env });
     const sa: Attempt = { layer: 'system', program: exe, key: shash, image: simage, outcome: sv.outcome, detail: sv.detail };
     base.attempts.push(sa);
     return sv.outcome !== 'MISS' ? { v: sv, a: sa } : { v, a };

@@ -27,6 +27,8 @@ export interface ImageKey {
   exeCtimeNsec: number;
   pathEnv: string;
   kernelRelease: string;
+  /** Non-zero: constructors read the environment; the image serves only an environment with this envHash(). */
+  envHash?: bigint;
 }
 
 export interface ImageFile {
@@ -152,6 +154,7 @@ export function serializeImage(img: ImageModel): Buffer {
     exe_ctime_nsec: img.key.exeCtimeNsec,
     path_env: strings.add(img.key.pathEnv),
     kernel_release: strings.add(img.key.kernelRelease),
+    env_hash: img.key.envHash ?? 0n,
   });
   const files = encodeArray(FILE, img.files.map((fl) => ({
     path: strings.add(fl.path), kind: fl.kind, dev: fl.dev, ino: fl.ino, size: fl.size,
@@ -291,6 +294,7 @@ export function parseImage(buf: Buffer): ParsedImage {
       exeSize: b(k.exe_size), exeMtimeSec: b(k.exe_mtime_sec), exeMtimeNsec: n(k.exe_mtime_nsec),
       exeCtimeSec: b(k.exe_ctime_sec), exeCtimeNsec: n(k.exe_ctime_nsec), pathEnv: readStr(strings, n(k.path_env)),
       kernelRelease: readStr(strings, n(k.kernel_release)),
+      ...(b(k.env_hash) ? { envHash: b(k.env_hash) } : {}),
     },
     files: records(Section.FILES, FILE).map((r) => ({
       path: readStr(strings, n(r.path)), kind: n(r.kind), dev: b(r.dev), ino: b(r.ino), size: b(r.size),

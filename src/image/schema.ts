@@ -202,6 +202,7 @@ export const KEY: StructDef = {
     f('exe_ctime_nsec', 'u32', 'st_ctim.tv_nsec'),
     f('path_env', 'u32', 'string offset: PATH at snapshot time'),
     f('kernel_release', 'u32', 'string offset: uname release'),
+    f('env_hash', 'u64', 'non-zero: library constructors read the environment, so the image is only for an environment with this cx_env_hash'),
   ],
 };
 

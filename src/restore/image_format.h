@@ -6,7 +6,7 @@
 
 #define CX_FORMAT_VERSION 1u
 #define CX_MAGIC 0x31474d4958455843ull
-#define CX_ABI_HASH 0xdb42ac19u
+#define CX_ABI_HASH 0x184cc0beu
 #define CX_ARCH_X86_64 62u
 
 /* Section types. Unknown types are skipped unless flagged REQUIRED. */
@@ -157,8 +157,9 @@ struct cx_key {
 	uint32_t exe_ctime_nsec; /* st_ctim.tv_nsec */
 	uint32_t path_env; /* string offset: PATH at snapshot time */
 	uint32_t kernel_release; /* string offset: uname release */
+	uint64_t env_hash; /* non-zero: library constructors read the environment, so the image is only for an environment with this cx_env_hash */
 };
-_Static_assert(sizeof(struct cx_key) == 64, "cx_key size");
+_Static_assert(sizeof(struct cx_key) == 72, "cx_key size");
 _Static_assert(offsetof(struct cx_key, euid) == 0, "cx_key.euid");
 _Static_assert(offsetof(struct cx_key, exe_path) == 4, "cx_key.exe_path");
 _Static_assert(offsetof(struct cx_key, exe_dev) == 8, "cx_key.exe_dev");
@@ -170,6 +171,7 @@ _Static_assert(offsetof(struct cx_key, exe_mtime_nsec) == 48, "cx_key.exe_mtime_
 _Static_assert(offsetof(struct cx_key, exe_ctime_nsec) == 52, "cx_key.exe_ctime_nsec");
 _Static_assert(offsetof(struct cx_key, path_env) == 56, "cx_key.path_env");
 _Static_assert(offsetof(struct cx_key, kernel_release) == 60, "cx_key.kernel_release");
+_Static_assert(offsetof(struct cx_key, env_hash) == 64, "cx_key.env_hash");
 
 /* A file the image depends on. */
 struct cx_file {

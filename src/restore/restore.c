@@ -184,6 +184,19 @@ static enum cx_outcome check_key(const struct image *im, const struct launch *L)
 	    k->exe_ctime_nsec != L->st.st_ctime_nsec || !cx_streq(exe, L->path) || !cx_streq(path, L->path_env) ||
 	    !cx_streq(rel, L->uts.release))
 		return CX_FAIL_KEY;
+	/*
+	 * Library constructors read the environment at snapshot time (p11-kit,
+	 * OpenSSL): the image is only right for that same environment. Summed,
+	 * so the order of the variables does not matter; "_" is the command's own path.
+	 */
+	if (k->env_hash) {
+		uint64_t sum = 0;
+		for (char **e = L->envp; *e; e++)
+			if (!((*e)[0] == '_' && (*e)[1] == '='))
+				sum += cx_hash64(*e, cx_strlen(*e), CX_FNV_OFFSET);
+		if ((sum ? sum : 1) != k->env_hash)
+			return CX_FAIL_KEY;
+	}
 	return CX_HIT;
 }
 

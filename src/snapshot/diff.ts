@@ -102,10 +102,31 @@ export interface NonPointerSlot {
  * Runs A and B and returns where argc and tid copies live, as positions in
  * A's mappings (translate with translateSlots).
  */
-export function differential(base: TraceOptions, envB: string[]): { slots: NonPointerSlot[]; runA: Run; randomCopies: number } {
-  const a = capture({ ...base, noAslr: true, deterministic: true, trapEnvironment: true, randomStream: 'a', argv: [...base.argv, 'cx-diff-a'] });
+export interface Differential {
+  slots: NonPointerSlot[];
+  runA: Run;
+  randomCopies: number;
+  /**
+   * Library constructors read the environment: the image is bound to the
+   * snapshot's environment (key.envHash) instead of being refused, and the
+   * two runs had that same environment, differing only in argv and pid.
+   */
+  envBound: boolean;
+}
+
+export function differential(base: TraceOptions, envB: string[]): Differential {
+  try {
+    return { ...compareRuns(base, envB, true), envBound: false };
+  } catch (e) {
+    if (!(e instanceof SnapshotRefusal) || e.code !== 'reads-environment') throw e;
+    return { ...compareRuns(base, base.envp, false), envBound: true };
+  }
+}
+
+function compareRuns(base: TraceOptions, envB: string[], trapEnvironment: boolean): Omit<Differential, 'envBound'> {
+  const a = capture({ ...base, noAslr: true, deterministic: true, trapEnvironment, randomStream: 'a', argv: [...base.argv, 'cx-diff-a'] });
   const b = capture({
-    ...base, noAslr: true, deterministic: true, trapEnvironment: true, randomStream: 'b', argv: [...base.argv, 'cx-diff-bb', 'cx-diff-bbb', 'cx-diff-bbbb'],
+    ...base, noAslr: true, deterministic: true, trapEnvironment, randomStream: 'b', argv: [...base.argv, 'cx-diff-bb', 'cx-diff-bbb', 'cx-diff-bbbb'],
     envp: envB, atRandom: a.random,
   });
   sameLayout(a.caps, b.caps);

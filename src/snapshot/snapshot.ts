@@ -15,7 +15,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ImageModel, ImageSlot, ImageVdsoPart } from '../image/format.js';
 import { SlotKind, StateFlag, VdsoKind } from '../image/schema.js';
-import { keyFor } from '../cache/key.js';
+import { envHash, keyFor } from '../cache/key.js';
 import type { SnapshotOptions, SnapshotOutcome } from './api.js';
 import { PAGE, captureMappings, isSpecial, readMaps, type Mapping } from './capture.js';
 import { differential, translateSlots } from './diff.js';
@@ -89,6 +89,7 @@ function snapshotModel(opts: SnapshotOptions): { image: ImageModel; notes: strin
     const regions = buildRegions(caps, files, slots);
     const state = kernelState(t, maps);
     const key = keyFor(exePath, opts.env);
+    if (diff.envBound) key.envHash = envHash(opts.env);
     if (key.exeIno !== keyBefore.exeIno || key.exeDev !== keyBefore.exeDev || key.exeSize !== keyBefore.exeSize ||
         key.exeMtimeSec !== keyBefore.exeMtimeSec || key.exeMtimeNsec !== keyBefore.exeMtimeNsec ||
         key.exeCtimeSec !== keyBefore.exeCtimeSec || key.exeCtimeNsec !== keyBefore.exeCtimeNsec) {

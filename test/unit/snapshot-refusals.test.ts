@@ -193,9 +193,9 @@ describe('library constructors that refuse the snapshot', () => {
     ['opens a file for writing', '#include <fcntl.h>\n#include <unistd.h>', `int fd = open("${dir}/written", O_WRONLY | O_CREAT, 0644); if (fd >= 0) close(fd);`, 'unsupported-syscall'],
     ['sets a resource limit', '#include <sys/resource.h>', 'struct rlimit r; getrlimit(RLIMIT_NOFILE, &r); setrlimit(RLIMIT_NOFILE, &r);', 'unsupported-syscall'],
     ['maps shared writable memory', '#include <sys/mman.h>', 'extern void *shm; shm = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);', 'shared-writable-mapping'],
-    ['copies an environment variable', '#include <string.h>', 'extern char env_copy[256]; const char *h = getenv("HOME"); if (h) strncpy(env_copy, h, 255);', 'reads-environment'],
-    ['only looks whether a variable is set', '', 'extern int tty; tty = getenv("CX_NOT_SET_ANYWHERE") != 0;', 'reads-environment'],
-    ['reads the environment without getenv', '', 'extern int tty; for (char **e = envp; *e; e++) tty += (*e)[0];', 'reads-environment'],
+    ['copies an environment variable', '#include <string.h>', 'extern char env_copy[256]; const char *h = getenv("HOME"); if (h) strncpy(env_copy, h, 255);', 'env-bound'],
+    ['only looks whether a variable is set', '', 'extern int tty; tty = getenv("CX_NOT_SET_ANYWHERE") != 0;', 'env-bound'],
+    ['reads the environment without getenv', '', 'extern int tty; for (char **e = envp; *e; e++) tty += (*e)[0];', 'env-bound'],
     ['keeps a pointer to an environment string without reading it', '', 'extern const char *home; home = envp[0];', 'unexplained-stack-pointer'],
     ['counts the environment', '', 'extern int tty; for (char **e = envp; *e; e++) tty++;', 'unexplained-difference'],
     ['exits', '#include <unistd.h>', '_exit(3);', 'exited-before-entry'],
@@ -208,6 +208,12 @@ describe('library constructors that refuse the snapshot', () => {
     it(`${what}: ${want}`, () => {
       const exe = withLibConstructor(body, { includes: `${includes}\n${globals}`, cflags: ['-pthread'] });
       const r = snap(exe);
+      if (want === 'env-bound') {
+        // Not refused: the image is bound to the snapshot's exact environment (key.envHash).
+        expect(code(r), reason(r)).toBe('ok');
+        expect(r.ok ? r.image.key.envHash ?? 0n : 0n).not.toBe(0n);
+        return;
+      }
       expect(code(r), reason(r)).toBe(want);
       if (!r.ok) expect(r.detail).not.toMatch(/\n/);
     });

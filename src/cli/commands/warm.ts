@@ -110,7 +110,8 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
         { program, path: r.path, command: '--warm', reason: 'changed' });
     }
     // The key exactly as the launcher computes it (its path string, PATH, euid, kernel).
-    model.key = key;
+    // An environment binding (constructors read the environment) stays with the image.
+    model.key = model.key.envHash ? { ...key, envHash: model.key.envHash } : key;
     const data = serializeImage(model);
     const written = o.store.writeImage(key, data);
     o.store.clearRefused(hash);
