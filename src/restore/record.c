@@ -111,6 +111,32 @@ static void spawn_warmer(const struct launch *L)
 	sys_wait4((int)pid, &status, 0);
 }
 
+/* A running warmer holds the lock and rescans the queue before it exits. */
+static void start_warmer_unless_running(const struct launch *L)
+{
+	char p[CX_PATH_MAX];
+	struct cx_buf b = { p, 0, sizeof p, 0 };
+	if (dir_path(&b, L, "/queue/.warmer.lock", 0))
+		return;
+	int lk = (int)sys_openat(AT_FDCWD, p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (lk < 0)
+		return;
+	long busy = sys_flock(lk, LOCK_EX | LOCK_NB);
+	sys_close(lk);
+	if (busy != 0)
+		return;
+	/* Remember when: see the already-queued case in cx_queue_miss. */
+	if (dir_path(&b, L, "/queue/.spawned", 0) == 0) {
+		int fd = create_in(L, "/queue", p, O_TRUNC);
+		if (fd >= 0) {
+			sys_write(fd, "", 0);
+			sys_close(fd);
+			sys_utimensat(AT_FDCWD, p, 0, 0);
+		}
+	}
+	spawn_warmer(L);
+}
+
 /*
  * A miss: queue this key for a snapshot unless it is queued already or was
  * refused, and start a warmer unless one is running. The queue entry holds
@@ -132,8 +158,24 @@ void cx_queue_miss(const struct launch *L, int rotate)
 	if (dir_path(&b, L, "/queue/", name))
 		return;
 	int fd = create_in(L, "/queue", p, O_EXCL);
+	if (fd == -EEXIST) {
+		/*
+		 * Queued already. Normally a warmer is on it; but one that was killed
+		 * leaves its entries behind. Start another if none holds the lock and
+		 * no launcher started one in the last two seconds (concurrent misses of
+		 * one program must not start a warmer each while the first boots).
+		 */
+		struct kstat st;
+		if (dir_path(&b, L, "/queue/.spawned", 0))
+			return;
+		if (sys_stat(p, &st) == 0 &&
+		    cx_now_ns((struct launch *)L) < (st.st_mtime_sec + 2) * 1000000000ull)
+			return;
+		start_warmer_unless_running(L);
+		return;
+	}
 	if (fd < 0)
-		return; /* EEXIST: already queued, a warmer will get to it */
+		return;
 	char entry[2 * CX_PATH_MAX + 2];
 	struct cx_buf e = { entry, 0, sizeof entry, 0 };
 	cx_buf_str(&e, L->path);
@@ -144,15 +186,5 @@ void cx_queue_miss(const struct launch *L, int rotate)
 		cx_buf_str(&e, "rotate\n");
 	sys_write(fd, entry, e.len);
 	sys_close(fd);
-
-	/* A running warmer holds this lock and rescans the queue before it exits. */
-	if (dir_path(&b, L, "/queue/.warmer.lock", 0))
-		return;
-	int lk = (int)sys_openat(AT_FDCWD, p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (lk < 0)
-		return;
-	long busy = sys_flock(lk, LOCK_EX | LOCK_NB);
-	sys_close(lk);
-	if (busy == 0)
-		spawn_warmer(L);
+	start_warmer_unless_running(L);
 }

@@ -60,6 +60,7 @@
 #define PRIO_PROCESS 0
 #define CLOCK_REALTIME 0
 #define O_EXCL 0200
+#define O_TRUNC 01000
 #define O_DIRECTORY 0200000
 
 #define AT_FDCWD (-100)
