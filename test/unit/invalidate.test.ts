@@ -276,13 +276,33 @@ describe('invalidation watcher', () => {
     expect(log.join('\n')).toMatch(/negative-dep/);
   });
 
+  it('watches a directory removed and made again under the same name (a new inode), not the dead one', async () => {
+    const { store, prog, lib, root } = world();
+    const h = writeImage(store, prog, `${root}/bin`, [{ path: lib, kind: FileKind.MAPPED }]);
+    // Another image keeps the directory watched all along (it is on its PATH).
+    const other = writeImage(store, prog, `${root}/lib:${root}/bin`, []);
+    const { log, w } = await startWatcher(store);
+    fs.rmSync(path.join(root, 'lib'), { recursive: true });
+    fs.mkdirSync(path.join(root, 'lib'));
+    fs.writeFileSync(lib, 'library v1'); // same content, another file
+    expect(await until(() => !exists(store, h)), log.join('\n')).toBe(true);
+    // The new directory is watched: a later change in it is seen too.
+    const h2 = writeImage(store, prog, `${root}/bin`, [{ path: lib, kind: FileKind.MAPPED }]);
+    expect(h2).toBe(h);
+    await new Promise((r) => setTimeout(r, 150));
+    replace(lib, 'library v2');
+    expect(await until(() => !exists(store, h)), log.join('\n')).toBe(true);
+    expect(exists(store, other)).toBe(true);
+    expect(w.directories()).toContain(path.join(root, 'lib'));
+  });
+
   it('re-checks every image when the package database changes', async () => {
     const { store, prog, lib, root, db } = world();
     const h = writeImage(store, prog, `${root}/bin`, [{ path: lib, kind: FileKind.MAPPED }]);
     const { w } = await startWatcher(store, { packageDb: [db] });
     // Make the library's change invisible to the watcher: stop watching its directory.
-    const roots = (w as unknown as { roots: Map<string, { close(): Promise<void> }> }).roots;
-    await roots.get(path.join(root, 'lib'))?.close();
+    const roots = (w as unknown as { roots: Map<string, { w: fs.FSWatcher | null }> }).roots;
+    roots.get(path.join(root, 'lib'))?.w?.close();
     replace(lib, 'library v2');
     await new Promise((r) => setTimeout(r, 200));
     expect(exists(store, h)).toBe(true);
