@@ -33,6 +33,8 @@ export interface ImageDeps {
   files: string[];
   /** Paths whose appearance makes the image stale. */
   absent: string[];
+  /** Library constructors read the environment: the image serves only the one it was taken in (key.envHash). */
+  envBound?: boolean;
 }
 
 export function imageDeps(imagePath: string, hash: string): ImageDeps | null {
@@ -44,7 +46,7 @@ export function imageDeps(imagePath: string, hash: string): ImageDeps | null {
       if (f.kind === FileKind.ABSENT) absent.push(f.path);
       else files.add(f.path);
     }
-    return { hash, program: m.key.exePath, pathEnv: m.key.pathEnv, files: [...files], absent };
+    return { hash, program: m.key.exePath, pathEnv: m.key.pathEnv, files: [...files], absent, envBound: !!m.key.envHash };
   } catch {
     return null; // damaged: --cleanup's business, nothing to watch
   }

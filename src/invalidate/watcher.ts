@@ -50,7 +50,6 @@ import { IMAGE_NAME_RE, keyFor, keyHash } from '../cache/key.js';
 import { staleReason } from '../cache/maintain.js';
 import { appendEvent } from '../cache/stats.js';
 import type { ImageEntry, Store } from '../cache/store.js';
-import { takeWarmerLock } from '../cache/warmer-lock.js';
 import { PACKAGE_ROOT } from '../cli/paths.js';
 import { resolveProgram } from '../cli/resolve.js';
 import { DepIndex, canonical, canonicalDir, imageDeps, nearestExistingDir, type ImageDeps } from './deps.js';
@@ -138,7 +137,6 @@ export class InvalidationWatcher {
     // Images that went stale while nobody watched (the watcher was down during an upgrade).
     this.checkAll = true;
     this.flush();
-    this.kickOrphanedQueue();
     const every = this.o.rescanMs ?? 3_600_000;
     if (every > 0) {
       this.rescanTimer = setInterval(() => {
@@ -146,7 +144,6 @@ export class InvalidationWatcher {
         this.rescanImages();
         this.checkAll = true;
         this.flush();
-        this.kickOrphanedQueue();
       }, every);
     }
     this.o.log(`watching ${this.roots.size} directories for ${this.idx.size} image(s)`);
@@ -334,6 +331,13 @@ export class InvalidationWatcher {
     appendEvent(this.o.store, { e: 'invalidated', key: im.hash, reason: why.reason, bytes: im.size });
     this.o.log(`invalidated ${deps.program} (${im.hash}): ${why.reason}: ${why.detail}`);
     if (!this.o.rewarm) return;
+    if (deps.envBound) {
+      // Its library constructors read the environment: an image serves only the exact
+      // environment it was taken in, which is the user's shell's, not this daemon's.
+      // The next run misses, queues it and starts a warmer with its own environment.
+      this.o.log(`not re-warming ${deps.program}: its image is bound to the environment of the run that took it`);
+      return;
+    }
     this.rewarmQueue.set(im.hash, { program: deps.program, pathEnv: deps.pathEnv });
     if (this.rewarmTimer) clearTimeout(this.rewarmTimer);
     this.rewarmTimer = setTimeout(() => {
@@ -374,22 +378,6 @@ export class InvalidationWatcher {
       this.o.log(`queued ${queued} program(s) for a new snapshot`);
       this.startWarmer();
     }
-  }
-
-  /**
-   * Entries left in the queue with no warmer running (one was killed, or the
-   * launcher skipped starting one): start a warmer for them. Only with
-   * --rewarm, and never when background warming is turned off.
-   */
-  private kickOrphanedQueue(): void {
-    if (!this.o.rewarm || this.closed) return;
-    const store = this.o.store;
-    if (!store.listQueue().length) return;
-    void takeWarmerLock(store).then(async (lock) => {
-      if (!lock) return; // a warmer is at work: it rescans before it exits
-      await lock.release();
-      this.startWarmer();
-    }).catch(() => { /* read-only cache */ });
   }
 
   private startWarmer(): void {

@@ -40,8 +40,8 @@ function fileRec(p: string, kind: number, flags = 0): ImageFile {
 }
 
 /** A valid image of `program` (keyed with `pathEnv`) that depends on `deps`. */
-function writeImage(store: Store, program: string, pathEnv: string, deps: { path: string; kind: number }[]): string {
-  const key = keyFor(program, { PATH: pathEnv });
+function writeImage(store: Store, program: string, pathEnv: string, deps: { path: string; kind: number }[], envHash?: bigint): string {
+  const key = { ...keyFor(program, { PATH: pathEnv }), ...(envHash ? { envHash } : {}) };
   const model: ImageModel = {
     createdNs: BigInt(Date.now()) * 1_000_000n,
     key,
@@ -340,17 +340,16 @@ describe('invalidation watcher', () => {
     expect(started).toBe(1);
   });
 
-  it('with --rewarm, starts a warmer for entries a killed warmer left in the queue', async () => {
-    const { store, prog, root } = world();
-    store.ensure('queue');
-    fs.writeFileSync(path.join(store.sub('queue'), keyHash(keyFor(prog, { PATH: `${root}/bin` }))), `${prog}\n${root}/bin\n`);
+  it('with --rewarm, does not re-take an image bound to the environment (this daemon\'s is not the user\'s)', async () => {
+    const { store, prog, lib, root } = world();
+    const h = writeImage(store, prog, `${root}/bin`, [{ path: lib, kind: FileKind.MAPPED }], 0x1234n);
     let started = 0;
-    await startWatcher(store, { rewarm: true, startWarmer: () => { started++; } });
-    expect(await until(() => started === 1)).toBe(true);
-    // Never when background warming is off.
-    let again = 0;
-    await startWatcher(store, { rewarm: true, env: { CACHED_EXEC_NO_WARM: '1' }, startWarmer: () => { again++; } });
-    await new Promise((r) => setTimeout(r, 100));
-    expect(again).toBe(0);
+    const { log } = await startWatcher(store, { rewarm: true, rewarmDelayMs: 50, startWarmer: () => { started++; } });
+    replace(lib, 'library v2');
+    expect(await until(() => !exists(store, h)), log.join('\n')).toBe(true);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(started).toBe(0);
+    expect(store.listQueue()).toEqual([]);
+    expect(log.join('\n')).toMatch(/not re-warming .*prog.*bound to the environment/);
   });
 });
