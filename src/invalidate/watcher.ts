@@ -27,7 +27,9 @@
  * 11.5 s while a directory the size of /var/lib/dpkg/info (2767 entries) saw
  * 20 writes a second, as during an upgrade. fs.watch on the directory: 16
  * watches for those ten images, 51 ms of CPU for the same writes. We only
- * need the names of changed entries, which inotify gives directly.
+ * need the names of changed entries, which inotify gives directly. chokidar
+ * watches what it is good at here: single files that are replaced by rename
+ * (dpkg's status file), where it follows the new file.
  *
  * An event only nominates images. Each is then checked with the same rules as
  * `--cleanup` (staleReason: the restorer's own checks) and removed only when
@@ -43,6 +45,7 @@
  * lost events (inotify queue overflow).
  */
 import { spawn } from 'node:child_process';
+import { watch, type FSWatcher } from 'chokidar';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -106,6 +109,7 @@ export class InvalidationWatcher {
   private imagesDir = '';
   private db: DbTarget[] = [];
   private closed = false;
+  private fileWatcher: FSWatcher | undefined;
   /** Images removed since start. */
   invalidated = 0;
 
@@ -132,6 +136,18 @@ export class InvalidationWatcher {
         return fs.existsSync(dir) ? [{ dir, name: path.basename(p) }] : [];
       }
     });
+    // Single files of the package database (dpkg's status, replaced by rename at the
+    // end of every operation) go to chokidar, which follows a file across being
+    // renamed over; directories get one fs.watch each (see the top of this file).
+    const files = this.db.filter((d) => d.name).map((d) => path.join(d.dir, d.name as string));
+    this.db = this.db.filter((d) => !d.name);
+    if (files.length) {
+      const fw = watch(files, { ignoreInitial: true, persistent: true, atomic: true });
+      this.fileWatcher = fw;
+      fw.on('all', () => this.dbChanged());
+      fw.on('error', (e) => this.o.log(`watch error: ${(e as Error).message}`));
+      await new Promise<void>((resolve) => fw.once('ready', () => resolve()));
+    }
     for (const im of store.listImages()) this.indexImage(im.hash);
     this.retarget(true);
     // Images that went stale while nobody watched (the watcher was down during an upgrade).
@@ -149,13 +165,13 @@ export class InvalidationWatcher {
     this.o.log(`watching ${this.roots.size} directories for ${this.idx.size} image(s)`);
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
     this.closed = true;
+    await this.fileWatcher?.close();
     for (const t of [this.timer, this.dbTimer, this.rewarmTimer]) if (t) clearTimeout(t);
     if (this.rescanTimer) clearInterval(this.rescanTimer);
     for (const r of this.roots.values()) r.w?.close();
     this.roots.clear();
-    return Promise.resolve();
   }
 
   // -------------------------------------------------------------------------
