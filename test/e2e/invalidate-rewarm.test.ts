@@ -8,7 +8,9 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LAUNCHER, baseEnv, cc, haveCc, removeDir, tmpCacheDir, tmpDir, waitFor, type Env } from '../helpers/cx.js';
+import {
+  LAUNCHER, baseEnv, buildValueLib, buildValueProgram, haveCc, removeDir, tmpCacheDir, tmpDir, waitFor, type Env,
+} from '../helpers/cx.js';
 
 let work: string;
 let cache: string;
@@ -17,11 +19,7 @@ let watcher: ChildProcess | undefined;
 let log = '';
 
 function lib(value: number): void {
-  const src = path.join(work, `val${value}.c`);
-  fs.writeFileSync(src, `int value(void) { return ${value}; }\n`);
-  const tmp = path.join(work, 'lib', '.libval.so.tmp');
-  cc(['-shared', '-fPIC', '-o', tmp, src]);
-  fs.renameSync(tmp, path.join(work, 'lib', 'libval.so'));
+  buildValueLib(work, path.join(work, 'lib'), value);
 }
 
 /** First line of output, and whether the process was restored (its maps show the image). */
@@ -41,17 +39,7 @@ describe.runIf(haveCc())('--watch --rewarm', () => {
     env = baseEnv(cache);
     fs.mkdirSync(path.join(work, 'lib'));
     lib(1);
-    fs.writeFileSync(path.join(work, 'main.c'), `#include <stdio.h>
-int value(void);
-int main(void) {
-  char line[512]; FILE *m = fopen("/proc/self/maps", "r");
-  printf("value %d\\n", value());
-  while (m && fgets(line, sizeof line, m)) fputs(line, stdout);
-  return 0;
-}
-`);
-    cc(['-o', path.join(work, 'prog'), path.join(work, 'main.c'), `-L${path.join(work, 'lib')}`, '-lval',
-      `-Wl,-rpath,${path.join(work, 'lib')}`]);
+    buildValueProgram(work, path.join(work, 'lib'), [path.join(work, 'lib')]);
   });
 
   afterAll(() => {

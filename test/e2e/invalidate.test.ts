@@ -9,7 +9,9 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LAUNCHER, baseEnv, cc, haveCc, removeDir, tmpCacheDir, tmpDir, waitFor, type Env } from '../helpers/cx.js';
+import {
+  LAUNCHER, baseEnv, buildValueLib, buildValueProgram, haveCc, removeDir, tmpCacheDir, tmpDir, waitFor, type Env,
+} from '../helpers/cx.js';
 
 let work: string;
 let cache: string;
@@ -17,13 +19,7 @@ let env: Env;
 let watcher: ChildProcess | undefined;
 let watchLog = '';
 
-const lib = (dir: string, value: number, name = 'libval.so'): void => {
-  const src = path.join(work, `val${value}.c`);
-  fs.writeFileSync(src, `int value(void) { return ${value}; }\n`);
-  const tmp = path.join(dir, `.${name}.tmp`);
-  cc(['-shared', '-fPIC', '-o', tmp, src]);
-  fs.renameSync(tmp, path.join(dir, name)); // as a package manager does: a new inode renamed into place
-};
+const lib = (dir: string, value: number): void => buildValueLib(work, dir, value);
 
 const runProg = (): { out: string; maps: boolean } => {
   const r = spawnSync(LAUNCHER, [path.join(work, 'prog')], { env, encoding: 'utf8' });
@@ -45,18 +41,7 @@ describe.runIf(haveCc())('invalidation of a private program and library', () => 
     fs.mkdirSync(path.join(work, 'first'));
     fs.mkdirSync(path.join(work, 'second'));
     lib(path.join(work, 'second'), 1);
-    const main = path.join(work, 'main.c');
-    fs.writeFileSync(main, `#include <stdio.h>
-int value(void);
-int main(void) {
-  char line[512]; FILE *m = fopen("/proc/self/maps", "r");
-  printf("value %d\\n", value());
-  while (m && fgets(line, sizeof line, m)) fputs(line, stdout);
-  return 0;
-}
-`);
-    cc(['-o', path.join(work, 'prog'), main, `-L${path.join(work, 'second')}`, '-lval',
-      `-Wl,-rpath,${path.join(work, 'first')}:${path.join(work, 'second')}`, '-Wl,--disable-new-dtags']);
+    buildValueProgram(work, path.join(work, 'second'), [path.join(work, 'first'), path.join(work, 'second')]);
   });
 
   afterAll(() => {

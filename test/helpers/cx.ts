@@ -301,3 +301,36 @@ export async function waitFor(pred: () => boolean, ms = 5000): Promise<boolean> 
   }
   return pred();
 }
+
+// ---------------------------------------------------------------------------
+// A private program and library whose behaviour tests change (invalidation)
+
+/** Builds `dir`/libval.so whose value() returns `value`, renamed into place as a package manager does (a new inode). */
+export function buildValueLib(work: string, dir: string, value: number): void {
+  const src = path.join(work, `val${value}.c`);
+  fs.writeFileSync(src, `int value(void) { return ${value}; }\n`);
+  const tmp = path.join(dir, '.libval.so.tmp');
+  cc(['-shared', '-fPIC', '-o', tmp, src]);
+  fs.renameSync(tmp, path.join(dir, 'libval.so'));
+}
+
+/**
+ * Builds `work`/prog, linked against libval.so from `linkDir` and found at run
+ * time through `rpath` (DT_RPATH, searched in order): prints "value N", then
+ * its own maps listing (so a test sees whether it was restored).
+ */
+export function buildValueProgram(work: string, linkDir: string, rpath: readonly string[]): string {
+  const main = path.join(work, 'main.c');
+  fs.writeFileSync(main, `#include <stdio.h>
+int value(void);
+int main(void) {
+  char line[512]; FILE *m = fopen("/proc/self/maps", "r");
+  printf("value %d\\n", value());
+  while (m && fgets(line, sizeof line, m)) fputs(line, stdout);
+  return 0;
+}
+`);
+  const prog = path.join(work, 'prog');
+  cc(['-o', prog, main, `-L${linkDir}`, '-lval', `-Wl,-rpath,${rpath.join(':')}`, '-Wl,--disable-new-dtags']);
+  return prog;
+}
