@@ -16,6 +16,7 @@ import * as fs from 'node:fs';
 import { decodeStruct } from '../image/codec.js';
 import type { ImageKey } from '../image/format.js';
 import { envHash } from './key.js';
+import { resumeEnvHash } from '../resume/spec.js';
 import {
   ABI_HASH, ARCH_X86_64, FILE, FORMAT_VERSION, FileKind, HEADER, KEY, MAGIC, Outcome, REGION, SECTION, SLOT, STATE,
   SecFlag, Section, SlotKind, Src, VDSO_PART, constName, hash64, layout, sizeOf,
@@ -235,7 +236,13 @@ export function checkImage(file: string, opts: CheckOptions): Verdict {
   if (B(k.exe_ctime_sec) !== want.exeCtimeSec || Number(k.exe_ctime_nsec) !== want.exeCtimeNsec) keyDiffs.push('program ctime');
   if (pathEnv !== want.pathEnv) keyDiffs.push('PATH');
   if (release !== want.kernelRelease) keyDiffs.push(`kernel release ${release} vs ${want.kernelRelease}`);
-  if (B(k.env_hash) !== 0n && opts.env && envHash(opts.env) !== B(k.env_hash)) {
+  const spec = str(strings, Number(k.init_spec ?? 0)) ?? '';
+  if (spec !== (want.initSpec ?? '')) keyDiffs.push(`init ${JSON.stringify(spec)} vs ${JSON.stringify(want.initSpec ?? '')}`);
+  if (spec) {
+    if (opts.env && resumeEnvHash(opts.env) !== B(k.env_hash)) {
+      keyDiffs.push('environment (the init ran in another one: only the per-run variables may differ)');
+    }
+  } else if (B(k.env_hash) !== 0n && opts.env && envHash(opts.env) !== B(k.env_hash)) {
     keyDiffs.push('environment (library constructors read it: the image serves only the environment it was taken in)');
   }
   if (keyDiffs.length) return v('FAIL_KEY', `key differs (hash collision or hand-placed image): ${keyDiffs.join(', ')}`, info);

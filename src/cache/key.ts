@@ -6,6 +6,7 @@
  *   u32 format_version, u32 euid, u64 dev, u64 ino, u64 size,
  *   i64 mtime_sec, i64 ctime_sec, u32 mtime_nsec, u32 ctime_nsec,
  *   exe_path "\0" PATH "\0" kernel_release "\0"
+ * and for a post-init image: init_spec "\0" u64 env_hash (resumeEnvHash).
  * The image also stores these fields; the restorer compares them exactly, so
  * a hash collision can only ever cost a cold run.
  */
@@ -29,7 +30,10 @@ export function keyBytes(k: ImageKey): Buffer {
   ns.writeUInt32LE(k.exeMtimeNsec >>> 0, 0);
   ns.writeUInt32LE(k.exeCtimeNsec >>> 0, 4);
   const strs = Buffer.from(`${k.exePath}\0${k.pathEnv}\0${k.kernelRelease}\0`, 'utf8');
-  return Buffer.concat([rec.subarray(0, 48), ns, strs]);
+  if (!k.initSpec) return Buffer.concat([rec.subarray(0, 48), ns, strs]);
+  const env = Buffer.alloc(8);
+  env.writeBigUInt64LE(k.envHash ?? 0n);
+  return Buffer.concat([rec.subarray(0, 48), ns, strs, Buffer.from(`${k.initSpec}\0`, 'utf8'), env]);
 }
 
 export function keyHash(k: ImageKey): string {

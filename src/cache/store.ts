@@ -7,7 +7,7 @@
  *     stats/runs.log          one 32-byte record per launcher run (native, O_APPEND)
  *     stats/events.log        one JSON line per TS-side event (snapshot, refusal, eviction, ...)
  *     stats/counters.json     the logs folded into totals (see stats.ts)
- *     queue/<key16>           pending background snapshots (native, O_EXCL): "PATH-OF-PROGRAM\nPATH\n[rotate\n]"
+ *     queue/<key16>           pending background snapshots (native, O_EXCL): "PATH-OF-PROGRAM\nPATH\n[rotate\n][after-init\tSPEC\n]"
  *     queue/.warmer.lock      flock held by the running background warmer
  *     refused/<key16>         the snapshotter refused this key: "reason\ndetail\n"
  *     locks/<name>.lock       TS lock files (lock.ts): one snapshot per key, stats folding
@@ -44,6 +44,8 @@ export interface QueueEntry {
   pathEnv: string;
   rotate: boolean;
   mtimeMs: number;
+  /** Post-init images: the key's init spec (a line "after-init\t<spec>"). */
+  initSpec?: string;
 }
 
 export interface RefusedEntry {
@@ -239,8 +241,12 @@ export class Store {
       try {
         const st = fs.lstatSync(p);
         if (!st.isFile()) continue;
-        const [exePath = '', pathEnv = '', flag = ''] = fs.readFileSync(p, 'utf8').split('\n');
-        out.push({ hash: name, path: p, exePath, pathEnv, rotate: flag === 'rotate', mtimeMs: st.mtimeMs });
+        const [exePath = '', pathEnv = '', ...rest] = fs.readFileSync(p, 'utf8').split('\n');
+        const spec = rest.find((l) => l.startsWith('after-init\t'));
+        out.push({
+          hash: name, path: p, exePath, pathEnv, rotate: rest.includes('rotate'), mtimeMs: st.mtimeMs,
+          ...(spec ? { initSpec: spec.slice('after-init\t'.length) } : {}),
+        });
       } catch { /* vanished */ }
     }
     return out.sort((a, b) => a.mtimeMs - b.mtimeMs);

@@ -24,13 +24,23 @@ export interface CommandSpec {
   json: boolean;
   /** Hidden from --help (helper modes the launcher uses). */
   hidden?: boolean;
+  /**
+   * Options with a value this command accepts: "--preload" takes one
+   * ("--preload X" or "--preload=X"); "--after-init" may have one ("--after-init=FILE").
+   */
+  options?: string[];
 }
+
+/** Options whose value may only be given inline (--after-init=FILE): alone they are flags. */
+const INLINE_ONLY = new Set(['--after-init']);
 
 export interface Parsed {
   command: CommandSpec;
   operands: string[];
   json: boolean;
   modifiers: Set<string>;
+  /** Valued options given (value '' for a flag-like use of an INLINE_ONLY one). */
+  options: Map<string, string>;
 }
 
 const GLOBAL_MODIFIERS = new Set(['--json']);
@@ -48,6 +58,9 @@ export function parseArgs(argv: readonly string[], specs: readonly CommandSpec[]
   let commandWord = '';
   const operands: string[] = [];
   const modifiers = new Set<string>();
+  const options = new Map<string, string>();
+  const allOptions = new Set<string>();
+  for (const s of specs) for (const o of s.options ?? []) allOptions.add(o);
   let json = false;
   let endOfOptions = false;
 
@@ -90,10 +103,22 @@ export function parseArgs(argv: readonly string[], specs: readonly CommandSpec[]
       modifiers.add(name);
       continue;
     }
+    if (allOptions.has(name)) {
+      if (inline !== undefined) options.set(name, inline);
+      else if (INLINE_ONLY.has(name)) options.set(name, '');
+      else if (i + 1 < argv.length) options.set(name, argv[++i] as string);
+      else throw new CliError('usage', `${name} needs a value`, { reason: name });
+      continue;
+    }
     throw new CliError('usage', `unknown option '${name}' (see cached-exec --help)`, { reason: name });
   }
   if (!command) {
     throw new CliError('usage', 'no program or command given (usage: cached-exec PROG [ARGS...], or see cached-exec --help)');
+  }
+  for (const m of options.keys()) {
+    if (!(command.options ?? []).includes(m)) {
+      throw new CliError('usage', `${m} does not apply to ${command.name}`, { command: command.name, reason: m });
+    }
   }
   for (const m of modifiers) {
     if (!(command.modifiers ?? []).includes(m)) {
@@ -114,5 +139,5 @@ export function parseArgs(argv: readonly string[], specs: readonly CommandSpec[]
   if (command.arity === 'one-or-more' && n === 0) {
     throw new CliError('usage', `${command.name} needs at least one ${what}`, { command: command.name });
   }
-  return { command, operands, json, modifiers };
+  return { command, operands, json, modifiers, options };
 }

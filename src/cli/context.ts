@@ -9,6 +9,8 @@ export interface Context {
   json: boolean;
   operands: string[];
   modifiers: Set<string>;
+  /** Valued options (--after-init[=FILE], --preload LIST). */
+  options: Map<string, string>;
   /** The user's cache (CACHED_EXEC_DIR, XDG_CACHE_HOME, HOME), created lazily by the commands that write. */
   store: () => Store;
 }
@@ -38,6 +40,7 @@ export function makeContext(partial: Partial<Context> & Pick<Context, 'out'>): C
     json: false,
     operands: [],
     modifiers,
+    options: new Map(),
     store: () => (store ??= modifiers.has('--system') ? systemStore(env) : Store.forEnv(env)),
     ...partial,
   };

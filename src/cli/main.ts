@@ -28,10 +28,13 @@ interface Entry extends CommandSpec {
 
 export const COMMANDS: readonly Entry[] = [
   { name: '--warm', arity: 'one-or-more', operand: 'PROG...', json: true, run: warm, modifiers: ['--system'],
+    options: ['--after-init', '--preload'],
     summary: 'snapshot PROG now and store its image (prints path and size, or why it was refused); ' +
-      'with --system (as root) into the read-only system layer CACHED_EXEC_SYSTEM_DIR' },
-  { name: '--explain', arity: 'one', operand: 'PROG', json: true, run: explain,
-    summary: 'key, image path, and whether the next run of PROG restores (and if not, why)' },
+      'with --system (as root) into the read-only system layer CACHED_EXEC_SYSTEM_DIR; ' +
+      'with --after-init[=FILE] [--preload MOD,...] a post-init image (docs/resume-protocol.md)' },
+  { name: '--explain', arity: 'one', operand: 'PROG', json: true, run: explain, options: ['--after-init', '--preload'],
+    summary: 'key, image path, and whether the next run of PROG restores (and if not, why); ' +
+      'with --after-init[=FILE] [--preload MOD,...] for the post-init image' },
   { name: '--inspect', arity: 'one', operand: 'IMAGE', json: true, run: inspect,
     summary: 'dump an image: header, key, files, regions, slots, state, vdso' },
   { name: '--show-stats', aliases: ['-s'], arity: 'none', json: true, run: showStats,
@@ -79,7 +82,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   try {
     const parsed = parseArgs(argv, COMMANDS);
     const entry = parsed.command as Entry;
-    const ctx = makeContext({ out, env, json: parsed.json, operands: parsed.operands, modifiers: parsed.modifiers });
+    const ctx = makeContext({ out, env, json: parsed.json, operands: parsed.operands, modifiers: parsed.modifiers, options: parsed.options });
     return await entry.run(ctx);
   } catch (e) {
     const err = e instanceof CliError ? e

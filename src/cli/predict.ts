@@ -8,6 +8,8 @@ import * as path from 'node:path';
 import { checkImage, type OutcomeName, type Verdict } from '../cache/check.js';
 import { keyFromStat, keyHash, launcherCacheDir } from '../cache/key.js';
 import { Store } from '../cache/store.js';
+import type { ImageKey } from '../image/format.js';
+import { initSpec, resumeEnvHash } from '../resume/spec.js';
 import { readShebang, resolveProgram } from './resolve.js';
 import type * as fs from 'node:fs';
 
@@ -23,6 +25,8 @@ export interface Attempt {
 export interface Prediction {
   /** As given. */
   program: string;
+  /** post-link, or post-init with what runs before the checkpoint. */
+  imageKind: string;
   /** The path the launcher resolves it to (and keys on). */
   resolved: string;
   /** For a #! script: the interpreter the launcher restores instead. */
@@ -65,11 +69,12 @@ export function bypassReason(env: NodeJS.ProcessEnv, st: fs.BigIntStats): { outc
   return null;
 }
 
-export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env, euid = euidNow()): Prediction {
+export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env, euid = euidNow(),
+  afterInit?: { words: string[] }): Prediction {
   const r = resolveProgram(program, env);
   const dir = launcherCacheDir(env);
   const base: Prediction = {
-    program, resolved: r.path, interpreter: null, cacheDir: dir, outcome: 'MISS', restores: false, detail: '',
+    program, imageKind: 'post-link', resolved: r.path, interpreter: null, cacheDir: dir, outcome: 'MISS', restores: false, detail: '',
     rotate: false, key: null, image: null, layer: null, attempts: [], queued: false, refused: null, hint: null,
   };
   if (dir === null) {
@@ -77,9 +82,11 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
       hint: 'set CACHED_EXEC_DIR or HOME' };
   }
   const user = new Store(dir, euid);
+  base.imageKind = afterInit ? `post-init (after ${afterInit.words.length ? afterInit.words.join(' ') : 'the program\'s own init'})` : 'post-link';
+  const withInit = (k: ImageKey): ImageKey => (afterInit ? { ...k, initSpec: initSpec(afterInit.words), envHash: resumeEnvHash(env) } : k);
 
   const layers = (exe: string, st: fs.BigIntStats): { v: Verdict; a: Attempt } => {
-    const key = keyFromStat(exe, st, env, euid);
+    const key = withInit(keyFromStat(exe, st, env, euid));
     const hash = keyHash(key);
     const image = user.imagePathForHash(hash);
     const v = checkImage(image, { key, owner: euid, env });
@@ -87,7 +94,7 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
     base.attempts.push(a);
     const sysDir = env.CACHED_EXEC_SYSTEM_DIR;
     if (v.outcome !== 'MISS' || !sysDir) return { v, a };
-    const skey = keyFromStat(exe, st, env, 0);
+    const skey = withInit(keyFromStat(exe, st, env, 0));
     const shash = keyHash(skey);
     const simage = path.join(sysDir, 'images', `${shash}.img`);
     const sv = checkImage(simage, { key: skey, owner: 0, env });
@@ -99,7 +106,7 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
   const bypass = bypassReason(env, r.stat);
   if (bypass) return finish(base, user, bypass.outcome, bypass.detail, null, null, program);
   let { v, a } = layers(r.path, r.stat);
-  if (v.outcome === 'MISS') {
+  if (v.outcome === 'MISS' && !afterInit) {
     const sb = readShebang(r.path);
     if (sb) {
       base.interpreter = { path: sb.interpreter, arg: sb.arg };

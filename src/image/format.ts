@@ -9,8 +9,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { decodeStruct, encodeStruct } from './codec.js';
 import {
-  ABI_HASH, ARCH_X86_64, FILE, FORMAT_VERSION, HEADER, KEY, MAGIC, REGION, SECTION, SLOT, STATE, VDSO_PART,
-  Section, SecFlag, Src, hash64, sizeOf, type StructDef,
+  ABI_HASH, ARCH_X86_64, FILE, FORMAT_VERSION, HEADER, KEY, MAGIC, REGION, RESUME, SECTION, SIGACTION, SLOT, STATE,
+  VDSO_PART, ResumeFlag, Section, SecFlag, Src, hash64, sizeOf, type StructDef,
 } from './schema.js';
 
 export const PAGE_SIZE = 4096;
@@ -29,6 +29,39 @@ export interface ImageKey {
   kernelRelease: string;
   /** Non-zero: constructors read the environment; the image serves only an environment with this envHash(). */
   envHash?: bigint;
+  /**
+   * Post-init images: what ran before the checkpoint (adapter and its init
+   * arguments, see src/resume/spec.ts). Part of the lookup key, with envHash.
+   */
+  initSpec?: string;
+}
+
+/** Registers by the names of the kernel's user_regs_struct (cx_resume fields). */
+export const RESUME_REGS = ['r15', 'r14', 'r13', 'r12', 'rbp', 'rbx', 'r11', 'r10', 'r9', 'r8', 'rax', 'rcx', 'rdx',
+  'rsi', 'rdi', 'orig_rax', 'rip', 'eflags', 'rsp', 'gs_base'] as const;
+export type ResumeReg = (typeof RESUME_REGS)[number];
+
+export interface ImageSigaction {
+  signo: number;
+  handler: bigint;
+  flags: bigint;
+  restorer: bigint;
+  mask: bigint;
+}
+
+/** Post-init images: the stopped thread and the process state around it. */
+export interface ImageResume {
+  regs: Record<ResumeReg, bigint>;
+  xfeatures: bigint;
+  /** XSAVE standard-format area, as PTRACE_GETREGSET(NT_X86_XSTATE) gave it. */
+  xstate: Buffer;
+  sigmask: bigint;
+  ignoredAtStart: bigint;
+  stackReserve: bigint;
+  resumeFd: number;
+  /** Set when the init changed the umask: the restore applies it. */
+  umask?: number;
+  sigactions: ImageSigaction[];
 }
 
 export interface ImageFile {
@@ -105,6 +138,7 @@ export interface ImageModel {
   slots: ImageSlot[];
   state: ImageState;
   vdso: ImageVdsoPart[];
+  resume?: ImageResume;
 }
 
 class StringTable {
@@ -155,6 +189,7 @@ export function serializeImage(img: ImageModel): Buffer {
     path_env: strings.add(img.key.pathEnv),
     kernel_release: strings.add(img.key.kernelRelease),
     env_hash: img.key.envHash ?? 0n,
+    init_spec: strings.add(img.key.initSpec ?? ''),
   });
   const files = encodeArray(FILE, img.files.map((fl) => ({
     path: strings.add(fl.path), kind: fl.kind, dev: fl.dev, ino: fl.ino, size: fl.size,
@@ -172,6 +207,13 @@ export function serializeImage(img: ImageModel): Buffer {
   const slots = encodeArray(SLOT, img.slots.map((s) => ({ addr: s.addr, arg: s.arg, kind: s.kind, width: s.width })));
   const vdso = encodeArray(VDSO_PART, img.vdso.map((v) => ({ offset: v.offset, size: v.size, kind: v.kind })));
 
+  const r = img.resume;
+  const resume = r ? encodeStruct(RESUME, {
+    ...r.regs, xfeatures: r.xfeatures, sigmask: r.sigmask, ignored_at_start: r.ignoredAtStart,
+    stack_reserve: r.stackReserve, xstate_size: r.xstate.length, resume_fd: r.resumeFd, umask: r.umask ?? 0,
+    flags: r.umask !== undefined ? ResumeFlag.SET_UMASK : 0,
+  }) : null;
+  const sigactions = encodeArray(SIGACTION, (r?.sigactions ?? []).map((a) => ({ ...a })));
   // Regions are encoded after the data layout is known; reserve their size now.
   const regionsSize = sizeOf(REGION) * img.regions.length;
   const stringsBuf = strings.bytes();
@@ -185,6 +227,14 @@ export function serializeImage(img: ImageModel): Buffer {
     { type: Section.STATE, flags: SecFlag.REQUIRED, body: state, size: state.length, count: 1, entsize: sizeOf(STATE) },
     { type: Section.VDSO, flags: SecFlag.REQUIRED, body: vdso, size: vdso.length, count: img.vdso.length, entsize: sizeOf(VDSO_PART) },
   ];
+  if (r && resume) {
+    // REQUIRED: a launcher that does not know post-init images must run cold, not jump to the entry point.
+    sections.push(
+      { type: Section.RESUME, flags: SecFlag.REQUIRED, body: resume, size: resume.length, count: 1, entsize: sizeOf(RESUME) },
+      { type: Section.SIGACTIONS, flags: SecFlag.REQUIRED, body: sigactions, size: sigactions.length, count: r.sigactions.length, entsize: sizeOf(SIGACTION) },
+      { type: Section.XSTATE, flags: SecFlag.REQUIRED, body: r.xstate, size: r.xstate.length, count: 0, entsize: 0 },
+    );
+  }
 
   const headerSize = sizeOf(HEADER);
   let off = headerSize + sizeOf(SECTION) * sections.length;
@@ -295,6 +345,7 @@ export function parseImage(buf: Buffer): ParsedImage {
       exeCtimeSec: b(k.exe_ctime_sec), exeCtimeNsec: n(k.exe_ctime_nsec), pathEnv: readStr(strings, n(k.path_env)),
       kernelRelease: readStr(strings, n(k.kernel_release)),
       ...(b(k.env_hash) ? { envHash: b(k.env_hash) } : {}),
+      ...(readStr(strings, n(k.init_spec)) ? { initSpec: readStr(strings, n(k.init_spec)) } : {}),
     },
     files: records(Section.FILES, FILE).map((r) => ({
       path: readStr(strings, n(r.path)), kind: n(r.kind), dev: b(r.dev), ino: b(r.ino), size: b(r.size),
@@ -314,6 +365,18 @@ export function parseImage(buf: Buffer): ParsedImage {
     },
     vdso: records(Section.VDSO, VDSO_PART).map((r) => ({ offset: b(r.offset), size: b(r.size), kind: n(r.kind) })),
   };
+  if (byType.has(Section.RESUME)) {
+    const rr = records(Section.RESUME, RESUME)[0] as Record<string, bigint | number>;
+    const regs = Object.fromEntries(RESUME_REGS.map((name) => [name, b(rr[name])])) as Record<ResumeReg, bigint>;
+    model.resume = {
+      regs, xfeatures: b(rr.xfeatures), xstate: Buffer.from(body(Section.XSTATE)), sigmask: b(rr.sigmask),
+      ignoredAtStart: b(rr.ignored_at_start), stackReserve: b(rr.stack_reserve), resumeFd: n(rr.resume_fd),
+      ...((n(rr.flags) & ResumeFlag.SET_UMASK) ? { umask: n(rr.umask) } : {}),
+      sigactions: records(Section.SIGACTIONS, SIGACTION).map((a) => ({
+        signo: n(a.signo), handler: b(a.handler), flags: b(a.flags), restorer: b(a.restorer), mask: b(a.mask),
+      })),
+    };
+  }
   return { header, sections, model, problems };
 }
 

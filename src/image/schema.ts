@@ -49,7 +49,7 @@ export const CONSTANTS: readonly ConstGroup[] = [
   {
     prefix: 'CX_SECTION_',
     doc: 'Section types. Unknown types are skipped unless flagged REQUIRED.',
-    values: { KEY: 1, STRINGS: 2, FILES: 3, REGIONS: 4, SLOTS: 5, STATE: 6, VDSO: 7 },
+    values: { KEY: 1, STRINGS: 2, FILES: 3, REGIONS: 4, SLOTS: 5, STATE: 6, VDSO: 7, RESUME: 8, SIGACTIONS: 9, XSTATE: 10 },
   },
   {
     prefix: 'CX_SECFLAG_',
@@ -76,6 +76,7 @@ export const CONSTANTS: readonly ConstGroup[] = [
     values: {
       PATCHED: 1, // holds slots: mapped writable, patched, then mprotect()ed to prot
       HEAP: 2, // part of the brk heap (informational)
+      STACK: 4, // post-init: the program's stack; resume.stack_reserve bytes of growth room are mapped below it
     },
   },
   {
@@ -109,6 +110,20 @@ export const CONSTANTS: readonly ConstGroup[] = [
       TID: 11, // the thread id (width 4)
       CANARY: 12, // 8 bytes at AT_RANDOM with the low `arg` bits cleared (stack protector guard)
       BASE_PLATFORM: 13, // AT_BASE_PLATFORM string + arg
+      PROCESS_ID: 14, // post-init: this process's id of kind arg (CX_IDENT_*), binary, width 4
+      PROCESS_ID_TEXT: 15, // post-init: the same in decimal, NUL-terminated, in a field of (arg >> 8) bytes
+    },
+  },
+  {
+    prefix: 'CX_IDENT_',
+    doc: 'Which process identity a PROCESS_ID slot holds (arg & 0xff).',
+    values: { PID: 0, PPID: 1, PGID: 2, SID: 3 },
+  },
+  {
+    prefix: 'CX_RESUMEFLAG_',
+    doc: 'Post-init image flags (cx_resume.flags).',
+    values: {
+      SET_UMASK: 1, // the init set the umask: restore resume.umask (else the caller's stays)
     },
   },
   {
@@ -139,6 +154,7 @@ export const CONSTANTS: readonly ConstGroup[] = [
       FAIL_MAP: 16, // other mmap/mprotect failure
       FAIL_SLOT: 17, // a slot could not be computed for this argv
       FAIL_KERNEL_STATE: 18, // arch_prctl, set_robust_list or rseq refused
+      FAIL_RESUME: 19, // post-init: signal dispositions, resume fd, CPU state or context differ from what the image needs
     },
   },
   {
@@ -203,6 +219,8 @@ export const KEY: StructDef = {
     f('path_env', 'u32', 'string offset: PATH at snapshot time'),
     f('kernel_release', 'u32', 'string offset: uname release'),
     f('env_hash', 'u64', 'non-zero: library constructors read the environment, so the image is only for an environment with this cx_env_hash'),
+    f('init_spec', 'u32', 'string offset: empty for a post-link image; a post-init image: what ran before the checkpoint (also in the lookup key)'),
+    f('reserved', 'u32', 'zero'),
   ],
 };
 
@@ -278,6 +296,43 @@ export const STATE: StructDef = {
   ],
 };
 
+export const RESUME: StructDef = {
+  name: 'cx_resume',
+  doc: 'Post-init image: the thread stopped at the entry of read(resume_fd, ...), re-issued at restore.',
+  fields: [
+    f('r15', 'u64', ''), f('r14', 'u64', ''), f('r13', 'u64', ''), f('r12', 'u64', ''),
+    f('rbp', 'u64', ''), f('rbx', 'u64', ''), f('r11', 'u64', ''), f('r10', 'u64', ''),
+    f('r9', 'u64', ''), f('r8', 'u64', ''), f('rax', 'u64', 'ignored: the syscall number is orig_rax'),
+    f('rcx', 'u64', ''), f('rdx', 'u64', ''), f('rsi', 'u64', ''), f('rdi', 'u64', ''),
+    f('orig_rax', 'u64', 'the syscall (read) to issue again'),
+    f('rip', 'u64', 'after the 2-byte syscall instruction'),
+    f('eflags', 'u64', ''),
+    f('rsp', 'u64', ''),
+    f('gs_base', 'u64', 'zero on x86_64 Linux user space'),
+    f('xfeatures', 'u64', 'XCR0 the xstate was saved under; the restoring CPU must have the same'),
+    f('sigmask', 'u64', 'blocked signals at the checkpoint'),
+    f('ignored_at_start', 'u64', 'signals ignored when the snapshot started (the caller must match)'),
+    f('stack_reserve', 'u64', 'bytes of zero memory to map below the STACK region (stack growth)'),
+    f('xstate_size', 'u32', 'bytes of the XSTATE section (XSAVE standard format)'),
+    f('resume_fd', 'u32', 'the descriptor the context is delivered on'),
+    f('umask', 'u32', 'with CX_RESUMEFLAG_SET_UMASK'),
+    f('flags', 'u32', 'CX_RESUMEFLAG_*'),
+  ],
+};
+
+export const SIGACTION: StructDef = {
+  name: 'cx_sigaction',
+  doc: 'A signal disposition other than SIG_DFL at the checkpoint (kernel struct sigaction fields).',
+  fields: [
+    f('handler', 'u64', 'SIG_IGN (1) or a handler address'),
+    f('flags', 'u64', 'sa_flags'),
+    f('restorer', 'u64', 'sa_restorer'),
+    f('mask', 'u64', 'sa_mask'),
+    f('signo', 'u32', '1..64'),
+    f('reserved', 'u32', 'zero'),
+  ],
+};
+
 export const VDSO_PART: StructDef = {
   name: 'cx_vdso_part',
   doc: 'One kernel special mapping, relative to the vdso base; moved with mremap.',
@@ -307,7 +362,7 @@ export const STAT_RECORD: StructDef = {
   ],
 };
 
-export const STRUCTS: readonly StructDef[] = [HEADER, SECTION, KEY, FILE, REGION, SLOT, STATE, VDSO_PART, STAT_RECORD];
+export const STRUCTS: readonly StructDef[] = [HEADER, SECTION, KEY, FILE, REGION, SLOT, STATE, VDSO_PART, RESUME, SIGACTION, STAT_RECORD];
 
 // ---------------------------------------------------------------------------
 // Layout arithmetic
@@ -392,18 +447,21 @@ function group(prefix: string): Readonly<Record<string, number>> {
 
 export const Section = group('CX_SECTION_') as Readonly<{
   KEY: number; STRINGS: number; FILES: number; REGIONS: number; SLOTS: number; STATE: number; VDSO: number;
+  RESUME: number; SIGACTIONS: number; XSTATE: number;
 }>;
 export const SecFlag = group('CX_SECFLAG_') as Readonly<{ REQUIRED: number }>;
 export const Src = group('CX_SRC_') as Readonly<{ FILE: number; DATA: number; ZERO: number }>;
 export const Prot = group('CX_PROT_') as Readonly<{ READ: number; WRITE: number; EXEC: number }>;
-export const RegionFlag = group('CX_REGION_') as Readonly<{ PATCHED: number; HEAP: number }>;
+export const RegionFlag = group('CX_REGION_') as Readonly<{ PATCHED: number; HEAP: number; STACK: number }>;
 export const FileKind = group('CX_FILE_') as Readonly<{ MAPPED: number; READ: number; ABSENT: number }>;
 export const FileFlag = group('CX_FILEFLAG_') as Readonly<{ EXE: number }>;
 export const SlotKind = group('CX_SLOT_') as Readonly<{
   ARGC_ADDR: number; ARGV: number; ENVP: number; AUXV: number; ARGV_STR: number; ARGV_BASENAME: number;
   PLATFORM: number; RANDOM: number; EXECFN: number; ARGC: number; TID: number; CANARY: number;
-  BASE_PLATFORM: number;
+  BASE_PLATFORM: number; PROCESS_ID: number; PROCESS_ID_TEXT: number;
 }>;
+export const Ident = group('CX_IDENT_') as Readonly<{ PID: number; PPID: number; PGID: number; SID: number }>;
+export const ResumeFlag = group('CX_RESUMEFLAG_') as Readonly<{ SET_UMASK: number }>;
 export const StateFlag = group('CX_STATE_') as Readonly<{
   HAVE_TID_ADDRESS: number; HAVE_ROBUST_LIST: number; HAVE_RSEQ: number; HAVE_FS_BASE: number;
 }>;

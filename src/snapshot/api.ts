@@ -3,6 +3,7 @@
  * The CLI and the cache call only this.
  */
 import type { ImageModel } from '../image/format.js';
+import type { AdapterKind } from '../resume/spec.js';
 
 /** Stable refusal codes; statistics count them by name. */
 export type RefusalCode =
@@ -33,8 +34,13 @@ export interface SnapshotOptions {
   env: NodeJS.ProcessEnv;
   /** Absolute path of the native launcher (bin/cached-exec), used as the traced child. */
   launcher: string;
-  /** Give up after this many milliseconds (default 10000). */
+  /** Give up after this many milliseconds (default 10000; 60000 for post-init images). */
   timeoutMs?: number;
+  /**
+   * A post-init image (src/snapshot/postinit.ts): the adapter words
+   * (src/resume/spec.ts adapterWords) and which adapter they are.
+   */
+  afterInit?: { words: string[]; kind: AdapterKind };
 }
 
 export type SnapshotOutcome =

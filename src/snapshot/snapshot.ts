@@ -28,6 +28,7 @@ import { buildRegions } from './regions.js';
 import { findCanaries, findStackSlots, readStack, type StackLayout } from './slots.js';
 import { AT, killTracee, runToEntry, type StoppedAtEntry } from './trace.js';
 import { syscallName } from './syscalls.js';
+import { takePostInitSnapshot } from './postinit.js';
 
 export { snapshotEnv } from './env.js';
 
@@ -41,6 +42,12 @@ const DEFAULT_TIMEOUT_MS = 10_000;
 const ARGC_PADDING = 37;
 
 export function takeSnapshot(opts: SnapshotOptions): SnapshotOutcome {
+  if (opts.afterInit) {
+    return takePostInitSnapshot({
+      exePath: opts.exePath, argv0: opts.argv[0] ?? opts.exePath, words: opts.afterInit.words, kind: opts.afterInit.kind,
+      env: opts.env, launcher: opts.launcher, ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
+    });
+  }
   const t0 = Date.now();
   try {
     const { image, notes } = snapshotModel(opts);
@@ -171,7 +178,10 @@ function statFields(pid: number): string[] {
   return s.slice(s.lastIndexOf(')') + 2).trim().split(' ');
 }
 
-function kernelState(t: StoppedAtEntry, maps: Mapping[]): ImageModel['state'] {
+/** What kernelState needs of a stopped tracee (at the entry point or at a post-init checkpoint). */
+export type StoppedTracee = Pick<StoppedAtEntry, 'pid' | 'auxv' | 'regs' | 'loader'>;
+
+export function kernelState(t: StoppedTracee, maps: Mapping[]): ImageModel['state'] {
   const stat = statFields(t.pid);
   /** /proc/PID/stat field n (1-based, as proc(5) numbers them). */
   const field = (n: number): bigint => {
@@ -204,7 +214,7 @@ function kernelState(t: StoppedAtEntry, maps: Mapping[]): ImageModel['state'] {
 }
 
 /** The kernel's special mappings ([vvar], [vvar_vclock], [vdso], ...) relative to the vdso: moved as one block. */
-function vdsoParts(maps: Mapping[], vdsoBase: bigint): ImageVdsoPart[] {
+export function vdsoParts(maps: Mapping[], vdsoBase: bigint): ImageVdsoPart[] {
   const kinds: Record<string, number> = { '[vvar]': VdsoKind.VVAR, '[vvar_vclock]': VdsoKind.VVAR_VCLOCK, '[vdso]': VdsoKind.VDSO };
   const parts = maps
     .filter((m) => isSpecial(m) && m.path !== '[stack]' && m.path !== '[vsyscall]')

@@ -90,7 +90,7 @@ export interface TraceOptions {
   deadline: number;
 }
 
-function readAuxv(pid: number): { map: Map<bigint, bigint>; bytes: Buffer } {
+export function readAuxv(pid: number): { map: Map<bigint, bigint>; bytes: Buffer } {
   const bytes = fs.readFileSync(`/proc/${pid}/auxv`);
   const map = new Map<bigint, bigint>();
   for (let i = 0; i + 16 <= bytes.length; i += 16) {
@@ -122,7 +122,7 @@ export function killTracee(pid: number, memFd?: number): void {
 const SIGSEGV = 11;
 const INT3 = 0xcc;
 /** The n bytes of getrandom call number `call` in a named deterministic stream. */
-function streamRandom(stream: string, call: number, n: number): Buffer {
+export function streamRandom(stream: string, call: number, n: number): Buffer {
   const parts: Buffer[] = [];
   for (let block = 0; parts.length * 32 < n; block++) {
     parts.push(createHash('sha256').update(`${stream}/${call}/${block}`).digest());
@@ -138,14 +138,14 @@ function waitStop(pid: number, deadline: number): L.WaitStatus {
   return st;
 }
 
-function writeByte(mem: number, addr: bigint, byte: number): void {
+export function writeByte(mem: number, addr: bigint, byte: number): void {
   if (fs.writeSync(mem, Buffer.from([byte]), 0, 1, Number(addr)) !== 1) {
     throw new SnapshotRefusal('internal', `cannot write tracee memory at 0x${addr.toString(16)}`);
   }
 }
 
 /** The [vdso] mapping's bytes: its ELF image, whose symbols name the functions to guard. */
-function vdsoImage(pid: number, mem: number, base: bigint): Buffer {
+export function vdsoImage(pid: number, mem: number, base: bigint): Buffer {
   for (const line of fs.readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
     const m = /^([0-9a-f]+)-([0-9a-f]+) .*\[vdso\]$/.exec(line);
     if (m && BigInt(`0x${m[1]}`) === base) return readMem(mem, base, Number(BigInt(`0x${m[2]}`) - base));
@@ -313,7 +313,7 @@ function codeMappings(pid: number): CodeMapping[] {
 }
 
 /** "file+offset" for a code address, from the tracee's maps. */
-function describeCode(pid: number, rip: bigint): string {
+export function describeCode(pid: number, rip: bigint): string {
   const m = codeMappings(pid).find((x) => rip >= x.start && rip < x.end);
   return m ? `${m.path || 'anonymous'}+0x${(rip - m.start + m.offset).toString(16)}` : `0x${rip.toString(16)}`;
 }
@@ -341,7 +341,7 @@ function likelyCaller(pid: number, mem: number, rip: bigint, rsp: bigint): strin
 }
 
 /** What a finished syscall did to the per-thread state the restorer must redo. */
-function recordResult(nr: number, args: bigint[], rval: bigint, loader: LoaderState): void {
+export function recordResult(nr: number, args: bigint[], rval: bigint, loader: LoaderState): void {
   const a = (i: number): bigint => args[i] ?? 0n;
   switch (nr) {
     case NR.set_tid_address:

@@ -25,6 +25,7 @@ const fa_addopen = libc.func(
   'int posix_spawn_file_actions_addopen(void *actions, int fd, const char *path, int oflag, unsigned int mode)',
 );
 const fa_addclose = libc.func('int posix_spawn_file_actions_addclosefrom_np(void *actions, int from)');
+const fa_addchdir = libc.func('int posix_spawn_file_actions_addchdir_np(void *actions, const char *path)');
 const attr_init = libc.func('int posix_spawnattr_init(void *attr)');
 const attr_destroy = libc.func('int posix_spawnattr_destroy(void *attr)');
 const attr_setflags = libc.func('int posix_spawnattr_setflags(void *attr, short flags)');
@@ -69,7 +70,14 @@ export class SysError extends Error {
  * Spawns `path` with argv/envp, stdin/stdout/stderr on /dev/null, every other
  * fd closed, default signal dispositions and an empty signal mask.
  */
-export function spawnDetachedStdio(path: string, argv: string[], envp: string[]): number {
+export interface SpawnExtras {
+  /** Also open these files read-only at these descriptor numbers (after closing everything from 3). */
+  readOnlyFds?: { fd: number; path: string }[];
+  /** Working directory of the child. */
+  cwd?: string;
+}
+
+export function spawnDetachedStdio(path: string, argv: string[], envp: string[], extras: SpawnExtras = {}): number {
   const actions = Buffer.alloc(FILE_ACTIONS_BYTES);
   const attr = Buffer.alloc(SPAWNATTR_BYTES);
   // Every bit set, not sigfillset(): that leaves out glibc's internal signals
@@ -82,6 +90,8 @@ export function spawnDetachedStdio(path: string, argv: string[], envp: string[])
     // Node opens its own fds 0-2 O_CLOEXEC; give the child fresh ones.
     for (const fd of [0, 1, 2]) fa_addopen(actions, fd, '/dev/null', O_RDWR, 0);
     fa_addclose(actions, 3);
+    for (const x of extras.readOnlyFds ?? []) fa_addopen(actions, x.fd, x.path, 0, 0);
+    if (extras.cwd !== undefined) fa_addchdir(actions, extras.cwd);
     attr_setsigdefault(attr, all);
     attr_setsigmask(attr, none);
     attr_setflags(attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
@@ -257,6 +267,22 @@ export function getRegs(pid: number): Regs {
     out[n] = buf.readBigUInt64LE(i * 8);
   });
   return out;
+}
+
+export const PTRACE_GETREGSET = 0x4204;
+export const NT_X86_XSTATE = 0x202;
+/** Larger than any XSAVE area (AVX-512 with AMX tiles is ~11 KiB); the kernel says how much it filled. */
+const XSTATE_MAX = 16384;
+
+/** The FPU/SSE/AVX... state in XSAVE standard format, as the kernel gives it to a tracer. */
+export function getXstate(pid: number): Buffer {
+  const buf = Buffer.alloc(XSTATE_MAX);
+  const iov = Buffer.alloc(16);
+  const addr = koffi.address(buf);
+  iov.writeBigUInt64LE(BigInt(addr), 0);
+  iov.writeBigUInt64LE(BigInt(XSTATE_MAX), 8);
+  ptraceBuffer(PTRACE_GETREGSET, pid, iov, NT_X86_XSTATE);
+  return Buffer.from(buf.subarray(0, Number(iov.readBigUInt64LE(8))));
 }
 
 export function setRegs(pid: number, regs: Regs): void {

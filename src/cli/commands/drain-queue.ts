@@ -8,6 +8,7 @@
 import { keyFromStat, keyHash } from '../../cache/key.js';
 import type { QueueEntry, Store } from '../../cache/store.js';
 import { takeWarmerLock } from '../../cache/warmer-lock.js';
+import { resumeEnvHash, wordsOfSpec } from '../../resume/spec.js';
 import { CliError } from '../errors.js';
 import type { Context } from '../context.js';
 import { printJson } from '../output.js';
@@ -44,12 +45,15 @@ export async function drain(store: Store, baseEnv: NodeJS.ProcessEnv, load: () =
           const env = { ...baseEnv, PATH: q.pathEnv };
           try {
             const r = resolveProgram(q.exePath, env);
-            if (keyHash(keyFromStat(r.path, r.stat, env, store.euid)) !== q.hash) {
+            const afterInit = q.initSpec ? { words: wordsOfSpec(q.initSpec) } : undefined;
+            const key = keyFromStat(r.path, r.stat, env, store.euid);
+            if (q.initSpec) Object.assign(key, { initSpec: q.initSpec, envHash: resumeEnvHash(env) });
+            if (keyHash(key) !== q.hash) {
               store.removeQueued(q.hash);
               results.push({ queued: q.hash, program: q.exePath, ok: false, reason: 'changed', detail: 'program changed since it was queued' });
               continue;
             }
-            const res = await warmOne(q.exePath, { snapshotter, store, env, skipIfValid: !q.rotate });
+            const res = await warmOne(q.exePath, { snapshotter, store, env, skipIfValid: !q.rotate, ...(afterInit ? { afterInit } : {}) });
             results.push({ queued: q.hash, ...res });
           } catch (e) {
             if (e instanceof CliError && e.code === 'snapshotter-missing') throw e;

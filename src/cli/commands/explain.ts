@@ -4,6 +4,7 @@
  * cold, 126/127 when PROG cannot be run at all (like the launcher).
  */
 import { predictRun } from '../predict.js';
+import { afterInitFromOptions } from '../after-init.js';
 import type { Context } from '../context.js';
 import { keyValues, printJson } from '../output.js';
 
@@ -24,15 +25,17 @@ const OUTCOME_TEXT: Record<string, string> = {
   FAIL_NEGATIVE_DEP: 'cold: a path the loader found missing now exists',
   FAIL_VDSO: 'cold: vdso layout unusable',
   FAIL_SLOT: 'cold: a slot cannot be patched',
+  FAIL_RESUME: 'cold: this process cannot take the post-init image (signal dispositions, resume fd, CPU state)',
 };
 
 export function explain(ctx: Context): number {
   const prog = ctx.operands[0] as string;
-  const p = predictRun(prog, ctx.env);
+  const afterInit = afterInitFromOptions(ctx, prog);
+  const p = predictRun(prog, ctx.env, undefined, afterInit);
   if (ctx.json) {
     printJson(ctx.out, p);
   } else {
-    const pairs: [string, string][] = [['program', p.program], ['resolved', p.resolved]];
+    const pairs: [string, string][] = [['program', p.program], ['resolved', p.resolved], ['image kind', p.imageKind]];
     if (p.interpreter) pairs.push(['interpreter', `${p.interpreter.path}${p.interpreter.arg ? ` ${p.interpreter.arg}` : ''} (a #! script: its interpreter is what gets restored)`]);
     pairs.push(['cache dir', p.cacheDir ?? '(none)']);
     if (p.key) pairs.push(['key', p.key]);

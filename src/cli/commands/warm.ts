@@ -13,11 +13,13 @@ import type { Store } from '../../cache/store.js';
 import { serializeImage, type ImageKey } from '../../image/format.js';
 import type { RefusalCode } from '../../snapshot/api.js';
 import { CliError } from '../errors.js';
+import { afterInitFromOptions } from '../after-init.js';
 import type { Context } from '../context.js';
 import { formatBytes, printJson } from '../output.js';
 import { LAUNCHER } from '../paths.js';
 import { readShebang, resolveProgram } from '../resolve.js';
 import { loadSnapshotter, type TakeSnapshot } from '../snapshotter.js';
+import { initSpec, kindOfWords, resumeEnvHash } from '../../resume/spec.js';
 
 export interface WarmResult {
   program: string;
@@ -48,6 +50,8 @@ export interface WarmOptions {
   timeoutMs?: number;
   /** Keep a valid image another process wrote while we waited for the key's lock. */
   skipIfValid?: boolean;
+  /** A post-init image: the adapter words (src/resume/spec.ts), as --after-init/--preload or a queue entry give them. */
+  afterInit?: { words: string[] };
 }
 
 function sameIdentity(a: ImageKey, b: ImageKey): boolean {
@@ -61,12 +65,16 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
   let r = resolveProgram(program, o.env, o.launcher ?? LAUNCHER);
   const notes: string[] = [];
   // A #! script has no image of its own: the launcher restores its interpreter, so warm that.
-  const sb = readShebang(r.path, o.launcher ?? LAUNCHER);
+  const sb = o.afterInit ? null : readShebang(r.path, o.launcher ?? LAUNCHER);
   if (sb) {
     notes.push(`${r.path} is a #! script: warmed its interpreter ${sb.interpreter}`);
     r = { name: program, path: sb.interpreter, stat: sb.stat };
   }
   const key = keyFromStat(r.path, r.stat, o.env, o.store.euid);
+  if (o.afterInit) {
+    key.initSpec = initSpec(o.afterInit.words);
+    key.envHash = resumeEnvHash(o.env);
+  }
   const hash = keyHash(key);
   const base: WarmResult = { program, ok: false, resolved: r.path, key: hash, notes };
 
@@ -87,6 +95,7 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
         exePath: path.resolve(r.path),
         argv: [sb ? sb.interpreter : program],
         env: o.env,
+        ...(o.afterInit ? { afterInit: { words: o.afterInit.words, kind: kindOfWords(o.afterInit.words) } } : {}),
         launcher: o.launcher ?? LAUNCHER,
         ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
       });
@@ -111,7 +120,7 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
     }
     // The key exactly as the launcher computes it (its path string, PATH, euid, kernel).
     // An environment binding (constructors read the environment) stays with the image.
-    model.key = model.key.envHash ? { ...key, envHash: model.key.envHash } : key;
+    model.key = model.key.envHash && !o.afterInit ? { ...key, envHash: model.key.envHash } : key;
     const data = serializeImage(model);
     const written = o.store.writeImage(key, data);
     o.store.clearRefused(hash);
@@ -133,7 +142,8 @@ export async function warm(ctx: Context): Promise<number> {
   for (const program of ctx.operands) {
     let res: WarmResult;
     try {
-      res = await warmOne(program, { snapshotter: () => loadSnapshotter(), store, env: ctx.env });
+      const afterInit = afterInitFromOptions(ctx, program);
+      res = await warmOne(program, { snapshotter: () => loadSnapshotter(), store, env: ctx.env, ...(afterInit ? { afterInit } : {}) });
     } catch (e) {
       if (!(e instanceof CliError)) throw e;
       res = { program, ok: false, reason: e.code, detail: e.shortMessage, error: e.toJSON() };

@@ -1,0 +1,416 @@
+/**
+ * takePostInitSnapshot: a program stopped after its initialisation, at the
+ * checkpoint read of the resume protocol (docs/resume-protocol.md).
+ *
+ *  1. two runs, A and B, to the checkpoint (checkpoint.ts): same layout (ASLR
+ *     off), same AT_RANDOM, clocks, random bytes and child ids, different
+ *     umask and different sentinels for the process's own ids;
+ *  2. the process state at the checkpoint must be one an image can stand for:
+ *     one thread, no children, fds 0-2 and the resume fd only, nothing
+ *     pending, dispositions as traced;
+ *  3. every word that differs between A and B must hold one of the process
+ *     ids (binary, or decimal text) or the thread id: those become slots the
+ *     restore patches. Anything else is a refusal;
+ *  4. run A is the image: regions (its stack too, which keeps live frames),
+ *     registers and FPU state, signal dispositions and mask, umask when the
+ *     init set it, the files and directories it read.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { ImageFile, ImageModel, ImageResume, ImageSlot } from '../image/format.js';
+import { RESUME_REGS } from '../image/format.js';
+import { FileKind, Ident, RegionFlag, SlotKind } from '../image/schema.js';
+import { keyFor } from '../cache/key.js';
+import { RESUME_FD, RESUME_FD_ENV, RESUME_MAGIC, afterInitArgv, initSpec, resumeEnvHash, type AdapterKind } from '../resume/spec.js';
+import * as os from 'node:os';
+import type { SnapshotOutcome } from './api.js';
+import { PAGE, captureMappings, readMaps, type CapturedMapping, type Mapping } from './capture.js';
+import { runToCheckpoint, type Identity, type StoppedAtCheckpoint } from './checkpoint.js';
+import { checkProgram } from './elf.js';
+import { snapshotEnv } from './env.js';
+import { buildFiles, isPseudoPath } from './files.js';
+import { SnapshotRefusal } from './refusal.js';
+import { buildRegions } from './regions.js';
+import { describeAddr } from './slots.js';
+import { killTracee } from './trace.js';
+import { kernelState, vdsoParts } from './snapshot.js';
+
+export interface PostInitOptions {
+  /** Resolved absolute path of the program. */
+  exePath: string;
+  /** The program's argv[0] as the user gives it. */
+  argv0: string;
+  /** Adapter words (src/resume/spec.ts adapterWords): empty for a program that speaks the protocol. */
+  words: string[];
+  kind: AdapterKind;
+  env: NodeJS.ProcessEnv;
+  launcher: string;
+  timeoutMs?: number;
+}
+
+const DEFAULT_TIMEOUT_MS = 60_000;
+/** Room for the stack to grow below the captured part, like the kernel's RLIMIT_STACK default. */
+const STACK_RESERVE = 8n * 1024n * 1024n;
+
+export function takePostInitSnapshot(opts: PostInitOptions): SnapshotOutcome {
+  const t0 = Date.now();
+  try {
+    const { image, notes } = postInitModel(opts);
+    return { ok: true, image, ms: Date.now() - t0, notes };
+  } catch (e) {
+    const ms = Date.now() - t0;
+    if (e instanceof SnapshotRefusal) return { ok: false, reason: e.code, detail: e.detail, ms };
+    return { ok: false, reason: 'internal', detail: (e as Error).message.split('\n')[0] ?? 'unknown error', ms };
+  }
+}
+
+/** Sentinels for the process's own ids: as many digits as the largest pid, so any real id fits where one was written as text. */
+function sentinels(run: 0 | 1): Identity {
+  let digits = 7;
+  try {
+    digits = fs.readFileSync('/proc/sys/kernel/pid_max', 'utf8').trim().length;
+  } catch {
+    /* default pid_max of 64-bit kernels has 7 digits */
+  }
+  const pick = (s: string): number => Number(s.slice(0, Math.max(2, Math.min(7, digits))));
+  const sets = [['3141592', '2718281', '1414213', '1732050'], ['2236067', '2645751', '3316624', '3605551']][run] as string[];
+  return { pid: pick(sets[0] as string), ppid: pick(sets[1] as string), pgid: pick(sets[2] as string), sid: pick(sets[3] as string) };
+}
+
+interface Run {
+  t: StoppedAtCheckpoint;
+  maps: Mapping[];
+  caps: CapturedMapping[];
+  /** After the test context was applied (the close of the resume fd). */
+  after: CapturedMapping[];
+  /** Kernel-side state at the checkpoint (read before the tracee is gone). */
+  state: ImageModel['state'];
+  stack: Mapping;
+  status: Map<string, string>;
+  identity: Identity;
+}
+
+function procStatus(pid: number): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const line of fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
+    const i = line.indexOf(':');
+    if (i > 0) out.set(line.slice(0, i), line.slice(i + 1).trim());
+  }
+  return out;
+}
+
+const hexMask = (s: string | undefined): bigint => BigInt(`0x${s ?? '0'}`);
+
+/** One thread, no children, only fds 0-2 (as given) and the resume fd, nothing pending. */
+function checkProcessState(t: StoppedAtCheckpoint, status: Map<string, string>): void {
+  const tasks = fs.readdirSync(`/proc/${t.pid}/task`);
+  if (tasks.length !== 1) {
+    throw new SnapshotRefusal('threads', `${tasks.length} threads at the checkpoint (OpenBLAS starts threads when numpy is imported: OPENBLAS_NUM_THREADS=1 avoids them)`);
+  }
+  const children = fs.readFileSync(`/proc/${t.pid}/task/${t.pid}/children`, 'utf8').trim();
+  if (children) throw new SnapshotRefusal('children', `child processes still exist at the checkpoint: ${children}`);
+  for (const name of fs.readdirSync(`/proc/${t.pid}/fd`)) {
+    const fd = Number(name);
+    let target = '?';
+    try {
+      target = fs.readlinkSync(`/proc/${t.pid}/fd/${fd}`);
+    } catch {
+      /* gone */
+    }
+    if ((fd <= 2 && target === '/dev/null') || fd === RESUME_FD) continue;
+    throw new SnapshotRefusal('open-fds', `fd ${fd} (${target}) is open at the checkpoint: only 0-2 and the resume fd may be`);
+  }
+  for (const field of ['SigPnd', 'ShdPnd']) {
+    if (hexMask(status.get(field)) !== 0n) throw new SnapshotRefusal('unsupported-syscall', `a signal is pending at the checkpoint (${field} ${status.get(field)})`);
+  }
+  if (status.get('Seccomp') !== '0') throw new SnapshotRefusal('unsupported-syscall', 'seccomp is on at the checkpoint');
+  // What the trace saw of rt_sigaction must be what the kernel has.
+  let ign = 0n;
+  let cgt = 0n;
+  for (const [sig, a] of t.sigactions) {
+    const bit = 1n << BigInt(sig - 1);
+    if (a.handler === 1n) ign |= bit;
+    else if (a.handler !== 0n) cgt |= bit;
+  }
+  if (ign !== hexMask(status.get('SigIgn')) || cgt !== hexMask(status.get('SigCgt'))) {
+    throw new SnapshotRefusal('internal', `signal dispositions at the checkpoint (SigIgn ${status.get('SigIgn')}, SigCgt ${status.get('SigCgt')}) are not what the trace saw`);
+  }
+}
+
+function capture(o: Parameters<typeof runToCheckpoint>[0]): Run {
+  const t = runToCheckpoint(o);
+  try {
+    const status = procStatus(t.pid);
+    checkProcessState(t, status);
+    const maps = readMaps(t.pid);
+    const stack = maps.find((m) => m.path === '[stack]');
+    if (!stack || t.regs.rsp < stack.start || t.regs.rsp >= stack.end) throw new SnapshotRefusal('internal', 'the stack pointer is not in [stack] at the checkpoint');
+    // The stack is captured like any anonymous memory: it holds the live frames.
+    const captureList = maps.map((m) => (m === stack ? { ...m, path: '' } : m));
+    const caps = captureMappings(t.pid, t.mem, captureList);
+    const state = kernelState(t, maps);
+    t.resumeUntilClose();
+    const after = captureMappings(t.pid, t.mem, readMaps(t.pid).map((m) => (m.path === '[stack]' ? { ...m, path: '' } : m)));
+    return { t, maps, caps, after, state, stack, status, identity: o.identity };
+  } finally {
+    killTracee(t.pid, t.mem);
+  }
+}
+
+function postInitModel(opts: PostInitOptions): { image: ImageModel; notes: string[] } {
+  const exePath = path.resolve(opts.exePath);
+  const program = checkProgram(exePath);
+  const keyBefore = keyFor(exePath, opts.env);
+  const envp = [...snapshotEnv({ ...opts.env, PWD: '/', [RESUME_FD_ENV]: String(RESUME_FD) })];
+  const deadline = Date.now() + (opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+  const argv = afterInitArgv(opts.words, [opts.argv0]).slice(0, opts.words.length ? -1 : undefined);
+  // The snapshot passes no user argv: "--" ends the adapter's own options, the rest comes with the context.
+  if (opts.words.length) argv.push('--');
+  const clock = { realtime: BigInt(Date.now()) * 1_000_000n, monotonic: process.hrtime.bigint() };
+  const contextDir = fs.mkdtempSync(path.join(os.tmpdir(), 'cx-resume-'));
+  const contextFile = path.join(contextDir, 'context');
+  fs.writeFileSync(contextFile, testContext(opts.kind, opts.argv0, envp));
+  const base = {
+    launcher: opts.launcher, exePath, argv, envp, resumeFd: RESUME_FD, clock, randomStream: 'init', deadline, contextFile,
+  };
+  try {
+    return postInitImage(opts, exePath, program.interpreter, keyBefore, base);
+  } finally {
+    fs.rmSync(contextDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The context both differential runs resume with: a command that does
+ * nothing, the snapshot's own environment, "/" and a fixed seed. What the
+ * adapter overwrites while applying it is not the image's concern.
+ */
+function testContext(kind: AdapterKind, argv0: string, envp: string[]): Buffer {
+  const argv = kind === 'bash' ? [argv0, '-c', ':'] : kind === 'python' ? [argv0, '-c', 'pass'] : [argv0];
+  const env = envp.filter((e) => !e.startsWith(`${RESUME_FD_ENV}=`));
+  const fields = [RESUME_MAGIC, String(argv.length), ...argv, String(env.length), ...env, '/', '0123456789abcdef0123456789abcdef'];
+  return Buffer.from(fields.map((f) => `${f}\0`).join(''));
+}
+
+function postInitImage(opts: PostInitOptions, exePath: string, interpreter: string, keyBefore: ReturnType<typeof keyFor>,
+  base: Omit<Parameters<typeof runToCheckpoint>[0], 'identity' | 'umask' | 'atRandom'>): { image: ImageModel; notes: string[] } {
+  const runPair = (): [Run, Run] => {
+    const a = capture({ ...base, identity: sentinels(0), umask: 0o022 });
+    const b = capture({ ...base, identity: sentinels(1), umask: 0o077, atRandom: a.t.random });
+    return [a, b];
+  };
+  let [a, b] = runPair();
+  let slots: ImageSlot[];
+  try {
+    slots = compare(a, b);
+  } catch (e) {
+    // A first run that wrote caches (Python's bytecode) takes another path than the runs after it.
+    if (!(e instanceof SnapshotRefusal) || !a.t.paths.length) throw e;
+    [a, b] = runPair();
+    slots = compare(a, b);
+  }
+
+  const t = a.t;
+  const files = buildFiles(t.paths, a.maps, exePath, interpreter);
+  addListedDirectories(files.files, t.listedDirs);
+  const regions = buildRegions(a.caps, files, slots);
+  const stackRegion = regions.filter((r) => r.addr >= a.stack.start && r.addr < a.stack.end).sort((x, y) => (x.addr < y.addr ? -1 : 1))[0];
+  if (!stackRegion) throw new SnapshotRefusal('internal', 'no region for the stack');
+  stackRegion.flags |= RegionFlag.STACK;
+
+  const umaskA = parseInt(a.status.get('Umask') ?? '', 8);
+  const umaskB = parseInt(b.status.get('Umask') ?? '', 8);
+  let umask: number | undefined;
+  if (umaskA === umaskB) umask = umaskA;
+  else if (umaskA !== 0o022 || umaskB !== 0o077) throw new SnapshotRefusal('unexplained-difference', `the umask at the checkpoint depends on the starting umask (${umaskA.toString(8)} vs ${umaskB.toString(8)})`);
+
+  const regs = t.regs;
+  const resume: ImageResume = {
+    regs: Object.fromEntries(RESUME_REGS.map((n) => [n, regs[n]])) as ImageResume['regs'],
+    // ptrace's XSAVE copy puts the process's XCR0 in the first software-reserved word (offset 464).
+    xfeatures: t.xstate.length >= 472 ? t.xstate.readBigUInt64LE(464) : 0n,
+    xstate: t.xstate,
+    sigmask: hexMask(a.status.get('SigBlk')),
+    ignoredAtStart: 0n, // the snapshot starts with every disposition at its default
+    stackReserve: STACK_RESERVE,
+    resumeFd: RESUME_FD,
+    ...(umask !== undefined ? { umask } : {}),
+    sigactions: [...t.sigactions].filter(([, s]) => s.handler !== 0n).sort(([x], [y]) => x - y)
+      .map(([signo, s]) => ({ signo, ...s })),
+  };
+  if (!resume.xfeatures || t.xstate.length < 576) throw new SnapshotRefusal('internal', `no XSAVE state for the stopped thread (${t.xstate.length} bytes, ${t.xstate.subarray(464, 488).toString('hex')})`);
+
+  const state = a.state;
+  const key = keyFor(exePath, opts.env);
+  key.initSpec = initSpec(opts.words);
+  key.envHash = resumeEnvHash(opts.env);
+  if (key.exeIno !== keyBefore.exeIno || key.exeMtimeNsec !== keyBefore.exeMtimeNsec || key.exeCtimeNsec !== keyBefore.exeCtimeNsec) {
+    throw new SnapshotRefusal('internal', `${exePath} changed while it was being snapshotted`);
+  }
+  const image: ImageModel = {
+    createdNs: BigInt(Date.now()) * 1_000_000n,
+    key,
+    files: files.files,
+    regions,
+    slots: slots.sort((x, y) => (x.addr < y.addr ? -1 : x.addr > y.addr ? 1 : 0)),
+    state,
+    vdso: vdsoParts(a.maps, state.vdsoBase),
+    resume,
+  };
+  const notes = [
+    `${t.syscallCount} syscalls before the checkpoint, ${t.forks} children (all finished)`,
+    `${slots.length} slots, ${regions.length} regions, ${files.files.length} files`,
+    `shared by every restore of this image: the address-space layout (ASLR off), the stack guard and pointer guard, random bytes and clock readings taken during the init`,
+  ];
+  return { image, notes };
+}
+
+/** Directories whose listing the init read: an entry added or removed changes their mtime. */
+function addListedDirectories(files: ImageFile[], dirs: string[]): void {
+  const have = new Set(files.map((f) => f.path));
+  for (const d of dirs) {
+    if (have.has(d) || isPseudoPath(d)) continue;
+    let st: fs.BigIntStats;
+    try {
+      st = fs.statSync(d, { bigint: true });
+    } catch {
+      throw new SnapshotRefusal('internal', `${d} changed while the program was being snapshotted`);
+    }
+    files.push({
+      path: d, kind: FileKind.READ, flags: 0, dev: st.dev, ino: st.ino, size: st.size, mode: Number(st.mode),
+      mtimeSec: st.mtimeNs / 1_000_000_000n, mtimeNsec: Number(st.mtimeNs % 1_000_000_000n),
+      ctimeSec: st.ctimeNs / 1_000_000_000n, ctimeNsec: Number(st.ctimeNs % 1_000_000_000n),
+    });
+    have.add(d);
+  }
+}
+
+const isDigit = (b: number | undefined): boolean => b !== undefined && b >= 0x30 && b <= 0x39;
+const IDENT_KINDS: [keyof Identity, number][] = [['pid', Ident.PID], ['ppid', Ident.PPID], ['pgid', Ident.PGID], ['sid', Ident.SID]];
+
+function sameLayout(a: CapturedMapping[], b: CapturedMapping[], when: string): void {
+  if (a.length !== b.length || a.some((m, i) => {
+    const n = b[i] as CapturedMapping;
+    return m.start !== n.start || m.end !== n.end || m.perms !== n.perms || m.path !== n.path || m.offset !== n.offset;
+  })) {
+    throw new SnapshotRefusal('layout-mismatch', `the two runs mapped different things ${when}`);
+  }
+}
+
+/** Bytes of a captured page as the process saw them (file pages read from the file). */
+function pageBytes(c: CapturedMapping, i: number): Buffer {
+  const d = c.data.get(i);
+  if (d) return d;
+  const buf = Buffer.alloc(PAGE);
+  if (c.classes[i] === 'file' && c.path.startsWith('/')) {
+    const fd = fs.openSync(c.path, 'r');
+    try {
+      fs.readSync(fd, buf, 0, PAGE, Number(c.offset) + i * PAGE);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  return buf;
+}
+
+type Difference =
+  | { addr: bigint; what: 'id'; ident: number }
+  | { addr: bigint; what: 'text'; ident: number; capacity: number }
+  | { addr: bigint; what: 'tid' }
+  | { addr: bigint; what: 'other'; va: number; vb: number };
+
+/**
+ * Every difference between two same-layout captures, as 4-byte positions:
+ * a process id sentinel (binary or NUL-terminated decimal text), the real
+ * thread id, or something else. The rseq area (the kernel's CPU number) and
+ * dead stack below the red zone are not program state.
+ */
+function differences(a: Run, b: Run, ca: CapturedMapping[], cb: CapturedMapping[]): Difference[] {
+  const out: Difference[] = [];
+  const deadBelow = a.t.regs.rsp - 128n;
+  const rseq = a.t.loader.rseq;
+  ca.forEach((ma, mi) => {
+    const mb = cb[mi] as CapturedMapping;
+    for (let i = 0; i < ma.classes.length; i++) {
+      if (!ma.data.has(i) && !mb.data.has(i) && ma.classes[i] === mb.classes[i]) continue;
+      const pa = pageBytes(ma, i);
+      const pb = pageBytes(mb, i);
+      if (pa.equals(pb)) continue;
+      const pageAddr = ma.start + BigInt(i * PAGE);
+      const explained = new Uint8Array(PAGE);
+      for (const [k, ident] of IDENT_KINDS) {
+        const ta = Buffer.from(String(a.identity[k]));
+        const tb = Buffer.from(String(b.identity[k]));
+        for (let off: number = pa.indexOf(ta); off >= 0; off = pa.indexOf(ta, off + 1)) {
+          const end = off + ta.length;
+          if (end >= PAGE || pa[end] !== 0 || pb[end] !== 0 || isDigit(pa[off - 1]) || !pb.subarray(off, end).equals(tb)) continue;
+          explained.fill(1, off, end);
+          out.push({ addr: pageAddr + BigInt(off), what: 'text', ident, capacity: ta.length + 1 });
+        }
+      }
+      for (let off = 0; off < PAGE; off += 4) {
+        const va = pa.readUInt32LE(off);
+        const vb = pb.readUInt32LE(off);
+        if (va === vb) continue;
+        const addr = pageAddr + BigInt(off);
+        if (addr < deadBelow && addr >= a.stack.start && addr < a.stack.end) continue;
+        if (rseq && addr >= rseq.area && addr < rseq.area + BigInt(rseq.len)) continue;
+        let differing = false;
+        for (let k = 0; k < 4; k++) if (pa[off + k] !== pb[off + k] && !explained[off + k]) differing = true;
+        if (!differing) continue;
+        const id = IDENT_KINDS.find(([k]) => a.identity[k] === va && b.identity[k] === vb);
+        if (id) out.push({ addr, what: 'id', ident: id[1] });
+        else if (va === a.t.pid && vb === b.t.pid) out.push({ addr, what: 'tid' });
+        else out.push({ addr, what: 'other', va, vb });
+      }
+    }
+  });
+  return out;
+}
+
+/** 4 bytes at addr in a capture, or undefined when unmapped there. */
+function wordAt(caps: CapturedMapping[], addr: bigint): number | undefined {
+  const m = caps.find((x) => addr >= x.start && addr + 4n <= x.end);
+  if (!m) return undefined;
+  const off = Number(addr - m.start);
+  return pageBytes(m, Math.floor(off / PAGE)).readUInt32LE(off % PAGE);
+}
+
+/**
+ * The image's slots. At the checkpoint, every word that differs between A and
+ * B is a process id, the thread id, or something the resume overwrites: equal
+ * in both runs once the test context was applied (bash's $RANDOM state,
+ * seeded from the pid at start, and reseeded by the adapter). After the
+ * resume, only ids may differ.
+ */
+function compare(a: Run, b: Run): ImageSlot[] {
+  sameLayout(a.caps, b.caps, 'before the checkpoint');
+  sameLayout(a.after, b.after, 'while resuming');
+  for (const r of RESUME_REGS) {
+    if (r !== 'rax' && a.t.regs[r] !== b.t.regs[r]) {
+      throw new SnapshotRefusal('unexplained-difference', `register ${r} differs between the two runs at the checkpoint`);
+    }
+  }
+  for (const d of differences(a, b, a.after, b.after)) {
+    if (d.what === 'other') {
+      throw new SnapshotRefusal('unexplained-difference',
+        `${describeAddr(a.after, d.addr)} still differs between two runs after the resume (0x${d.va.toString(16)} vs 0x${d.vb.toString(16)}): it depends on something a restore cannot reproduce`);
+    }
+  }
+  const slots: ImageSlot[] = [];
+  for (const d of differences(a, b, a.caps, b.caps)) {
+    if (d.what === 'id') slots.push({ addr: d.addr, kind: SlotKind.PROCESS_ID, width: 4, arg: BigInt(d.ident) });
+    else if (d.what === 'tid') slots.push({ addr: d.addr, kind: SlotKind.TID, width: 4, arg: 0n });
+    else if (d.what === 'text') slots.push({ addr: d.addr, kind: SlotKind.PROCESS_ID_TEXT, width: 8, arg: BigInt(d.ident | (d.capacity << 8)) });
+    else {
+      const wa = wordAt(a.after, d.addr);
+      if (wa === undefined || wa !== wordAt(b.after, d.addr)) {
+        throw new SnapshotRefusal('unexplained-difference',
+          `${describeAddr(a.caps, d.addr)} differs between two runs of the init (0x${d.va.toString(16)} vs 0x${d.vb.toString(16)}) and the resume does not overwrite it: it depends on something a restore cannot reproduce`);
+      }
+    }
+  }
+  return slots;
+}
+
+
