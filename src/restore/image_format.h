@@ -6,7 +6,7 @@
 
 #define CX_FORMAT_VERSION 1u
 #define CX_MAGIC 0x31474d4958455843ull
-#define CX_ABI_HASH 0x184cc0beu
+#define CX_ABI_HASH 0x72bc7f8bu
 #define CX_ARCH_X86_64 62u
 
 /* Section types. Unknown types are skipped unless flagged REQUIRED. */
@@ -17,6 +17,9 @@
 #define CX_SECTION_SLOTS 5u
 #define CX_SECTION_STATE 6u
 #define CX_SECTION_VDSO 7u
+#define CX_SECTION_RESUME 8u
+#define CX_SECTION_SIGACTIONS 9u
+#define CX_SECTION_XSTATE 10u
 
 /* Section flags. */
 #define CX_SECFLAG_REQUIRED 1u
@@ -34,6 +37,7 @@
 /* Region flags. */
 #define CX_REGION_PATCHED 1u
 #define CX_REGION_HEAP 2u
+#define CX_REGION_STACK 4u
 
 /* What a file entry asserts. */
 #define CX_FILE_MAPPED 1u
@@ -57,6 +61,17 @@
 #define CX_SLOT_TID 11u
 #define CX_SLOT_CANARY 12u
 #define CX_SLOT_BASE_PLATFORM 13u
+#define CX_SLOT_PROCESS_ID 14u
+#define CX_SLOT_PROCESS_ID_TEXT 15u
+
+/* Which process identity a PROCESS_ID slot holds (arg & 0xff). */
+#define CX_IDENT_PID 0u
+#define CX_IDENT_PPID 1u
+#define CX_IDENT_PGID 2u
+#define CX_IDENT_SID 3u
+
+/* Post-init image flags (cx_resume.flags). */
+#define CX_RESUMEFLAG_SET_UMASK 1u
 
 /* Which kernel-side per-thread state the loader set up (state.flags). */
 #define CX_STATE_HAVE_TID_ADDRESS 1u
@@ -84,6 +99,7 @@
 #define CX_OUTCOME_FAIL_MAP 16u
 #define CX_OUTCOME_FAIL_SLOT 17u
 #define CX_OUTCOME_FAIL_KERNEL_STATE 18u
+#define CX_OUTCOME_FAIL_RESUME 19u
 
 /* Statistics log. */
 #define CX_STAT_MAGIC 827609923u
@@ -158,8 +174,10 @@ struct cx_key {
 	uint32_t path_env; /* string offset: PATH at snapshot time */
 	uint32_t kernel_release; /* string offset: uname release */
 	uint64_t env_hash; /* non-zero: library constructors read the environment, so the image is only for an environment with this cx_env_hash */
+	uint32_t init_spec; /* string offset: empty for a post-link image; a post-init image: what ran before the checkpoint (also in the lookup key) */
+	uint32_t reserved; /* zero */
 };
-_Static_assert(sizeof(struct cx_key) == 72, "cx_key size");
+_Static_assert(sizeof(struct cx_key) == 80, "cx_key size");
 _Static_assert(offsetof(struct cx_key, euid) == 0, "cx_key.euid");
 _Static_assert(offsetof(struct cx_key, exe_path) == 4, "cx_key.exe_path");
 _Static_assert(offsetof(struct cx_key, exe_dev) == 8, "cx_key.exe_dev");
@@ -172,6 +190,8 @@ _Static_assert(offsetof(struct cx_key, exe_ctime_nsec) == 52, "cx_key.exe_ctime_
 _Static_assert(offsetof(struct cx_key, path_env) == 56, "cx_key.path_env");
 _Static_assert(offsetof(struct cx_key, kernel_release) == 60, "cx_key.kernel_release");
 _Static_assert(offsetof(struct cx_key, env_hash) == 64, "cx_key.env_hash");
+_Static_assert(offsetof(struct cx_key, init_spec) == 72, "cx_key.init_spec");
+_Static_assert(offsetof(struct cx_key, reserved) == 76, "cx_key.reserved");
 
 /* A file the image depends on. */
 struct cx_file {
@@ -293,6 +313,84 @@ _Static_assert(offsetof(struct cx_vdso_part, offset) == 0, "cx_vdso_part.offset"
 _Static_assert(offsetof(struct cx_vdso_part, size) == 8, "cx_vdso_part.size");
 _Static_assert(offsetof(struct cx_vdso_part, kind) == 16, "cx_vdso_part.kind");
 _Static_assert(offsetof(struct cx_vdso_part, reserved) == 20, "cx_vdso_part.reserved");
+
+/* Post-init image: the thread stopped at the entry of read(resume_fd, ...), re-issued at restore. */
+struct cx_resume {
+	uint64_t r15;
+	uint64_t r14;
+	uint64_t r13;
+	uint64_t r12;
+	uint64_t rbp;
+	uint64_t rbx;
+	uint64_t r11;
+	uint64_t r10;
+	uint64_t r9;
+	uint64_t r8;
+	uint64_t rax; /* ignored: the syscall number is orig_rax */
+	uint64_t rcx;
+	uint64_t rdx;
+	uint64_t rsi;
+	uint64_t rdi;
+	uint64_t orig_rax; /* the syscall (read) to issue again */
+	uint64_t rip; /* after the 2-byte syscall instruction */
+	uint64_t eflags;
+	uint64_t rsp;
+	uint64_t gs_base; /* zero on x86_64 Linux user space */
+	uint64_t xfeatures; /* XCR0 the xstate was saved under; the restoring CPU must have the same */
+	uint64_t sigmask; /* blocked signals at the checkpoint */
+	uint64_t ignored_at_start; /* signals ignored when the snapshot started (the caller must match) */
+	uint64_t stack_reserve; /* bytes of zero memory to map below the STACK region (stack growth) */
+	uint32_t xstate_size; /* bytes of the XSTATE section (XSAVE standard format) */
+	uint32_t resume_fd; /* the descriptor the context is delivered on */
+	uint32_t umask; /* with CX_RESUMEFLAG_SET_UMASK */
+	uint32_t flags; /* CX_RESUMEFLAG_* */
+};
+_Static_assert(sizeof(struct cx_resume) == 208, "cx_resume size");
+_Static_assert(offsetof(struct cx_resume, r15) == 0, "cx_resume.r15");
+_Static_assert(offsetof(struct cx_resume, r14) == 8, "cx_resume.r14");
+_Static_assert(offsetof(struct cx_resume, r13) == 16, "cx_resume.r13");
+_Static_assert(offsetof(struct cx_resume, r12) == 24, "cx_resume.r12");
+_Static_assert(offsetof(struct cx_resume, rbp) == 32, "cx_resume.rbp");
+_Static_assert(offsetof(struct cx_resume, rbx) == 40, "cx_resume.rbx");
+_Static_assert(offsetof(struct cx_resume, r11) == 48, "cx_resume.r11");
+_Static_assert(offsetof(struct cx_resume, r10) == 56, "cx_resume.r10");
+_Static_assert(offsetof(struct cx_resume, r9) == 64, "cx_resume.r9");
+_Static_assert(offsetof(struct cx_resume, r8) == 72, "cx_resume.r8");
+_Static_assert(offsetof(struct cx_resume, rax) == 80, "cx_resume.rax");
+_Static_assert(offsetof(struct cx_resume, rcx) == 88, "cx_resume.rcx");
+_Static_assert(offsetof(struct cx_resume, rdx) == 96, "cx_resume.rdx");
+_Static_assert(offsetof(struct cx_resume, rsi) == 104, "cx_resume.rsi");
+_Static_assert(offsetof(struct cx_resume, rdi) == 112, "cx_resume.rdi");
+_Static_assert(offsetof(struct cx_resume, orig_rax) == 120, "cx_resume.orig_rax");
+_Static_assert(offsetof(struct cx_resume, rip) == 128, "cx_resume.rip");
+_Static_assert(offsetof(struct cx_resume, eflags) == 136, "cx_resume.eflags");
+_Static_assert(offsetof(struct cx_resume, rsp) == 144, "cx_resume.rsp");
+_Static_assert(offsetof(struct cx_resume, gs_base) == 152, "cx_resume.gs_base");
+_Static_assert(offsetof(struct cx_resume, xfeatures) == 160, "cx_resume.xfeatures");
+_Static_assert(offsetof(struct cx_resume, sigmask) == 168, "cx_resume.sigmask");
+_Static_assert(offsetof(struct cx_resume, ignored_at_start) == 176, "cx_resume.ignored_at_start");
+_Static_assert(offsetof(struct cx_resume, stack_reserve) == 184, "cx_resume.stack_reserve");
+_Static_assert(offsetof(struct cx_resume, xstate_size) == 192, "cx_resume.xstate_size");
+_Static_assert(offsetof(struct cx_resume, resume_fd) == 196, "cx_resume.resume_fd");
+_Static_assert(offsetof(struct cx_resume, umask) == 200, "cx_resume.umask");
+_Static_assert(offsetof(struct cx_resume, flags) == 204, "cx_resume.flags");
+
+/* A signal disposition other than SIG_DFL at the checkpoint (kernel struct sigaction fields). */
+struct cx_sigaction {
+	uint64_t handler; /* SIG_IGN (1) or a handler address */
+	uint64_t flags; /* sa_flags */
+	uint64_t restorer; /* sa_restorer */
+	uint64_t mask; /* sa_mask */
+	uint32_t signo; /* 1..64 */
+	uint32_t reserved; /* zero */
+};
+_Static_assert(sizeof(struct cx_sigaction) == 40, "cx_sigaction size");
+_Static_assert(offsetof(struct cx_sigaction, handler) == 0, "cx_sigaction.handler");
+_Static_assert(offsetof(struct cx_sigaction, flags) == 8, "cx_sigaction.flags");
+_Static_assert(offsetof(struct cx_sigaction, restorer) == 16, "cx_sigaction.restorer");
+_Static_assert(offsetof(struct cx_sigaction, mask) == 24, "cx_sigaction.mask");
+_Static_assert(offsetof(struct cx_sigaction, signo) == 32, "cx_sigaction.signo");
+_Static_assert(offsetof(struct cx_sigaction, reserved) == 36, "cx_sigaction.reserved");
 
 /* One run as the launcher saw it (stats/runs.log). */
 struct cx_stat_record {

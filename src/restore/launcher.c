@@ -204,7 +204,7 @@ static void put64(unsigned char *p, uint64_t v) { __builtin_memcpy(p, &v, 8); }
 /* Same bytes as src/cache/key.ts keyBytes(), for the owner `euid`, under `dir`. */
 static int compute_key(struct launch *L, const char *dir, uint32_t euid)
 {
-	unsigned char buf[56 + 3 * CX_PATH_MAX];
+	unsigned char buf[56 + 3 * CX_PATH_MAX + CX_SPEC_MAX + 8];
 	size_t n = 56;
 	if (!L->uts.release[0] && sys_uname(&L->uts) < 0)
 		return -1;
@@ -228,6 +228,16 @@ static int compute_key(struct launch *L, const char *dir, uint32_t euid)
 			return -1;
 		__builtin_memcpy(buf + n, strs[i], len);
 		n += len;
+	}
+	if (L->after_init) {
+		/* A post-init image: what ran before the checkpoint, and the environment it saw. */
+		size_t len = cx_strlen(L->init_spec) + 1;
+		if (n + len + 8 > sizeof buf)
+			return -1;
+		__builtin_memcpy(buf + n, L->init_spec, len);
+		n += len;
+		put64(buf + n, L->resume_env_hash);
+		n += 8;
 	}
 	L->key_hash = cx_hash64(buf, n, CX_FNV_OFFSET);
 	struct cx_buf b = { L->image, 0, sizeof L->image, 0 };
@@ -367,15 +377,9 @@ static __attribute__((noreturn)) void traceme(struct launch *L, int i)
 	sys_exit_group(127);
 }
 
-/* --internal-key PROG: prints "hash image-path" as the launcher computes them. */
-static __attribute__((noreturn)) void print_key(struct launch *L, int i)
+/* Prints "hash image-path" for the resolved program in L. */
+static __attribute__((noreturn)) void print_key_resolved(struct launch *L)
 {
-	if (i >= L->argc)
-		sys_exit_group(2);
-	L->name = L->argv[i];
-	int rc = resolve(L);
-	if (rc)
-		sys_exit_group(rc);
 	L->euid = (uint32_t)sys_geteuid();
 	if (cache_dir(L) || compute_key(L, L->cache_dir, L->euid))
 		sys_exit_group(1);
@@ -387,6 +391,18 @@ static __attribute__((noreturn)) void print_key(struct launch *L, int i)
 	cx_buf_str(&o, "\n");
 	cx_write_all(1, line, o.len);
 	sys_exit_group(0);
+}
+
+/* --internal-key PROG: prints "hash image-path" as the launcher computes them. */
+static __attribute__((noreturn)) void print_key(struct launch *L, int i)
+{
+	if (i >= L->argc)
+		sys_exit_group(2);
+	L->name = L->argv[i];
+	int rc = resolve(L);
+	if (rc)
+		sys_exit_group(rc);
+	print_key_resolved(L);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -471,11 +487,8 @@ static int shebang(struct launch *L, char *script, size_t cap)
 	return 0;
 }
 
-static __attribute__((noreturn)) void run(struct launch *L)
+static __attribute__((noreturn)) void run_resolved(struct launch *L)
 {
-	int rc = resolve(L);
-	if (rc)
-		sys_exit_group(rc);
 	if (L->execfn_not_self) {
 		/* "#!/path/cached-exec" with no program: running the script again would loop. */
 		struct kstat fn;
@@ -491,7 +504,7 @@ static __attribute__((noreturn)) void run(struct launch *L)
 	enum cx_outcome o = L->no_restore ? CX_BYPASS_NO_CACHE_DIR : bypass_reason(L);
 	if (o == CX_HIT)
 		o = restore_layers(L);
-	if (o == CX_MISS) {
+	if (o == CX_MISS && !L->after_init) {
 		/* Scripts have no image of their own: their interpreter does. */
 		char script[CX_PATH_MAX];
 		if (shebang(L, script, sizeof script) == 0) {
@@ -505,6 +518,332 @@ static __attribute__((noreturn)) void run(struct launch *L)
 	if (o == CX_MISS)
 		cx_queue_miss(L, 0);
 	cx_cold_exec(L);
+}
+
+static __attribute__((noreturn)) void run(struct launch *L)
+{
+	int rc = resolve(L);
+	if (rc)
+		sys_exit_group(rc);
+	run_resolved(L);
+}
+
+/* ------------------------------------------------------------------------ */
+/* --after-init: post-init images (docs/resume-protocol.md). The adapter,    */
+/* its command and the key's init spec are src/resume/spec.ts's, byte for   */
+/* byte: the warmer builds the same key from the queue entry.               */
+
+enum adapter_kind { ADAPTER_GENERIC, ADAPTER_BASH, ADAPTER_PYTHON };
+
+/* spec.ts adapterKind(): by the basename the user typed; bash, python, python3, python3.N. */
+static enum adapter_kind adapter_kind(const char *name)
+{
+	const char *b = cx_basename(name);
+	if (cx_streq(b, "bash"))
+		return ADAPTER_BASH;
+	if (!cx_startswith(b, "python"))
+		return ADAPTER_GENERIC;
+	b += 6;
+	if (!*b)
+		return ADAPTER_PYTHON;
+	if (*b++ != '3')
+		return ADAPTER_GENERIC;
+	if (!*b)
+		return ADAPTER_PYTHON;
+	if (*b++ != '.' || !*b)
+		return ADAPTER_GENERIC;
+	for (; *b; b++)
+		if (*b < '0' || *b > '9')
+			return ADAPTER_GENERIC;
+	return ADAPTER_PYTHON;
+}
+
+static int name_is(const char *e, size_t n, const char *name)
+{
+	size_t i = 0;
+	for (; i < n; i++)
+		if (e[i] != name[i])
+			return 0;
+	return name[i] == 0;
+}
+
+/* spec.ts isPerRunVariable(): values the adapter applies on every run, so not part of the key. */
+static int per_run_variable(const char *e, size_t n, const char *vary)
+{
+	if (name_is(e, n, "_") || name_is(e, n, "PWD") || name_is(e, n, "OLDPWD") || name_is(e, n, "SHLVL"))
+		return 1;
+	if (n >= 12 && cx_startswith(e, "CACHED_EXEC_"))
+		return 1;
+	/* CACHED_EXEC_VARY_ENV: more names, comma-separated. */
+	for (const char *v = vary; v && *v;) {
+		const char *end = v;
+		while (*end && *end != ',')
+			end++;
+		if ((size_t)(end - v) == n) {
+			size_t i = 0;
+			while (i < n && v[i] == e[i])
+				i++;
+			if (i == n)
+				return 1;
+		}
+		v = *end ? end + 1 : end;
+	}
+	return 0;
+}
+
+/*
+ * spec.ts resumeEnvHash(): the order-free sum of cx_hash64("NAME=value")
+ * over the environment without per-run variables, never 0. The init may have
+ * read any of them (bash imports them all): another value is another image.
+ */
+static uint64_t resume_env_hash(char **envp)
+{
+	const char *vary = cx_getenv(envp, "CACHED_EXEC_VARY_ENV");
+	uint64_t sum = 0;
+	for (; *envp; envp++) {
+		const char *e = *envp;
+		size_t n = 0;
+		while (e[n] && e[n] != '=')
+			n++;
+		if (!e[n] || per_run_variable(e, n, vary))
+			continue;
+		sum += cx_hash64(e, cx_strlen(e), CX_FNV_OFFSET);
+	}
+	return sum ? sum : 1;
+}
+
+/* <pkg>/shell/NAME, <pkg> being /proc/self/exe minus /bin/cached-exec (spec.ts shellDir()). */
+static int shell_file(char *out, size_t cap, const char *name)
+{
+	char self[CX_PATH_MAX];
+	long n = sys_readlink("/proc/self/exe", self, sizeof self - 1);
+	if (n <= 0)
+		return -1;
+	self[n] = 0;
+	for (int k = 0; k < 2; k++) {
+		char *slash = 0;
+		for (char *p = self; *p; p++)
+			if (*p == '/')
+				slash = p;
+		if (!slash)
+			return -1;
+		*slash = 0;
+	}
+	struct cx_buf b = { out, 0, cap, 0 };
+	cx_buf_str(&b, self);
+	cx_buf_str(&b, "/shell/");
+	cx_buf_str(&b, name);
+	return b.overflow ? -1 : 0;
+}
+
+/*
+ * What node's path.resolve(p) gives (the CLI makes FILE absolute with it, and
+ * the key must be the same): joined to the cwd when relative, then ".", ".."
+ * and repeated slashes resolved lexically. No symlink is followed.
+ */
+static int absolute_path(const char *p, char *out, size_t cap)
+{
+	char cwd[CX_PATH_MAX];
+	size_t len = 0;
+	if (p[0] != '/') {
+		long r = sys_getcwd(cwd, sizeof cwd);
+		if (r < 0 || cwd[0] != '/')
+			return -1;
+	}
+	for (int part = p[0] == '/'; part < 2; part++) {
+		const char *s = part ? p : cwd;
+		for (;;) {
+			while (*s == '/')
+				s++;
+			const char *e = s;
+			while (*e && *e != '/')
+				e++;
+			size_t n = (size_t)(e - s);
+			if (!n)
+				break;
+			if (n == 2 && s[0] == '.' && s[1] == '.') {
+				while (len && out[len - 1] != '/')
+					len--;
+				if (len)
+					len--;
+			} else if (!(n == 1 && s[0] == '.')) {
+				if (len + n + 2 > cap)
+					return -1;
+				out[len++] = '/';
+				for (size_t i = 0; i < n; i++)
+					out[len++] = s[i];
+			}
+			s = e;
+		}
+	}
+	if (!len)
+		out[len++] = '/';
+	out[len] = 0;
+	return 0;
+}
+
+struct after_init_req {
+	int seen;
+	const char *file; /* --after-init=FILE: made absolute; empty means none (as in the CLI) */
+	const char *preload; /* --preload LIST */
+};
+
+static int is_after_init_option(const char *a)
+{
+	return cx_streq(a, "--after-init") || cx_startswith(a, "--after-init=") || cx_streq(a, "--preload") ||
+	       cx_startswith(a, "--preload=");
+}
+
+/* Options before PROG, in any order, "--" ending them. Index of PROG, or -1 for a usage error. */
+static int parse_after_init(const struct launch *L, int i, struct after_init_req *q)
+{
+	for (; i < L->argc; i++) {
+		const char *a = L->argv[i];
+		if (cx_streq(a, "--after-init")) {
+			q->seen = 1;
+		} else if (cx_startswith(a, "--after-init=")) {
+			q->seen = 1;
+			q->file = a + 13;
+		} else if (cx_streq(a, "--preload")) {
+			if (++i >= L->argc)
+				return -1;
+			q->preload = L->argv[i];
+		} else if (cx_startswith(a, "--preload=")) {
+			q->preload = a + 10;
+		} else if (cx_streq(a, "--")) {
+			i++;
+			break;
+		} else if (a[0] == '-') {
+			return -1;
+		} else {
+			break;
+		}
+	}
+	return q->seen && i < L->argc ? i : -1;
+}
+
+/* A copy of a literal word on the stack (the trampoline's cold exec cannot read .rodata). */
+static char *stack_word(struct cx_buf *t, const char *w)
+{
+	char *p = t->p + t->len;
+	cx_buf_str(t, w);
+	t->len++;
+	return p;
+}
+
+/*
+ * spec.ts adapterWords() and afterInitArgv(): argv2 becomes
+ * [argv0, words..., "--", user argv...] for an adapter (the user's argv for a
+ * program that speaks the protocol itself), and L->init_spec the key's
+ * "after-init\x1fword...". 0, or -1 after a one-line error: the request
+ * cannot be served and the plain program runs cold.
+ */
+static int after_init_command(struct launch *L, const struct after_init_req *q, char **argv2, int need_adapter)
+{
+	enum adapter_kind kind = adapter_kind(L->name);
+	int has_file = q->file && q->file[0], has_preload = q->preload && q->preload[0];
+	if (kind == ADAPTER_GENERIC && (has_file || has_preload)) {
+		cx_error("--after-init=FILE and --preload need bash or python", 0);
+		return -1;
+	}
+	if (q->preload && kind != ADAPTER_PYTHON) {
+		cx_error("--preload needs python", 0);
+		return -1;
+	}
+	char *words[CX_MAX_WORDS];
+	int nw = 0;
+	struct cx_buf t = { L->word_text, 0, sizeof L->word_text, 0 };
+	if (kind != ADAPTER_GENERIC) {
+		const char *file = kind == ADAPTER_BASH ? "cached-exec-resume.bash" : "cached_exec_resume.py";
+		struct kstat st;
+		if (shell_file(L->adapter, sizeof L->adapter, file)) {
+			cx_error("--after-init", "cannot find its own path");
+			return -1;
+		}
+		if (need_adapter && (sys_stat(L->adapter, &st) < 0 || (st.st_mode & S_IFMT) != S_IFREG)) {
+			cx_error(L->adapter, "missing: running the program without --after-init");
+			return -1;
+		}
+		if (has_file && absolute_path(q->file, L->init_file, sizeof L->init_file)) {
+			cx_error(q->file, "cannot make the path absolute");
+			return -1;
+		}
+		if (kind == ADAPTER_BASH) {
+			/* Sourced from -c: run as a script, bash would keep it open on fd 255 (spec.ts). */
+			words[nw++] = stack_word(&t, "-c");
+			words[nw++] = stack_word(&t, ". \"$0\"");
+			words[nw++] = L->adapter;
+		} else {
+			words[nw++] = L->adapter;
+			if (has_preload) {
+				words[nw++] = stack_word(&t, "--preload");
+				words[nw++] = (char *)q->preload;
+			}
+		}
+		if (has_file) {
+			words[nw++] = stack_word(&t, "--init");
+			words[nw++] = L->init_file;
+		}
+	}
+	struct cx_buf spec = { L->init_spec, 0, sizeof L->init_spec, 0 };
+	cx_buf_str(&spec, "after-init");
+	for (int i = 0; i < nw; i++) {
+		cx_buf_str(&spec, "\x1f");
+		cx_buf_str(&spec, words[i]);
+	}
+	if (spec.overflow)
+		L->no_restore = 1; /* no key for it: cold, without a cache */
+	L->after_init = 1;
+	L->resume_env_hash = resume_env_hash(L->envp);
+	if (!nw)
+		return 0; /* the program speaks the protocol itself: its own argv */
+	int n = 0;
+	argv2[n++] = L->user_argv[0];
+	for (int i = 0; i < nw; i++)
+		argv2[n++] = words[i];
+	argv2[n++] = stack_word(&t, "--");
+	for (int i = 0; i < L->user_argc; i++)
+		argv2[n++] = L->user_argv[i];
+	argv2[n] = 0;
+	L->prog_argv = argv2;
+	L->prog_argc = n;
+	return 0;
+}
+
+/*
+ * cached-exec [--internal-key | --internal-restore-dry] --after-init[=FILE]
+ * [--preload LIST] PROG ARGS...: restore PROG from a post-init image, or run
+ * the adapter's command cold (which runs the same init directly).
+ */
+static __attribute__((noreturn)) void after_init(struct launch *L, int first, int key_only)
+{
+	struct after_init_req q = { 0, 0, 0 };
+	int prog = parse_after_init(L, first, &q);
+	if (prog < 0) {
+		if (key_only)
+			sys_exit_group(2);
+		exec_cli(L, 1); /* the CLI explains the usage */
+	}
+	L->name = L->argv[prog];
+	L->user_argv = L->argv + prog;
+	L->user_argc = L->argc - prog;
+	L->prog_argv = L->user_argv;
+	L->prog_argc = L->user_argc;
+	int rc = resolve(L);
+	if (rc)
+		sys_exit_group(rc);
+	char *argv2[L->argc + CX_MAX_WORDS + 2];
+	if (after_init_command(L, &q, argv2, !key_only) < 0) {
+		if (key_only)
+			sys_exit_group(2);
+		cx_cold_exec(L); /* the plain program, as without cached-exec */
+	}
+	if (key_only) {
+		if (L->no_restore)
+			sys_exit_group(1); /* the init spec does not fit: no key */
+		print_key_resolved(L);
+	}
+	run_resolved(L);
 }
 
 __attribute__((noreturn, used)) void cx_main(uint64_t *sp)
@@ -554,18 +893,25 @@ __attribute__((noreturn, used)) void cx_main(uint64_t *sp)
 			traceme(&L, 2);
 		if (cx_streq(a, "--internal-inspect"))
 			sys_exit_group(L.argc > 2 ? cx_inspect(L.argv[2]) : 2);
-		if (cx_streq(a, "--internal-key"))
+		if (cx_streq(a, "--internal-key")) {
+			if (L.argc > 2 && is_after_init_option(L.argv[2]))
+				after_init(&L, 2, 1);
 			print_key(&L, 2);
+		}
 		if (cx_streq(a, "--internal-restore-dry") && L.argc > 2) {
 			/* Benchmarks: do the whole restore but stop before the jump. */
 			struct timespec_k ts;
 			sys_clock_gettime(1 /* CLOCK_MONOTONIC */, &ts);
 			L.dry_t0 = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 			L.dry_run = 1;
+			if (is_after_init_option(L.argv[2]))
+				after_init(&L, 2, 0);
 			L.name = L.argv[2];
 			program_args(&L, 2);
 			run(&L);
 		}
+		if (is_after_init_option(a))
+			after_init(&L, 1, 0);
 		if (cx_streq(a, "--") && L.argc > 2) {
 			/* cached-exec -- PROG ARGS: for programs whose name starts with '-'. */
 			L.name = L.argv[2];

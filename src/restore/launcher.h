@@ -26,7 +26,12 @@ enum cx_outcome {
 	CX_FAIL_MAP = CX_OUTCOME_FAIL_MAP,
 	CX_FAIL_SLOT = CX_OUTCOME_FAIL_SLOT,
 	CX_FAIL_KERNEL_STATE = CX_OUTCOME_FAIL_KERNEL_STATE,
+	CX_FAIL_RESUME = CX_OUTCOME_FAIL_RESUME,
 };
+
+/* An init spec: "after-init" and the adapter words, 0x1f-separated (src/resume/spec.ts initSpec). */
+#define CX_SPEC_MAX (3 * CX_PATH_MAX)
+#define CX_MAX_WORDS 8
 
 struct launch {
 	int argc; /* launcher's argc */
@@ -58,10 +63,28 @@ struct launch {
 	uint64_t dry_t0; /* CLOCK_MONOTONIC when a dry run started */
 	struct utsname_k uts;
 
+	/*
+	 * --after-init: only a post-init image (docs/resume-protocol.md) serves
+	 * this run. prog_argv is then the adapter's command (what a cold run
+	 * execs); user_argv is the argv the user gave the program, which a
+	 * restore hands over in the resume context.
+	 */
+	int after_init;
+	int user_argc;
+	char **user_argv;
+	uint64_t resume_env_hash; /* resumeEnvHash(): the environment the key names */
+	uint32_t ids[4]; /* CX_IDENT_*: pid, ppid, pgid, sid, once asked */
+	int ids_known;
+
 	/* Big buffers last: cx_main zeroes only what comes before (page faults). */
 	char path[CX_PATH_MAX]; /* resolved program */
 	char cache_dir[CX_PATH_MAX];
 	char image[CX_PATH_MAX];
+	/* --after-init only. Words live here, not in .rodata: the trampoline's cold exec runs after the launcher is unmapped. */
+	char init_spec[CX_SPEC_MAX];
+	char adapter[CX_PATH_MAX];
+	char init_file[CX_PATH_MAX];
+	char word_text[64];
 };
 
 /* restore.c: returns only on failure, with the reason. */

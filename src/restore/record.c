@@ -140,8 +140,9 @@ static void start_warmer_unless_running(const struct launch *L)
 /*
  * A miss: queue this key for a snapshot unless it is queued already or was
  * refused, and start a warmer unless one is running. The queue entry holds
- * what the warmer needs to rebuild the key: the program path and PATH, and a
- * third line "rotate" when an image exists but is past its age limit.
+ * what the warmer needs to rebuild the key: the program path and PATH; for a
+ * post-init image a line "after-init<TAB>init spec"; and a line "rotate"
+ * when an image exists but is past its age limit.
  */
 void cx_queue_miss(const struct launch *L, int rotate)
 {
@@ -150,6 +151,10 @@ void cx_queue_miss(const struct launch *L, int rotate)
 	struct cx_buf nb = { name, 0, sizeof name, 0 };
 	if (!L->cache_dir[0] || is_true_env_value(cx_getenv(L->envp, "CACHED_EXEC_NO_WARM")))
 		return;
+	/* The entry is line-based: an init file whose name holds a newline cannot be queued. */
+	for (const char *c = L->after_init ? L->init_spec : ""; *c; c++)
+		if (*c == '\n')
+			return;
 	cx_buf_hex16(&nb, L->key_hash);
 	if (dir_path(&b, L, "/refused/", name))
 		return;
@@ -176,12 +181,17 @@ void cx_queue_miss(const struct launch *L, int rotate)
 	}
 	if (fd < 0)
 		return;
-	char entry[2 * CX_PATH_MAX + 2];
+	char entry[2 * CX_PATH_MAX + CX_SPEC_MAX + 32];
 	struct cx_buf e = { entry, 0, sizeof entry, 0 };
 	cx_buf_str(&e, L->path);
 	cx_buf_put(&e, "\n", 1);
 	cx_buf_str(&e, L->path_env);
 	cx_buf_put(&e, "\n", 1);
+	if (L->after_init) {
+		cx_buf_str(&e, "after-init\t");
+		cx_buf_str(&e, L->init_spec);
+		cx_buf_put(&e, "\n", 1);
+	}
 	if (rotate)
 		cx_buf_str(&e, "rotate\n");
 	sys_write(fd, entry, e.len);

@@ -55,6 +55,21 @@
 #define __NR_close_range 436
 #define __NR_sched_setaffinity 203
 #define __NR_sched_getaffinity 204
+/* Post-init images: signal state, the resume fd and its context. */
+#define __NR_lseek 8
+#define __NR_rt_sigaction 13
+#define __NR_rt_sigprocmask 14
+#define __NR_writev 20
+#define __NR_fcntl 72
+#define __NR_getcwd 79
+#define __NR_umask 95
+#define __NR_getppid 110
+#define __NR_getpgid 121
+#define __NR_getsid 124
+#define __NR_dup3 292
+#define __NR_pipe2 293
+#define __NR_getrandom 318
+#define __NR_memfd_create 319
 #define LOCK_EX 2
 #define LOCK_NB 4
 #define PRIO_PROCESS 0
@@ -62,6 +77,23 @@
 #define O_EXCL 0200
 #define O_TRUNC 01000
 #define O_DIRECTORY 0200000
+#define O_NONBLOCK 04000
+
+#define F_GETFD 1
+#define F_SETFD 2
+#define F_SETFL 4
+#define F_DUPFD_CLOEXEC 1030
+#define F_SETPIPE_SZ 1031
+#define SEEK_SET 0
+#define MFD_CLOEXEC 1
+#define GRND_NONBLOCK 1
+
+#define SIG_BLOCK 0
+#define SIG_SETMASK 2
+#define SIG_DFL 0
+#define SIG_IGN 1
+#define SIGKILL 9
+#define CX_NSIG 64
 
 #define AT_FDCWD (-100)
 #define AT_SYMLINK_NOFOLLOW 0x100
@@ -80,6 +112,7 @@
 #define MAP_PRIVATE 0x02
 #define MAP_FIXED 0x10
 #define MAP_ANONYMOUS 0x20
+#define MAP_NORESERVE 0x4000
 #define MAP_FIXED_NOREPLACE 0x100000
 #define MREMAP_MAYMOVE 1
 #define MREMAP_FIXED 2
@@ -98,6 +131,7 @@
 #define EEXIST 17
 #define ENOTDIR 20
 #define EPERM 1
+#define EBADF 9
 
 #define S_IFMT 0170000
 #define S_IFREG 0100000
@@ -158,6 +192,20 @@ struct prctl_mm_map {
 	uint32_t exe_fd;
 };
 _Static_assert(sizeof(struct prctl_mm_map) == 104, "prctl_mm_map layout");
+
+/* The kernel's struct sigaction on x86_64 (rt_sigaction with an 8-byte mask). */
+struct ksigaction {
+	uint64_t handler;
+	uint64_t flags;
+	uint64_t restorer;
+	uint64_t mask;
+};
+_Static_assert(sizeof(struct ksigaction) == 32, "kernel sigaction layout");
+
+struct iovec_k {
+	const void *base;
+	size_t len;
+};
 
 struct timespec_k {
 	int64_t tv_sec;
@@ -308,5 +356,25 @@ SYS_INLINE long sys_sched_getaffinity(int pid, size_t len, void *mask)
 	return sys_call3(__NR_sched_getaffinity, pid, (long)len, (long)mask);
 }
 SYS_INLINE long sys_close_range(unsigned first, unsigned last) { return sys_call3(__NR_close_range, first, last, 0); }
+
+SYS_INLINE long sys_lseek(int fd, long off, int whence) { return sys_call3(__NR_lseek, fd, off, whence); }
+SYS_INLINE long sys_rt_sigaction(int sig, const struct ksigaction *act, struct ksigaction *old)
+{
+	return sys_call4(__NR_rt_sigaction, sig, (long)act, (long)old, 8);
+}
+SYS_INLINE long sys_rt_sigprocmask(int how, const uint64_t *set, uint64_t *old)
+{
+	return sys_call4(__NR_rt_sigprocmask, how, (long)set, (long)old, 8);
+}
+SYS_INLINE long sys_writev(int fd, const struct iovec_k *iov, int n) { return sys_call3(__NR_writev, fd, (long)iov, n); }
+SYS_INLINE long sys_fcntl(int fd, int cmd, long arg) { return sys_call3(__NR_fcntl, fd, cmd, arg); }
+SYS_INLINE long sys_getcwd(char *buf, size_t n) { return sys_call2(__NR_getcwd, (long)buf, (long)n); }
+SYS_INLINE long sys_getppid(void) { return sys_call0(__NR_getppid); }
+SYS_INLINE long sys_getpgid(int pid) { return sys_call1(__NR_getpgid, pid); }
+SYS_INLINE long sys_getsid(int pid) { return sys_call1(__NR_getsid, pid); }
+SYS_INLINE long sys_dup3(int a, int b, int flags) { return sys_call3(__NR_dup3, a, b, flags); }
+SYS_INLINE long sys_pipe2(int fds[2], int flags) { return sys_call2(__NR_pipe2, (long)fds, flags); }
+SYS_INLINE long sys_getrandom(void *buf, size_t n, unsigned flags) { return sys_call3(__NR_getrandom, (long)buf, (long)n, flags); }
+SYS_INLINE long sys_memfd_create(const char *name, unsigned flags) { return sys_call2(__NR_memfd_create, (long)name, flags); }
 
 #endif

@@ -8,8 +8,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { serializeImage, type ImageModel } from '../../src/image/format.js';
-import { FileKind, FileFlag, Src, SlotKind, StateFlag, VdsoKind, Prot, RegionFlag } from '../../src/image/schema.js';
+import { RESUME_REGS, parseImage, serializeImage, type ImageModel } from '../../src/image/format.js';
+import { FileKind, FileFlag, Src, SlotKind, StateFlag, VdsoKind, Prot, RegionFlag, Ident, ResumeFlag, hash64 } from '../../src/image/schema.js';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const launcher = path.join(root, 'bin', 'cached-exec');
@@ -52,6 +52,29 @@ function sampleModel(): ImageModel {
       { offset: 0n, size: 0x2000n, kind: VdsoKind.VDSO },
     ],
   };
+}
+
+/** The sample as a post-init image: init spec, resume registers, dispositions, XSAVE area. */
+function postInitModel(): ImageModel {
+  const m = sampleModel();
+  const xstate = Buffer.alloc(832);
+  for (let i = 0; i < xstate.length; i++) xstate[i] = (i * 7 + 3) & 0xff;
+  m.key = { ...m.key, initSpec: 'after-init\x1f-c\x1f. "$0"\x1f/pkg/shell/cached-exec-resume.bash', envHash: 0xfedcba9876543211n };
+  m.regions.push({ addr: 0x7ffffffde000n, len: 0x21000n, prot: Prot.READ | Prot.WRITE, source: Src.ZERO, file: 0, offset: 0n, flags: RegionFlag.STACK });
+  m.slots = [
+    { addr: 0x555555556008n, kind: SlotKind.PROCESS_ID, width: 4, arg: BigInt(Ident.PGID) },
+    { addr: 0x555555556010n, kind: SlotKind.PROCESS_ID_TEXT, width: 8, arg: BigInt(Ident.SID | (8 << 8)) },
+  ];
+  const regs = Object.fromEntries(RESUME_REGS.map((r, i) => [r, 0x1000n * BigInt(i + 1) + 0xabcdef0000000000n]));
+  m.resume = {
+    regs: regs as NonNullable<ImageModel['resume']>['regs'], xfeatures: 0x2e7n, xstate, sigmask: 0x10000n,
+    ignoredAtStart: 0x4n, stackReserve: 8n << 20n, resumeFd: 100, umask: 0o027,
+    sigactions: [
+      { signo: 3, handler: 1n, flags: 0x4000000n, restorer: 0x7ffff7c3c050n, mask: 0n },
+      { signo: 17, handler: 0x555555580040n, flags: 0x14000000n, restorer: 0x7ffff7c3c050n, mask: 0x10000n },
+    ],
+  };
+  return m;
 }
 
 function inspect(file: string): { status: number | null; fields: Map<string, string> } {
@@ -130,6 +153,47 @@ describe('C reader agrees with the TypeScript writer', () => {
       expectKv.push([`vdso[${i}].offset`, u64(v.offset)], [`vdso[${i}].size`, u64(v.size)], [`vdso[${i}].kind`, String(v.kind)]);
     });
     for (const [k, v] of expectKv) expect(fields.get(k), k).toBe(v);
+  });
+
+  it('reads every post-init field', () => {
+    const m = postInitModel();
+    const pfile = path.join(dir, 'post-init.img');
+    const pbytes = serializeImage(m);
+    fs.writeFileSync(pfile, pbytes, { mode: 0o600 });
+    expect(parseImage(pbytes).model.resume?.sigactions.length).toBe(2);
+    const { status, fields } = inspect(pfile);
+    expect(fields.get('check.outcome')).toBe('0');
+    expect(status).toBe(0);
+    const r = m.resume as NonNullable<ImageModel['resume']>;
+    const expectKv: [string, string][] = [
+      ['key.init_spec', m.key.initSpec as string],
+      ['key.env_hash', u64(m.key.envHash as bigint)],
+      ['resume.xfeatures', u64(r.xfeatures)],
+      ['resume.sigmask', u64(r.sigmask)],
+      ['resume.ignored_at_start', u64(r.ignoredAtStart)],
+      ['resume.stack_reserve', u64(r.stackReserve)],
+      ['resume.xstate_size', String(r.xstate.length)],
+      ['resume.resume_fd', String(r.resumeFd)],
+      ['resume.umask', String(r.umask)],
+      ['resume.flags', String(ResumeFlag.SET_UMASK)],
+      ['resume.sigactions', String(r.sigactions.length)],
+      ['xstate.length', String(r.xstate.length)],
+      ['xstate.hash', u64(hash64(r.xstate))],
+      [`region[${m.regions.length - 1}].flags`, String(RegionFlag.STACK)],
+    ];
+    for (const name of RESUME_REGS) expectKv.push([`resume.${name}`, u64(r.regs[name])]);
+    r.sigactions.forEach((a, i) => {
+      expectKv.push([`sigaction[${i}].signo`, String(a.signo)], [`sigaction[${i}].handler`, u64(a.handler)],
+        [`sigaction[${i}].flags`, u64(a.flags)], [`sigaction[${i}].restorer`, u64(a.restorer)], [`sigaction[${i}].mask`, u64(a.mask)]);
+    });
+    m.slots.forEach((s, i) => {
+      expectKv.push([`slot[${i}].addr`, u64(s.addr)], [`slot[${i}].arg`, u64(s.arg)], [`slot[${i}].kind`, String(s.kind)],
+        [`slot[${i}].width`, String(s.width)]);
+    });
+    for (const [k, v] of expectKv) expect(fields.get(k), k).toBe(v);
+    // A post-link image has an empty init spec and no resume fields.
+    expect(inspect(file).fields.get('key.init_spec')).toBe('');
+    expect(inspect(file).fields.has('resume.rip')).toBe(false);
   });
 
   it('rejects a corrupted checksum, a truncated file and a bad magic', () => {
