@@ -16,6 +16,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseImage } from '../image/format.js';
+import { decodeRunRecords } from '../cache/stats.js';
 import { machine } from './machine.js';
 import { PROGRAMS, SYSTEM_PATH, resolveOnPath, type ProgramSpec } from './programs.js';
 import { writeReports, consoleReport } from './report.js';
@@ -439,6 +440,133 @@ function targets(groups: Group[], pss: PssResult | null, floorGroup: Group | und
   return t;
 }
 
+// ---------------------------------------------------------------------------
+// Post-init images (--after-init): bash after its rc files, python3 after heavy imports.
+
+interface PostInitSpec {
+  name: string;
+  title: string;
+  /** The plain cold command a user runs today. */
+  cold: string[];
+  /** The launcher's arguments before the program's own. */
+  launcherArgs: string[];
+  program: string;
+  args: string[];
+}
+
+/** The first python3 whose imports include numpy (pyenv's, often), else the system one with the standard library. */
+function pythonForBench(env: Record<string, string>): { exe: string; preload: string } | null {
+  const home = os.homedir();
+  const candidates = [resolveOnPath('python3')];
+  try {
+    for (const v of fs.readdirSync(path.join(home, '.pyenv', 'versions')).sort().reverse()) {
+      candidates.push(path.join(home, '.pyenv', 'versions', v, 'bin', 'python3'));
+    }
+  } catch { /* no pyenv */ }
+  const stdlib = 'json,decimal,asyncio,re,typing,random,email.mime.multipart,http.client,xml.etree.ElementTree,argparse,logging';
+  for (const exe of candidates) {
+    if (!exe || !fs.existsSync(exe)) continue;
+    if (spawnSync(exe, ['-c', 'import numpy'], { env, timeout: 30_000 }).status === 0) return { exe, preload: `numpy,${stdlib}` };
+  }
+  const sys = resolveOnPath('python3');
+  return sys ? { exe: sys, preload: stdlib } : null;
+}
+
+function postInitSpecs(env: Record<string, string>, tmp: string): PostInitSpec[] {
+  const out: PostInitSpec[] = [];
+  // The real rc file when there is one (root's here runs `pyenv init`), else a stand-in.
+  let rc = path.join(os.homedir(), '.bashrc');
+  if (!fs.existsSync(rc)) {
+    rc = path.join(tmp, 'bashrc');
+    fs.writeFileSync(rc, 'for i in $(seq 1 300); do eval "f$i() { echo $i; }"; done\nexport RC_LOADED=1\n');
+  }
+  if (resolveOnPath('bash')) {
+    out.push({
+      name: 'bash-init', title: `bash after ${rc.replace(os.homedir(), '~')}`, cold: ['bash', '-c', `. ${rc}; true`],
+      launcherArgs: [`--after-init=${rc}`], program: 'bash', args: ['-c', 'true'],
+    });
+  }
+  const py = pythonForBench(env);
+  if (py) {
+    out.push({
+      name: 'python-init', title: `python3 after importing ${py.preload.split(',').slice(0, 3).join(', ')}, ...`,
+      cold: [py.exe, '-c', `import ${py.preload}`], launcherArgs: ['--after-init', '--preload', py.preload], program: py.exe, args: ['-c', 'pass'],
+    });
+  }
+  return out;
+}
+
+function hitCount(cacheDir: string): number {
+  const log = path.join(cacheDir, 'stats', 'runs.log');
+  if (!fs.existsSync(log)) return 0;
+  return decodeRunRecords(fs.readFileSync(log)).records.filter((r) => r.outcome === 'HIT').length;
+}
+
+function postInitGroups(native: Native, opts: Options, tmp: string, env: Record<string, string>, seed: number): Group[] {
+  const groups: Group[] = [];
+  for (const s of postInitSpecs(env, tmp)) {
+    log(`warming ${s.name}`);
+    const t0 = process.hrtime.bigint();
+    const w = spawnSync(LAUNCHER, ['--warm', ...s.launcherArgs, s.program], { env, encoding: 'utf8', timeout: 300_000 });
+    const image: ImageInfo = { ok: w.status === 0, warmMs: Number(process.hrtime.bigint() - t0) / 1e6, bytes: 0, regions: 0, files: 0,
+      detail: w.status === 0 ? '' : `${w.stdout}${w.stderr}`.trim().split('\n').pop() ?? '', restores: false };
+    const m = /\(([\d.]+ \w+), ([\d.]+) ms\)/.exec(w.stdout ?? '');
+    if (m) image.snapshotMs = Number(m[2]);
+    const imgPath = /: (\/\S+\.img) \(/.exec(w.stdout ?? '')?.[1];
+    if (imgPath && fs.existsSync(imgPath)) {
+      image.bytes = fs.statSync(imgPath).size;
+      try {
+        const p = parseImage(fs.readFileSync(imgPath));
+        image.regions = p.model.regions.length;
+        image.files = p.model.files.length;
+      } catch { /* reported as 0 */ }
+    }
+    const before = hitCount(env.CACHED_EXEC_DIR as string);
+    spawnSync(LAUNCHER, [...s.launcherArgs, s.program, ...s.args], { env, timeout: 60_000 });
+    image.restores = hitCount(env.CACHED_EXEC_DIR as string) === before + 1;
+    if (!image.restores) image.detail ||= 'a run through the launcher did not restore';
+    if (!image.restores) log(`${s.name}: ${image.detail}`);
+    const realProgram = s.program.startsWith('/') ? s.program : (resolveOnPath(s.program) as string);
+    const cold0 = s.cold[0] as string;
+    const cmds: Command[] = [
+      cmd(s.name, 'cold', `${s.cold.join(' ').slice(0, 70)} (cold)`, cold0.startsWith('/') ? cold0 : (resolveOnPath(cold0) as string), s.cold, env),
+      cmd(s.name, 'adapter', 'the adapter run directly (a miss)', LAUNCHER, ['cached-exec', ...s.launcherArgs, realProgram, ...s.args],
+        { ...env, CACHED_EXEC_DISABLE: '1' }),
+      cmd(s.name, 'restored', `cached-exec ${s.launcherArgs.join(' ').slice(0, 50)} ${path.basename(s.program)} ${s.args.join(' ')}`, LAUNCHER,
+        ['cached-exec', ...s.launcherArgs, s.program, ...s.args], env),
+    ];
+    const expect = new Map<string, number>();
+    const notesFor = new Map<string, string>();
+    for (const c of cmds) {
+      const p = probe(c);
+      expect.set(c.id, p.status ?? 0);
+      if (p.status !== 0) notesFor.set(c.id, `exit status ${p.status}`);
+    }
+    if (!image.restores) notesFor.set(`${s.name}/restored`, `NOT restored (${image.detail}): this row is a cold run`);
+    const g = runGroup(native, s.name, s.title, cmds, opts, tmp, seed++, expect, notesFor);
+    g.image = image;
+    groups.push(g);
+  }
+  return groups;
+}
+
+function postInitTargets(groups: Group[]): Target[] {
+  return groups.map((g) => {
+    const r = g.vsCold[`${g.name}/restored`];
+    const cold = g.rows.find((x) => x.kind === 'cold')?.summary.median ?? NaN;
+    const restored = g.rows.find((x) => x.kind === 'restored')?.summary.median ?? NaN;
+    const speedup = cold / restored;
+    const ok = (g.image?.restores ?? false) && speedup >= 10;
+    return {
+      what: `${g.title}: cold / restored`,
+      limit: '>= 10x',
+      measured: `${speedup.toFixed(1)}x (${cold.toFixed(2)} / ${restored.toFixed(2)} ms, ratio ${(r?.ofMedians ?? NaN).toFixed(3)}, ${g.rounds} runs each)`,
+      ok,
+      ...(ok ? {} : { why: g.image?.restores ? `under 10x: see the adapter row for the work after the checkpoint` : `no restore happened: ${g.image?.detail}` }),
+    };
+  });
+}
+
 async function main(): Promise<void> {
   const t0 = Date.now();
   const opts = parseArgs(process.argv.slice(2));
@@ -533,6 +661,10 @@ async function main(): Promise<void> {
     groups.push(group);
   }
 
+  const postInit = opts.only && !opts.only.some((o) => o.endsWith('-init')) ? [] : postInitGroups(native, opts, tmp, env, seed);
+  seed += postInit.length;
+  groups.push(...postInit);
+
   const wl = opts.only ? [] : workloads(native, opts, tmp, env);
   const bashGroup = groups.find((g) => g.name === 'bash');
   const pss = specs.some((s) => s.name === 'bash') ? await pssCheck(env, bashGroup?.image, bashImagePath) : null;
@@ -544,7 +676,7 @@ async function main(): Promise<void> {
     groups,
     workloads: wl,
     pss,
-    targets: targets(groups, pss, floorGroup),
+    targets: [...targets(groups, pss, floorGroup), ...postInitTargets(postInit)],
     elapsedS: (Date.now() - t0) / 1000,
   };
   console.log(consoleReport(results));

@@ -12,7 +12,7 @@ const ratioText = (r: Ratio | undefined): string =>
 
 const KIND_NAME: Record<string, string> = {
   cold: 'cold', restored: 'restored', static: 'static', bindnow: 'LD_BIND_NOW=1 cold', miss: 'miss (no image)',
-  dry: 'restore, no jump', floor: 'floor', workload: 'workload',
+  dry: 'restore, no jump', floor: 'floor', workload: 'workload', adapter: 'cold through the adapter',
 };
 
 function pad(s: string, n: number, right = false): string {

@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-export type RowKind = 'cold' | 'restored' | 'static' | 'bindnow' | 'miss' | 'dry' | 'floor' | 'workload';
+export type RowKind = 'cold' | 'restored' | 'static' | 'bindnow' | 'miss' | 'dry' | 'floor' | 'workload' | 'adapter';
 
 export interface Command {
   /** Unique id, e.g. "bash/restored". */

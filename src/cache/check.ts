@@ -18,7 +18,7 @@ import type { ImageKey } from '../image/format.js';
 import { envHash } from './key.js';
 import { resumeEnvHash } from '../resume/spec.js';
 import {
-  ABI_HASH, ARCH_X86_64, FILE, FORMAT_VERSION, FileKind, HEADER, KEY, MAGIC, Outcome, REGION, SECTION, SLOT, STATE,
+  ABI_HASH, ARCH_X86_64, FILE, FORMAT_VERSION, FileKind, HEADER, KEY, MAGIC, Outcome, REGION, RESUME, SECTION, SIGACTION, SLOT, STATE,
   SecFlag, Section, SlotKind, Src, VDSO_PART, constName, hash64, layout, sizeOf,
 } from '../image/schema.js';
 
@@ -190,15 +190,16 @@ export function checkImage(file: string, opts: CheckOptions): Verdict {
     const min: Record<number, number> = {
       [Section.KEY]: sizeOf(KEY), [Section.FILES]: sizeOf(FILE), [Section.REGIONS]: sizeOf(REGION),
       [Section.SLOTS]: sizeOf(SLOT), [Section.STATE]: sizeOf(STATE), [Section.VDSO]: sizeOf(VDSO_PART),
+      [Section.RESUME]: sizeOf(RESUME), [Section.SIGACTIONS]: sizeOf(SIGACTION),
     };
-    if (type === Section.KEY || type === Section.STATE) {
+    if (type === Section.KEY || type === Section.STATE || type === Section.RESUME) {
       if (Number(s.count) !== 1 || Number(s.entsize) < (min[type] ?? 0)) return v('FAIL_HEADER', `section ${name} malformed`, info);
     } else if (min[type] !== undefined) {
       if (Number(s.count) && Number(s.entsize) < (min[type] ?? 0)) return v('FAIL_HEADER', `section ${name} entries too small`, info);
-    } else if (type !== Section.STRINGS && (Number(s.flags) & SecFlag.REQUIRED)) {
+    } else if (type !== Section.STRINGS && type !== Section.XSTATE && (Number(s.flags) & SecFlag.REQUIRED)) {
       return v('FAIL_HEADER', `unknown required section type ${type} (written by a newer version)`, info);
     }
-    if (min[type] !== undefined || type === Section.STRINGS) found.set(type, s);
+    if (min[type] !== undefined || type === Section.STRINGS || type === Section.XSTATE) found.set(type, s);
   }
   for (const need of [Section.KEY, Section.STRINGS, Section.STATE, Section.REGIONS]) {
     if (!found.has(need)) return v('FAIL_HEADER', `missing section ${constName('CX_SECTION_', need)}`, info);

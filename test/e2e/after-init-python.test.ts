@@ -1,0 +1,118 @@
+/**
+ * Post-init images of python3 (--after-init --preload), end to end: a
+ * python3 that already imported a set of modules is restored inside the
+ * harness's child with argv, environment and working directory different from
+ * the snapshot's, and compared with the cold run (CACHED_EXEC_DISABLE=1, the
+ * same adapter run directly) and with a plain `python3 app.py`.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decodeRunRecords } from '../../src/cache/stats.js';
+import { LAUNCHER, baseEnv, removeDir, run, tmpCacheDir, tmpDir, type Env, type RunResult } from '../helpers/cx.js';
+
+const cache = tmpCacheDir();
+const work = tmpDir('cx-after-init-py-');
+const lib = path.join(work, 'lib');
+const app = path.join(work, 'app dir');
+fs.mkdirSync(lib);
+fs.mkdirSync(app);
+const mod = path.join(lib, 'cxmod.py');
+const writeModule = (v: string): void => fs.writeFileSync(mod, `VERSION = ${JSON.stringify(v)}\n`);
+writeModule('one');
+
+const PRELOAD = 'json,decimal,asyncio,cxmod';
+const env: Env = baseEnv(cache, { PYTHONPATH: lib, CACHED_EXEC_VARY_ENV: 'FOO' });
+const runEnv: Env = { ...env, SHLVL: '3', PWD: app, FOO: 'changed' };
+
+function records(): ReturnType<typeof decodeRunRecords>['records'] {
+  const log = path.join(cache, 'stats', 'runs.log');
+  return fs.existsSync(log) ? decodeRunRecords(fs.readFileSync(log)).records : [];
+}
+const hits = (): number => records().filter((r) => r.outcome === 'HIT').length;
+/** The launcher's outcome for the last run, for assertion messages. */
+const lastOutcome = (): string => String(records().at(-1)?.outcome ?? 'none');
+
+const after = (args: string[]): string[] => ['--after-init', '--preload', PRELOAD, 'python3', ...args];
+
+const script = (name: string, body: string): string => {
+  const p = path.join(app, name);
+  fs.writeFileSync(p, body);
+  return p;
+};
+
+async function both(args: string[], input?: string): Promise<{ cold: RunResult; restored: RunResult; plain: RunResult }> {
+  const common = { cwd: app, ...(input !== undefined ? { input } : {}) };
+  const cold = await run(LAUNCHER, after(args), { ...common, env: { ...runEnv, CACHED_EXEC_DISABLE: '1' } });
+  const plain = await run('python3', args, { ...common, env: runEnv });
+  const before = hits();
+  const restored = await run(LAUNCHER, after(args), { ...common, env: runEnv });
+  expect(hits() - before, `restored (${lastOutcome()}): ${restored.stderr.toString()}`).toBe(1);
+  return { cold, restored, plain };
+}
+
+function observed(r: RunResult): { stdout: string; stderr: string; status: number | null; signal: string | null } {
+  const mask = (s: string): string => s.split(String(r.pid)).join('<PID>').replace(/^CACHED_EXEC_DISABLE[= ]1\n/m, '')
+    .replace(/\('CACHED_EXEC_DISABLE', '1'\), /, '');
+  return { stdout: mask(r.stdout.toString()), stderr: mask(r.stderr.toString()), status: r.status, signal: r.signal };
+}
+
+beforeAll(() => {
+  const w = spawnSync(LAUNCHER, ['--warm', '--after-init', '--preload', PRELOAD, 'python3'], { env, encoding: 'utf8', timeout: 120_000 });
+  expect(w.status, `${w.stdout}${w.stderr}`).toBe(0);
+}, 120_000);
+
+afterAll(() => {
+  removeDir(cache);
+  removeDir(work);
+});
+
+describe('python3 restored after its imports, compared with cold and plain runs', () => {
+  const cases: { title: string; args: () => string[]; input?: string }[] = [
+    { title: 'sys.argv, __name__, __file__, sys.path[0]', args: () => [script('a.py', 'import sys\nprint(sys.argv, __name__, __file__, sys.path[0])\n'), 'x', 'y z'] },
+    { title: 'the environment', args: () => [script('env.py', 'import os\nfor k, v in sorted(os.environ.items()): print(k, v)\n')] },
+    { title: 'working directory and pid', args: () => [script('cwd.py', 'import os\nprint(os.getcwd(), os.getpid(), os.getppid() > 1)\n')] },
+    { title: 'a preloaded module in use', args: () => ['-c', 'import json, decimal, cxmod; print(json.dumps({"v": cxmod.VERSION}), decimal.Decimal("1.10") + 1)'] },
+    { title: 'a traceback', args: () => [script('tb.py', 'def f(x):\n    return 1 / x\n\nf(0)\n')] },
+    { title: 'exit codes', args: () => [script('exit.py', 'import sys\nprint("bye", flush=True)\nsys.exit(3)\n')] },
+    { title: 'sys.exit with a message', args: () => ['-c', 'import sys; sys.exit("fatal: something")'] },
+    { title: 'threads and a subprocess', args: () => [script('thr.py', [
+      'import threading, subprocess',
+      'out = []',
+      't = threading.Thread(target=lambda: out.append(sum(range(1000))))',
+      't.start(); t.join(); print(out)',
+      'print(subprocess.run(["echo", "from a child"], capture_output=True, text=True).stdout.strip())',
+      '',
+    ].join('\n'))] },
+    { title: 'stdin', args: () => ['-c', 'import sys; print(sys.stdin.read().upper())'], input: 'some input\n' },
+  ];
+  for (const c of cases) {
+    it(c.title, async () => {
+      const { cold, restored, plain } = await both(c.args(), c.input);
+      expect(observed(restored)).toEqual(observed(cold));
+      expect(observed(restored)).toEqual(observed(plain));
+    });
+  }
+
+  it('os.getpid() is the real pid; random numbers differ between restores', async () => {
+    const args = ['-c', 'import os, random; print(os.getpid(), random.random())'];
+    const a = await both(args);
+    const b = await both(args);
+    const [pidA, rndA] = a.restored.stdout.toString().trim().split(' ');
+    const [, rndB] = b.restored.stdout.toString().trim().split(' ');
+    expect(Number(pidA)).toBe(a.restored.pid);
+    expect(rndA).not.toBe(rndB);
+  });
+});
+
+describe('editing an imported module', () => {
+  it('the next run imports the new content', async () => {
+    const args = ['-c', 'import cxmod; print(cxmod.VERSION)'];
+    expect((await run(LAUNCHER, after(args), { env: runEnv, cwd: app })).stdout.toString()).toBe('one\n');
+    writeModule('two');
+    const before = hits();
+    expect((await run(LAUNCHER, after(args), { env: runEnv, cwd: app })).stdout.toString()).toBe('two\n');
+    expect(hits()).toBe(before);
+  });
+});
