@@ -1,0 +1,663 @@
+# cached-exec resume adapter for python3 (docs/resume-protocol.md).
+#
+#   python3 /path/cached_exec_resume.py [--preload MOD,MOD...] [--init FILE]... -- ARGV...
+#
+# Imports each --preload module and runs each --init FILE (runpy.run_path, in
+# its own namespace), without the script directory python would put first on
+# sys.path (its own is removed; the program's is added after the checkpoint).
+# With CACHED_EXEC_RESUME_FD set it then blocks in a plain
+# os.read() of that fd: the checkpoint. The context arriving there (or, cold,
+# ARGV after "--" with this process's own environment and cwd) says what to
+# run: ARGV is python's own argv, one of
+#     python3 [-u] SCRIPT [ARGS]     python3 [-u] -c CMD [ARGS]     python3 [-u] -m MOD [ARGS]
+# (short options may be combined: -uc CMD). The adapter applies the caller's
+# environment (the difference from the one this process started with; what
+# the init set itself is kept unless the caller's value differs from the
+# start's), reseeds `random` (and numpy's global RandomState, if imported),
+# gives threading's main thread its new native id, multiprocessing a fresh
+# authkey and logging a fresh start time, rebuilds sys.stdin/stdout/stderr
+# for the real fds 0-2 exactly as python's startup does (isatty, -u,
+# PYTHONUNBUFFERED, PYTHONIOENCODING, locale), drops the import system's
+# cached directory listings, sets sys.argv, sys.orig_argv and sys.path[0] as
+# python would, and runs the code as a fresh __main__ module: __name__,
+# __file__ (absolute as in 3.9+), __loader__, __spec__, __builtins__ and
+# __annotations__ as python sets them; -m through runpy._run_module_as_main
+# as python does. Uncaught exceptions go through sys.excepthook with the
+# adapter's frames cut off (same text, exit status 1; KeyboardInterrupt ends
+# the process by SIGINT as python does); SystemExit, stdio flushing and atexit
+# follow python's own order, -c/-m included.
+#
+# Runs the real python cold instead (execve(sys.executable, ARGV, caller's
+# environment) in the caller's cwd, without the preload): any other option
+# (-O -B -E -I -s -S -X -W -b -d -i -q -v -x -P, long options; sys.flags is
+# read-only), no script or "-" (stdin), a script that is not a readable
+# regular file, is compiled (.pyc), a zip or a directory, source that does
+# not compile (python's own message then), a script directory (cwd for -c/-m)
+# holding a module or package named like one the init imported or tried to
+# import (a cold run would import that local file), ARGV[0] naming another
+# python than sys.executable, a caller environment differing in PYTHON*,
+# LC_*, LANG, LANGUAGE, TZ (or HOME with user site-packages, TMPDIR/TEMP/TMP
+# once tempfile chose its dir), relative or empty PYTHONPATH entries with
+# another cwd than the snapshot's, a process cwd that is not the context's
+# (after a chdir to it), stdin a directory, a preload or init that fails
+# (cold direct runs only; a snapshot then exits: a refusal). sys.flags,
+# sys.warnoptions and the stdio configuration therefore are the snapshot's
+# and equal a plain run's.
+#
+# Measured differences from a plain `python3 app.py` / `-c` / `-m` (3.11):
+# - Two frames below the program's: the adapter's module frame and a
+#   one-line frame ("sys", line 1; "<sys>", line 0 from 3.13; its globals are
+#   sys.__dict__), where a plain run has none. So sys._getframe(1) at module
+#   level returns a frame (plain: ValueError), inspect.stack() and
+#   traceback.print_stack() list them, and RecursionError comes two calls
+#   earlier. Tracebacks are cut, and warnings.warn() with a stacklevel past
+#   the program reports "sys:1" with sys.__dict__'s registry, as plain.
+# - The hash secret (str/bytes hashes, set order) is the snapshot's: all
+#   restores of one image share it until the image is re-taken
+#   (CACHED_EXEC_MAX_AGE). Acceptable because the secret stays secret (the
+#   image is readable by its owner only) and hash flooding needs an attacker
+#   to learn it, which takes many timed requests to one long-lived process,
+#   not a short run; the per-process secret of a plain run adds nothing for
+#   such runs. PYTHONHASHSEED in the environment is part of the key (an image
+#   per value; -R and a changed value run cold). A program that needs a fresh
+#   secret per process (a server exposed to hash flooding) should run with
+#   CACHED_EXEC_DISABLE=1. Other randomness the init drew (random.Random
+#   instances other than random's own, uuid's clock sequence) is shared too.
+# - The C-level environ (what children see with env=None) holds the caller's
+#   variables, but where the caller's order differs from the snapshot's, in
+#   the snapshot's (new ones last); os.environ is in the caller's order.
+#   Entries without "=" and repeated names are dropped, as os.environ does.
+# - KeyboardInterrupt between the restore and the program's first line
+#   prints the adapter's traceback.
+# - Objects the init bound to the old sys.stdout/stderr (a logging handler
+#   made at import time) keep writing to the same fd through the old
+#   stream, buffered as /dev/null was (fully), flushed at exit.
+# - Modules imported by the init saw the adapter's sys.argv and __main__.
+# - sys.executable and the stdio configuration come from the snapshot (both
+#   are checked or keyed to be what the caller would get).
+# Cold direct runs (no CACHED_EXEC_RESUME_FD) take the same path with the
+# context read from this process.
+
+import sys
+import os
+
+_G = globals()
+_MAGIC = b'cached-exec-resume 1'
+_FD_VAR = 'CACHED_EXEC_RESUME_FD'
+_SENSITIVE = ('LANG', 'LANGUAGE', 'TZ')
+_STATE = {}
+
+
+def _die(msg, status=125):
+    os.write(2, ('cached-exec: %s\n' % msg).encode('utf-8', 'replace'))
+    os._exit(status)
+
+
+# Calls f(a, b) from a frame python would not have: warnings.warn(stacklevel=N)
+# reaching it reports "sys:1" ("<sys>:0" from 3.13 on) and uses sys.__dict__'s
+# registry, as when the stack ends there in a plain run.
+_R = compile('lambda f, a, b: f(a, b)', '<sys>' if sys.version_info >= (3, 13) else 'sys', 'eval').co_consts[0]
+_R = type(_die)(_R.replace(co_firstlineno=0) if sys.version_info >= (3, 13) else _R, sys.__dict__)
+
+
+def _flush_std():
+    for n in ('stderr', 'stdout'):
+        try:
+            getattr(sys, n, None).flush()
+        except BaseException:
+            pass
+
+
+def _cold(argv, env, cwd=None):
+    """Runs the real python as the caller would have: nothing of this process survives."""
+    _flush_std()
+    if cwd is not None:
+        try:
+            if os.getcwd() != cwd:
+                os.chdir(cwd)
+        except OSError:
+            pass
+    exe = sys.executable
+    try:
+        os.execve(exe, list(argv) or [exe], env)
+    except (OSError, ValueError) as e:
+        _die('%s: %s' % (exe or 'python3', e), 126 if isinstance(e, PermissionError) else 127)
+
+
+class _Recorder(object):
+    """On sys.meta_path during the init: every top-level name an import looked for."""
+
+    def __init__(self):
+        self.names = set()
+
+    def find_spec(self, name, path=None, target=None):
+        self.names.add(name.partition('.')[0])
+        return None
+
+
+def _parse_adapter_args(args):
+    preload, inits, i = [], [], 0
+    while i < len(args):
+        a = args[i]
+        if a == '--':
+            return preload, inits, args[i + 1:]
+        if a in ('--preload', '--init') and i + 1 < len(args):
+            if a == '--preload':
+                preload += [m for m in args[i + 1].split(',') if m]
+            else:
+                inits.append(args[i + 1])
+            i += 2
+        elif a.startswith('--preload='):
+            preload += [m for m in a[10:].split(',') if m]
+            i += 1
+        elif a.startswith('--init='):
+            inits.append(a[7:])
+            i += 1
+        else:
+            break
+    _die('bad adapter arguments (expected [--preload MODS] [--init FILE] -- ARGV)')
+
+
+def _parse_python_argv(argv):
+    """python's own option parsing for the forms the adapter reproduces: (kind, target, rest, unbuffered) or None."""
+    i, unbuffered = 1, False
+    while i < len(argv):
+        a = argv[i]
+        if a == '--':
+            i += 1
+            break
+        if a[:1] != '-' or a == '-':
+            break
+        if a[:2] == '--':
+            return None
+        j = 1
+        while j < len(a):
+            ch = a[j]
+            if ch in 'cm':
+                if j + 1 < len(a):
+                    return ch, a[j + 1:], argv[i + 1:], unbuffered
+                if i + 1 < len(argv):
+                    return ch, argv[i + 1], argv[i + 2:], unbuffered
+                return None
+            if ch != 'u':
+                return None
+            unbuffered = True
+            j += 1
+        i += 1
+    if i >= len(argv) or argv[i] == '-':
+        return None
+    return 's', argv[i], argv[i + 1:], unbuffered
+
+
+def _read_context(fd):
+    try:
+        chunks = [os.read(fd, 65536)]  # the checkpoint: the image is taken at this read
+        while chunks[-1]:
+            chunks.append(os.read(fd, 65536))
+        os.close(fd)
+    except OSError:
+        _die('bad resume context')
+    data = b''.join(chunks)
+    f = data.split(b'\0')
+    try:
+        if f[0] != _MAGIC or f[-1] != b'' or not f[1].isdigit():
+            raise ValueError
+        i = 2 + int(f[1])
+        argv = [os.fsdecode(x) for x in f[2:i]]
+        if not f[i].isdigit():
+            raise ValueError
+        n = int(f[i])
+        env = [os.fsdecode(x) for x in f[i + 1:i + 1 + n]]
+        cwd, seed = os.fsdecode(f[i + 1 + n]), f[i + 2 + n]
+        if len(f) < i + 4 + n or len(env) != n or len(argv) != i - 2 or cwd[:1] != '/' \
+                or len(seed) != 32 or seed.strip(b'0123456789abcdef'):
+            raise ValueError
+    except (ValueError, IndexError):
+        _die('bad resume context')
+    return argv, env, cwd, int(seed, 16)
+
+
+def _env_dict(entries):
+    """As python builds os.environ: NAME=VALUE split at the first '=' after the first character; first one wins."""
+    d = {}
+    for e in entries:
+        k = e.find('=', 1)
+        if k > 0 and e[:k] not in d:
+            d[e[:k]] = e[k + 1:]
+    return d
+
+
+def _isxfile(p):
+    try:
+        st = os.stat(p)
+    except (OSError, ValueError):
+        return False
+    return (st.st_mode & 0o170000) == 0o100000 and bool(st.st_mode & 0o111)
+
+
+def _executable_for(argv0, env, cwd):
+    """sys.executable as python's startup computes it from argv[0], PATH and the cwd (None: unknown)."""
+    name = argv0 or 'python3'
+    if '/' in name:
+        return os.path.normpath(os.path.join(cwd, name))
+    for d in env.get('PATH', '').split(':') if 'PATH' in env else ():
+        p = os.path.join(d, name)
+        if _isxfile(p):
+            return p if d[:1] == '/' else None
+    return '' if 'PATH' in env else None
+
+
+def _sensitive_diff(start, ctx):
+    for k in set(start) | set(ctx):
+        if start.get(k) == ctx.get(k):
+            continue
+        if not k or '=' in k or k.startswith('PYTHON') or k.startswith('LC_') or k in _SENSITIVE:
+            return True
+        if k == 'HOME' and getattr(sys.modules.get('site'), 'ENABLE_USER_SITE', False):
+            return True
+        if k in ('TMPDIR', 'TEMP', 'TMP') and getattr(sys.modules.get('tempfile'), 'tempdir', None) is not None:
+            return True
+    return False
+
+
+def _shadowed(directory, names):
+    """Whether `directory` holds a module or package an import of one of `names` would find first."""
+    if not names:
+        return False
+    try:
+        entries = os.listdir(directory or '.')
+    except OSError:
+        return True
+    import _imp
+    suffixes = ['.py', '.pyc'] + list(_imp.extension_suffixes())
+    for e in entries:
+        if e in names:
+            return True
+        for s in suffixes:
+            if e.endswith(s) and e[:-len(s)] in names:
+                return True
+    return False
+
+
+def _stdio_config():
+    """Encoding, errors and buffering python's startup chose (PYTHONIOENCODING, locale, PYTHONUNBUFFERED)."""
+    enc = errors = buffered = None
+    for s in (sys.__stdout__, sys.__stdin__, sys.__stderr__):
+        if s is None:
+            continue
+        try:
+            enc = enc or s.encoding
+            if buffered is None:
+                buffered = not s.write_through
+            if errors is None and s is not sys.__stderr__:
+                errors = s.errors
+        except AttributeError:
+            pass
+    if buffered is None:
+        buffered = not os.environ.get('PYTHONUNBUFFERED')
+    return enc, errors, buffered
+
+
+def _make_stdio(fd, write, name, enc, errors, buffered):
+    """python's create_stdio() (Python/pylifecycle.c)."""
+    import io
+    try:
+        os.get_inheritable(fd)  # fcntl(F_GETFD), python's is_valid_fd()
+    except OSError:
+        return None
+    buffering = 0 if write and not buffered else -1
+    buf = open(fd, 'wb' if write else 'rb', buffering, None, None, None, False)
+    raw = buf.raw if buffering else buf
+    raw.name = name
+    line_buffering = buffered and (raw.isatty() or (fd == 2 and sys.version_info >= (3, 9)))
+    stream = io.TextIOWrapper(buf, enc, errors, '\n', line_buffering, not buffered)
+    stream.mode = 'w' if write else 'r'
+    return stream
+
+
+def _fresh_state(seed):
+    """What the init left that a new process would have fresh."""
+    m = sys.modules
+    try:
+        if 'random' in m:
+            m['random'].seed(seed)
+        if 'numpy.random' in m:
+            m['numpy.random'].seed([(seed >> s) & 0xffffffff for s in (96, 64, 32, 0)])
+    except Exception:
+        pass
+    try:
+        if 'threading' in m:
+            t = m['threading'].main_thread()
+            if hasattr(t, '_set_native_id'):
+                t._set_native_id()
+        if 'multiprocessing.process' in m:
+            m['multiprocessing.process'].current_process().authkey = os.urandom(32)
+        if 'logging' in m and hasattr(m['logging'], '_startTime'):
+            import time
+            lg = m['logging']
+            lg._startTime = time.time_ns() if isinstance(lg._startTime, int) else time.time()
+    except Exception:
+        pass
+    # The import system starts with no directory listings, no negative
+    # entries and no finders for relative paths (PathFinder.invalidate_caches,
+    # without importing importlib.metadata as 3.12's does).
+    cache = sys.path_importer_cache
+    for k, finder in list(cache.items()):
+        if finder is None or not (isinstance(k, str) and k.startswith('/')):
+            del cache[k]
+        elif hasattr(finder, 'invalidate_caches'):
+            try:
+                finder.invalidate_caches()
+            except Exception:
+                pass
+    ns = getattr(m.get('_frozen_importlib_external'), '_NamespacePath', None)
+    if ns is not None and hasattr(ns, '_epoch'):
+        ns._epoch += 1
+
+
+def _apply_env(start, ctx, order):
+    environ = os.environ
+    for k, v in ctx.items():
+        if start.get(k) != v and environ.get(k) != v:
+            environ[k] = v
+    for k in start:
+        if k not in ctx and k in environ:
+            del environ[k]
+    try:  # os.environ in the caller's order (environb shares this dict)
+        data, enc = environ._data, environ.encodekey
+        keys = [enc(k) for k in order if enc(k) in data]
+        seen = set(keys)
+        items = [(k, data[k]) for k in keys] + [(k, v) for k, v in data.items() if k not in seen]
+        data.clear()
+        data.update(items)
+    except Exception:
+        pass
+
+
+def _prepare():
+    start_modules = set(sys.modules)
+    me = os.path.realpath(os.path.abspath(__file__))
+    here = os.path.dirname(me)
+    if sys.path and sys.path[0] == here:
+        del sys.path[0]
+    sys.path_importer_cache.pop(here, None)
+    start_env = dict(os.environ)
+    resume_fd = start_env.pop(_FD_VAR, None)
+    try:
+        start_cwd = os.getcwd()
+    except OSError:
+        start_cwd = None
+    preload, inits, cold_argv = _parse_adapter_args(sys.argv[1:])
+    pythonpath = start_env.get('PYTHONPATH')
+    # sys.path entries that depend on the cwd at startup (python makes relative
+    # PYTHONPATH entries absolute against it): only that cwd can resume.
+    path_dependent = any(not (isinstance(p, str) and p.startswith('/')) for p in sys.path) \
+        or (bool(pythonpath) and any(p[:1] != '/' for p in pythonpath.split(':')))
+    if resume_fd is None:
+        if start_cwd is None or _parse_python_argv(cold_argv) is None:
+            _cold(cold_argv, start_env)
+    elif not resume_fd.isdigit():
+        _die('bad resume context')
+    stdio = _stdio_config()
+
+    # The init: what the checkpoint saves.
+    rec = _Recorder()
+    sys.meta_path.insert(0, rec)
+    try:
+        for m in preload:
+            __import__(m)
+        if inits:
+            import runpy
+            for f in inits:
+                runpy.run_path(f)
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        if resume_fd is not None:
+            raise  # the snapshot process exits: a refusal
+        _cold(cold_argv, start_env, start_cwd)
+    finally:
+        if rec in sys.meta_path:
+            sys.meta_path.remove(rec)
+    if resume_fd is None:
+        try:  # as a restore is in the caller's cwd whatever the init did
+            if os.getcwd() != start_cwd:
+                os.chdir(start_cwd)
+        except OSError:
+            _cold(cold_argv, start_env, start_cwd)
+    names = rec.names | set(n.partition('.')[0] for n in sys.modules if n not in start_modules)
+    import _imp
+    names = set(n for n in names if n and n not in sys.builtin_module_names and not _imp.is_frozen(n))
+    del rec
+
+    if resume_fd is not None:
+        _flush_std()  # anything the init left buffered belongs to the snapshot
+        fd = int(resume_fd)
+        argv, env_list, cwd, seed = _read_context(fd)
+        try:
+            del os.environ[_FD_VAR]
+        except KeyError:
+            pass
+        env = _env_dict(env_list)
+    else:
+        argv, env_list, cwd = cold_argv, None, start_cwd
+        env = start_env
+        seed = int.from_bytes(os.urandom(16), 'big')
+
+    # Everything that can send us cold is checked before anything is applied.
+    parsed = _parse_python_argv(argv)
+    if parsed is None:
+        _cold(argv, env, cwd)
+    kind, target, rest, unbuffered = parsed
+    try:
+        here_cwd = os.getcwd()
+    except OSError:
+        here_cwd = None
+    if here_cwd != cwd:
+        _cold(argv, env, cwd)
+    if env is not start_env:
+        if _sensitive_diff(start_env, env):
+            _cold(argv, env)
+        if path_dependent and cwd != start_cwd:
+            _cold(argv, env)
+    if _executable_for(argv[0] if argv else '', env, cwd) != sys.executable:
+        _cold(argv, env)
+    try:
+        if (os.fstat(0).st_mode & 0o170000) == 0o040000:
+            _cold(argv, env)  # python: "<stdin> is a directory, cannot continue"
+    except OSError:
+        pass
+    enc, errors, buffered = stdio
+    if enc is None or errors is None:
+        _cold(argv, env)
+
+    path0 = None
+    code = None
+    if kind == 's':
+        filename = target
+        if sys.version_info >= (3, 9) and not filename.startswith('/'):
+            filename = cwd + '/' + target  # python does not normalise ("//x" for cwd "/")
+        try:
+            if (os.stat(target).st_mode & 0o170000) != 0o100000 or target.endswith('.pyc'):
+                raise ValueError  # python runs directories and .pyc files otherwise
+            with open(target, 'rb') as fh:
+                src = fh.read()
+            fe = sys.modules.get('_frozen_importlib_external')
+            magic = getattr(fe, 'MAGIC_NUMBER', b'\r\r')[:2]
+            if src[:2] == magic or b'PK\x05\x06' in src[-65557:]:
+                raise ValueError  # compiled or a zip: python runs those otherwise
+            code = compile(src, filename, 'exec', 0, True)
+        except Exception:
+            _cold(argv, env)
+        try:
+            path0 = os.path.dirname(os.path.realpath(target))
+        except Exception:
+            _cold(argv, env)
+    elif kind == 'c':
+        try:
+            code = compile(target, '<string>', 'exec', 0, True)
+        except Exception:
+            _cold(argv, env)
+        path0 = ''
+    else:
+        path0 = cwd
+    if getattr(sys.flags, 'safe_path', False):
+        path0 = None
+    if path0 is not None and _shadowed(path0 or cwd, names):
+        _cold(argv, env)
+
+    # From here on the process becomes the caller's program.
+    if env is not start_env:
+        _apply_env(start_env, env, list(env))
+    _fresh_state(seed)
+    old = (sys.stdin, sys.stdout, sys.stderr)
+    _flush_std()
+    buffered = buffered and not unbuffered
+    sys.stdin = sys.__stdin__ = _make_stdio(0, False, '<stdin>', enc, errors, buffered)
+    sys.stdout = sys.__stdout__ = _make_stdio(1, True, '<stdout>', enc, errors, buffered)
+    sys.stderr = sys.__stderr__ = _make_stdio(2, True, '<stderr>', enc, 'backslashreplace', buffered)
+    del old
+    if hasattr(sys, 'orig_argv'):
+        sys.orig_argv = list(argv)
+    sys.argv = ['-c' if kind == 'c' else '-m' if kind == 'm' else target] + list(rest)
+    if path0 is not None:
+        sys.path.insert(0, path0)
+
+    main = type(sys)('__main__')
+    d = main.__dict__
+    d['__loader__'] = sys.modules['_frozen_importlib'].BuiltinImporter
+    d['__annotations__'] = {}
+    d['__builtins__'] = sys.modules['builtins']
+    _STATE.update(kind=kind, globals=d, adapter_main=sys.modules.get('__main__'))
+    sys.modules['__main__'] = main
+    audit = getattr(sys, 'audit', None)
+    if kind == 's':
+        d['__file__'] = filename
+        d['__cached__'] = None
+        d['__loader__'] = sys.modules['_frozen_importlib_external'].SourceFileLoader('__main__', filename)
+        if audit:
+            audit('cpython.run_file', filename)
+        return exec, code, d
+    if kind == 'c':
+        if audit:
+            audit('cpython.run_command', target)
+        if sys.version_info >= (3, 13):  # tracebacks of -c show its lines
+            try:
+                import linecache
+                linecache._register_code('<string>', target, '<string>')
+            except Exception:
+                pass
+        return exec, code, d
+    if audit:
+        audit('cpython.run_module', target)
+    import runpy
+    return runpy._run_module_as_main, target, True
+
+
+def _trim(tb):
+    while tb is not None and (tb.tb_frame.f_globals is _G or tb.tb_frame.f_code is _R.__code__):
+        tb = tb.tb_next
+    return tb
+
+
+def _del_file(d):
+    for k in ('__file__', '__cached__'):
+        d.pop(k, None)
+
+
+class _Hold(object):
+    """Stands in for sys.stdout/stderr until the adapter's own flush_io():
+    python flushes after a script but not after -c or -m."""
+    __slots__ = ('_name', '_real', '_main')
+
+    def __init__(self, name, real, main):
+        self._name, self._real, self._main = name, real, main
+
+    def flush(self):
+        import _thread
+        if _thread.get_ident() == self._main and getattr(sys, self._name, None) is self:
+            setattr(sys, self._name, self._real)
+            return None
+        return self._real.flush()
+
+    def __getattr__(self, a):
+        return getattr(self._real, a)
+
+
+def _install_hook(script, d):
+    missing = not hasattr(sys, 'excepthook')
+    user = getattr(sys, 'excepthook', None)
+
+    def hook(t, v, tb):
+        # PyErr_Print() calls this with the adapter's frames on top; the
+        # program's own hook gets what a plain run would give it.
+        if missing:
+            try:
+                del sys.excepthook
+            except AttributeError:
+                pass
+        else:
+            sys.excepthook = user
+        full, tb = tb, _trim(tb)
+        try:
+            v.__traceback__ = tb
+        except Exception:
+            pass
+        if getattr(sys, 'last_traceback', None) is full:
+            sys.last_traceback = tb
+        try:
+            if missing:
+                sys.stderr.write('sys.excepthook is missing\n')
+                sys.__excepthook__(t, v, tb)
+            else:
+                user(t, v, tb)
+        except SystemExit:
+            raise
+        except BaseException as e2:
+            try:
+                tb2 = e2.__traceback__ = _trim(e2.__traceback__)
+                sys.stderr.write('Error in sys.excepthook:\n')
+                sys.__excepthook__(type(e2), e2, tb2)
+                sys.stderr.write('\nOriginal exception was:\n')
+                sys.__excepthook__(t, v, tb)
+            except BaseException:
+                pass
+        if script:
+            _del_file(d)
+
+    sys.excepthook = hook
+
+
+def _after(how):
+    """how: 0 the code returned, 1 SystemExit, 2 another exception."""
+    kind, d = _STATE.get('kind'), _STATE.get('globals')
+    if kind is None:
+        return
+    if kind == 's':
+        _flush_std()  # _PyRun_SimpleFileObject's flush_io()
+        if how == 0:
+            _del_file(d)
+    else:
+        import _thread
+        main = _thread.get_ident()
+        for n in ('stderr', 'stdout'):
+            f = getattr(sys, n, None)
+            if f is not None:
+                setattr(sys, n, _Hold(n, f, main))
+    if how == 2:
+        _install_hook(kind == 's', d)
+
+
+_cx = _prepare()
+try:
+    _R(*_cx)
+except SystemExit:
+    _cx = None
+    _after(1)
+    raise
+except BaseException:
+    _cx = None
+    _after(2)
+    raise
+_cx = None
+_after(0)
