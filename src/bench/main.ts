@@ -662,7 +662,6 @@ async function main(): Promise<void> {
   }
 
   const postInit = opts.only && !opts.only.some((o) => o.endsWith('-init')) ? [] : postInitGroups(native, opts, tmp, env, seed);
-  seed += postInit.length;
   groups.push(...postInit);
 
   const wl = opts.only ? [] : workloads(native, opts, tmp, env);

@@ -335,21 +335,29 @@ static int settable_signal(uint32_t sig) { return sig >= 1 && sig <= CX_NSIG && 
  * sees what it would have seen. Caught signals cannot exist here: exec reset
  * them, and the launcher catches none.
  */
+/*
+ * 32 and 33 are the C library's own (glibc's SIGCANCEL and SIGSETXID, musl's
+ * too): sigaction() refuses them to programs, which therefore cannot tell
+ * how they were inherited, and glibc's posix_spawn hands them to every child
+ * as ignored. Comparing them would make every such caller run cold.
+ */
+static int libc_internal_signal(uint32_t sig) { return sig == 32 || sig == 33; }
+
 static enum cx_outcome check_signals(const struct image *im)
 {
 	uint64_t ignored = 0, blocked = 0;
 	for (uint32_t sig = 1; sig <= CX_NSIG; sig++) {
 		struct ksigaction old;
-		if (!settable_signal(sig))
+		if (!settable_signal(sig) || libc_internal_signal(sig))
 			continue;
 		if (sys_rt_sigaction((int)sig, 0, &old) < 0)
 			return CX_FAIL_RESUME;
 		if (old.handler == SIG_IGN)
 			ignored |= 1ull << (sig - 1);
 	}
-	if (ignored != im->resume->ignored_at_start)
+	if (ignored != (im->resume->ignored_at_start & ~(3ull << 31)))
 		return CX_FAIL_RESUME;
-	if (sys_rt_sigprocmask(SIG_BLOCK, 0, &blocked) < 0 || blocked)
+	if (sys_rt_sigprocmask(SIG_BLOCK, 0, &blocked) < 0 || (blocked & ~(3ull << 31)))
 		return CX_FAIL_RESUME;
 	/* The trampoline installs the image's dispositions where nothing can fail: only a bad number could. */
 	if (im->nsigs > CX_NSIG)
