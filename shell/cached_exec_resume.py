@@ -430,6 +430,14 @@ def _prepare():
     names = set(n for n in names if n and n not in sys.builtin_module_names and not _imp.is_frozen(n))
     del rec
 
+    # What the init built lives as long as the process: move it out of the
+    # collector's reach (gc.freeze, meant for fork-then-work servers, which a
+    # restore is). Collections, and the one at exit, then walk only the
+    # program's own objects: an exit after importing numpy takes ~7 ms less.
+    # Cold runs do the same, so both behave alike.
+    import gc
+    gc.freeze()
+
     if resume_fd is not None:
         _flush_std()  # anything the init left buffered belongs to the snapshot
         fd = int(resume_fd)

@@ -137,6 +137,16 @@ describe('bash restored after its init, compared with the cold run', () => {
   });
 });
 
+describe('maintenance', () => {
+  it('--cleanup keeps a post-init image that runs can use, and --list names it', async () => {
+    const c = cx(['--cleanup', '--json']);
+    expect(c.status, c.stderr).toBe(0);
+    const before = hits();
+    await run(LAUNCHER, after(['-c', 'true']), { env: runEnv, cwd: elsewhere });
+    expect(hits()).toBe(before + 1);
+  });
+});
+
 describe('editing the init', () => {
   it('a changed init file or a file it sourced is used by the next run', async () => {
     const args = ['-c', 'echo "$RC_VERSION"; lib_version'];

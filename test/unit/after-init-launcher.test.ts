@@ -246,6 +246,7 @@ const HELPER_C = String.raw`#define _GNU_SOURCE
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 extern const unsigned char code_begin[], code_end[];
 __asm__(".text\ncode_begin:\n"
@@ -275,6 +276,13 @@ int main(int argc, char **argv)
 	}
 	if (argc > 2 && !strcmp(argv[1], "ignore")) {
 		signal(SIGINT, SIG_IGN);
+		execv(argv[2], argv + 2);
+		return 127;
+	}
+	if (argc > 2 && !strcmp(argv[1], "ignore-libc")) {
+		/* What glibc's posix_spawn gives every child: its internal signals ignored. */
+		syscall(SYS_rt_sigaction, 32, &(struct { void *h; unsigned long f; void *r; unsigned long m; }){ SIG_IGN, 0x04000000, 0, 0 }, 0, 8);
+		syscall(SYS_rt_sigaction, 33, &(struct { void *h; unsigned long f; void *r; unsigned long m; }){ SIG_IGN, 0x04000000, 0, 0 }, 0, 8);
 		execv(argv[2], argv + 2);
 		return 127;
 	}
@@ -461,6 +469,13 @@ describeCc('a post-init image restores into the read it was stopped at', () => {
     const seed = fields.pop() as string;
     expect(seed).toMatch(/^[0-9a-f]{32}$/);
     expect(fields).toEqual([RESUME_MAGIC, '4', 'mytool', 'a', 'b c', '', String(envStrings.length), ...envStrings, fs.realpathSync(cwd)]);
+  });
+
+  it('restores for a caller that ignores only the C library\'s signals 32 and 33 (glibc posix_spawn children)', async () => {
+    write(postInitModel(cpu, key));
+    const r = await runIt(helper, ['ignore-libc', LAUNCHER, '--after-init', 'mytool', 'a'], env, cwd);
+    expect(r.status).toBe(0);
+    expect(lastOutcome()).toBe('HIT');
   });
 
   it('a dry run goes as far as the jump', () => {
