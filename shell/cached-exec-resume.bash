@@ -193,7 +193,8 @@ __cx_context() {
 # Returns 1 for anything that must run cold.
 __cx_parse() {
   local a0=${__cx_argv[0]} base i=1 n=${#__cx_argv[@]} a j ch on want_c=0
-  [[ $a0 == -* ]] && return 1                       # login shell
+  local interactive='interactive and login shells are not resumed after an init (their terminal, job control and readline state belong to the session that starts them): running bash cold, without the init'
+  [[ $a0 == -* ]] && { __cx_why=$interactive; return 1; } # login shell
   base=${a0##*/}
   [[ $base == sh || $base == su || $base == rbash ]] && return 1
   __cx_flags=()
@@ -226,7 +227,8 @@ __cx_parse() {
           if [[ $on == - ]]; then __cx_flags+=(shopt -s "${__cx_argv[i]}"); else __cx_flags+=(shopt -u "${__cx_argv[i]}"); fi
           i=$((i + 1))
           ;;
-        *) return 1 ;;                                 # i l s r n p m t D and unknown letters
+        i | l) __cx_why=$interactive; return 1 ;;
+        *) return 1 ;;                                 # s r n p m t D and unknown letters
       esac
     done
   done
@@ -238,7 +240,10 @@ __cx_parse() {
     __cx_args=("${__cx_argv[@]:i+2}")
     return 0
   fi
-  ((i < n)) || return 1                               # would read stdin
+  if ((i >= n)); then                                 # would read stdin: interactive on a terminal
+    [[ -t 0 && -t 2 ]] && __cx_why=$interactive
+    return 1
+  fi
   __cx_mode=script
   __cx_zero=${__cx_argv[i]}
   __cx_args=("${__cx_argv[@]:i+1}")
@@ -336,6 +341,8 @@ __cx_cold() {
   local n kv
   local -a names
   __cx_close
+  # Said once, for the forms a user asked for on purpose (bash -i): the others are silent.
+  if [[ -n ${__cx_why-} ]]; then builtin printf 'cached-exec: %s\n' "$__cx_why" >&2; fi
   __cx_norm
   [[ -v __cx_xfd ]] && builtin unset -v BASH_XTRACEFD # closes that fd
   builtin trap - EXIT
