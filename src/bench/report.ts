@@ -95,7 +95,7 @@ export function markdown(res: Results, svgName: string): string {
   for (const g of res.groups) {
     L.push(`### ${g.title}`);
     L.push('');
-    L.push(`${g.rounds} runs per variant after ${g.warmup} warmup rounds.${g.image ? ` Image: ${g.image.ok ? `${size(g.image.bytes)}, ${g.image.regions} regions, ${g.image.files} files, --warm took ${ms(g.image.warmMs / 1000, 2)} s (CLI wall time incl. Node start)${g.image.restores ? ', restore verified through /proc/PID/maps' : `; **not restored**: ${g.image.detail}`}` : `**none**: ${g.image.detail}`}.` : ''}`);
+    L.push(`${g.rounds} runs per variant after ${g.warmup} warmup rounds.${g.image ? ` Image: ${g.image.ok ? `${size(g.image.bytes)}, ${g.image.regions} regions, ${g.image.files} files, --warm took ${ms(g.image.warmMs / 1000, 2)} s (CLI wall time incl. Node start)${g.image.restores ? ', restore verified (/proc/PID/maps, or the launcher\'s HIT record for post-init images)' : `; **not restored**: ${g.image.detail}`}` : `**none**: ${g.image.detail}`}.` : ''}`);
     L.push('');
     L.push('| variant | kind | median ms | p25-p75 ms | runs | vs cold | faults | peak RSS KiB | note |');
     L.push('|---|---|---:|---:|---:|---|---:|---:|---|');
