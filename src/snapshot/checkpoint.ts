@@ -24,7 +24,7 @@ import { NR } from './syscalls.js';
 import { guardedVdsoFunctions } from './vdso.js';
 import { readCString, readMem } from './mem.js';
 import {
-  AT, describeCode, killTracee, readAuxv, recordResult, streamRandom, vdsoImage, writeByte,
+  AT, describeCode, followToExec, killTracee, readAuxv, recordResult, streamRandom, vdsoImage, writeByte,
   type LoaderState, type PathEvent,
 } from './trace.js';
 
@@ -171,14 +171,8 @@ function waitStop(pid: number, deadline: number): L.WaitStatus {
 }
 
 function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void): StoppedAtCheckpoint {
-  let st = waitStop(pid, o.deadline);
-  if (st.stopSig !== L.SIGSTOP) throw new SnapshotRefusal('internal', `helper stopped with signal ${st.stopSig}, not SIGSTOP`);
-  L.ptrace(L.PTRACE_SETOPTIONS, pid, 0, L.PTRACE_O_TRACESYSGOOD | L.PTRACE_O_EXITKILL | L.PTRACE_O_TRACEEXEC);
-  L.ptrace(L.PTRACE_CONT, pid, 0, 0);
-  st = waitStop(pid, o.deadline);
-  if (st.stopSig !== L.SIGTRAP || st.event !== L.PTRACE_EVENT_EXEC) {
-    throw new SnapshotRefusal('internal', `expected the exec event, got status 0x${st.raw.toString(16)}`);
-  }
+  followToExec(pid, o.exePath, () => waitStop(pid, o.deadline));
+  let st: L.WaitStatus;
   const mem = fs.openSync(`/proc/${pid}/mem`, 'r+');
   setMem(mem);
   const { map: auxv } = readAuxv(pid);

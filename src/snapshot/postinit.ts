@@ -1,5 +1,5 @@
 /**
- * takePostInitSnapshot: a program stopped after its initialisation, at the
+ * postInitModel: a program stopped after its initialisation, at the
  * checkpoint read of the resume protocol (docs/resume-protocol.md).
  *
  *  1. two runs, A and B, to the checkpoint (checkpoint.ts): same layout (ASLR
@@ -23,7 +23,6 @@ import { FileKind, Ident, RegionFlag, SlotKind } from '../image/schema.js';
 import { keyFor } from '../cache/key.js';
 import { RESUME_FD, RESUME_FD_ENV, RESUME_MAGIC, afterInitArgv, initSpec, resumeEnvHash, type AdapterKind } from '../resume/spec.js';
 import * as os from 'node:os';
-import type { SnapshotOutcome } from './api.js';
 import { PAGE, captureMappings, readMaps, type CapturedMapping, type Mapping } from './capture.js';
 import { runToCheckpoint, type Identity, type StoppedAtCheckpoint } from './checkpoint.js';
 import { checkProgram } from './elf.js';
@@ -33,7 +32,7 @@ import { SnapshotRefusal } from './refusal.js';
 import { buildRegions } from './regions.js';
 import { describeAddr } from './slots.js';
 import { killTracee } from './trace.js';
-import { kernelState, vdsoParts } from './snapshot.js';
+import { byAddress, checkProgramUnchanged, kernelState, vdsoParts } from './snapshot.js';
 
 export interface PostInitOptions {
   /** Resolved absolute path of the program. */
@@ -51,18 +50,6 @@ export interface PostInitOptions {
 const DEFAULT_TIMEOUT_MS = 60_000;
 /** Room for the stack to grow below the captured part, like the kernel's RLIMIT_STACK default. */
 const STACK_RESERVE = 8n * 1024n * 1024n;
-
-export function takePostInitSnapshot(opts: PostInitOptions): SnapshotOutcome {
-  const t0 = Date.now();
-  try {
-    const { image, notes } = postInitModel(opts);
-    return { ok: true, image, ms: Date.now() - t0, notes };
-  } catch (e) {
-    const ms = Date.now() - t0;
-    if (e instanceof SnapshotRefusal) return { ok: false, reason: e.code, detail: e.detail, ms };
-    return { ok: false, reason: 'internal', detail: (e as Error).message.split('\n')[0] ?? 'unknown error', ms };
-  }
-}
 
 /** Sentinels for the process's own ids: as many digits as the largest pid, so any real id fits where one was written as text. */
 function sentinels(run: 0 | 1): Identity {
@@ -157,7 +144,8 @@ function capture(o: Parameters<typeof runToCheckpoint>[0]): Run {
   }
 }
 
-function postInitModel(opts: PostInitOptions): { image: ImageModel; notes: string[] } {
+/** The post-init image of a program (takeSnapshot with afterInit); throws SnapshotRefusal. */
+export function postInitModel(opts: PostInitOptions): { image: ImageModel; notes: string[] } {
   const exePath = path.resolve(opts.exePath);
   const program = checkProgram(exePath);
   const keyBefore = keyFor(exePath, opts.env);
@@ -244,15 +232,13 @@ function postInitImage(opts: PostInitOptions, exePath: string, interpreter: stri
   const key = keyFor(exePath, opts.env);
   key.initSpec = initSpec(opts.words);
   key.envHash = resumeEnvHash(opts.env);
-  if (key.exeIno !== keyBefore.exeIno || key.exeMtimeNsec !== keyBefore.exeMtimeNsec || key.exeCtimeNsec !== keyBefore.exeCtimeNsec) {
-    throw new SnapshotRefusal('internal', `${exePath} changed while it was being snapshotted`);
-  }
+  checkProgramUnchanged(exePath, keyBefore, key);
   const image: ImageModel = {
     createdNs: BigInt(Date.now()) * 1_000_000n,
     key,
     files: files.files,
     regions,
-    slots: slots.sort((x, y) => (x.addr < y.addr ? -1 : x.addr > y.addr ? 1 : 0)),
+    slots: slots.sort(byAddress),
     state,
     vdso: vdsoParts(a.maps, state.vdsoBase),
     resume,

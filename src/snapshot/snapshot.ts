@@ -13,7 +13,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { ImageModel, ImageSlot, ImageVdsoPart } from '../image/format.js';
+import type { ImageKey, ImageModel, ImageSlot, ImageVdsoPart } from '../image/format.js';
 import { SlotKind, StateFlag, VdsoKind } from '../image/schema.js';
 import { envHash, keyFor } from '../cache/key.js';
 import type { SnapshotOptions, SnapshotOutcome } from './api.js';
@@ -28,7 +28,7 @@ import { buildRegions } from './regions.js';
 import { findCanaries, findStackSlots, readStack, type StackLayout } from './slots.js';
 import { AT, killTracee, runToEntry, type StoppedAtEntry } from './trace.js';
 import { syscallName } from './syscalls.js';
-import { takePostInitSnapshot } from './postinit.js';
+import { postInitModel } from './postinit.js';
 
 export { snapshotEnv } from './env.js';
 
@@ -42,15 +42,15 @@ const DEFAULT_TIMEOUT_MS = 10_000;
 const ARGC_PADDING = 37;
 
 export function takeSnapshot(opts: SnapshotOptions): SnapshotOutcome {
-  if (opts.afterInit) {
-    return takePostInitSnapshot({
-      exePath: opts.exePath, argv0: opts.argv[0] ?? opts.exePath, words: opts.afterInit.words, kind: opts.afterInit.kind,
-      env: opts.env, launcher: opts.launcher, ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
-    });
-  }
   const t0 = Date.now();
+  const a = opts.afterInit;
   try {
-    const { image, notes } = snapshotModel(opts);
+    const { image, notes } = a
+      ? postInitModel({
+        exePath: opts.exePath, argv0: opts.argv[0] ?? opts.exePath, words: a.words, kind: a.kind, env: opts.env,
+        launcher: opts.launcher, ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
+      })
+      : snapshotModel(opts);
     return { ok: true, image, ms: Date.now() - t0, notes };
   } catch (e) {
     const ms = Date.now() - t0;
@@ -97,17 +97,13 @@ function snapshotModel(opts: SnapshotOptions): { image: ImageModel; notes: strin
     const state = kernelState(t, maps);
     const key = keyFor(exePath, opts.env);
     if (diff.envBound) key.envHash = envHash(opts.env);
-    if (key.exeIno !== keyBefore.exeIno || key.exeDev !== keyBefore.exeDev || key.exeSize !== keyBefore.exeSize ||
-        key.exeMtimeSec !== keyBefore.exeMtimeSec || key.exeMtimeNsec !== keyBefore.exeMtimeNsec ||
-        key.exeCtimeSec !== keyBefore.exeCtimeSec || key.exeCtimeNsec !== keyBefore.exeCtimeNsec) {
-      throw new SnapshotRefusal('internal', `${exePath} changed while it was being snapshotted`);
-    }
+    checkProgramUnchanged(exePath, keyBefore, key);
     const image: ImageModel = {
       createdNs: BigInt(Date.now()) * 1_000_000n,
       key,
       files: files.files,
       regions,
-      slots: slots.sort((a, b) => (a.addr < b.addr ? -1 : a.addr > b.addr ? 1 : 0)),
+      slots: slots.sort(byAddress),
       state,
       vdso: vdsoParts(maps, state.vdsoBase),
     };
@@ -127,6 +123,17 @@ function snapshotModel(opts: SnapshotOptions): { image: ImageModel; notes: strin
     killTracee(t.pid, t.mem);
   }
 }
+
+/** The program must be the file keyed before the runs: a change during them would give one file's image another's key. */
+export function checkProgramUnchanged(exePath: string, before: ImageKey, after: ImageKey): void {
+  if (after.exeIno !== before.exeIno || after.exeDev !== before.exeDev || after.exeSize !== before.exeSize ||
+      after.exeMtimeSec !== before.exeMtimeSec || after.exeMtimeNsec !== before.exeMtimeNsec ||
+      after.exeCtimeSec !== before.exeCtimeSec || after.exeCtimeNsec !== before.exeCtimeNsec) {
+    throw new SnapshotRefusal('internal', `${exePath} changed while it was being snapshotted`);
+  }
+}
+
+export const byAddress = (a: { addr: bigint }, b: { addr: bigint }): number => (a.addr < b.addr ? -1 : a.addr > b.addr ? 1 : 0);
 
 function summarizeSyscalls(t: StoppedAtEntry): string {
   return [...t.syscallsByNr].sort((a, b) => b[1] - a[1]).map(([nr, n]) => `${syscallName(nr)} ${n}`).join(', ');

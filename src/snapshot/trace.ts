@@ -153,6 +153,26 @@ export function vdsoImage(pid: number, mem: number, base: bigint): Buffer {
   throw new SnapshotRefusal('internal', 'AT_SYSINFO_EHDR is not the [vdso] mapping');
 }
 
+/**
+ * From the helper's SIGSTOP (--internal-traceme) to the exec event of the
+ * program, with the tracer's options set; the exec must have run exePath.
+ */
+export function followToExec(pid: number, exePath: string, wait: () => L.WaitStatus): void {
+  let st = wait();
+  if (st.stopSig !== L.SIGSTOP) throw new SnapshotRefusal('internal', `helper stopped with signal ${st.stopSig}, not SIGSTOP`);
+  L.ptrace(L.PTRACE_SETOPTIONS, pid, 0, L.PTRACE_O_TRACESYSGOOD | L.PTRACE_O_EXITKILL | L.PTRACE_O_TRACEEXEC);
+  L.ptrace(L.PTRACE_CONT, pid, 0, 0);
+  st = wait();
+  if (st.stopSig !== L.SIGTRAP || st.event !== L.PTRACE_EVENT_EXEC) {
+    throw new SnapshotRefusal('internal', `expected the exec event, got status 0x${st.raw.toString(16)}`);
+  }
+  const exe = fs.statSync(`/proc/${pid}/exe`, { bigint: true });
+  const want = fs.statSync(exePath, { bigint: true });
+  if (exe.dev !== want.dev || exe.ino !== want.ino) {
+    throw new SnapshotRefusal('internal', `the traced process runs another file than ${exePath}`);
+  }
+}
+
 /** Runs to the entry point. Throws SnapshotRefusal when it cannot be captured; never leaves the tracee alive then. */
 export function runToEntry(o: TraceOptions): StoppedAtEntry {
   const argv = [o.launcher, '--internal-traceme', ...(o.noAslr ? ['--no-aslr', '--one-cpu'] : []),
@@ -161,19 +181,8 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
   const pid = L.spawnDetachedStdio(o.launcher, argv, o.envp);
   let mem: number | undefined;
   try {
-    let st = waitStop(pid, o.deadline);
-    if (st.stopSig !== L.SIGSTOP) throw new SnapshotRefusal('internal', `helper stopped with signal ${st.stopSig}, not SIGSTOP`);
-    L.ptrace(L.PTRACE_SETOPTIONS, pid, 0, L.PTRACE_O_TRACESYSGOOD | L.PTRACE_O_EXITKILL | L.PTRACE_O_TRACEEXEC);
-    L.ptrace(L.PTRACE_CONT, pid, 0, 0);
-    st = waitStop(pid, o.deadline);
-    if (st.stopSig !== L.SIGTRAP || st.event !== L.PTRACE_EVENT_EXEC) {
-      throw new SnapshotRefusal('internal', `expected the exec event, got status 0x${st.raw.toString(16)}`);
-    }
-    const exe = fs.statSync(`/proc/${pid}/exe`, { bigint: true });
-    const want = fs.statSync(o.exePath, { bigint: true });
-    if (exe.dev !== want.dev || exe.ino !== want.ino) {
-      throw new SnapshotRefusal('internal', `the traced process runs another file than ${o.exePath}`);
-    }
+    followToExec(pid, o.exePath, () => waitStop(pid, o.deadline));
+    let st: L.WaitStatus;
     mem = fs.openSync(`/proc/${pid}/mem`, 'r+');
     const { map: auxv, bytes: auxvBytes } = readAuxv(pid);
     const entry = auxv.get(AT.ENTRY);
