@@ -141,6 +141,8 @@ interface PendingSyscall {
   args: bigint[];
   path?: { path: string; open: boolean; write: boolean };
   dirFd?: string;
+  /** clone/clone3 of a thread. */
+  thread?: boolean;
 }
 
 /** Runs to the checkpoint; the tracee is left stopped there (kill it with killTracee). */
@@ -183,11 +185,34 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void):
   const random = readMem(mem, randomAt, 16);
   const vdsoBase = auxv.get(AT.SYSINFO_EHDR);
   if (!vdsoBase) throw new SnapshotRefusal('internal', 'no AT_SYSINFO_EHDR');
-  const guards = new Map<bigint, string>();
-  for (const fn of guardedVdsoFunctions(vdsoImage(pid, mem, vdsoBase), vdsoBase)) {
-    guards.set(fn.addr, fn.name);
-    writeByte(mem, fn.addr, INT3);
-  }
+  const guards = new Map<bigint, { name: string; byte: number }>();
+  const vdso = vdsoImage(pid, mem, vdsoBase);
+  for (const fn of guardedVdsoFunctions(vdso, vdsoBase)) guards.set(fn.addr, { name: fn.name, byte: vdso[Number(fn.addr - vdsoBase)] as number });
+  /*
+   * The guards are the tracee's private copy of the vdso page: a child forked
+   * with them would die on its first clock read (it is not traced). They are
+   * taken out around fork and clone, and stay out once a thread exists (that
+   * is refused at the checkpoint, with a better reason than a SIGTRAP).
+   */
+  const setGuards = (on: boolean): void => {
+    for (const [addr, g] of guards) writeByte(mem, addr, on ? INT3 : g.byte);
+  };
+  setGuards(true);
+  /*
+   * rdtsc faults until the entry point (the loader's timing variables must be
+   * equal in both runs), then works again: the setting survives fork and
+   * exec, and the init's children are not traced, so they would die on the
+   * first rdtsc of their own loader. Switched off by turning the first
+   * syscall after the entry point into prctl(PR_SET_TSC, PR_TSC_ENABLE) and
+   * issuing the original one after it.
+   */
+  const entry = auxv.get(AT.ENTRY);
+  if (!entry) throw new SnapshotRefusal('internal', 'no AT_ENTRY');
+  const entryByte = readMem(mem, entry, 1)[0] as number;
+  writeByte(mem, entry, INT3);
+  let tscAtNextSyscall = false;
+  let threaded = false;
+  let hijacked: L.Regs | undefined;
 
   const clock = new FakeClock(o.clock);
   const ids = o.identity;
@@ -256,6 +281,19 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void):
     st = waitStop(pid, o.deadline);
     if (st.stopSig === (L.SIGTRAP | 0x80)) {
       const info = L.getSyscallInfo(pid);
+      if (info.op === L.SYSCALL_INFO_ENTRY && tscAtNextSyscall) {
+        tscAtNextSyscall = false;
+        hijacked = L.getRegs(pid);
+        L.setRegs(pid, { ...hijacked, orig_rax: BigInt(NR.prctl), rdi: PR_SET_TSC, rsi: PR_TSC_ENABLE, rdx: 0n, r10: 0n, r8: 0n });
+        continue;
+      }
+      if (info.op === L.SYSCALL_INFO_EXIT && hijacked) {
+        if (info.rval !== 0n) throw new SnapshotRefusal('internal', `prctl(PR_SET_TSC) failed in the tracee (${info.rval})`);
+        // Back to the syscall instruction with the original registers: it runs again, for real.
+        L.setRegs(pid, { ...hijacked, rip: hijacked.rip - 2n, rax: hijacked.orig_rax });
+        hijacked = undefined;
+        continue;
+      }
       if (info.op === L.SYSCALL_INFO_ENTRY) {
         const a = info.args;
         const arg = (i: number): bigint => a[i] ?? 0n;
@@ -298,6 +336,11 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void):
           ...checkInitSyscall(info.nr, a, pathArg, (p, n) => readMem(mem, p, n).toString('latin1'), (fd) => stdioOrigin.get(fd) ?? -1),
         };
         if (info.nr === NR.getdents64) pending.dirFd = fdPath(Number(arg(0)));
+        if (info.nr === 56 || info.nr === S.clone3) pending.thread = isThreadClone(info.nr, a, mem);
+        if (FORKS.has(info.nr) && !threaded) {
+          setGuards(false);
+          if (pending.thread) threaded = true;
+        }
       } else if (info.op === L.SYSCALL_INFO_EXIT && pending) {
         const p = pending;
         pending = null;
@@ -344,7 +387,9 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void):
             }
             break;
           case 57 /* fork */: case 58 /* vfork */: case 56 /* clone */: case S.clone3:
-            if (rval > 0n) {
+            if (!threaded) setGuards(true);
+            // A thread (refused at the checkpoint) keeps its real id: pthread knows it by that.
+            if (rval > 0n && !p.thread) {
               forks++;
               answer(BigInt(fakeChild(Number(rval))));
             }
@@ -389,9 +434,16 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void):
     }
     if (st.stopSig === L.SIGTRAP) {
       const regs = L.getRegs(pid);
-      const name = guards.get(regs.rip - 1n);
-      if (name === undefined) refuse('unsupported-syscall', `SIGTRAP at ${describeCode(pid, regs.rip)} during the init`);
-      emulateVdso(name as string, regs, mem, clock);
+      if (regs.rip - 1n === entry && !tscAtNextSyscall && hijacked === undefined && readMem(mem, entry, 1)[0] === INT3) {
+        writeByte(mem, entry, entryByte);
+        regs.rip = entry;
+        L.setRegs(pid, regs);
+        tscAtNextSyscall = true;
+        continue;
+      }
+      const guard = guards.get(regs.rip - 1n);
+      if (guard === undefined) refuse('unsupported-syscall', `SIGTRAP at ${describeCode(pid, regs.rip)} during the init`);
+      emulateVdso((guard as { name: string }).name, regs, mem, clock);
       L.setRegs(pid, regs);
       continue;
     }
@@ -431,6 +483,17 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void):
   return stopped;
 }
 
+const CLONE_THREAD = 0x10000n;
+const FORKS = new Set([56, 57, 58, 435]);
+
+function isThreadClone(nr: number, args: bigint[], mem: number): boolean {
+  if (nr === 56) return ((args[0] ?? 0n) & CLONE_THREAD) !== 0n;
+  if (nr === S.clone3) return (readMem(mem, args[0] ?? 0n, 8).readBigUInt64LE(0) & CLONE_THREAD) !== 0n;
+  return false;
+}
+
+const PR_SET_TSC = 26n;
+const PR_TSC_ENABLE = 1n;
 const F_DUPFD = 0n;
 const F_DUPFD_CLOEXEC = 1030n;
 
