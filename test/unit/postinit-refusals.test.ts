@@ -63,7 +63,7 @@ describe('post-init snapshots refuse what a restore could not reproduce', () => 
   });
 
   it('takes an init that redirects only for a moment, runs children (which read the clock and rdtsc) to completion and reads files', () => {
-    const r = warm([`--after-init=${bashInit('fine.sh', 'x=$(cat /etc/hostname); echo "$x" >/dev/null; ls / >/dev/null 2>&1; y=$(echo $EPOCHREALTIME)\n')}`, 'bash']);
+    const r = warm([`--after-init=${bashInit('fine.sh', 'x=$(cat /etc/hostname); echo "$x" >/dev/null; ls / >/dev/null 2>&1; ( : $EPOCHREALTIME )\n')}`, 'bash']);
     expect(r.status, r.out).toBe(0);
   });
 
