@@ -51,6 +51,8 @@ export interface CheckpointOptions {
   umask: number;
   /** A file holding the test context, opened read-only as the resume fd. */
   contextFile: string;
+  /** An empty file that gets fds 1 and 2: whatever the init or its children print lands there. */
+  outputFile: string;
   deadline: number;
 }
 
@@ -151,7 +153,7 @@ export function runToCheckpoint(o: CheckpointOptions): StoppedAtCheckpoint {
   const oldMask = process.umask(o.umask);
   let pid: number;
   try {
-    pid = L.spawnDetachedStdio(o.launcher, argv, o.envp, { readOnlyFds: [{ fd: o.resumeFd, path: o.contextFile }], cwd: '/' });
+    pid = L.spawnDetachedStdio(o.launcher, argv, o.envp, { readOnlyFds: [{ fd: o.resumeFd, path: o.contextFile }], cwd: '/', outputPath: o.outputFile });
   } finally {
     process.umask(oldMask);
   }

@@ -89,7 +89,12 @@ function procStatus(pid: number): Map<string, string> {
 const hexMask = (s: string | undefined): bigint => BigInt(`0x${s ?? '0'}`);
 
 /** One thread, no children, only fds 0-2 (as given) and the resume fd, nothing pending. */
-function checkProcessState(t: StoppedAtCheckpoint, status: Map<string, string>): void {
+function checkProcessState(t: StoppedAtCheckpoint, status: Map<string, string>, output: string): void {
+  // The children's output too: a restore would print none of it.
+  const printed = fs.readFileSync(output);
+  if (printed.length) {
+    throw new SnapshotRefusal('unsupported-syscall', `the init or a child of it printed ${JSON.stringify(printed.subarray(0, 200).toString('latin1'))}: a restore would not`);
+  }
   const tasks = fs.readdirSync(`/proc/${t.pid}/task`);
   if (tasks.length !== 1) {
     throw new SnapshotRefusal('threads', `${tasks.length} threads at the checkpoint (OpenBLAS starts threads when numpy is imported: OPENBLAS_NUM_THREADS=1 avoids them)`);
@@ -104,7 +109,7 @@ function checkProcessState(t: StoppedAtCheckpoint, status: Map<string, string>):
     } catch {
       /* gone */
     }
-    if ((fd <= 2 && target === '/dev/null') || fd === RESUME_FD) continue;
+    if ((fd === 0 && target === '/dev/null') || ((fd === 1 || fd === 2) && target === output) || fd === RESUME_FD) continue;
     throw new SnapshotRefusal('open-fds', `fd ${fd} (${target}) is open at the checkpoint: only 0-2 and the resume fd may be`);
   }
   for (const field of ['SigPnd', 'ShdPnd']) {
@@ -128,7 +133,7 @@ function capture(o: Parameters<typeof runToCheckpoint>[0]): Run {
   const t = runToCheckpoint(o);
   try {
     const status = procStatus(t.pid);
-    checkProcessState(t, status);
+    checkProcessState(t, status, o.outputFile);
     const maps = readMaps(t.pid);
     const stack = maps.find((m) => m.path === '[stack]');
     if (!stack || t.regs.rsp < stack.start || t.regs.rsp >= stack.end) throw new SnapshotRefusal('internal', 'the stack pointer is not in [stack] at the checkpoint');
@@ -157,9 +162,11 @@ export function postInitModel(opts: PostInitOptions): { image: ImageModel; notes
   const clock = { realtime: BigInt(Date.now()) * 1_000_000n, monotonic: process.hrtime.bigint() };
   const contextDir = fs.mkdtempSync(path.join(os.tmpdir(), 'cx-resume-'));
   const contextFile = path.join(contextDir, 'context');
+  const outputFile = path.join(contextDir, 'output');
+  fs.writeFileSync(outputFile, '');
   fs.writeFileSync(contextFile, testContext(opts.kind, opts.argv0, envp));
   const base = {
-    launcher: opts.launcher, exePath, argv, envp, resumeFd: RESUME_FD, clock, randomStream: 'init', deadline, contextFile,
+    launcher: opts.launcher, exePath, argv, envp, resumeFd: RESUME_FD, clock, randomStream: 'init', deadline, contextFile, outputFile,
   };
   try {
     return postInitImage(opts, exePath, program.interpreter, keyBefore, base);

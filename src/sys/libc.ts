@@ -41,6 +41,8 @@ const sched_yield_ = libc.func('int sched_yield(void)');
 const POSIX_SPAWN_SETSIGMASK = 0x08;
 const POSIX_SPAWN_SETSIGDEF = 0x04;
 const O_RDWR = 2;
+const O_WRONLY = 1;
+const O_APPEND = 0o2000;
 
 export const WALL = 0x40000000;
 export const WNOHANG = 1;
@@ -75,6 +77,8 @@ export interface SpawnExtras {
   readOnlyFds?: { fd: number; path: string }[];
   /** Working directory of the child. */
   cwd?: string;
+  /** stdout and stderr appended to this file instead of /dev/null (to see what the child and its children print). */
+  outputPath?: string;
 }
 
 export function spawnDetachedStdio(path: string, argv: string[], envp: string[], extras: SpawnExtras = {}): number {
@@ -88,7 +92,10 @@ export function spawnDetachedStdio(path: string, argv: string[], envp: string[],
   attr_init(attr);
   try {
     // Node opens its own fds 0-2 O_CLOEXEC; give the child fresh ones.
-    for (const fd of [0, 1, 2]) fa_addopen(actions, fd, '/dev/null', O_RDWR, 0);
+    for (const fd of [0, 1, 2]) {
+      if (fd > 0 && extras.outputPath !== undefined) fa_addopen(actions, fd, extras.outputPath, O_WRONLY | O_APPEND, 0);
+      else fa_addopen(actions, fd, '/dev/null', O_RDWR, 0);
+    }
     fa_addclose(actions, 3);
     for (const x of extras.readOnlyFds ?? []) fa_addopen(actions, x.fd, x.path, 0, 0);
     if (extras.cwd !== undefined) fa_addchdir(actions, extras.cwd);

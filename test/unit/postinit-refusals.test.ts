@@ -35,6 +35,7 @@ describe('post-init snapshots refuse what a restore could not reproduce', () => 
   const cases: [string, string, RegExp][] = [
     ['output', 'echo hello from the init\n', /unsupported-syscall.*wrote to its stdout "hello from the init\\n"/],
     ['a working directory', 'cd /tmp\n', /changed the working directory/],
+    ['a child that prints', 'ls /no-such-dir-cx\n', /or a child of it printed "ls: cannot access/],
     ['a child still running', 'sleep 30 &\n', /children.*still exist at the checkpoint/],
     ['a descriptor left open', 'exec 7</etc/hostname\n', /open-fds.*fd 7 \(\/etc\/hostname\)/],
     ['a redirected stdout', 'exec >/dev/null\n', /left fd 1 redirected/],
