@@ -89,6 +89,14 @@ export function afterInitArgv(words: string[], userArgv: string[]): string[] {
   return [userArgv[0] ?? '', ...words, '--', ...userArgv];
 }
 
+/** For listings: "after-init" and what the adapter runs before the checkpoint (its words after the adapter file). */
+export function describeInitSpec(spec: string): string {
+  const words = wordsOfSpec(spec);
+  const adapter = words.findIndex((w) => w.endsWith('/cached-exec-resume.bash') || w.endsWith('/cached_exec_resume.py'));
+  const rest = adapter >= 0 ? words.slice(adapter + 1) : words;
+  return rest.length ? `after-init ${rest.join(' ')}` : 'after-init';
+}
+
 /** Variables that may differ between the snapshot and a restore: the adapter applies them. */
 const PER_RUN = new Set(['_', 'PWD', 'OLDPWD', 'SHLVL']);
 

@@ -1,4 +1,5 @@
 /** --list, --clear, --cleanup, --max-size, --max-entries. */
+import { describeInitSpec } from '../../resume/spec.js';
 import { parseCount, parseSize, readConfig, writeConfig } from '../../cache/config.js';
 import { cleanup as runCleanup, clearCache, enforceBounds, withUsage } from '../../cache/maintain.js';
 import { foldStats } from '../../cache/stats.js';
@@ -30,7 +31,8 @@ export function listEntries(ctx: Context): ListEntry[] {
     let valid = false;
     try {
       const { parsed } = readImageMeta(im.path);
-      program = parsed.model.key.exePath;
+      const k = parsed.model.key;
+      program = k.initSpec ? `${k.exePath} [${describeInitSpec(k.initSpec)}]` : k.exePath;
       created = Number(parsed.model.createdNs / 1_000_000n) || im.mtimeMs;
       regions = parsed.model.regions.length;
       valid = parsed.problems.length === 0;
