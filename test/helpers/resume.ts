@@ -37,15 +37,18 @@ export interface RunResult {
  * start environment plus CACHED_EXEC_RESUME_FD, feeds the context on that fd,
  * and waits. `cwd` is the process's working directory (the caller's).
  */
-export function runResumed(cmd: string, args: string[], startEnv: Record<string, string>, ctx: ResumeContext,
+export function runResumed(cmd: string, args: string[], startEnv: Record<string, string>, ctx: ResumeContext | Buffer,
   opts: { cwd?: string; input?: string; timeoutMs?: number } = {}): Promise<RunResult> {
+  // A Buffer is sent as it is: for contexts encodeContext cannot make (protocol errors).
+  const bytes = Buffer.isBuffer(ctx) ? ctx : encodeContext(ctx);
+  const cwd = opts.cwd ?? (Buffer.isBuffer(ctx) ? undefined : ctx.cwd);
   return new Promise((resolve, reject) => {
     const stdio: ('pipe' | 'ignore')[] = ['pipe', 'pipe', 'pipe'];
     while (stdio.length < TEST_RESUME_FD) stdio.push('ignore');
     stdio.push('pipe');
     const child = spawn(cmd, args, {
       env: { ...startEnv, CACHED_EXEC_RESUME_FD: String(TEST_RESUME_FD) },
-      cwd: opts.cwd ?? ctx.cwd,
+      cwd,
       stdio,
     });
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 20_000);
@@ -59,7 +62,7 @@ export function runResumed(cmd: string, args: string[], startEnv: Record<string,
       return;
     }
     resumeFd.on('error', () => undefined);
-    resumeFd.end(encodeContext(ctx));
+    resumeFd.end(bytes);
     child.stdin?.end(opts.input ?? '');
     child.on('error', reject);
     child.on('close', (status, signal) => {

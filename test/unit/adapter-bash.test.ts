@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RESUME_MAGIC, TEST_RESUME_FD, runResumed, type ResumeContext, type RunResult } from '../helpers/resume.js';
+import { RESUME_MAGIC, runResumed, type ResumeContext, type RunResult } from '../helpers/resume.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const ADAPTER = path.join(ROOT, 'shell', 'cached-exec-resume.bash');
@@ -66,22 +66,7 @@ function run(argv0: string, args: string[], env: Env, cwd: string, input = ''): 
 
 /** The adapter with `raw` on the resume fd (for contexts encodeContext cannot make). */
 function runRaw(raw: Buffer): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const stdio: ('pipe' | 'ignore')[] = ['ignore', 'pipe', 'pipe'];
-    while (stdio.length < TEST_RESUME_FD) stdio.push('ignore');
-    stdio.push('pipe');
-    const child = spawn('bash', ['-c', '. "$0"', ADAPTER, '--init', init, '--'],
-      { env: { ...startEnv, CACHED_EXEC_RESUME_FD: String(TEST_RESUME_FD) }, cwd: work, stdio });
-    let stdout = '';
-    let stderr = '';
-    child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-    const fd = (child.stdio as unknown[])[TEST_RESUME_FD] as NodeJS.WritableStream;
-    fd.on('error', () => undefined);
-    fd.end(raw);
-    child.on('error', reject);
-    child.on('close', (status, signal) => resolve({ stdout, stderr, status, signal }));
-  });
+  return runResumed('bash', ['-c', '. "$0"', ADAPTER, '--init', init, '--'], startEnv, raw, { cwd: work });
 }
 
 interface Opts {
