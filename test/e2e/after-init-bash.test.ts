@@ -138,6 +138,16 @@ describe('bash restored after its init, compared with the cold run', () => {
 });
 
 describe('maintenance', () => {
+  it('--explain names the post-init image and predicts the restore; --list names the init', () => {
+    const e = cx(['--explain', `--after-init=${rc}`, 'bash'], runEnv);
+    expect(e.status, e.stdout).toBe(0);
+    expect(e.stdout).toMatch(/image kind +post-init \(after .*cached-exec-resume\.bash --init .*rc\.sh\)/);
+    expect(e.stdout).toMatch(/next run +restores from the image/);
+    const plain = cx(['--explain', 'bash'], runEnv);
+    expect(plain.stdout).toMatch(/image kind +post-link/);
+    expect(cx(['--list'], runEnv).stdout).toContain(`/bash [after-init --init ${rc}]`);
+  });
+
   it('--cleanup keeps a post-init image that runs can use, and --list names it', async () => {
     const c = cx(['--cleanup', '--json']);
     expect(c.status, c.stderr).toBe(0);

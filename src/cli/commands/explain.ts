@@ -32,6 +32,11 @@ export function explain(ctx: Context): number {
   const prog = ctx.operands[0] as string;
   const afterInit = afterInitFromOptions(ctx, prog);
   const p = predictRun(prog, ctx.env, undefined, afterInit);
+  if (afterInit && p.hint) {
+    // The hint's --warm must take the same image: with the same options.
+    const opts = [...ctx.options].map(([k, v]) => (v ? `${k}=${v}` : k)).join(' ');
+    p.hint = p.hint.split('cached-exec --warm ').join(`cached-exec --warm ${opts} `);
+  }
   if (ctx.json) {
     printJson(ctx.out, p);
   } else {
