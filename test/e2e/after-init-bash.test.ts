@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeRunRecords } from '../../src/cache/stats.js';
-import { LAUNCHER, baseEnv, removeDir, run, tmpCacheDir, tmpDir, type Env, type RunResult } from '../helpers/cx.js';
+import { LAUNCHER, baseEnv, removeDir, run, tmpCacheDir, tmpDir, waitFor, type Env, type RunResult } from '../helpers/cx.js';
 
 const cache = tmpCacheDir();
 const work = tmpDir('cx-after-init-');
@@ -138,6 +138,24 @@ describe('bash restored after its init, compared with the cold run', () => {
 });
 
 describe('maintenance', () => {
+  it('a miss queues the post-init snapshot, and the background warmer takes it', async () => {
+    const own = tmpCacheDir();
+    try {
+      const e: Env = { ...runEnv, CACHED_EXEC_DIR: own };
+      delete e.CACHED_EXEC_NO_WARM;
+      const first = await run(LAUNCHER, after(['-c', 'echo "$RC_VERSION"']), { env: e, cwd: elsewhere });
+      expect(first.stdout.toString()).toMatch(/^(one|two)\n$/);
+      const images = (): string[] => (fs.existsSync(path.join(own, 'images')) ? fs.readdirSync(path.join(own, 'images')) : []);
+      expect(await waitFor(() => images().some((f) => f.endsWith('.img')), 30_000), 'the warmer wrote no image').toBe(true);
+      const again = await run(LAUNCHER, after(['-c', 'echo "$RC_VERSION"']), { env: e, cwd: elsewhere });
+      expect(again.stdout.toString()).toBe(first.stdout.toString());
+      const recs = decodeRunRecords(fs.readFileSync(path.join(own, 'stats', 'runs.log'))).records.map((r) => r.outcome);
+      expect(recs).toEqual(['MISS', 'HIT']);
+    } finally {
+      removeDir(own);
+    }
+  }, 60_000);
+
   it('--explain names the post-init image and predicts the restore; --list names the init', () => {
     const e = cx(['--explain', `--after-init=${rc}`, 'bash'], runEnv);
     expect(e.status, e.stdout).toBe(0);
