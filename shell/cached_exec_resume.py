@@ -108,8 +108,23 @@ def _flush_std():
             pass
 
 
+_RESUME = {'fd': None}
+
+
+def _close_resume():
+    """Closes the resume fd: after the context is applied (its close ends the
+    resume for the snapshot's differential runs), or before a cold exec."""
+    fd, _RESUME['fd'] = _RESUME['fd'], None
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 def _cold(argv, env, cwd=None):
     """Runs the real python as the caller would have: nothing of this process survives."""
+    _close_resume()
     _flush_std()
     if cwd is not None:
         try:
@@ -194,7 +209,7 @@ def _read_context(fd):
         chunks = [os.read(fd, 65536)]  # the checkpoint: the image is taken at this read
         while chunks[-1]:
             chunks.append(os.read(fd, 65536))
-        os.close(fd)
+        _RESUME['fd'] = fd  # closed once the context is applied (_close_resume)
     except OSError:
         _die('bad resume context')
     data = b''.join(chunks)
@@ -518,6 +533,7 @@ def _prepare():
     if env is not start_env:
         _apply_env(start_env, env, list(env))
     _fresh_state(seed)
+    _close_resume()
     old = (sys.stdin, sys.stdout, sys.stderr)
     _flush_std()
     buffered = buffered and not unbuffered
