@@ -22,6 +22,7 @@ import * as L from '../sys/libc.js';
 import { SnapshotRefusal } from './refusal.js';
 import { NR } from './syscalls.js';
 import { guardedVdsoFunctions } from './vdso.js';
+import { TracedChildren } from './children.js';
 import { readCString, readMem } from './mem.js';
 import {
   AT, describeCode, followToExec, killTracee, readAuxv, recordResult, streamRandom, vdsoImage, writeByte,
@@ -81,6 +82,8 @@ export interface StoppedAtCheckpoint {
   random: Buffer;
   /** Lets the checkpoint read return the test context and runs on to close(resume fd). */
   resumeUntilClose: () => void;
+  /** The init's children: the files they read; killAll() when done with the tracee. */
+  children: TracedChildren;
 }
 
 const O_ACCMODE = 3;
@@ -158,10 +161,12 @@ export function runToCheckpoint(o: CheckpointOptions): StoppedAtCheckpoint {
     process.umask(oldMask);
   }
   let mem: number | undefined;
+  const children = new TracedChildren();
   try {
-    return trace(pid, o, (m) => (mem = m));
+    return trace(pid, o, (m) => (mem = m), children);
   } catch (e) {
     killTracee(pid, mem);
+    children.killAll();
     throw e;
   }
 }
@@ -174,8 +179,24 @@ function waitStop(pid: number, deadline: number): L.WaitStatus {
   return st;
 }
 
-function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void): StoppedAtCheckpoint {
+function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, children: TracedChildren): StoppedAtCheckpoint {
   followToExec(pid, o.exePath, () => waitStop(pid, o.deadline));
+  // Children too, for the files they read (children.ts): the main tracee's stops come back from waitMain.
+  L.ptrace(L.PTRACE_SETOPTIONS, pid, 0, L.PTRACE_O_TRACESYSGOOD | L.PTRACE_O_EXITKILL | L.PTRACE_O_TRACEEXEC |
+    L.PTRACE_O_TRACEFORK | L.PTRACE_O_TRACEVFORK);
+  const waitMain = (): L.WaitStatus => {
+    for (;;) {
+      const s = L.waitpidUntil(-1, o.deadline);
+      if (!s) throw new SnapshotRefusal('timeout', 'did not reach the checkpoint in time');
+      if (s.pid !== pid) {
+        children.handle(s);
+        continue;
+      }
+      if (s.exited) throw new SnapshotRefusal('exited-before-entry', `exited with ${s.exitCode} before the checkpoint`);
+      if (s.signaled) throw new SnapshotRefusal('exited-before-entry', `killed by signal ${s.termSig} before the checkpoint`);
+      return s;
+    }
+  };
   let st: L.WaitStatus;
   const mem = fs.openSync(`/proc/${pid}/mem`, 'r+');
   setMem(mem);
@@ -280,7 +301,7 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void):
   for (;;) {
     L.ptrace(L.PTRACE_SYSCALL, pid, 0, inject);
     inject = 0;
-    st = waitStop(pid, o.deadline);
+    st = waitMain();
     if (st.stopSig === (L.SIGTRAP | 0x80)) {
       const info = L.getSyscallInfo(pid);
       if (info.op === L.SYSCALL_INFO_ENTRY && tscAtNextSyscall) {
@@ -309,7 +330,7 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void):
           }
           stopped = {
             pid, mem, auxv, regs, xstate, paths: [...paths], listedDirs: [...listedDirs], loader: { ...loader },
-            sigactions: new Map(sigactions), syscallCount, forks, random, resumeUntilClose,
+            sigactions: new Map(sigactions), syscallCount, forks, random, resumeUntilClose, children,
           };
           return;
         }
@@ -431,6 +452,7 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void):
       continue;
     }
     if (st.event !== 0) {
+      if (st.event === L.PTRACE_EVENT_FORK || st.event === L.PTRACE_EVENT_VFORK) continue; // the child is traced from here
       if (st.event === L.PTRACE_EVENT_EXEC) refuse('unsupported-syscall', 'the init replaced the program (exec)');
       throw new SnapshotRefusal('internal', `unexpected ptrace event ${st.event} during the init`);
     }

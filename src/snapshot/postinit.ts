@@ -31,7 +31,7 @@ import { buildFiles, isPseudoPath } from './files.js';
 import { SnapshotRefusal } from './refusal.js';
 import { buildRegions } from './regions.js';
 import { describeAddr } from './slots.js';
-import { killTracee } from './trace.js';
+import { killTracee, type PathEvent } from './trace.js';
 import { byAddress, checkProgramUnchanged, kernelState, vdsoParts } from './snapshot.js';
 
 export interface PostInitOptions {
@@ -72,6 +72,8 @@ interface Run {
   after: CapturedMapping[];
   /** Kernel-side state at the checkpoint (read before the tracee is gone). */
   state: ImageModel['state'];
+  /** What the init's children read (and still is what they read). */
+  childPaths: PathEvent[];
   stack: Mapping;
   status: Map<string, string>;
   identity: Identity;
@@ -141,11 +143,13 @@ function capture(o: Parameters<typeof runToCheckpoint>[0]): Run {
     const captureList = maps.map((m) => (m === stack ? { ...m, path: '' } : m));
     const caps = captureMappings(t.pid, t.mem, captureList);
     const state = kernelState(t, maps);
+    const childPaths = t.children.dependencies();
     t.resumeUntilClose();
     const after = captureMappings(t.pid, t.mem, readMaps(t.pid).map((m) => (m.path === '[stack]' ? { ...m, path: '' } : m)));
-    return { t, maps, caps, after, state, stack, status, identity: o.identity };
+    return { t, maps, caps, after, state, childPaths, stack, status, identity: o.identity };
   } finally {
     killTracee(t.pid, t.mem);
+    t.children.killAll();
   }
 }
 
@@ -206,7 +210,7 @@ function postInitImage(opts: PostInitOptions, exePath: string, interpreter: stri
   }
 
   const t = a.t;
-  const files = buildFiles(t.paths, a.maps, exePath, interpreter);
+  const files = buildFiles([...t.paths, ...a.childPaths], a.maps, exePath, interpreter);
   addListedDirectories(files.files, t.listedDirs);
   const regions = buildRegions(a.caps, files, slots);
   const stackRegion = regions.filter((r) => r.addr >= a.stack.start && r.addr < a.stack.end).sort((x, y) => (x.addr < y.addr ? -1 : 1))[0];

@@ -57,10 +57,14 @@ export const PTRACE_SETREGS = 13;
 export const PTRACE_SYSCALL = 24;
 export const PTRACE_SETOPTIONS = 0x4200;
 export const PTRACE_O_TRACESYSGOOD = 0x01;
+export const PTRACE_O_TRACEFORK = 0x02;
+export const PTRACE_O_TRACEVFORK = 0x04;
 export const PTRACE_O_TRACEEXEC = 0x10;
 export const PTRACE_O_EXITKILL = 0x100000;
 /** status >> 16 of the stop that PTRACE_O_TRACEEXEC reports after a successful execve. */
 export const PTRACE_EVENT_EXEC = 4;
+export const PTRACE_EVENT_FORK = 1;
+export const PTRACE_EVENT_VFORK = 2;
 
 export class SysError extends Error {
   constructor(readonly call: string, readonly errno: number) {

@@ -21,6 +21,9 @@ fs.mkdirSync(home);
 fs.mkdirSync(elsewhere);
 const rc = path.join(home, 'rc.sh');
 const lib = path.join(home, 'lib.sh');
+/** Read only by a child of the init (cat): a dependency through the traced children. */
+const data = path.join(home, 'data.txt');
+fs.writeFileSync(data, 'data one\n');
 
 function writeInit(version: string): void {
   fs.writeFileSync(lib, `lib_version() { echo "lib ${version}"; }\n`);
@@ -29,6 +32,7 @@ function writeInit(version: string): void {
     'greet() { printf "hello %s\\n" "$*"; }',
     `export RC_VERSION=${version}`,
     'RC_COMPUTED=$(echo computed-in-a-child)',
+    `RC_DATA=$(cat "${data}")`,
     'shopt -s extglob',
     'declare -A RC_MAP=([a]=1 [b]=2)',
     '',
@@ -176,6 +180,16 @@ describe('maintenance', () => {
 });
 
 describe('editing the init', () => {
+  it('a changed file that only a child of the init read is used by the next run', async () => {
+    const args = ['-c', 'echo "$RC_DATA"'];
+    const first = (await run(LAUNCHER, after(args), { env: runEnv, cwd: elsewhere })).stdout.toString();
+    expect(first).toBe('data one\n');
+    fs.writeFileSync(data, 'data two\n');
+    const before = hits();
+    expect((await run(LAUNCHER, after(args), { env: runEnv, cwd: elsewhere })).stdout.toString()).toBe('data two\n');
+    expect(hits()).toBe(before);
+  });
+
   it('a changed init file or a file it sourced is used by the next run', async () => {
     const args = ['-c', 'echo "$RC_VERSION"; lib_version'];
     expect((await run(LAUNCHER, after(args), { env: runEnv, cwd: elsewhere })).stdout.toString()).toBe('one\nlib one\n');
