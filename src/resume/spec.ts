@@ -16,7 +16,7 @@ export const RESUME_FD = 100;
 export const RESUME_FD_ENV = 'CACHED_EXEC_RESUME_FD';
 export const RESUME_MAGIC = 'cached-exec-resume 1';
 /** Words of an init spec are joined with this byte (never part of a path or module name we accept). */
-export const SPEC_SEP = '\x1f';
+const SPEC_SEP = '\x1f';
 
 export type AdapterKind = 'bash' | 'python' | 'generic';
 
@@ -28,7 +28,7 @@ export interface AfterInitRequest {
 }
 
 /** shell/ of this package, resolved like the launcher resolves it from /proc/self/exe. */
-export function shellDir(): string {
+function shellDir(): string {
   const here = path.dirname(fileURLToPath(import.meta.url)); // dist/resume or src/resume
   return path.join(fs.realpathSync(path.join(here, '..', '..')), 'shell');
 }
@@ -100,7 +100,7 @@ export function describeInitSpec(spec: string): string {
 /** Variables that may differ between the snapshot and a restore: the adapter applies them. */
 const PER_RUN = new Set(['_', 'PWD', 'OLDPWD', 'SHLVL']);
 
-export function isPerRunVariable(name: string, env: NodeJS.ProcessEnv): boolean {
+function isPerRunVariable(name: string, env: NodeJS.ProcessEnv): boolean {
   if (PER_RUN.has(name) || name.startsWith('CACHED_EXEC_')) return true;
   const vary = env.CACHED_EXEC_VARY_ENV;
   return !!vary && vary.split(',').includes(name);
