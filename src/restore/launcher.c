@@ -891,6 +891,18 @@ __attribute__((noreturn, used)) void cx_main(uint64_t *sp)
 	if (a[0] == '-') {
 		if (cx_streq(a, "--internal-traceme"))
 			traceme(&L, 2);
+		if (cx_streq(a, "--internal-tsc-probe")) {
+			/*
+			 * Does PR_TSC_SIGSEGV work here? Some hypervisors ignore CR4.TSD:
+			 * rdtsc then runs on and the snapshotter cannot answer it.
+			 * Killed by SIGSEGV: it works; exit 0: it does not.
+			 */
+			uint32_t lo, hi;
+			sys_prctl(26 /* PR_SET_TSC */, 2 /* PR_TSC_SIGSEGV */, 0, 0, 0);
+			__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+			(void)lo, (void)hi;
+			sys_exit_group(0);
+		}
 		if (cx_streq(a, "--internal-inspect"))
 			sys_exit_group(L.argc > 2 ? cx_inspect(L.argv[2]) : 2);
 		if (cx_streq(a, "--internal-key")) {
