@@ -87,12 +87,35 @@ struct launch {
 	char word_text[64];
 };
 
+/* launcher.c */
+__attribute__((noreturn)) void cx_cold_exec(struct launch *L);
+
+/* resolve.c: PATH lookup like execvp (0, or the exit status 126/127 after a message), #! scripts. */
+const char *cx_errno_text(long e);
+int is_self(struct launch *L, const struct kstat *st);
+int resolve(struct launch *L);
+int shebang(struct launch *L, char *script, size_t cap);
+
+/* key.c: bypass rules, the cache directory, the key, and the layers tried in order. */
+enum cx_outcome bypass_reason(struct launch *L);
+int cache_dir(struct launch *L);
+int compute_key(struct launch *L, const char *dir, uint32_t euid);
+enum cx_outcome restore_layers(struct launch *L);
+
+/* after_init.c: --after-init options and the adapter's command. */
+struct after_init_req {
+	int seen;
+	const char *file; /* --after-init=FILE: made absolute; empty means none (as in the CLI) */
+	const char *preload; /* --preload LIST */
+};
+int is_after_init_option(const char *a);
+int parse_after_init(const struct launch *L, int i, struct after_init_req *q);
+int after_init_command(struct launch *L, const struct after_init_req *q, char **argv2, int need_adapter);
+
 /* restore.c: returns only on failure, with the reason. */
 enum cx_outcome cx_restore(struct launch *L);
-/* restore.c: --internal-inspect IMAGE, the C reader's view of an image. */
+/* inspect.c: --internal-inspect IMAGE, the C reader's view of an image. */
 int cx_inspect(const char *image);
-
-__attribute__((noreturn)) void cx_cold_exec(struct launch *L);
 
 /* stack.c: rebuild the initial stack for the program (drop launcher args, insert #! argv). */
 #define CX_STACK_GAP 16384
@@ -104,8 +127,12 @@ void cx_record(const struct launch *L, enum cx_outcome outcome);
 void cx_queue_miss(const struct launch *L, int rotate);
 uint64_t cx_now_ns(struct launch *L);
 
-/* launcher.c: <pkg>/dist/cli/main.js from /proc/self/exe; 0 on success. */
+/* paths.c: <pkg>/dist/cli/main.js and <pkg>/shell/NAME from /proc/self/exe; 0 on success. */
 int cx_cli_script(char *out, size_t cap);
+int shell_file(char *out, size_t cap, const char *name);
+
+/* arch/<arch>/start.c */
+__attribute__((noreturn)) void cx_arch_counter_trap_probe(void);
 
 #ifndef CX_NODE_PATH
 #define CX_NODE_PATH "/usr/bin/node"
