@@ -173,7 +173,7 @@ enum cx_outcome check_key(const struct image *im, const struct launch *L)
 	    k->exe_size != (uint64_t)L->st.st_size || (uint64_t)k->exe_mtime_sec != L->st.st_mtime_sec ||
 	    k->exe_mtime_nsec != L->st.st_mtime_nsec || (uint64_t)k->exe_ctime_sec != L->st.st_ctime_sec ||
 	    k->exe_ctime_nsec != L->st.st_ctime_nsec || !cx_streq(exe, L->path) || !cx_streq(path, L->path_env) ||
-	    !cx_streq(rel, L->uts.release))
+	    !cx_streq(rel, L->uts.release) || k->groups_hash != L->key_groups)
 		return CX_FAIL_KEY;
 	/* A post-init image: the init saw the whole environment but the per-run variables (launcher.c). */
 	if (spec[0])

@@ -41,8 +41,31 @@ int cache_dir(struct launch *L)
 static void put32(unsigned char *p, uint32_t v) { __builtin_memcpy(p, &v, 4); }
 static void put64(unsigned char *p, uint64_t v) { __builtin_memcpy(p, &v, 8); }
 
-/* Same bytes as src/cache/key.ts keyBytes(), for the owner `euid`, under `dir`. */
-int compute_key(struct launch *L, const char *dir, uint32_t euid)
+/*
+ * src/cache/key.ts groupsHash(): the effective gid and the supplementary
+ * groups in the kernel's order. An image holds what its snapshot could read:
+ * a user removed from a group must not get it back from an image.
+ */
+static uint64_t groups_hash(struct launch *L)
+{
+	static uint32_t buf[2 + 65536];
+	if (L->groups_hash)
+		return L->groups_hash;
+	long n = sys_getgroups(65536, buf + 2);
+	if (n < 0)
+		n = 0;
+	buf[0] = (uint32_t)sys_getegid();
+	buf[1] = (uint32_t)n;
+	L->groups_hash = cx_hash64(buf, 8 + 4 * (size_t)n, CX_FNV_OFFSET);
+	return L->groups_hash;
+}
+
+/*
+ * Same bytes as src/cache/key.ts keyBytes(), for the owner `euid`, under
+ * `dir`; `system`: the read-only layer, whose images serve every user alike
+ * (no groups in their key).
+ */
+int compute_key(struct launch *L, const char *dir, uint32_t euid, int system)
 {
 	unsigned char buf[56 + 3 * CX_PATH_MAX + CX_SPEC_MAX + 8];
 	size_t n = 56;
@@ -79,6 +102,11 @@ int compute_key(struct launch *L, const char *dir, uint32_t euid)
 		put64(buf + n, L->resume_env_hash);
 		n += 8;
 	}
+	if (n + 8 > sizeof buf)
+		return -1;
+	L->key_groups = system ? 0 : groups_hash(L);
+	put64(buf + n, L->key_groups);
+	n += 8;
 	L->key_hash = cx_hash64(buf, n, CX_FNV_OFFSET);
 	struct cx_buf b = { L->image, 0, sizeof L->image, 0 };
 	cx_buf_str(&b, dir);
@@ -98,7 +126,7 @@ enum cx_outcome restore_layers(struct launch *L)
 	enum cx_outcome o = CX_BYPASS_NO_CACHE_DIR;
 	/* At boot there may be no HOME, hence no user cache: the system layer still serves. */
 	if (L->cache_dir[0]) {
-		if (compute_key(L, L->cache_dir, L->euid))
+		if (compute_key(L, L->cache_dir, L->euid, 0))
 			return CX_BYPASS_NO_CACHE_DIR;
 		o = cx_restore(L); /* returns only when it did not restore */
 		if (o != CX_MISS)
@@ -107,13 +135,13 @@ enum cx_outcome restore_layers(struct launch *L)
 	const char *sys_dir = cx_getenv(L->envp, "CACHED_EXEC_SYSTEM_DIR");
 	if (!sys_dir || !sys_dir[0])
 		return o;
-	if (compute_key(L, sys_dir, 0) == 0) {
+	if (compute_key(L, sys_dir, 0, 1) == 0) {
 		enum cx_outcome s = cx_restore(L);
 		if (s != CX_MISS)
 			return s;
 	}
 	if (!L->cache_dir[0])
 		return CX_BYPASS_NO_CACHE_DIR;
-	compute_key(L, L->cache_dir, L->euid);
+	compute_key(L, L->cache_dir, L->euid, 0);
 	return CX_MISS;
 }

@@ -110,7 +110,7 @@ static __attribute__((noreturn)) void traceme(struct launch *L, int i)
 static __attribute__((noreturn)) void print_key_resolved(struct launch *L)
 {
 	L->euid = (uint32_t)sys_geteuid();
-	if (cache_dir(L) || compute_key(L, L->cache_dir, L->euid))
+	if (cache_dir(L) || compute_key(L, L->cache_dir, L->euid, 0))
 		sys_exit_group(1);
 	char line[CX_PATH_MAX + 64];
 	struct cx_buf o = { line, 0, sizeof line, 0 };

@@ -54,6 +54,8 @@ struct launch {
 	uint64_t key_hash;
 	uint32_t euid;
 	uint32_t key_euid; /* owner the image must have: euid, or 0 for the system layer */
+	uint64_t groups_hash; /* groups_hash() once asked (never 0 then) */
+	uint64_t key_groups; /* what the key holds: groups_hash, or 0 in the system layer */
 	const char *path_env;
 	int dry_run; /* --internal-restore-dry: stop before the jump */
 	int no_restore; /* the stack could not be rebuilt: cold only */
@@ -99,7 +101,7 @@ int shebang(struct launch *L, char *script, size_t cap);
 /* key.c: bypass rules, the cache directory, the key, and the layers tried in order. */
 enum cx_outcome bypass_reason(struct launch *L);
 int cache_dir(struct launch *L);
-int compute_key(struct launch *L, const char *dir, uint32_t euid);
+int compute_key(struct launch *L, const char *dir, uint32_t euid, int system);
 enum cx_outcome restore_layers(struct launch *L);
 
 /* after_init.c: --after-init options and the adapter's command. */

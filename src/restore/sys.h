@@ -168,6 +168,7 @@ SYS_INLINE long sys_getpid(void) { return sys_call0(__NR_getpid); }
 SYS_INLINE long sys_gettid(void) { return sys_call0(__NR_gettid); }
 SYS_INLINE long sys_geteuid(void) { return sys_call0(__NR_geteuid); }
 SYS_INLINE long sys_getegid(void) { return sys_call0(__NR_getegid); }
+SYS_INLINE long sys_getgroups(int n, uint32_t *list) { return sys_call2(__NR_getgroups, n, (long)list); }
 SYS_INLINE long sys_kill(int pid, int sig) { return sys_call2(__NR_kill, pid, sig); }
 SYS_INLINE long sys_uname(struct utsname_k *u) { return sys_call1(__NR_uname, (long)u); }
 SYS_INLINE long sys_readlink(const char *p, char *buf, size_t n)

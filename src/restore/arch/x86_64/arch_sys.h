@@ -30,6 +30,7 @@
 #define __NR_clone 56
 #define __NR_geteuid 107
 #define __NR_getegid 108
+#define __NR_getgroups 115
 #define __NR_ptrace 101
 #define __NR_personality 135
 #define __NR_prctl 157
