@@ -83,10 +83,35 @@ static void print_dry_run(const struct image *im, const struct launch *L)
 	cx_write_all(2, line, o.len);
 }
 
+/*
+ * Whether PR_SET_MM_MAP may set exe_fd (/proc/self/exe): CAP_CHECKPOINT_RESTORE
+ * or CAP_SYS_ADMIN effective (root), or CAP_CHECKPOINT_RESTORE permitted
+ * (the launcher's file capability), which the trampoline raises for the
+ * prctl alone. Asked once.
+ */
+int exe_settable(struct launch *L)
+{
+	if (!L->caps_known) {
+		struct cap_header_k h = { CX_CAP_VERSION_3, 0 };
+		struct cap_data_k d[2];
+		__builtin_memset(d, 0, sizeof d);
+		L->caps_known = 1;
+		if (sys_capget(&h, d) == 0) {
+			uint32_t crr = 1u << (CAP_CHECKPOINT_RESTORE - 32), admin = 1u << CAP_SYS_ADMIN;
+			if ((d[1].effective & crr) || (d[0].effective & admin))
+				L->caps = CX_CAPS_EFFECTIVE;
+			else if (d[1].permitted & crr)
+				L->caps = CX_CAPS_RAISE;
+		}
+	}
+	return L->caps != CX_CAPS_NONE;
+}
+
 enum cx_outcome jump(const struct image *im, struct launch *L, int exe_fd)
 {
 	const uint64_t xstate_room = im->resume ? im->resume->xstate_size + 64 : 0;
-	const uint64_t params_len = (sizeof(struct tramp_params) + xstate_room + CX_PAGE - 1) & ~(CX_PAGE - 1);
+	/* 512 bytes at the end are the trampoline's own stack. */
+	const uint64_t params_len = (sizeof(struct tramp_params) + xstate_room + 512 + CX_PAGE - 1) & ~(CX_PAGE - 1);
 	const uint64_t code_len = (uint64_t)(cx_tramp_end - cx_tramp_begin);
 	long m = sys_mmap(0, params_len + CX_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (mmap_failed(m) || code_len > CX_PAGE)
@@ -121,8 +146,21 @@ enum cx_outcome jump(const struct image *im, struct launch *L, int exe_fd)
 	p->mm.env_end = strings_end(L->envp, envc, p->mm.env_start);
 	p->mm.auxv = L->auxv;
 	p->mm.auxv_size = (uint32_t)((uint64_t)auxv_end - (uint64_t)L->auxv);
-	p->mm.exe_fd = exe_fd >= 0 ? (uint32_t)exe_fd : (uint32_t)-1;
+	/* Without the capability the prctl would refuse exe_fd: do not ask (one failed syscall less). */
+	p->mm.exe_fd = exe_fd >= 0 && exe_settable(L) ? (uint32_t)exe_fd : (uint32_t)-1;
 	p->exe_fd = exe_fd;
+	p->exe_required = (s->flags & CX_STATE_READS_EXE) != 0;
+	p->scratch_sp = (uint64_t)m + params_len - 64;
+	if (L->own_stack) {
+		p->lstack_addr = CX_LAUNCHER_STACK;
+		p->lstack_len = CX_LAUNCHER_STACK_SIZE;
+	}
+	if (p->mm.exe_fd != (uint32_t)-1 && L->caps == CX_CAPS_RAISE) {
+		uint32_t crr = 1u << (CAP_CHECKPOINT_RESTORE - 32);
+		p->caps_raise = 1;
+		p->cap_hdr = (struct cap_header_k){ CX_CAP_VERSION_3, 0 };
+		p->cap_raised[1].effective = p->cap_raised[1].permitted = crr;
+	}
 	p->entry = s->entry;
 	p->rtld_fini = s->rtld_fini;
 	p->sp = (uint64_t)L->prog_sp;

@@ -15,9 +15,22 @@ enum cx_outcome bypass_reason(struct launch *L)
 		if (cx_startswith(v, "LD_") || cx_startswith(v, "GLIBC_TUNABLES=") || cx_startswith(v, "MALLOC_"))
 			return CX_BYPASS_LOADER_ENV;
 	}
-	if (cx_auxv_get(L->auxv, AT_SECURE) || (L->st.st_mode & (S_ISUID | S_ISGID)))
+	if (secure_by_ids(L->auxv) || (L->st.st_mode & (S_ISUID | S_ISGID)))
 		return CX_BYPASS_SECURE;
 	return CX_HIT;
+}
+
+/*
+ * AT_SECURE because the caller's ids differ (a setuid caller), as opposed to
+ * the launcher's own file capability (cached-exec --install-capability),
+ * which the program never gets: the restore drops it, an exec loses it.
+ */
+int secure_by_ids(const uint64_t *auxv)
+{
+	if (!cx_auxv_get(auxv, AT_SECURE))
+		return 0;
+	return cx_auxv_get(auxv, AT_UID) != cx_auxv_get(auxv, AT_EUID) ||
+	       cx_auxv_get(auxv, AT_GID) != cx_auxv_get(auxv, AT_EGID);
 }
 
 int cache_dir(struct launch *L)

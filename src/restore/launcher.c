@@ -141,7 +141,7 @@ static void program_args(struct launch *L, int drop)
 	L->prog_argc = L->argc;
 	L->prog_argv = L->argv;
 	L->prog_sp = L->sp;
-	if (cx_reshape_stack(L, drop, 0, 0, 0) < 0) {
+	if (!L->own_stack || cx_reshape_stack(L, drop, 0, 0, 0) < 0) {
 		/* An enormous argv/env: run cold (the old arrays are untouched). */
 		L->prog_argc = L->argc - drop;
 		L->prog_argv = L->argv + drop;
@@ -226,12 +226,15 @@ static __attribute__((noreturn)) void after_init(struct launch *L, int first, in
 	run_resolved(L);
 }
 
-__attribute__((noreturn, used)) void cx_main(uint64_t *sp)
+__attribute__((noreturn, used)) void cx_main(uint64_t *sp, int own_stack)
 {
 	struct launch L;
 	/* Zero the small fields only: the path buffers are big and every page costs a fault. */
 	__builtin_memset(&L, 0, offsetof(struct launch, path));
 	L.path[0] = L.cache_dir[0] = L.image[0] = 0;
+	L.own_stack = own_stack;
+	/* On the kernel's stack the program's frame cannot be rebuilt under the launcher's own: cold only. */
+	L.no_restore = !own_stack;
 	L.sp = sp;
 	L.argc = (int)sp[0];
 	L.argv = (char **)(sp + 1);

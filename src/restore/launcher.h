@@ -27,7 +27,14 @@ enum cx_outcome {
 	CX_FAIL_SLOT = CX_OUTCOME_FAIL_SLOT,
 	CX_FAIL_KERNEL_STATE = CX_OUTCOME_FAIL_KERNEL_STATE,
 	CX_FAIL_RESUME = CX_OUTCOME_FAIL_RESUME,
+	CX_BYPASS_UNTRUSTED_DIR = CX_OUTCOME_BYPASS_UNTRUSTED_DIR,
+	CX_FAIL_EXE = CX_OUTCOME_FAIL_EXE,
+	CX_BYPASS_STACK_LIMIT = CX_OUTCOME_BYPASS_STACK_LIMIT,
+	CX_FAIL_IDENTITY = CX_OUTCOME_FAIL_IDENTITY,
 };
+
+/* What PR_SET_MM_MAP's exe_fd needs (jump.c exe_settable). */
+enum { CX_CAPS_NONE, CX_CAPS_EFFECTIVE, CX_CAPS_RAISE };
 
 /* An init spec: "after-init" and the adapter words, 0x1f-separated (src/resume/spec.ts initSpec). */
 #define CX_SPEC_MAX (3 * CX_PATH_MAX)
@@ -57,6 +64,8 @@ struct launch {
 	uint64_t groups_hash; /* groups_hash() once asked (never 0 then) */
 	uint64_t key_groups; /* what the key holds: groups_hash, or 0 in the system layer */
 	const char *path_env;
+	int own_stack; /* running on CX_LAUNCHER_STACK, not the kernel's stack (start.c) */
+	int caps_known, caps; /* exe_settable(): CX_CAPS_* */
 	int dry_run; /* --internal-restore-dry: stop before the jump */
 	int no_restore; /* the stack could not be rebuilt: cold only */
 	int rotate; /* restored, but the image is past its age limit: queue a re-snapshot */
@@ -100,6 +109,7 @@ int shebang(struct launch *L, char *script, size_t cap);
 
 /* key.c: bypass rules, the cache directory, the key, and the layers tried in order. */
 enum cx_outcome bypass_reason(struct launch *L);
+int secure_by_ids(const uint64_t *auxv);
 int cache_dir(struct launch *L);
 int compute_key(struct launch *L, const char *dir, uint32_t euid, int system);
 enum cx_outcome restore_layers(struct launch *L);
@@ -119,8 +129,16 @@ enum cx_outcome cx_restore(struct launch *L);
 /* inspect.c: --internal-inspect IMAGE, the C reader's view of an image. */
 int cx_inspect(const char *image);
 
+/*
+ * The launcher's own stack (arch/<arch>/start.c), below its text (linked at
+ * 0x60000000 by scripts/build-native.mjs): programs never live there.
+ */
+#define CX_LAUNCHER_STACK 0x5ff80000
+#define CX_LAUNCHER_STACK_SIZE 0x80000
+#define CX_STR_(x) #x
+#define CX_STR(x) CX_STR_(x)
+
 /* stack.c: rebuild the initial stack for the program (drop launcher args, insert #! argv). */
-#define CX_STACK_GAP 16384
 int cx_reshape_stack(struct launch *L, int drop, char *const *insert, int ninsert, int copy_strings);
 
 /* record.c */

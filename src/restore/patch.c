@@ -197,6 +197,7 @@ enum cx_outcome protect_regions(const struct image *im)
 void patch_auxv(const struct image *im, uint64_t *auxv)
 {
 	const struct cx_state *s = im->state;
+	const uint64_t *start = auxv;
 	for (; auxv[0] != AT_NULL; auxv += 2) {
 		switch (auxv[0]) {
 		case AT_PHDR: auxv[1] = s->at_phdr; break;
@@ -204,6 +205,11 @@ void patch_auxv(const struct image *im, uint64_t *auxv)
 		case AT_ENTRY: auxv[1] = s->at_entry; break;
 		case AT_BASE: auxv[1] = s->at_base; break;
 		case AT_SYSINFO_EHDR: auxv[1] = s->vdso_base; break;
+		case AT_SECURE:
+			/* Set only by the launcher's own file capability, which the program does not get. */
+			if (!secure_by_ids(start))
+				auxv[1] = 0;
+			break;
 		}
 	}
 }

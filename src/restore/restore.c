@@ -35,6 +35,11 @@ enum cx_outcome cx_restore(struct launch *L)
 	if ((o = check_key(&im, L)) != CX_HIT)
 		goto out;
 	check_age(&im, L);
+	/* A program that reads /proc/self/exe would find the launcher there: only where it can be set. */
+	if ((im.state->flags & CX_STATE_READS_EXE) && !exe_settable(L)) {
+		o = CX_FAIL_EXE;
+		goto out;
+	}
 	if ((o = check_slots(&im, L)) != CX_HIT)
 		goto out;
 	if (im.resume && (o = prepare_resume(&im, L, &resume_fd)) != CX_HIT)

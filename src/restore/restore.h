@@ -88,6 +88,7 @@ void patch_auxv(const struct image *im, uint64_t *auxv);
 
 /* jump.c: steps 8-9, kernel state and the trampoline; returns only on failure. */
 enum cx_outcome set_kernel_state(const struct image *im);
+int exe_settable(struct launch *L);
 enum cx_outcome jump(const struct image *im, struct launch *L, int exe_fd);
 
 /* arch/<arch>/: what differs between machines. */

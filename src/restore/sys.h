@@ -115,6 +115,25 @@ struct prctl_mm_map {
 };
 _Static_assert(sizeof(struct prctl_mm_map) == 104, "prctl_mm_map layout");
 
+/* capget/capset, _LINUX_CAPABILITY_VERSION_3: two 32-bit words per set. */
+struct cap_header_k {
+	uint32_t version;
+	int32_t pid;
+};
+struct cap_data_k {
+	uint32_t effective, permitted, inheritable;
+};
+#define CX_CAP_VERSION_3 0x20080522
+#define CAP_SYS_ADMIN 21
+#define CAP_CHECKPOINT_RESTORE 40
+#define PR_SET_DUMPABLE 4
+
+struct rlimit_k {
+	uint64_t cur, max;
+};
+#define RLIMIT_STACK 3
+#define RLIM_INFINITY (~0ull)
+
 struct iovec_k {
 	const void *base;
 	size_t len;
@@ -168,6 +187,11 @@ SYS_INLINE long sys_getpid(void) { return sys_call0(__NR_getpid); }
 SYS_INLINE long sys_gettid(void) { return sys_call0(__NR_gettid); }
 SYS_INLINE long sys_geteuid(void) { return sys_call0(__NR_geteuid); }
 SYS_INLINE long sys_getegid(void) { return sys_call0(__NR_getegid); }
+SYS_INLINE long sys_prlimit(int pid, int res, const struct rlimit_k *set, struct rlimit_k *old)
+{
+	return sys_call4(__NR_prlimit64, pid, res, (long)set, (long)old);
+}
+SYS_INLINE long sys_capget(struct cap_header_k *h, struct cap_data_k *d) { return sys_call2(__NR_capget, (long)h, (long)d); }
 SYS_INLINE long sys_getgroups(int n, uint32_t *list) { return sys_call2(__NR_getgroups, n, (long)list); }
 SYS_INLINE long sys_kill(int pid, int sig) { return sys_call2(__NR_kill, pid, sig); }
 SYS_INLINE long sys_uname(struct utsname_k *u) { return sys_call1(__NR_uname, (long)u); }

@@ -31,6 +31,9 @@
 #define __NR_geteuid 107
 #define __NR_getegid 108
 #define __NR_getgroups 115
+#define __NR_prlimit64 302
+#define __NR_capget 125
+#define __NR_capset 126
 #define __NR_ptrace 101
 #define __NR_personality 135
 #define __NR_prctl 157

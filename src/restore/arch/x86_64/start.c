@@ -1,22 +1,45 @@
 /*
- * Process entry (x86_64): the kernel's initial stack pointer goes to
- * cx_main as &argc, and CX_STACK_GAP bytes below the kernel's frame are left
- * untouched (stack.c may grow the frame into them).
+ * Process entry (x86_64). The launcher does not run on the kernel's stack:
+ * it maps its own at CX_LAUNCHER_STACK (just below its text, where programs
+ * never live) and calls cx_main(&argc, own). Why:
+ *  - the kernel's stack stays as the kernel built it, so stack.c can rebuild
+ *    the program's initial frame below the kernel's without running into the
+ *    launcher's live frames, and a tiny RLIMIT_STACK (ulimit -s 16) costs the
+ *    launcher nothing: it never grows that stack;
+ *  - the launcher's frames can never sit where an image wants a region (the
+ *    image's addresses were the snapshot's, and the kernel's stack is random);
+ *  - the trampoline's cold exec still finds the launcher's data there after
+ *    the launcher's own image is unmapped; it unmaps this stack last.
+ * If the mapping fails (RLIMIT_DATA, RLIMIT_AS), cx_main runs on the kernel's
+ * stack with own = 0 and only ever execs the program cold.
  */
 #include "launcher.h"
-
-_Static_assert(CX_STACK_GAP == 16384, "_start reserves CX_STACK_GAP");
 
 __asm__(".text\n"
 	".globl _start\n"
 	"_start:\n"
-	"	xor %rbp, %rbp\n"
-	"	mov %rsp, %rdi\n"
-	/* Leave CX_STACK_GAP untouched below the kernel's frame: stack.c may grow it. */
-	"	sub $16384, %rsp\n"
-	"	and $-16, %rsp\n"
+	"	xor %ebp, %ebp\n"
+	"	mov %rsp, %r12\n" /* &argc, kept in a callee-saved register across the syscall */
+	"	mov $9, %eax\n" /* mmap(CX_LAUNCHER_STACK, CX_LAUNCHER_STACK_SIZE, RW, PRIVATE|ANONYMOUS|NORESERVE|FIXED_NOREPLACE, -1, 0) */
+	"	mov $" CX_STR(CX_LAUNCHER_STACK) ", %rdi\n"
+	"	mov $" CX_STR(CX_LAUNCHER_STACK_SIZE) ", %rsi\n"
+	"	mov $3, %edx\n"
+	"	mov $0x104022, %r10d\n"
+	"	mov $-1, %r8\n"
+	"	xor %r9d, %r9d\n"
+	"	syscall\n"
+	"	mov %r12, %rdi\n"
+	"	xor %esi, %esi\n"
+	"	mov $" CX_STR(CX_LAUNCHER_STACK) ", %rcx\n"
+	"	cmp %rcx, %rax\n"
+	"	jne 1f\n"
+	"	lea " CX_STR(CX_LAUNCHER_STACK_SIZE) "(%rax), %rsp\n"
+	"	mov $1, %esi\n"
+	"1:	and $-16, %rsp\n"
 	"	call cx_main\n"
 	"	hlt\n");
+
+_Static_assert((0x100000 | 0x4000 | 0x20 | 0x2) == 0x104022, "MAP_FIXED_NOREPLACE|MAP_NORESERVE|MAP_ANONYMOUS|MAP_PRIVATE");
 
 /*
  * --internal-tsc-probe: does PR_TSC_SIGSEGV work here? Some hypervisors

@@ -45,6 +45,22 @@ struct tramp_params {
 	uint64_t regs[16];
 	struct tramp_sig sigs[CX_NSIG];
 	char path[CX_PATH_MAX];
+	/* The trampoline's own stack: the launcher's is unmapped on the way (top of this block). */
+	uint64_t scratch_sp;
+	/* The launcher's own stack (start.c): unmapped once nothing can fail any more. */
+	uint64_t lstack_addr, lstack_len;
+	/* The program reads /proc/self/exe: no retry without exe_fd, a cold exec instead. */
+	uint64_t exe_required;
+	/*
+	 * The launcher's file capability (cached-exec --install-capability):
+	 * CAP_CHECKPOINT_RESTORE permitted, raised only around PR_SET_MM_MAP,
+	 * then every capability dropped and the dumpable flag back, as an exec
+	 * of an ordinary program would leave them.
+	 */
+	uint64_t caps_raise;
+	struct cap_header_k cap_hdr;
+	struct cap_data_k cap_raised[2];
+	struct cap_data_k cap_none[2];
 };
 /* The assembly below addresses these fields by offset. */
 _Static_assert(offsetof(struct tramp_params, mm) == 16, "tramp mm");
@@ -68,6 +84,14 @@ _Static_assert(offsetof(struct tramp_params, rflags) == 240, "tramp rflags");
 _Static_assert(offsetof(struct tramp_params, regs) == 248, "tramp regs");
 _Static_assert(offsetof(struct tramp_params, sigs) == 376, "tramp sigs");
 _Static_assert(sizeof(struct tramp_sig) == 40 && offsetof(struct tramp_sig, act) == 8, "tramp sig entry");
+_Static_assert(offsetof(struct tramp_params, scratch_sp) == 7032, "tramp scratch sp");
+_Static_assert(offsetof(struct tramp_params, lstack_addr) == 7040, "tramp launcher stack");
+_Static_assert(offsetof(struct tramp_params, lstack_len) == 7048, "tramp launcher stack length");
+_Static_assert(offsetof(struct tramp_params, exe_required) == 7056, "tramp exe required");
+_Static_assert(offsetof(struct tramp_params, caps_raise) == 7064, "tramp caps raise");
+_Static_assert(offsetof(struct tramp_params, cap_hdr) == 7072, "tramp cap header");
+_Static_assert(offsetof(struct tramp_params, cap_raised) == 7080, "tramp caps raised");
+_Static_assert(offsetof(struct tramp_params, cap_none) == 7104, "tramp caps none");
 enum { R_R15, R_R14, R_R13, R_R12, R_RBP, R_RBX, R_R11, R_R10, R_R9, R_R8, R_RAX, R_RCX, R_RDX, R_RSI, R_RDI, R_RSP };
 _Static_assert(R_RSP == 15 && R_R12 == 3, "regs order the assembly loads");
 

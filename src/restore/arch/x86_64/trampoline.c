@@ -15,8 +15,15 @@ __asm__(".text\n"
 	".globl cx_tramp_target\n"
 	"cx_tramp_begin:\n"
 	"	mov %rdi, %r12\n"
+	"	mov 7032(%r12), %rsp\n" /* the scratch stack: the launcher's goes away below */
+	"	cmpq $0, 7064(%r12)\n"
+	"	je 0f\n"
+	"	mov $126, %eax\n" /* capset(&hdr, raised): CAP_CHECKPOINT_RESTORE effective for the prctl only */
+	"	lea 7072(%r12), %rdi\n"
+	"	lea 7080(%r12), %rsi\n"
+	"	syscall\n"
 	/* munmap(launcher): the kernel refuses a new exe_fd while the old exe is mapped. */
-	"	mov $11, %eax\n"
+	"0:	mov $11, %eax\n"
 	"	mov 0(%r12), %rdi\n"
 	"	mov 8(%r12), %rsi\n"
 	"	syscall\n"
@@ -30,15 +37,41 @@ __asm__(".text\n"
 	"	syscall\n"
 	"	test %rax, %rax\n"
 	"	jz 2f\n"
-	/* Without CAP_CHECKPOINT_RESTORE exe_fd is refused: keep the launcher as exe. */
+	/*
+	 * Without CAP_CHECKPOINT_RESTORE exe_fd is refused: keep the launcher as
+	 * exe, unless the program reads /proc/self/exe (then cold).
+	 */
 	"	cmpl $-1, 116(%r12)\n"
 	"	je 9f\n"
+	"	cmpq $0, 7056(%r12)\n"
+	"	jne 9f\n"
 	"	movl $-1, 116(%r12)\n"
 	"	jmp 1b\n"
-	"2:	mov 120(%r12), %rdi\n"
+	"2:	cmpq $0, 7064(%r12)\n"
+	"	je 4f\n"
+	"	mov $126, %eax\n" /* capset(&hdr, none): the program gets what an exec would give it */
+	"	lea 7072(%r12), %rdi\n"
+	"	lea 7104(%r12), %rsi\n"
+	"	syscall\n"
+	"	test %rax, %rax\n"
+	"	jnz 9f\n"
+	"	mov $157, %eax\n" /* prctl(PR_SET_DUMPABLE, 1): a file capability made the process undumpable */
+	"	mov $4, %edi\n"
+	"	mov $1, %esi\n"
+	"	xor %edx, %edx\n"
+	"	xor %r10d, %r10d\n"
+	"	xor %r8d, %r8d\n"
+	"	syscall\n"
+	"4:	mov 120(%r12), %rdi\n"
 	"	test %rdi, %rdi\n"
 	"	js 3f\n"
 	"	mov $3, %eax\n"
+	"	syscall\n"
+	"3:	mov 7048(%r12), %rsi\n" /* munmap(the launcher's own stack) */
+	"	test %rsi, %rsi\n"
+	"	jz 3f\n"
+	"	mov $11, %eax\n"
+	"	mov 7040(%r12), %rdi\n"
 	"	syscall\n"
 	"3:	cmpq $0, 176(%r12)\n"
 	"	jne 5f\n"
@@ -105,7 +138,7 @@ __asm__(".text\n"
 	"	mov 232(%r12), %eax\n"
 	"	mov 236(%r12), %edx\n"
 	"	xrstor64 (%rbx)\n"
-	/* Flags through the launcher's stack, the last use of it; mov leaves them alone. */
+	/* Flags through the scratch stack, the last use of it; mov leaves them alone. */
 	"	pushq 240(%r12)\n"
 	"	popfq\n"
 	"	mov 248(%r12), %r15\n"
@@ -129,7 +162,11 @@ __asm__(".text\n"
 	"	.balign 8\n"
 	"cx_tramp_target:\n"
 	"	.quad 0\n"
-	/* The launcher is gone, so the cold exec must happen here. */
+	/*
+	 * The launcher is gone, so the cold exec must happen here (its stack, with
+	 * the argv, is still mapped). An exec of an ordinary program drops a raised
+	 * capability and restores dumpable by itself.
+	 */
 	"9:	mov $59, %eax\n"
 	"	mov 152(%r12), %rdi\n"
 	"	mov 160(%r12), %rsi\n"
