@@ -24,7 +24,7 @@ enum cx_outcome cx_restore(struct launch *L)
 	im.fd = -1;
 	fds.n = 0;
 
-	if ((o = read_meta(&im, L->image, buf)) != CX_HIT)
+	if ((o = read_meta(&im, L->layer_fd, L->image_rel, buf)) != CX_HIT)
 		goto out;
 	if ((o = check_owner(&im, L->key_euid)) != CX_HIT)
 		goto out;

@@ -58,7 +58,7 @@ static inline int mmap_failed(long r) { return r < 0 && r > -4096; }
 
 /* image.c: step 1, read and check the image. */
 const char *image_str(const struct image *im, uint32_t off);
-enum cx_outcome read_meta(struct image *im, const char *file, uint64_t *buf);
+enum cx_outcome read_meta(struct image *im, int dirfd, const char *file, uint64_t *buf);
 enum cx_outcome check_owner(const struct image *im, uint32_t euid);
 enum cx_outcome check_header(struct image *im, const uint64_t *auxv);
 enum cx_outcome find_sections(struct image *im);
