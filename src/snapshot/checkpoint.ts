@@ -24,8 +24,10 @@ import { NR } from './syscalls.js';
 import { guardedVdsoFunctions } from './vdso.js';
 import { TracedChildren } from './children.js';
 import { readCString, readMem } from './mem.js';
+import { EffectJournal, type Effect, type PendingEffect } from './effects.js';
+import { IdentityUse } from './access.js';
 import {
-  AT, describeCode, followToExec, killTracee, readAuxv, recordResult, streamRandom, vdsoImage, writeByte,
+  AT, accessMode, describeCode, followToExec, killTracee, readAuxv, recordResult, streamRandom, vdsoImage, writeByte,
   type LoaderState, type PathEvent,
 } from './trace.js';
 
@@ -73,6 +75,10 @@ export interface StoppedAtCheckpoint {
   paths: PathEvent[];
   /** Directories the init listed (getdents64): their entries are a dependency. */
   listedDirs: string[];
+  /** What the init and its children did outside their memory (effects.ts), in order. */
+  effects: Effect[];
+  /** Identity syscalls the init or its children made (access.ts). */
+  identityAsked: string[];
   loader: LoaderState;
   /** Dispositions set by rt_sigaction during the run, by signal. */
   sigactions: Map<number, KernelSigaction>;
@@ -148,6 +154,7 @@ interface PendingSyscall {
   dirFd?: string;
   /** clone/clone3 of a thread. */
   thread?: boolean;
+  effect?: PendingEffect | undefined;
 }
 
 /** Runs to the checkpoint; the tracee is left stopped there (kill it with killTracee). */
@@ -161,9 +168,11 @@ export function runToCheckpoint(o: CheckpointOptions): StoppedAtCheckpoint {
     process.umask(oldMask);
   }
   let mem: number | undefined;
-  const children = new TracedChildren();
+  const effects = new EffectJournal();
+  const identity = new IdentityUse();
+  const children = new TracedChildren(effects, identity);
   try {
-    return trace(pid, o, (m) => (mem = m), children);
+    return trace(pid, o, (m) => (mem = m), children, effects, identity);
   } catch (e) {
     killTracee(pid, mem);
     children.killAll();
@@ -179,7 +188,8 @@ function waitStop(pid: number, deadline: number): L.WaitStatus {
   return st;
 }
 
-function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, children: TracedChildren): StoppedAtCheckpoint {
+function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, children: TracedChildren, effects: EffectJournal,
+  identity: IdentityUse): StoppedAtCheckpoint {
   followToExec(pid, o.exePath, () => waitStop(pid, o.deadline));
   // Children too, for the files they read (children.ts): the main tracee's stops come back from waitMain.
   L.ptrace(L.PTRACE_SETOPTIONS, pid, 0, L.PTRACE_O_TRACESYSGOOD | L.PTRACE_O_EXITKILL | L.PTRACE_O_TRACEEXEC |
@@ -328,8 +338,10 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
           for (const k of [0, 1, 2]) {
             if (stdioOrigin.get(k) !== k) refuse('unsupported-syscall', `the init left fd ${k} redirected: a restore uses the caller's`);
           }
+          effects.active = false;
           stopped = {
-            pid, mem, auxv, regs, xstate, paths: [...paths], listedDirs: [...listedDirs], loader: { ...loader },
+            pid, mem, auxv, regs, xstate, paths: [...paths], listedDirs: [...listedDirs], effects: effects.effects(),
+            identityAsked: [...identity.asked], loader: { ...loader },
             sigactions: new Map(sigactions), syscallCount, forks, random, resumeUntilClose, children,
           };
           return;
@@ -358,6 +370,12 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
           nr: info.nr, args: a,
           ...checkInitSyscall(info.nr, a, pathArg, (p, n) => readMem(mem, p, n).toString('latin1'), (fd) => stdioOrigin.get(fd) ?? -1),
         };
+        if (phase === 'init') {
+          identity.note(info.nr, 'the init');
+          pending.effect = effects.entry(info.nr, a, {
+            tid: pid, who: 'the init', str, bytes: (p, n) => readMem(mem, p, n), ownProcess: (id) => childOfFake.has(id),
+          });
+        }
         if (info.nr === NR.getdents64) pending.dirFd = fdPath(Number(arg(0)));
         if (info.nr === 56 || info.nr === S.clone3) pending.thread = isThreadClone(info.nr, a, mem);
         if (FORKS.has(info.nr) && !threaded) {
@@ -370,6 +388,7 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
         const arg = (i: number): bigint => p.args[i] ?? 0n;
         const rval = info.rval;
         recordResult(p.nr, p.args, rval, loader);
+        if (p.effect) effects.exit(p.effect, rval);
         const answer = (v: bigint): void => {
           const regs = L.getRegs(pid);
           regs.rax = v;
@@ -438,7 +457,7 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
         if (p.path && !p.path.write && p.path.path !== '') {
           // readlink of something that is no symlink: it exists (EINVAL), like a successful stat.
           const result = (p.nr === NR.readlink || p.nr === NR.readlinkat) && rval === -22n ? 0 : Number(rval);
-          const ev: PathEvent = { path: p.path.path, result, kind: p.path.open ? 'open' : 'probe' };
+          const ev: PathEvent = { path: p.path.path, result, kind: p.path.open ? 'open' : 'probe', ...accessMode(p.nr, p.args) };
           if (p.path.open && rval >= 0n) {
             try {
               ev.opened = fs.statSync(`/proc/${pid}/fd/${rval}`, { bigint: true });

@@ -19,7 +19,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ImageFile, ImageModel, ImageResume, ImageSlot } from '../image/format.js';
 import { RESUME_REGS } from '../image/format.js';
-import { FileKind, Ident, RegionFlag, SlotKind } from '../image/schema.js';
+import { FileKind, Ident, RegionFlag, SlotKind, StateFlag } from '../image/schema.js';
 import { keyFor } from '../cache/key.js';
 import { RESUME_FD, RESUME_FD_ENV, RESUME_MAGIC, afterInitArgv, initSpec, resumeEnvHash, type AdapterKind } from '../resume/spec.js';
 import * as os from 'node:os';
@@ -34,6 +34,9 @@ import { describeAddr } from './slots.js';
 import { AT, killTracee, type PathEvent } from './trace.js';
 import { acceptLoaderClockWords, changingWords, counterTrappable, loaderPath, type Unexplained } from './clock.js';
 import { byAddress, checkProgramUnchanged, kernelState, vdsoParts } from './snapshot.js';
+import { identityAndAccess } from './access.js';
+import { checkNotTooNew } from './fresh.js';
+import type { Effect } from './effects.js';
 
 export interface PostInitOptions {
   /** Resolved absolute path of the program. */
@@ -156,6 +159,8 @@ function capture(o: Parameters<typeof runToCheckpoint>[0]): Run {
 
 /** The post-init image of a program (takeSnapshot with afterInit); throws SnapshotRefusal. */
 export function postInitModel(opts: PostInitOptions): { image: ImageModel; notes: string[] } {
+  // Before anything is read: a dependency must be older than this (fresh.ts).
+  const startNs = BigInt(Date.now()) * 1_000_000n;
   const exePath = path.resolve(opts.exePath);
   const program = checkProgram(exePath);
   const keyBefore = keyFor(exePath, opts.env);
@@ -174,7 +179,7 @@ export function postInitModel(opts: PostInitOptions): { image: ImageModel; notes
     launcher: opts.launcher, exePath, argv, envp, resumeFd: RESUME_FD, clock, randomStream: 'init', deadline, contextFile, outputFile,
   };
   try {
-    return postInitImage(opts, exePath, program.interpreter, keyBefore, base);
+    return postInitImage(opts, exePath, program.interpreter, keyBefore, base, startNs);
   } finally {
     fs.rmSync(contextDir, { recursive: true, force: true });
   }
@@ -192,12 +197,24 @@ function testContext(kind: AdapterKind, argv0: string, envp: string[]): Buffer {
   return Buffer.from(fields.map((f) => `${f}\0`).join(''));
 }
 
+/** What the init did outside its memory, as one refusal line. */
+function refuseEffects(effects: Effect[]): void {
+  if (!effects.length) return;
+  const more = effects.length > 3 ? ` (and ${effects.length - 3} more)` : '';
+  throw new SnapshotRefusal('side-effects', `${effects.slice(0, 3).map((e) => e.detail).join('; ')}${more}: a restore would not do this`);
+}
+
 function postInitImage(opts: PostInitOptions, exePath: string, interpreter: string, keyBefore: ReturnType<typeof keyFor>,
-  base: Omit<Parameters<typeof runToCheckpoint>[0], 'identity' | 'umask' | 'atRandom'>): { image: ImageModel; notes: string[] } {
+  base: Omit<Parameters<typeof runToCheckpoint>[0], 'identity' | 'umask' | 'atRandom'>, startNs: bigint): { image: ImageModel; notes: string[] } {
   const runA = (atRandom?: Buffer): Run => capture({ ...base, identity: sentinels(0), umask: 0o022, ...(atRandom ? { atRandom } : {}) });
   const runPair = (): [Run, Run] => {
-    const a = runA();
+    let a = runA();
+    // A first run that wrote caches (Python's bytecode on a first import) left them for
+    // the runs after it: once more. An init that changes something every time is refused.
+    if (a.t.effects.length) a = runA();
+    refuseEffects(a.t.effects);
     const b = capture({ ...base, identity: sentinels(1), umask: 0o077, atRandom: a.t.random });
+    refuseEffects(b.t.effects);
     return [a, b];
   };
   const trapped = counterTrappable(base.launcher);
@@ -216,6 +233,8 @@ function postInitImage(opts: PostInitOptions, exePath: string, interpreter: stri
   const t = a.t;
   const files = buildFiles([...t.paths, ...a.childPaths], a.maps, exePath, interpreter);
   addListedDirectories(files.files, t.listedDirs);
+  const identityBound = identityAndAccess(files.files, [...t.paths, ...a.childPaths], t.listedDirs, t.identityAsked);
+  checkNotTooNew(files.files, startNs);
   const regions = buildRegions(a.caps, files, slots);
   const stackRegion = regions.filter((r) => r.addr >= a.stack.start && r.addr < a.stack.end).sort((x, y) => (x.addr < y.addr ? -1 : 1))[0];
   if (!stackRegion) throw new SnapshotRefusal('internal', 'no region for the stack');
@@ -244,6 +263,7 @@ function postInitImage(opts: PostInitOptions, exePath: string, interpreter: stri
   if (!resume.xfeatures || t.xstate.length < 576) throw new SnapshotRefusal('internal', `no XSAVE state for the stopped thread (${t.xstate.length} bytes, ${t.xstate.subarray(464, 488).toString('hex')})`);
 
   const state = a.state;
+  if (identityBound) state.flags |= StateFlag.IDENTITY_BOUND;
   const key = keyFor(exePath, opts.env);
   key.initSpec = initSpec(opts.words);
   key.envHash = resumeEnvHash(opts.env);
@@ -263,6 +283,7 @@ function postInitImage(opts: PostInitOptions, exePath: string, interpreter: stri
     `${slots.length} slots, ${regions.length} regions, ${files.files.length} files`,
     `shared by every restore of this image: the address-space layout (ASLR off), the stack guard and pointer guard, random bytes and clock readings taken during the init`,
   ];
+  if (identityBound) notes.push(`identity-bound (served only to uid ${key.euid}): ${identityBound}`);
   return { image, notes };
 }
 

@@ -29,6 +29,8 @@ import { findCanaries, findStackSlots, readStack, type StackLayout } from './slo
 import { AT, killTracee, runToEntry, type StoppedAtEntry } from './trace.js';
 import { syscallName } from './syscalls.js';
 import { postInitModel } from './postinit.js';
+import { identityAndAccess } from './access.js';
+import { checkNotTooNew } from './fresh.js';
 
 export { snapshotEnv } from './env.js';
 
@@ -60,6 +62,8 @@ export function takeSnapshot(opts: SnapshotOptions): SnapshotOutcome {
 }
 
 function snapshotModel(opts: SnapshotOptions): { image: ImageModel; notes: string[] } {
+  // Before anything is read: a dependency must be older than this (fresh.ts).
+  const startNs = BigInt(Date.now()) * 1_000_000n;
   const exePath = path.resolve(opts.exePath);
   const program = checkProgram(exePath);
   const keyBefore = keyFor(exePath, opts.env);
@@ -93,8 +97,11 @@ function snapshotModel(opts: SnapshotOptions): { image: ImageModel; notes: strin
     }
     if (!slots.some((s) => s.kind === SlotKind.ARGC_ADDR)) throw new SnapshotRefusal('internal', 'no pointer to argc found');
     const files = buildFiles(t.paths, maps, exePath, program.interpreter);
+    const identityBound = identityAndAccess(files.files, t.paths, [], t.identityAsked);
+    checkNotTooNew(files.files, startNs);
     const regions = buildRegions(caps, files, slots);
     const state = kernelState(t, maps);
+    if (identityBound) state.flags |= StateFlag.IDENTITY_BOUND;
     const key = keyFor(exePath, opts.env);
     if (diff.envBound) key.envHash = envHash(opts.env);
     checkProgramUnchanged(exePath, keyBefore, key);
@@ -111,6 +118,7 @@ function snapshotModel(opts: SnapshotOptions): { image: ImageModel; notes: strin
       `${t.syscallCount} syscalls before the entry point (${summarizeSyscalls(t)})`,
       `${slots.length} slots, ${regions.length} regions, ${files.files.length} files`,
     ];
+    if (identityBound) notes.push(`identity-bound (served only to uid ${key.euid}): ${identityBound}`);
     for (const l of t.loader.limitsRead) {
       const v = (x: bigint): string => (x === 0xffffffffffffffffn ? 'unlimited' : String(x));
       notes.push(`resource limit ${l.resource} read before the entry point (soft ${v(l.cur)}, hard ${v(l.max)}): a caller with another limit gets values derived from this one`);

@@ -13,7 +13,10 @@
  *  - answers that describe the snapshot run and not the caller, which the
  *    differential run cannot see because both of its runs share them: the
  *    caller's stdio (fds 0-2 are /dev/null here), the working directory
- *    (relative paths), the parent, groups, host name, the clock.
+ *    (relative paths), the parent, host name, the clock.
+ * Identity queries (uid, gids, groups, capabilities) are allowed: the user
+ * and the groups are in the key, and the tracer marks such an image
+ * IDENTITY_BOUND so the system layer serves it to its taker only.
  * The loader's per-thread setup (set_tid_address, set_robust_list, rseq,
  * arch_prctl(ARCH_SET_FS)) and brk are allowed and recorded: the restorer
  * redoes exactly those.
@@ -26,7 +29,7 @@ export const NR = {
   munmap: 11, brk: 12, rt_sigaction: 13, rt_sigprocmask: 14, ioctl: 16, pread64: 17, pwrite64: 18, readv: 19,
   writev: 20, access: 21, sched_yield: 24, mremap: 25, madvise: 28, getpid: 39, execve: 59, uname: 63, fcntl: 72,
   getcwd: 79, readlink: 89, gettimeofday: 96, getrlimit: 97, sysinfo: 99, getuid: 102, getgid: 104, geteuid: 107,
-  getegid: 108, getppid: 110, getpgrp: 111, getgroups: 115, sigaltstack: 131, statfs: 137, fstatfs: 138,
+  getegid: 108, getppid: 110, getpgrp: 111, getgroups: 115, getresuid: 118, getresgid: 120, capget: 125, sigaltstack: 131, statfs: 137, fstatfs: 138,
   prctl: 157, arch_prctl: 158, gettid: 186, time: 201, futex: 202, sched_getaffinity: 204, getdents64: 217,
   set_tid_address: 218, clock_gettime: 228, clock_getres: 229, exit_group: 231, openat: 257, newfstatat: 262,
   readlinkat: 267, faccessat: 269, set_robust_list: 273, prlimit64: 302, getcpu: 309, getrandom: 318,
@@ -60,7 +63,9 @@ const RSEQ_FLAG_UNREGISTER = 1;
 
 /** Calls whose only effect is memory or a query the differential run or the key covers. */
 const HARMLESS = new Set<number>([
-  NR.mprotect, NR.munmap, NR.mremap, NR.brk, NR.sched_yield, NR.getpid, NR.gettid, NR.getuid, NR.geteuid,
+  NR.mprotect, NR.munmap, NR.mremap, NR.brk, NR.sched_yield, NR.getpid, NR.gettid,
+  // Identity queries: allowed, and the tracer marks the image IDENTITY_BOUND (access.ts).
+  NR.getuid, NR.geteuid, NR.getgid, NR.getegid, NR.getgroups, NR.getresuid, NR.getresgid, NR.capget,
   NR.getrlimit, NR.futex, NR.sched_getaffinity, NR.getcpu, NR.clock_getres, NR.getrandom, NR.exit_group,
   NR.set_tid_address, NR.set_robust_list,
 ]);
@@ -172,8 +177,6 @@ export function checkSyscall(nr: number, args: readonly bigint[], readString: (a
       return refuse(nr, 'the working directory is the caller\'s at a restore');
     case NR.getppid: case NR.getpgrp:
       return refuse(nr, 'the parent and process group are the caller\'s at a restore');
-    case NR.getgid: case NR.getegid: case NR.getgroups:
-      return refuse(nr, 'groups are not part of the image key');
     case NR.uname: case NR.sysinfo:
       return refuse(nr, 'host facts (name, memory, uptime) are not part of the image key');
     case NR.write: case NR.writev: case NR.pwrite64:

@@ -18,6 +18,7 @@ import { ARCH_SET_FS, NR, RSEQ_FLAG_UNREGISTER, checkSyscall, syscallName, type 
 import { guardedVdsoFunctions } from './vdso.js';
 import { EnvironmentTrap } from './envtrap.js';
 import { readCString, readMem } from './mem.js';
+import { ACCESS_MODE_ARG, IdentityUse } from './access.js';
 
 export { readCString, readMem };
 
@@ -31,6 +32,8 @@ export interface PathEvent {
   /** syscall result: >= 0 success, else -errno */
   result: number;
   kind: 'open' | 'probe';
+  /** access(2) family: the mode asked for (R_OK 4, W_OK 2, X_OK 1); absent or 0 = existence only. */
+  accessMode?: number;
   /** Successful opens: the file the descriptor refers to, stat'ed while the tracee held it open. */
   opened?: fs.BigIntStats;
 }
@@ -60,6 +63,8 @@ export interface StoppedAtEntry {
   /** Syscalls made between exec and the entry point. */
   syscallCount: number;
   syscallsByNr: Map<number, number>;
+  /** Identity syscalls made before the entry point (access.ts): the image is IDENTITY_BOUND. */
+  identityAsked: string[];
   /** Differential runs: where each trapped rdtsc was executed. */
   rdtscAt: bigint[];
   /** Differential runs: what each getrandom call returned, in order. */
@@ -212,6 +217,7 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
     const loader: LoaderState = { limitsRead: [] };
     const rdtscAt: bigint[] = [];
     const randomOutputs: Buffer[] = [];
+    const identity = new IdentityUse();
     let syscallCount = 0;
     const syscallsByNr = new Map<number, number>();
     let pending: { nr: number; args: bigint[]; path: PathUse | null } | null = null;
@@ -228,6 +234,7 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
           syscallCount++;
           syscallsByNr.set(info.nr, (syscallsByNr.get(info.nr) ?? 0) + 1);
           pending = { nr: info.nr, args: info.args, path: checkSyscall(info.nr, info.args, (a) => readCString(mem as number, a), pid) };
+          identity.note(info.nr, 'a library constructor or the loader');
         } else if (info.op === L.SYSCALL_INFO_EXIT && pending) {
           recordResult(pending.nr, pending.args, info.rval, loader);
           if (pending.nr === NR.prlimit64 && info.rval === 0n && (pending.args[3] ?? 0n) !== 0n) {
@@ -235,7 +242,7 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
             loader.limitsRead.push({ resource: Number(pending.args[1] ?? 0n), cur: old.readBigUInt64LE(0), max: old.readBigUInt64LE(8) });
           }
           if (pending.path) {
-            const ev: PathEvent = { ...pending.path, result: Number(info.rval) };
+            const ev: PathEvent = { ...pending.path, result: Number(info.rval), ...accessMode(pending.nr, pending.args) };
             if (ev.kind === 'open' && info.rval >= 0n) ev.opened = fs.statSync(`/proc/${pid}/fd/${info.rval}`, { bigint: true });
             paths.push(ev);
           }
@@ -270,6 +277,7 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
           throw new SnapshotRefusal('internal', 'could not put the program back at its entry point');
         }
         return { pid, mem, auxv, auxvBytes, regs: stopped, paths, loader, syscallCount, syscallsByNr, rdtscAt, randomOutputs,
+          identityAsked: identity.asked,
           ...(envTrap?.range ? { envTrap: envTrap.range } : {}) };
       }
       if (st.stopSig === SIGSEGV && o.deterministic) {
@@ -302,6 +310,13 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
     killTracee(pid, mem);
     throw e;
   }
+}
+
+/** The mode an access(2)-family call asked for, when it asked for more than existence. */
+export function accessMode(nr: number, args: readonly bigint[]): { accessMode?: number } {
+  const i = ACCESS_MODE_ARG.get(nr);
+  const mode = i === undefined ? 0 : Number((args[i] ?? 0n) & 7n);
+  return mode ? { accessMode: mode } : {};
 }
 
 /** The syscalls that name a path: the loader makes its first one after reading its own variables. */

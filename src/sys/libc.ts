@@ -37,6 +37,8 @@ const ptrace_ = libc.func('long ptrace(int request, ...)');
 const getxattr_ = libc.func('long getxattr(const char *path, const char *name, void *value, size_t size)');
 const flock_ = libc.func('int flock(int fd, int op)');
 const sched_yield_ = libc.func('int sched_yield(void)');
+const Timespec = koffi.struct('cx_timespec', { tv_sec: 'int64_t', tv_nsec: 'int64_t' });
+const clock_getres_ = libc.func('clock_getres', 'int', ['int', koffi.out(koffi.pointer(Timespec))]);
 
 const POSIX_SPAWN_SETSIGMASK = 0x08;
 const POSIX_SPAWN_SETSIGDEF = 0x04;
@@ -253,6 +255,19 @@ export function flock(fd: number, op: number): boolean {
   const e = koffi.errno();
   if (e === 11 /* EWOULDBLOCK */) return false;
   throw new SysError('flock', e);
+}
+
+const CLOCK_REALTIME_COARSE = 5;
+
+/**
+ * The tick of the clock file timestamps come from (the kernel stamps inodes
+ * with the coarse realtime clock, ktime_get_coarse_real_ts64): a change
+ * within one tick of another can leave a nanosecond timestamp unchanged.
+ */
+export function coarseClockResolutionNs(): bigint {
+  const res: { tv_sec?: number | bigint; tv_nsec?: number | bigint } = {};
+  if ((clock_getres_(CLOCK_REALTIME_COARSE, res) as number) !== 0) throw new SysError('clock_getres', koffi.errno());
+  return BigInt(res.tv_sec ?? 0) * 1_000_000_000n + BigInt(res.tv_nsec ?? 0);
 }
 
 /** True when the file has a security.capability attribute (file capabilities). */
