@@ -249,6 +249,8 @@ export const FILE: StructDef = {
     f('ctime_nsec', 'u32', ''),
     f('mode', 'u32', 'st_mode'),
     f('flags', 'u32', 'CX_FILEFLAG_*'),
+    f('uid', 'u32', 'st_uid (compared for ACCESS entries)'),
+    f('gid', 'u32', 'st_gid (compared for ACCESS entries)'),
   ],
 };
 

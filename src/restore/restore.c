@@ -34,6 +34,15 @@ enum cx_outcome cx_restore(struct launch *L)
 		goto out;
 	if ((o = check_key(&im, L)) != CX_HIT)
 		goto out;
+	/*
+	 * An image that depends on who took it (identity queries, files others
+	 * cannot read) serves that user only: a system-layer image taken by root
+	 * is not another user's.
+	 */
+	if ((im.state->flags & CX_STATE_IDENTITY_BOUND) && im.key->euid != L->euid) {
+		o = CX_FAIL_IDENTITY;
+		goto out;
+	}
 	check_age(&im, L);
 	/* A program that reads /proc/self/exe would find the launcher there: only where it can be set. */
 	if ((im.state->flags & CX_STATE_READS_EXE) && !exe_settable(L)) {
