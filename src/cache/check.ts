@@ -11,15 +11,21 @@
  * addresses are free in that process, whether the kernel accepts the vdso
  * move) is not checked here: a HIT verdict means "restores unless the address
  * space of the run collides", which the launcher then handles by running cold.
+ *
+ * With `verifyData`, the region data is also checked against the image's
+ * INTEGRITY checksum, which the launcher does not do (the hot path trusts an
+ * image's data as the kernel trusts a library's code): a damaged image is
+ * FAIL_CHECKSUM here although the launcher would still restore it.
  */
 import * as fs from 'node:fs';
 import { decodeStruct } from '../image/codec.js';
-import type { ImageKey } from '../image/format.js';
+import { DATA_PROBLEM, type ImageKey } from '../image/format.js';
+import { readImageMeta, verifyImageData } from './store.js';
 import { envHash } from './key.js';
 import { resumeEnvHash } from '../resume/spec.js';
 import {
-  ABI_HASH, ARCH_X86_64, FILE, FORMAT_VERSION, FileKind, HEADER, KEY, MAGIC, Outcome, REGION, RESUME, SECTION, SIGACTION, SLOT, STATE,
-  SecFlag, Section, SlotKind, Src, VDSO_PART, constName, hash64, layout, sizeOf,
+  ABI_HASH, ARCH_X86_64, FILE, FORMAT_VERSION, FileKind, HEADER, KEY, MAGIC, Outcome, REGION, RESUME, SECTION, SIGACTION,
+  SLOT, STATE, SecFlag, Section, SlotKind, Src, StateFlag, VDSO_PART, constName, hash64, layout, sizeOf,
 } from '../image/schema.js';
 
 /** A CX_OUTCOME_* name without the prefix: 'HIT', 'MISS', 'FAIL_CHECKSUM', ... */
@@ -51,10 +57,15 @@ export interface CheckOptions {
   maxAgeSec?: number;
   /** The run's environment, for images bound to one (key.env_hash); unchecked when absent (--cleanup). */
   env?: NodeJS.ProcessEnv;
+  /** The euid of the run: an IDENTITY_BOUND image serves key.euid only (default: opts.key.euid). */
+  runEuid?: number;
+  /** Also read the region data and compare it with the INTEGRITY checksum (--explain, --cleanup, the watcher). */
+  verifyData?: boolean;
 }
 
 const META_PAGE = 4096;
-const MAX_FILES = 1024;
+/** restore.h: MAX_FILES. */
+const MAX_FILES = 16384;
 
 export const outcomeName = (code: number): OutcomeName => constName('CX_OUTCOME_', code);
 export const outcomeCode = (name: OutcomeName): number => {
@@ -248,6 +259,12 @@ export function checkImage(file: string, opts: CheckOptions): Verdict {
   }
   if (keyDiffs.length) return v('FAIL_KEY', `key differs (hash collision or hand-placed image): ${keyDiffs.join(', ')}`, info);
 
+  // restore.c: an image that depends on who took it serves that user only.
+  const runEuid = opts.runEuid ?? want.euid;
+  if ((Number(state.flags) & StateFlag.IDENTITY_BOUND) && Number(k.euid) !== runEuid) {
+    return v('FAIL_IDENTITY', `the image depends on uid ${k.euid}'s identity (it asked who runs it, or read what others cannot): not served to uid ${runEuid}`, info);
+  }
+
   // check_age
   const maxAge = B(opts.maxAgeSec ?? maxAgeFromEnv());
   const now = opts.nowNs ?? B(Date.now()) * 1_000_000n;
@@ -276,6 +293,17 @@ export function checkImage(file: string, opts: CheckOptions): Verdict {
       }
       const diff = identityDiff(f, fst);
       if (diff) return v('FAIL_STALE_FILE', `${p} changed since the snapshot (${diff})`, info);
+    } else if (kind === FileKind.ACCESS) {
+      let dst: fs.Stats;
+      try {
+        dst = fs.statSync(p);
+      } catch (e) {
+        return v('FAIL_STALE_FILE', `${p} is gone (${(e as NodeJS.ErrnoException).code ?? 'error'}): it led to a dependency`, info);
+      }
+      if (dst.mode !== Number(f.mode) || dst.uid !== Number(f.uid ?? 0) || dst.gid !== Number(f.gid ?? 0)) {
+        return v('FAIL_STALE_FILE', `${p} changed who may pass it (mode ${(Number(f.mode) & 0o7777).toString(8)} uid ${f.uid} gid ${f.gid} -> ` +
+          `${(dst.mode & 0o7777).toString(8)} uid ${dst.uid} gid ${dst.gid})`, info);
+      }
     } else if (kind === FileKind.ABSENT) {
       try {
         fs.statSync(p);
@@ -315,9 +343,24 @@ export function checkImage(file: string, opts: CheckOptions): Verdict {
     if (Number(s.width) !== 4 && Number(s.width) !== 8) return v('FAIL_HEADER', `slot ${i}: width ${s.width}`, info);
   }
 
+  if (opts.verifyData) {
+    const damaged = dataDamaged(file);
+    if (damaged) return v('FAIL_CHECKSUM', damaged, info);
+  }
+
   return v('HIT', rotate
     ? 'restores (image past CACHED_EXEC_MAX_AGE: the run queues it to be re-taken)'
     : 'restores, unless the run finds the image\'s addresses taken (then it runs cold)', { ...info, rotate });
+}
+
+/** A message when the region data no longer matches the image's INTEGRITY checksum, else null. */
+function dataDamaged(file: string): string | null {
+  try {
+    if (verifyImageData(file, readImageMeta(file).parsed)) return null;
+  } catch {
+    return null; // vanished or unreadable: the metadata checks above decide
+  }
+  return `${DATA_PROBLEM}: the launcher does not check page data and would still restore it; --cleanup removes it`;
 }
 
 function checksumOffset(): number {

@@ -121,7 +121,8 @@ export function staleReason(store: Store, im: ImageEntry): { reason: string; det
   // A post-init image's key also names its init and environment, which only a run can check.
   if (key.initSpec) Object.assign(now, { initSpec: key.initSpec, envHash: key.envHash });
   if (keyHash(now) !== im.hash) return { reason: 'program-changed', detail: `${key.exePath} changed since the snapshot` };
-  const v = checkImage(im.path, { key: now, owner: store.euid, maxAgeSec: 0 });
+  // The page data too: the launcher trusts it, so a damaged image must go (a restore of it could crash).
+  const v = checkImage(im.path, { key: now, owner: store.euid, maxAgeSec: 0, verifyData: true });
   switch (v.outcome) {
     case 'HIT':
     case 'MISS': // vanished meanwhile

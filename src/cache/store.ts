@@ -13,8 +13,11 @@
  *     locks/<name>.lock       TS lock files (lock.ts): one snapshot per key, stats folding
  *     config.json             bounds (config.ts)
  *
- * The launcher reads images only when they are regular files owned by the
- * user and not group/other writable; this module creates nothing else.
+ * The launcher uses the directory only when its path is absolute and it is a
+ * real directory (not a symlink) owned by the user and not group/other
+ * writable, and reads images only when they are regular files owned by the
+ * user and not group/other writable; this module creates nothing else, and
+ * refuses to write into a directory the launcher would not trust.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -79,7 +82,8 @@ export class Store {
   readonly euid: number;
   /**
    * A shared, read-only layer (CACHED_EXEC_SYSTEM_DIR): root-owned, directories
-   * 0755 and images 0644 so every user's launcher can read them; still never
+   * 0755 and images 0644 so every user's launcher can read them, except
+   * identity-bound images (0600: only root may even open them); still never
    * writable by group or others.
    */
   readonly shared: boolean;
@@ -94,8 +98,9 @@ export class Store {
     return this.shared ? 0o755 : 0o700;
   }
 
-  private get fileMode(): number {
-    return this.shared ? 0o644 : 0o600;
+  /** Images others may read: only shared ones that do not depend on who took them. */
+  private fileMode(identityBound: boolean): number {
+    return this.shared && !identityBound ? 0o644 : 0o600;
   }
 
   /** The user's cache, by the same rule as the launcher (CACHED_EXEC_DIR, XDG_CACHE_HOME, HOME). */
@@ -118,11 +123,12 @@ export class Store {
   // -------------------------------------------------------------------------
   // Directory
 
-  /** Inspects the directory without creating anything. */
+  /** Inspects the directory without creating anything (the launcher's rule: cachedir.c). */
   state(): DirState {
+    if (!path.isAbsolute(this.dir)) return { dir: this.dir, exists: false, problem: 'not an absolute path' };
     let st: fs.Stats;
     try {
-      st = fs.statSync(this.dir);
+      st = fs.lstatSync(this.dir);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       return { dir: this.dir, exists: false, problem: code === 'ENOENT' ? null : `cannot stat: ${code ?? String(e)}` };
@@ -136,6 +142,9 @@ export class Store {
    * someone else, or not a directory, is an error (never written into).
    */
   ensure(...subs: SubDir[]): void {
+    if (!path.isAbsolute(this.dir)) {
+      throw new CliError('cache-dir', `${this.dir} is not an absolute path: the launcher would not use it`, { path: this.dir, reason: 'relative' });
+    }
     this.ensureDir(this.dir, true);
     for (const s of subs) this.ensureDir(this.sub(s), false);
   }
@@ -149,10 +158,13 @@ export class Store {
     let st: fs.Stats;
     try {
       st = fs.lstatSync(dir);
-      // The cache dir itself may be a symlink the user made; what counts is the target.
-      if (st.isSymbolicLink() && dir === this.dir) st = fs.statSync(dir);
     } catch (e) {
       throw ioError('cannot stat cache directory', dir, e);
+    }
+    // The launcher opens it with O_NOFOLLOW: a symlink (whoever made it) is never followed.
+    if (st.isSymbolicLink()) {
+      throw new CliError('cache-dir', `${dir} is a symlink: the launcher does not follow it (point CACHED_EXEC_DIR at the real directory)`,
+        { path: dir, reason: 'symlink' });
     }
     if (!st.isDirectory()) throw new CliError('cache-dir', `${dir} is not a directory`, { path: dir });
     if (st.uid !== this.euid) {
@@ -171,14 +183,19 @@ export class Store {
   // -------------------------------------------------------------------------
   // Images
 
-  /** Writes an image atomically (temp file + fsync + rename), mode 0600 (0644 when shared). */
-  writeImage(key: ImageKey, data: Buffer): { path: string; size: number } {
+  /**
+   * Writes an image atomically (temp file + fsync + rename), mode 0600 (0644
+   * when shared and not identity-bound: an image that read what others cannot
+   * read, or asked who runs it, is never readable by others).
+   */
+  writeImage(key: ImageKey, data: Buffer, opts: { identityBound?: boolean } = {}): { path: string; size: number } {
     this.ensure('images');
     const file = this.imagePath(key);
+    const mode = this.fileMode(!!opts.identityBound);
     try {
-      writeFileAtomic(file, data, this.fileMode);
+      writeFileAtomic(file, data, mode);
       // The umask may have taken bits a shared layer needs (readers are other users).
-      if (this.shared) fs.chmodSync(file, this.fileMode);
+      if (this.shared) fs.chmodSync(file, mode);
     } catch (e) {
       throw ioError('cannot write image', file, e);
     }
@@ -290,8 +307,9 @@ export class Store {
   }
 }
 
-/** Why the launcher would refuse a cache directory with this stat, or null. */
+/** Why the launcher would refuse a cache directory with this lstat, or null. */
 export function dirProblem(st: fs.Stats, euid: number): string | null {
+  if (st.isSymbolicLink()) return 'a symlink (the launcher does not follow it)';
   if (!st.isDirectory()) return 'not a directory';
   if (st.uid !== euid) return `owned by uid ${st.uid}, not ${euid}`;
   if (st.mode & 0o022) return `writable by group or others (mode ${(st.mode & 0o777).toString(8)})`;

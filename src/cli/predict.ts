@@ -7,11 +7,11 @@
 import * as path from 'node:path';
 import { checkImage, type OutcomeName, type Verdict } from '../cache/check.js';
 import { keyFromStat, keyHash, launcherCacheDir } from '../cache/key.js';
-import { Store } from '../cache/store.js';
+import { Store, dirProblem } from '../cache/store.js';
 import type { ImageKey } from '../image/format.js';
 import { initSpec, resumeEnvHash } from '../resume/spec.js';
 import { readShebang, resolveProgram } from './resolve.js';
-import type * as fs from 'node:fs';
+import * as fs from 'node:fs';
 
 export interface Attempt {
   layer: 'user' | 'system';
@@ -82,6 +82,8 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
       hint: 'set CACHED_EXEC_DIR or HOME' };
   }
   const user = new Store(dir, euid);
+  // cachedir.c: an untrusted user cache is neither read nor written; the system layer still serves.
+  const userProblem = user.state().problem;
   base.imageKind = afterInit ? `post-init (after ${afterInit.words.length ? afterInit.words.join(' ') : 'the program\'s own init'})` : 'post-link';
   const withInit = (k: ImageKey): ImageKey => (afterInit ? { ...k, initSpec: initSpec(afterInit.words), envHash: resumeEnvHash(env) } : k);
 
@@ -89,15 +91,20 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
     const key = withInit(keyFromStat(exe, st, env, euid));
     const hash = keyHash(key);
     const image = user.imagePathForHash(hash);
-    const v = checkImage(image, { key, owner: euid, env });
+    const v: Verdict = userProblem
+      ? { outcome: 'BYPASS_UNTRUSTED_DIR', detail: `the cache directory ${dir} is ${userProblem}: not read, nothing written`, rotate: false }
+      : checkImage(image, { key, owner: euid, env, verifyData: true });
     const a: Attempt = { layer: 'user', program: exe, key: hash, image, outcome: v.outcome, detail: v.detail };
     base.attempts.push(a);
     const sysDir = env.CACHED_EXEC_SYSTEM_DIR;
-    if (v.outcome !== 'MISS' || !sysDir) return { v, a };
+    if ((v.outcome !== 'MISS' && !userProblem) || !sysDir) return { v, a };
     const skey = withInit(keyFromStat(exe, st, env, 0, 0n));
     const shash = keyHash(skey);
     const simage = path.join(sysDir, 'images', `${shash}.img`);
-    const sv = checkImage(simage, { key: skey, owner: 0, env });
+    const sysProblem = systemDirProblem(sysDir);
+    const sv: Verdict = sysProblem
+      ? { outcome: 'MISS', detail: `the system layer ${sysDir} is not used: ${sysProblem}`, rotate: false }
+      : checkImage(simage, { key: skey, owner: 0, env, runEuid: euid, verifyData: true });
     const sa: Attempt = { layer: 'system', program: exe, key: shash, image: simage, outcome: sv.outcome, detail: sv.detail };
     base.attempts.push(sa);
     return sv.outcome !== 'MISS' ? { v: sv, a: sa } : { v, a };
@@ -116,6 +123,16 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
     }
   }
   return finish(base, user, v.outcome, v.detail, v, a, program);
+}
+
+/** Why the launcher would not use a system layer (cachedir.c: root's, absolute, a directory, not a symlink, not writable by others), or null. */
+function systemDirProblem(dir: string): string | null {
+  if (!path.isAbsolute(dir)) return 'not an absolute path';
+  try {
+    return dirProblem(fs.lstatSync(dir), 0);
+  } catch (e) {
+    return `cannot stat it (${(e as NodeJS.ErrnoException).code ?? String(e)})`;
+  }
 }
 
 function finish(p: Prediction, user: Store, outcome: OutcomeName, detail: string, v: Verdict | null, a: Attempt | null,
@@ -143,6 +160,12 @@ function finish(p: Prediction, user: Store, outcome: OutcomeName, detail: string
     p.hint = `the image is stale: '${warm}' re-takes it, '--cleanup' removes it`;
   } else if (outcome === 'FAIL_OWNER') {
     p.hint = 'images must be owned by you and not writable by group or others';
+  } else if (outcome === 'FAIL_CHECKSUM' && detail.includes('--cleanup')) {
+    p.hint = `the image's data is damaged: 'cached-exec --cleanup' removes it, '${warm}' re-takes it`;
+  } else if (outcome === 'FAIL_IDENTITY') {
+    p.hint = `the system layer's image is root's own; '${warm}' takes one for you in your cache (tried first)`;
+  } else if (outcome === 'BYPASS_UNTRUSTED_DIR') {
+    p.hint = 'the cache directory must be an absolute path to a real directory (not a symlink) owned by you, mode 0700';
   } else if (outcome.startsWith('FAIL_')) {
     p.hint = `the image is damaged or from another version: '${warm}' re-takes it`;
   } else if (outcome === 'BYPASS_LOADER_ENV') {

@@ -26,6 +26,13 @@ const OUTCOME_TEXT: Record<string, string> = {
   FAIL_VDSO: 'cold: vdso layout unusable',
   FAIL_SLOT: 'cold: a slot cannot be patched',
   FAIL_RESUME: 'cold: this process cannot take the post-init image (signal dispositions, resume fd, CPU state)',
+  FAIL_COLLISION: 'cold: the image\'s addresses are taken in this process',
+  FAIL_MAP: 'cold: mapping the image failed',
+  FAIL_KERNEL_STATE: 'cold: the kernel refused the thread state',
+  BYPASS_UNTRUSTED_DIR: 'cold: the cache directory is not safely yours (owner, mode, symlink or not a directory); nothing is written there',
+  FAIL_EXE: 'cold: the program reads /proc/self/exe and this process cannot make it name the program',
+  BYPASS_STACK_LIMIT: 'cold: the stack limit (ulimit -s) is too small to rebuild the program\'s stack',
+  FAIL_IDENTITY: 'cold: the image depends on the identity of the user who took it (another user here)',
 };
 
 export function explain(ctx: Context): number {

@@ -75,7 +75,7 @@ export function inspectJson(file: string, parsed: ParsedImage, fileSize: number)
     files: m.files.map((f, i) => ({
       index: i, path: f.path, kind: constName('CX_FILE_', f.kind), flags: flagNames(f.flags, FileFlag),
       dev: hex(f.dev), ino: num(f.ino), size: num(f.size), mtime: nsTime(f.mtimeSec, f.mtimeNsec),
-      ctime: nsTime(f.ctimeSec, f.ctimeNsec), mode: f.mode.toString(8),
+      ctime: nsTime(f.ctimeSec, f.ctimeNsec), mode: f.mode.toString(8), uid: f.uid ?? 0, gid: f.gid ?? 0,
     })),
     regions: m.regions.map((r, i) => ({
       index: i, start: hex(r.addr), end: hex(r.addr + r.len), len: num(r.len), prot: protString(r.prot),
@@ -129,7 +129,8 @@ export function inspectText(j: InspectJson, now = Date.now()): string[] {
   L.push(`files (${j.files.length})`);
   L.push(...table(j.files.map((f) => [
     String(f.index), String(f.kind), (f.flags as string[]).join(',') || '-', String(f.path),
-    f.kind === 'ABSENT' ? '(must stay missing)' : `dev ${f.dev} ino ${f.ino} size ${f.size} mode ${f.mode}`,
+    f.kind === 'ABSENT' ? '(must stay missing)'
+      : f.kind === 'ACCESS' ? `mode ${f.mode} uid ${f.uid} gid ${f.gid} (who may pass)` : `dev ${f.dev} ino ${f.ino} size ${f.size} mode ${f.mode}`,
   ]), ['#', 'kind', 'flags', 'path', 'identity']).map((l) => `  ${l}`));
   L.push('');
   const bySource = (s: string): number => j.regions.filter((r) => r.source === s).length;

@@ -22,6 +22,18 @@ const LABELS: Record<string, string> = {
   FAIL_MAP: 'mapping failed',
   FAIL_SLOT: 'slot patch failed',
   FAIL_KERNEL_STATE: 'kernel state refused',
+  FAIL_RESUME: 'post-init resume state differs',
+  BYPASS_UNTRUSTED_DIR: 'cache dir not yours or unsafe (nothing written)',
+  FAIL_EXE: '/proc/self/exe cannot name the program',
+  BYPASS_STACK_LIMIT: 'stack limit too small to restore',
+  FAIL_IDENTITY: "image bound to another user's identity",
+};
+
+/** Snapshot refusals in plain words (the code stays in --json). */
+const REFUSALS: Record<string, string> = {
+  'too-new': 'too-new: a dependency changed just before (retried)',
+  'future-timestamp': 'future-timestamp: a dependency dated ahead',
+  'side-effects': 'side-effects: the init changed files, sockets or processes',
 };
 
 export interface ShowStatsJson extends StatsSummary {
@@ -64,7 +76,7 @@ export function statsText(s: ShowStatsJson): string[] {
   }
   row('Snapshots taken', s.snapshots.taken);
   row('Snapshots refused', s.snapshots.refused);
-  for (const [n, v] of Object.entries(s.snapshots.refusals)) row(`  ${n}`, v);
+  for (const [n, v] of Object.entries(s.snapshots.refusals)) row(`  ${REFUSALS[n] ?? n}`, v);
   row('Evictions', s.evictions);
   row('Invalidations', s.invalidations.total);
   for (const [n, v] of Object.entries(s.invalidations.reasons)) row(`  ${n}`, v);

@@ -11,6 +11,7 @@ import { enforceBounds } from '../../cache/maintain.js';
 import { appendEvent } from '../../cache/stats.js';
 import type { Store } from '../../cache/store.js';
 import { serializeImage, type ImageKey } from '../../image/format.js';
+import { StateFlag } from '../../image/schema.js';
 import type { RefusalCode } from '../../snapshot/api.js';
 import { CliError } from '../errors.js';
 import { afterInitFromOptions } from '../after-init.js';
@@ -39,6 +40,8 @@ export interface WarmResult {
   error?: Record<string, string | number>;
   /** Another process had just written a valid image for this key (--drain-queue only). */
   skipped?: boolean;
+  /** The image depends on who took it (served to key.euid only; 0600 in the system layer). */
+  identityBound?: boolean;
 }
 
 export interface WarmOptions {
@@ -52,7 +55,18 @@ export interface WarmOptions {
   skipIfValid?: boolean;
   /** A post-init image: the adapter words (src/resume/spec.ts), as --after-init/--preload or a queue entry give them. */
   afterInit?: { words: string[] };
+  /** How long to wait before the one retry of a `too-new` refusal (default 2100 ms: past a 2-second timestamp step). */
+  tooNewDelayMs?: number;
 }
+
+/**
+ * Refusals that are about this moment, not the program: a dependency changed
+ * too recently to trust its timestamps. Never remembered as refused; retried
+ * once after a short wait, and the next miss queues the program again.
+ */
+export const TRANSIENT_REFUSALS: ReadonlySet<string> = new Set(['too-new']);
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function sameIdentity(a: ImageKey, b: ImageKey): boolean {
   return a.exeDev === b.exeDev && a.exeIno === b.exeIno && a.exeSize === b.exeSize &&
@@ -89,25 +103,35 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
     }
     const take = await o.snapshotter();
     const t0 = performance.now();
-    let outcome;
-    try {
-      outcome = await take({
-        exePath: path.resolve(r.path),
-        argv: [sb ? sb.interpreter : program],
-        env: o.env,
-        ...(o.afterInit ? { afterInit: { words: o.afterInit.words, kind: kindOfWords(o.afterInit.words) } } : {}),
-        launcher: o.launcher ?? LAUNCHER,
-        ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
-      });
-    } catch (e) {
-      throw new CliError('internal', `${program}: the snapshotter failed: ${(e as Error).message ?? String(e)}`,
-        { program, command: '--warm', cause: e });
+    const snapshot = async (): Promise<Awaited<ReturnType<TakeSnapshot>>> => {
+      try {
+        return await take({
+          exePath: path.resolve(r.path),
+          argv: [sb ? sb.interpreter : program],
+          env: o.env,
+          ...(o.afterInit ? { afterInit: { words: o.afterInit.words, kind: kindOfWords(o.afterInit.words) } } : {}),
+          launcher: o.launcher ?? LAUNCHER,
+          ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
+        });
+      } catch (e) {
+        throw new CliError('internal', `${program}: the snapshotter failed: ${(e as Error).message ?? String(e)}`,
+          { program, command: '--warm', cause: e });
+      }
+    };
+    let outcome = await snapshot();
+    if (!outcome.ok && TRANSIENT_REFUSALS.has(outcome.reason)) {
+      appendEvent(o.store, { e: 'refused', key: hash, reason: outcome.reason, ms: Math.round(outcome.ms) });
+      notes.push(`retried: ${outcome.detail}`);
+      await sleep(o.tooNewDelayMs ?? 2100);
+      outcome = await snapshot();
     }
     const ms = Math.round(outcome.ms ?? performance.now() - t0);
     if (!outcome.ok) {
-      try {
-        o.store.markRefused(hash, outcome.reason, outcome.detail);
-      } catch { /* a refusal we cannot remember is only retried */ }
+      if (!TRANSIENT_REFUSALS.has(outcome.reason)) {
+        try {
+          o.store.markRefused(hash, outcome.reason, outcome.detail);
+        } catch { /* a refusal we cannot remember is only retried */ }
+      }
       appendEvent(o.store, { e: 'refused', key: hash, reason: outcome.reason, ms });
       return { ...base, ms, reason: outcome.reason, detail: outcome.detail };
     }
@@ -122,14 +146,15 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
     // An environment binding (constructors read the environment) stays with the image.
     model.key = model.key.envHash && !o.afterInit ? { ...key, envHash: model.key.envHash } : key;
     const data = serializeImage(model);
-    const written = o.store.writeImage(key, data);
+    const identityBound = (model.state.flags & StateFlag.IDENTITY_BOUND) !== 0;
+    const written = o.store.writeImage(key, data, { identityBound });
     o.store.clearRefused(hash);
     o.store.removeQueued(hash);
     appendEvent(o.store, { e: 'snapshot', key: hash, bytes: written.size, ms });
     const plan = enforceBounds(o.store, new Set([hash]));
     return {
       ...base, ok: true, image: written.path, size: written.size, ms, notes: [...notes, ...outcome.notes],
-      evicted: plan.evict.map((e) => e.hash),
+      evicted: plan.evict.map((e) => e.hash), identityBound,
     };
   } finally {
     lock.release();
@@ -158,7 +183,7 @@ export async function warm(ctx: Context): Promise<number> {
     if (ctx.json) continue;
     if (res.ok) {
       ctx.out.line(`${program}: ${res.image} (${formatBytes(res.size ?? 0)}, ${res.ms} ms)`);
-      for (const n of res.notes ?? []) if (n.includes('#! script')) ctx.out.line(`  ${n}`);
+      for (const n of res.notes ?? []) if (n.includes('#! script') || n.startsWith('identity-bound') || n.startsWith('retried')) ctx.out.line(`  ${n}`);
       if (res.evicted?.length) ctx.out.line(`  evicted ${res.evicted.length} least recently used image(s) to stay within the size limit`);
     } else if (res.error) {
       ctx.out.err(`cached-exec: ${res.detail}`);
