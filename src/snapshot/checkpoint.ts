@@ -77,6 +77,8 @@ export interface StoppedAtCheckpoint {
   listedDirs: string[];
   /** What the init and its children did outside their memory (effects.ts), in order. */
   effects: Effect[];
+  /** Whether the init or a child created or removed `path` (its own files are no dependencies). */
+  madeByInit: (path: string) => boolean;
   /** Identity syscalls the init or its children made (access.ts). */
   identityAsked: string[];
   loader: LoaderState;
@@ -341,6 +343,7 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
           effects.active = false;
           stopped = {
             pid, mem, auxv, regs, xstate, paths: [...paths], listedDirs: [...listedDirs], effects: effects.effects(),
+            madeByInit: (p) => effects.madeByInit(p),
             identityAsked: [...identity.asked], loader: { ...loader },
             sigactions: new Map(sigactions), syscallCount, forks, random, resumeUntilClose, children,
           };

@@ -127,8 +127,16 @@ export class EffectJournal {
   private readonly lasting: Effect[] = [];
   /** Files and directories the init created, by path: gone again by the checkpoint, they left no mark. */
   private readonly created = new Map<string, Effect>();
+  /** Every path the init created or removed, even when nothing of it is left: its own files, not dependencies. */
+  readonly made = new Set<string>();
   /** Off from the checkpoint on: the test context's resume is thrown away. */
   active = true;
+
+  /** Whether `p` is (or is below) something the init made or removed. */
+  madeByInit(p: string): boolean {
+    for (let q = p; q.length > 1; q = path.dirname(q)) if (this.made.has(q)) return true;
+    return false;
+  }
 
   /** Effects that outlast the init, in the order they happened. */
   effects(): Effect[] {
@@ -209,6 +217,8 @@ export class EffectJournal {
     if (!what) return; // an open of a pipe, a device sink or an unnamed file
     const detail = `${p.who}: ${what}`;
     const target = p.target;
+    if (target && !p.fdTarget) this.made.add(target);
+    if (p.target2) this.made.add(p.target2);
     switch (p.nr) {
       case NR.open: case NR.openat: case E.openat2: case E.creat:
       case E.mkdir: case E.mkdirat: case E.mknod: case E.mknodat:

@@ -231,9 +231,12 @@ function postInitImage(opts: PostInitOptions, exePath: string, interpreter: stri
   }
 
   const t = a.t;
-  const files = buildFiles([...t.paths, ...a.childPaths], a.maps, exePath, interpreter);
-  addListedDirectories(files.files, t.listedDirs);
-  const identityBound = identityAndAccess(files.files, [...t.paths, ...a.childPaths], t.listedDirs, t.identityAsked);
+  // What the init made and removed again (a temporary file) is its own, not a dependency.
+  const events = [...t.paths, ...a.childPaths].filter((e) => !t.madeByInit(e.path));
+  const listed = t.listedDirs.filter((d) => !t.madeByInit(d));
+  const files = buildFiles(events, a.maps, exePath, interpreter);
+  addListedDirectories(files.files, listed);
+  const identityBound = identityAndAccess(files.files, events, listed, t.identityAsked);
   checkNotTooNew(files.files, startNs);
   const regions = buildRegions(a.caps, files, slots);
   const stackRegion = regions.filter((r) => r.addr >= a.stack.start && r.addr < a.stack.end).sort((x, y) => (x.addr < y.addr ? -1 : 1))[0];

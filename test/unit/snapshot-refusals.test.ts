@@ -72,7 +72,17 @@ __attribute__((constructor)) static void cx_test_init(int argc, char **argv, cha
   fs.writeFileSync(main, 'int main(void) { return 0; }\n');
   const exe = path.join(dir, `${name}-prog`);
   execFileSync('cc', ['-O1', '-o', exe, main, `-L${dir}`, '-Wl,--no-as-needed', `-l${name}`, ...(opts.ldflags ?? [`-Wl,-rpath,${dir}`])]);
+  letAge();
   return exe;
+}
+
+/**
+ * The snapshot refuses a dependency written within a few clock ticks of its
+ * start (fresh.ts: "too new"); a fixture snapshotted in-process right after
+ * the compiler wrote it waits that long first.
+ */
+function letAge(): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
 }
 
 describe('the program file', () => {
