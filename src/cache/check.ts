@@ -20,7 +20,7 @@
 import * as fs from 'node:fs';
 import { decodeStruct } from '../image/codec.js';
 import { DATA_PROBLEM, type ImageKey } from '../image/format.js';
-import { readImageMeta, verifyImageData } from './store.js';
+import { openRegular, readImageMeta, verifyImageData } from './store.js';
 import { envHash } from './key.js';
 import { resumeEnvHash } from '../resume/spec.js';
 import {
@@ -129,10 +129,12 @@ export function checkImage(file: string, opts: CheckOptions): Verdict {
   // read_meta
   let fd: number;
   try {
-    fd = fs.openSync(file, 'r');
+    fd = openRegular(file); // like the launcher: no symlink, no blocking on a FIFO, a regular file only
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return v('MISS', 'no image for this key');
+    if (code === 'EINVAL') return v('FAIL_IMAGE_IO', 'the image is not a regular file (a FIFO or device there is never read)');
+    if (code === 'ELOOP') return v('FAIL_IMAGE_IO', 'the image is a symlink (never followed)');
     return v('FAIL_IMAGE_IO', `cannot open the image: ${code ?? String(e)}`);
   }
   let meta: Buffer;

@@ -25,7 +25,7 @@ import { writeFileAtomic } from '../image/format.js';
 import { Outcome, STAT_RECORD, sizeOf } from '../image/schema.js';
 import { outcomeName } from './check.js';
 import { withLock } from './lock.js';
-import type { Store } from './store.js';
+import { openRegular, type Store } from './store.js';
 
 export const RECORD_SIZE = sizeOf(STAT_RECORD);
 const STAT_MAGIC = 0x31545343; // CX_STAT_MAGIC, "CST1"
@@ -85,8 +85,7 @@ export function appendEvent(store: Store, ev: Omit<CacheEvent, 't'> & { t?: numb
   const line = Buffer.from(`${JSON.stringify({ t: ev.t ?? Date.now(), ...ev })}\n`);
   try {
     store.ensure('stats');
-    const fd = fs.openSync(path.join(store.sub('stats'), 'events.log'),
-      fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
+    const fd = openRegular(path.join(store.sub('stats'), 'events.log'), fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT);
     try {
       fs.writeSync(fd, line);
     } finally {
@@ -211,7 +210,7 @@ function foldInto(s: StatsState, dir: string, now: number): { done: string[]; ro
     const p = path.join(dir, lf.name);
     let fd: number;
     try {
-      fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+      fd = openRegular(p); // a FIFO planted as a log must not hang --show-stats
     } catch {
       continue;
     }

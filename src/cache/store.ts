@@ -258,7 +258,7 @@ export class Store {
       try {
         const st = fs.lstatSync(p);
         if (!st.isFile()) continue;
-        const [exePath = '', pathEnv = '', ...rest] = fs.readFileSync(p, 'utf8').split('\n');
+        const [exePath = '', pathEnv = '', ...rest] = readRegular(p).toString('utf8').split('\n');
         const spec = rest.find((l) => l.startsWith('after-init\t'));
         out.push({
           hash: name, path: p, exePath, pathEnv, rotate: rest.includes('rotate'), mtimeMs: st.mtimeMs,
@@ -284,7 +284,7 @@ export class Store {
     const p = path.join(this.sub('refused'), hash);
     try {
       const st = fs.lstatSync(p);
-      const [reason = '', detail = ''] = fs.readFileSync(p, 'utf8').split('\n');
+      const [reason = '', detail = ''] = readRegular(p).toString('utf8').split('\n');
       return { hash, path: p, reason, detail, mtimeMs: st.mtimeMs };
     } catch {
       return null;
@@ -316,6 +316,34 @@ export function dirProblem(st: fs.Stats, euid: number): string | null {
   return null;
 }
 
+/**
+ * Opens a file of the cache the way the launcher does (cachedir.c:
+ * cx_open_below): never through a last symlink, never blocking on a FIFO or
+ * device planted there, and only a regular file. Throws ENOENT, ELOOP, or
+ * EINVAL (not a regular file) as a NodeJS.ErrnoException.
+ */
+export function openRegular(file: string, flags: number = fs.constants.O_RDONLY, mode = 0o600): number {
+  const fd = fs.openSync(file, flags | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK, mode);
+  let regular = false;
+  try {
+    regular = fs.fstatSync(fd).isFile();
+  } finally {
+    if (!regular) fs.closeSync(fd);
+  }
+  if (!regular) throw Object.assign(new Error(`${file}: not a regular file`), { code: 'EINVAL', path: file });
+  return fd;
+}
+
+/** The whole of a regular file of the cache (openRegular's rules). */
+export function readRegular(file: string): Buffer {
+  const fd = openRegular(file);
+  try {
+    return fs.readFileSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 function readdirOrEmpty(dir: string): string[] {
   try {
     return fs.readdirSync(dir);
@@ -334,7 +362,7 @@ function readdirOrEmpty(dir: string): string[] {
 export function verifyImageData(file: string, parsed: ParsedImage): boolean {
   const integrity = parsed.model.integrity;
   if (!integrity) return true;
-  const fd = fs.openSync(file, 'r');
+  const fd = openRegular(file);
   try {
     const parts: Buffer[] = [];
     let off = Number(parsed.header.data_offset);
@@ -359,7 +387,7 @@ export function verifyImageData(file: string, parsed: ParsedImage): boolean {
 export function readImageMeta(file: string): { parsed: ParsedImage; fileSize: number } {
   let fd: number;
   try {
-    fd = fs.openSync(file, 'r');
+    fd = openRegular(file);
   } catch (e) {
     throw ioError('cannot open', file, e);
   }
