@@ -23,7 +23,7 @@ export type RefusalCode =
   | 'reads-environment' // a constructor read an environment variable: a restore would not see the caller's
   | 'layout-mismatch' // the differential runs mapped different things
   | 'timeout' // did not reach the entry point in time
-  | 'too-new' // a dependency changed too close to the snapshot's start to trust its timestamps (not remembered: retried)
+  | 'too-new' // a dependency changed during the snapshot or too close to its start to trust its timestamps (not remembered: retried)
   | 'future-timestamp' // a dependency is dated more than a minute ahead: its timestamps prove nothing
   | 'side-effects' // a post-init image's init (or a child) changed something outside its memory: a restore would not
   | 'internal'; // bug or unexpected kernel answer: never restore on doubt

@@ -106,7 +106,7 @@ export function captureMappings(pid: number, mem: number, maps: Mapping[]): Capt
           const st = fs.fstatSync(fd, { bigint: true });
           file = { fd, size: Number(st.size) };
           fileFds.set(m.path, file);
-          if (!sameFileAsMapping(m, st)) throw new SnapshotRefusal('internal', `${m.path} changed while it was being captured`);
+          if (!sameFileAsMapping(m, st)) throw new SnapshotRefusal('too-new', `${m.path} changed while it was being captured`);
         }
       }
       for (let i = 0; i < npages; i++) {

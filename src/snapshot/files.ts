@@ -55,7 +55,7 @@ function statOrNull(p: string): fs.BigIntStats | null {
 }
 
 const changed = (p: string): never => {
-  throw new SnapshotRefusal('internal', `${p} changed while the program was being snapshotted`);
+  throw new SnapshotRefusal('too-new', `${p} changed while the program was being snapshotted`);
 };
 
 export function buildFiles(paths: PathEvent[], maps: Mapping[], exePath: string, interpreter: string): FileTable {

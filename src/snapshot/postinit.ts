@@ -299,7 +299,7 @@ function addListedDirectories(files: ImageFile[], dirs: string[]): void {
     try {
       st = fs.statSync(d, { bigint: true });
     } catch {
-      throw new SnapshotRefusal('internal', `${d} changed while the program was being snapshotted`);
+      throw new SnapshotRefusal('too-new', `${d} changed while the program was being snapshotted`);
     }
     files.push({
       path: d, kind: FileKind.READ, flags: 0, dev: st.dev, ino: st.ino, size: st.size, mode: Number(st.mode),

@@ -137,7 +137,7 @@ export function checkProgramUnchanged(exePath: string, before: ImageKey, after: 
   if (after.exeIno !== before.exeIno || after.exeDev !== before.exeDev || after.exeSize !== before.exeSize ||
       after.exeMtimeSec !== before.exeMtimeSec || after.exeMtimeNsec !== before.exeMtimeNsec ||
       after.exeCtimeSec !== before.exeCtimeSec || after.exeCtimeNsec !== before.exeCtimeNsec) {
-    throw new SnapshotRefusal('internal', `${exePath} changed while it was being snapshotted`);
+    throw new SnapshotRefusal('too-new', `${exePath} changed while it was being snapshotted`);
   }
 }
 

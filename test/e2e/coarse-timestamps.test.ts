@@ -109,8 +109,13 @@ describe.runIf(enabled)('a dependency rewritten in place within one second', () 
   it('a too-new refusal is not remembered: the next attempt takes the snapshot', async () => {
     const rc = path.join(cfs?.mnt as string, 'busy.sh');
     fs.writeFileSync(rc, 'B=1\n');
-    // Rewritten every 300 ms while the warm runs: both attempts find it too new.
-    const timer = setInterval(() => fs.writeFileSync(rc, 'B=1\n'), 300);
+    // Rewritten in place (same bytes) every 300 ms while the warm runs: both attempts find it too new.
+    const touch = (): void => {
+      const fd = fs.openSync(rc, 'r+');
+      fs.writeSync(fd, 'B=1\n', 0);
+      fs.closeSync(fd);
+    };
+    const timer = setInterval(touch, 300);
     let w: RunResult;
     try {
       w = await run(LAUNCHER, ['--warm', `--after-init=${rc}`, 'bash'], { env, timeoutMs: 120_000 });
@@ -118,7 +123,7 @@ describe.runIf(enabled)('a dependency rewritten in place within one second', () 
       clearInterval(timer);
     }
     expect(w.status).toBe(1);
-    expect(w.stderr.toString()).toMatch(/snapshot refused \(too-new\): .*busy\.sh changed/);
+    expect(w.stderr.toString()).toMatch(/snapshot refused \(too-new\): .*busy\.sh changed/); // before or while it was taken
     const k = key([`--after-init=${rc}`, 'bash']);
     expect(fs.existsSync(path.join(cacheDir, 'refused', k))).toBe(false);
     await new Promise((res) => setTimeout(res, 2500));
