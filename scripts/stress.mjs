@@ -20,6 +20,7 @@
  * many runs restored and how many fell back cold, by reason.
  */
 import { execFileSync, spawn } from 'node:child_process';
+import { setInterval, clearInterval } from 'node:timers';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
