@@ -56,12 +56,14 @@ enum cx_outcome cx_restore(struct launch *L)
 	files_open = 1;
 	if ((o = check_files(&im, &fds, &exe_fd)) != CX_HIT)
 		goto out;
+	if ((o = check_stack_room(&im, L)) != CX_HIT)
+		goto out;
 	/* Past this point the address space changes: only a cold exec can follow a failure. */
 	if ((o = move_vdso(&im, L->auxv)) != CX_HIT)
 		goto out;
 	if ((o = map_regions(&im, &fds)) != CX_HIT)
 		goto out;
-	if (im.resume && (o = map_stack_reserve(&im)) != CX_HIT)
+	if (im.resume && (o = map_stack(&im)) != CX_HIT)
 		goto out;
 	close_files(&fds, exe_fd, im.fd);
 	im.fd = -1;
