@@ -18,7 +18,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CliError, ioError } from '../cli/errors.js';
+import { CxError, ioError } from '../common/errors.js';
 import { parseImage, writeFileAtomic, type ImageKey, type ParsedImage } from '../image/format.js';
 import { HEADER, sizeOf } from '../image/schema.js';
 import { decodeStruct } from '../image/codec.js';
@@ -154,9 +154,9 @@ export class Store {
     } catch (e) {
       throw ioError('cannot stat cache directory', dir, e);
     }
-    if (!st.isDirectory()) throw new CliError('cache-dir', `${dir} is not a directory`, { path: dir });
+    if (!st.isDirectory()) throw new CxError('cache-dir', `${dir} is not a directory`, { path: dir });
     if (st.uid !== this.euid) {
-      throw new CliError('cache-dir', `${dir} is owned by uid ${st.uid}, not by you (uid ${this.euid}): not using it`,
+      throw new CxError('cache-dir', `${dir} is owned by uid ${st.uid}, not by you (uid ${this.euid}): not using it`,
         { path: dir, reason: 'owner' });
     }
     if ((st.mode & 0o777) !== this.dirMode) {
@@ -311,7 +311,7 @@ function readdirOrEmpty(dir: string): string[] {
 /**
  * Reads and parses only an image's metadata (header, section table, sections),
  * not its page data: enough for --list, --explain and --cleanup on big images.
- * Throws CliError('bad-image') for a file that is not an image.
+ * Throws CxError('bad-image') for a file that is not an image.
  */
 export function readImageMeta(file: string): { parsed: ParsedImage; fileSize: number } {
   let fd: number;
@@ -324,7 +324,7 @@ export function readImageMeta(file: string): { parsed: ParsedImage; fileSize: nu
     const fileSize = fs.fstatSync(fd).size;
     const head = Buffer.alloc(sizeOf(HEADER));
     if (fs.readSync(fd, head, 0, head.length, 0) < head.length) {
-      throw new CliError('bad-image', `${file}: too short to be an image`, { path: file, reason: 'truncated' });
+      throw new CxError('bad-image', `${file}: too short to be an image`, { path: file, reason: 'truncated' });
     }
     const h = decodeStruct(HEADER, head, 0);
     const metaSize = Number(h.meta_size);
@@ -333,9 +333,9 @@ export function readImageMeta(file: string): { parsed: ParsedImage; fileSize: nu
       try {
         parseImage(head);
       } catch (e) {
-        throw new CliError('bad-image', `${file}: ${(e as Error).message}`, { path: file, reason: 'header', cause: e });
+        throw new CxError('bad-image', `${file}: ${(e as Error).message}`, { path: file, reason: 'header', cause: e });
       }
-      throw new CliError('bad-image', `${file}: metadata size ${metaSize} does not fit the file (${fileSize} bytes)`,
+      throw new CxError('bad-image', `${file}: metadata size ${metaSize} does not fit the file (${fileSize} bytes)`,
         { path: file, reason: 'truncated' });
     }
     const meta = Buffer.alloc(metaSize);
@@ -347,8 +347,8 @@ export function readImageMeta(file: string): { parsed: ParsedImage; fileSize: nu
       if (h.file_size !== BigInt(fileSize)) parsed.problems.push(`file size ${fileSize} != recorded ${h.file_size}`);
       return { parsed, fileSize };
     } catch (e) {
-      if (e instanceof CliError) throw e;
-      throw new CliError('bad-image', `${file}: ${(e as Error).message}`, { path: file, reason: 'header', cause: e });
+      if (e instanceof CxError) throw e;
+      throw new CxError('bad-image', `${file}: ${(e as Error).message}`, { path: file, reason: 'header', cause: e });
     }
   } finally {
     fs.closeSync(fd);

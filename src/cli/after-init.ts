@@ -4,7 +4,7 @@
  */
 import * as path from 'node:path';
 import { adapterKind, adapterWords } from '../resume/spec.js';
-import { CliError } from './errors.js';
+import { CxError } from '../common/errors.js';
 import type { Context } from './context.js';
 
 /** undefined when no --after-init was given. */
@@ -12,14 +12,14 @@ export function afterInitFromOptions(ctx: Context, program: string): { words: st
   const init = ctx.options.get('--after-init');
   const preload = ctx.options.get('--preload');
   if (init === undefined) {
-    if (preload !== undefined) throw new CliError('usage', '--preload needs --after-init', { reason: '--preload' });
+    if (preload !== undefined) throw new CxError('usage', '--preload needs --after-init', { reason: '--preload' });
     return undefined;
   }
   const kind = adapterKind(program);
   if (kind === 'generic' && (init || preload)) {
-    throw new CliError('usage', '--after-init=FILE and --preload need bash or python', { reason: '--after-init' });
+    throw new CxError('usage', '--after-init=FILE and --preload need bash or python', { reason: '--after-init' });
   }
-  if (preload !== undefined && kind !== 'python') throw new CliError('usage', '--preload needs python', { reason: '--preload' });
+  if (preload !== undefined && kind !== 'python') throw new CxError('usage', '--preload needs python', { reason: '--preload' });
   const initFile = init ? path.resolve(init) : undefined;
   return { words: adapterWords(kind, { ...(initFile ? { initFile } : {}), ...(preload ? { preload } : {}) }) };
 }

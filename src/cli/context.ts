@@ -1,6 +1,6 @@
 /** What every admin command gets: parsed arguments, output, environment, the store. */
 import { Store } from '../cache/store.js';
-import { CliError } from './errors.js';
+import { CxError } from '../common/errors.js';
 import type { Out } from './output.js';
 
 export interface Context {
@@ -24,9 +24,9 @@ export type Command = (ctx: Context) => Promise<number> | number;
  */
 export function systemStore(env: NodeJS.ProcessEnv): Store {
   const dir = env.CACHED_EXEC_SYSTEM_DIR;
-  if (!dir) throw new CliError('usage', '--system needs CACHED_EXEC_SYSTEM_DIR to name the system image directory', { reason: '--system' });
+  if (!dir) throw new CxError('usage', '--system needs CACHED_EXEC_SYSTEM_DIR to name the system image directory', { reason: '--system' });
   if ((process.geteuid?.() ?? 0) !== 0) {
-    throw new CliError('cache-dir', `the system layer ${dir} is root's: run this as root`, { path: dir, reason: 'owner' });
+    throw new CxError('cache-dir', `the system layer ${dir} is root's: run this as root`, { path: dir, reason: 'owner' });
   }
   return new Store(dir, 0, { shared: true });
 }

@@ -19,7 +19,7 @@ import { showStats, zeroStatsCommand } from './commands/stats.js';
 import { warm } from './commands/warm.js';
 import { watchCommand } from './commands/watch.js';
 import { makeContext, type Command, type Context } from './context.js';
-import { CliError } from './errors.js';
+import { CxError } from '../common/errors.js';
 import { printJson, stdio, type Out } from './output.js';
 
 interface Entry extends CommandSpec {
@@ -85,8 +85,8 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     const ctx = makeContext({ out, env, json: parsed.json, operands: parsed.operands, modifiers: parsed.modifiers, options: parsed.options });
     return await entry.run(ctx);
   } catch (e) {
-    const err = e instanceof CliError ? e
-      : new CliError('internal', `internal error: ${(e as Error)?.stack ?? String(e)}`, { cause: e });
+    const err = e instanceof CxError ? e
+      : new CxError('internal', `internal error: ${(e as Error)?.stack ?? String(e)}`, { cause: e });
     if (json) printJson(out, { error: err.toJSON() });
     else out.err(err.message);
     return err.exitCode;

@@ -10,7 +10,7 @@ import { keyFromStat, keyHash, launcherCacheDir } from '../cache/key.js';
 import { Store } from '../cache/store.js';
 import type { ImageKey } from '../image/format.js';
 import { initSpec, resumeEnvHash } from '../resume/spec.js';
-import { readShebang, resolveProgram } from './resolve.js';
+import { readShebang, resolveProgram } from '../common/resolve.js';
 import type * as fs from 'node:fs';
 
 export interface Attempt {

@@ -3,7 +3,7 @@ import { ABI_HASH, CONSTANTS, FORMAT_VERSION, MAGIC, STRUCTS, describeFormat, la
 import type { CommandSpec } from '../args.js';
 import type { Context } from '../context.js';
 import { hex, printJson } from '../output.js';
-import { packageVersion } from '../paths.js';
+import { packageVersion } from '../../common/package.js';
 
 export function version(ctx: Context): number {
   if (ctx.json) {

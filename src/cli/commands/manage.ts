@@ -4,7 +4,7 @@ import { parseCount, parseSize, readConfig, writeConfig } from '../../cache/conf
 import { cleanup as runCleanup, clearCache, enforceBounds, withUsage } from '../../cache/maintain.js';
 import { foldStats } from '../../cache/stats.js';
 import { readImageMeta } from '../../cache/store.js';
-import { CliError } from '../errors.js';
+import { CxError } from '../../common/errors.js';
 import type { Context } from '../context.js';
 import { formatAge, formatBytes, printJson, table } from '../output.js';
 
@@ -109,12 +109,12 @@ function setLimit(ctx: Context, field: 'maxSize' | 'maxEntries', value: number):
 
 export function maxSize(ctx: Context): number {
   const text = ctx.operands[0];
-  if (text === undefined) throw new CliError('usage', '--max-size needs a SIZE', { command: '--max-size' });
+  if (text === undefined) throw new CxError('usage', '--max-size needs a SIZE', { command: '--max-size' });
   return setLimit(ctx, 'maxSize', parseSize(text));
 }
 
 export function maxEntries(ctx: Context): number {
   const text = ctx.operands[0];
-  if (text === undefined) throw new CliError('usage', '--max-entries needs a COUNT', { command: '--max-entries' });
+  if (text === undefined) throw new CxError('usage', '--max-entries needs a COUNT', { command: '--max-entries' });
   return setLimit(ctx, 'maxEntries', parseCount(text));
 }

@@ -15,7 +15,7 @@
  * shell/cached-exec.sh is the same code for users who prefer to source a file.
  */
 import * as path from 'node:path';
-import { CliError } from '../errors.js';
+import { CxError } from '../../common/errors.js';
 import type { Context } from '../context.js';
 import { shimsDir, splitDirOperand } from './shims.js';
 
@@ -56,10 +56,10 @@ function isShell(s: string): s is Shell {
  */
 export function shellInit(ctx: Context): number {
   const { dir, names } = splitDirOperand(ctx);
-  if (names.length > 1) throw new CliError('usage', `--shell-init takes one SHELL, got '${names.join(' ')}'`, { command: '--shell-init' });
+  if (names.length > 1) throw new CxError('usage', `--shell-init takes one SHELL, got '${names.join(' ')}'`, { command: '--shell-init' });
   const shell = names[0] ?? 'sh';
   if (!isShell(shell)) {
-    throw new CliError('usage', `--shell-init knows ${SHELLS.join(', ')}, not '${shell}'`, { command: '--shell-init', reason: shell });
+    throw new CxError('usage', `--shell-init knows ${SHELLS.join(', ')}, not '${shell}'`, { command: '--shell-init', reason: shell });
   }
   ctx.out.line(shellInitSnippet(shell, path.resolve(dir ?? shimsDir(ctx.env, ctx.modifiers.has('--system')))));
   return 0;

@@ -12,12 +12,12 @@ import { appendEvent } from '../../cache/stats.js';
 import type { Store } from '../../cache/store.js';
 import { serializeImage, type ImageKey } from '../../image/format.js';
 import type { RefusalCode } from '../../snapshot/api.js';
-import { CliError } from '../errors.js';
+import { CxError } from '../../common/errors.js';
 import { afterInitFromOptions } from '../after-init.js';
 import type { Context } from '../context.js';
 import { formatBytes, printJson } from '../output.js';
-import { LAUNCHER } from '../paths.js';
-import { readShebang, resolveProgram } from '../resolve.js';
+import { LAUNCHER } from '../../common/package.js';
+import { readShebang, resolveProgram } from '../../common/resolve.js';
 import { loadSnapshotter, type TakeSnapshot } from '../snapshotter.js';
 import { initSpec, kindOfWords, resumeEnvHash } from '../../resume/spec.js';
 
@@ -60,7 +60,7 @@ function sameIdentity(a: ImageKey, b: ImageKey): boolean {
     a.exeCtimeSec === b.exeCtimeSec && a.exeCtimeNsec === b.exeCtimeNsec;
 }
 
-/** Snapshots one program and stores its image. Throws CliError for resolution and I/O errors. */
+/** Snapshots one program and stores its image. Throws CxError for resolution and I/O errors. */
 export async function warmOne(program: string, o: WarmOptions): Promise<WarmResult> {
   let r = resolveProgram(program, o.env, o.launcher ?? LAUNCHER);
   const notes: string[] = [];
@@ -81,7 +81,7 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
   // One snapshot per key at a time; a killed holder's lock is recovered (lock.ts).
   o.store.ensure('images', 'locks');
   const lock = tryLock(o.store.lockPath(`snapshot-${hash}`), { timeoutMs: (o.timeoutMs ?? 10_000) + 30_000, staleMs: 10 * 60_000 });
-  if (!lock) throw new CliError('locked', `${program}: another snapshot of it is still running`, { program, command: '--warm' });
+  if (!lock) throw new CxError('locked', `${program}: another snapshot of it is still running`, { program, command: '--warm' });
   try {
     const image = o.store.imagePathForHash(hash);
     if (o.skipIfValid && checkImage(image, { key, owner: o.store.euid, maxAgeSec: 0 }).outcome === 'HIT') {
@@ -100,7 +100,7 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
         ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
       });
     } catch (e) {
-      throw new CliError('internal', `${program}: the snapshotter failed: ${(e as Error).message ?? String(e)}`,
+      throw new CxError('internal', `${program}: the snapshotter failed: ${(e as Error).message ?? String(e)}`,
         { program, command: '--warm', cause: e });
     }
     const ms = Math.round(outcome.ms ?? performance.now() - t0);
@@ -115,7 +115,7 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
     // The program must be the file we keyed: a change during the snapshot would
     // make an image for one file under the key of another.
     if (!sameIdentity(model.key, key)) {
-      throw new CliError('internal', `${program}: ${r.path} changed while it was being snapshotted; try again`,
+      throw new CxError('internal', `${program}: ${r.path} changed while it was being snapshotted; try again`,
         { program, path: r.path, command: '--warm', reason: 'changed' });
     }
     // The key exactly as the launcher computes it (its path string, PATH, euid, kernel).
@@ -145,7 +145,7 @@ export async function warm(ctx: Context): Promise<number> {
       const afterInit = afterInitFromOptions(ctx, program);
       res = await warmOne(program, { snapshotter: () => loadSnapshotter(), store, env: ctx.env, ...(afterInit ? { afterInit } : {}) });
     } catch (e) {
-      if (!(e instanceof CliError)) throw e;
+      if (!(e instanceof CxError)) throw e;
       res = { program, ok: false, reason: e.code, detail: e.shortMessage, error: e.toJSON() };
       if (e.code === 'cache-dir' || e.code === 'snapshotter-missing') {
         // Nothing else can succeed either.
