@@ -22,7 +22,7 @@ import { CxError, ioError } from '../common/errors.js';
 import { parseImage, writeFileAtomic, type ImageKey, type ParsedImage } from '../image/format.js';
 import { HEADER, sizeOf } from '../image/schema.js';
 import { decodeStruct } from '../image/codec.js';
-import { IMAGE_NAME_RE, cacheDir, keyHash } from './key.js';
+import { IMAGE_NAME_RE, cacheDir, cacheDirOrigin, keyHash } from './key.js';
 
 export type SubDir = 'images' | 'stats' | 'queue' | 'refused' | 'locks';
 
@@ -101,6 +101,55 @@ export class Store {
   /** The user's cache, by the same rule as the launcher (CACHED_EXEC_DIR, XDG_CACHE_HOME, HOME). */
   static forEnv(env: NodeJS.ProcessEnv = process.env): Store {
     return new Store(cacheDir(env));
+  }
+
+  /**
+   * The user's cache for an admin command: forEnv(), checked first with
+   * assertUsable() so that a cache directory the launcher cannot use is an
+   * error, not an empty cache.
+   */
+  static checkedForEnv(env: NodeJS.ProcessEnv = process.env): Store {
+    const { dir, from } = cacheDirOrigin(env);
+    const store = new Store(dir);
+    store.assertUsable(from);
+    return store;
+  }
+
+  /**
+   * Throws CxError('cache-dir') when this directory cannot be a cache: a
+   * relative path (the launcher, which runs in every caller's cwd, does not
+   * use one: each run is cold), something that is not a directory, or a
+   * directory owned by someone else. A directory that does not exist yet is
+   * fine (it is an empty cache, created on the first write). `from` names the
+   * setting that chose the directory.
+   */
+  assertUsable(from: string): void {
+    // "CACHED_EXEC_DIR=x is ..." when the variable names the directory itself, else "the cache directory x (from HOME=y) is ...".
+    const what = from.endsWith(`=${this.dir}`) ? from : `the cache directory ${this.dir} (from ${from})`;
+    if (!path.isAbsolute(this.dir)) {
+      throw new CxError('cache-dir', `${what} is a relative path: set an absolute one ` +
+        '(the launcher runs every program cold with a relative cache directory)', { path: this.dir, reason: 'relative' });
+    }
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(this.dir);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return;
+      if (code === 'ENOTDIR') {
+        throw new CxError('cache-dir', `${what} cannot be a directory: a part of its path is a file`,
+          { path: this.dir, reason: 'not-a-directory' });
+      }
+      throw ioError('cannot use the cache directory', this.dir, e);
+    }
+    if (!st.isDirectory()) {
+      throw new CxError('cache-dir', `${what} is not a directory: ` +
+        'set CACHED_EXEC_DIR to a directory (or to a path that does not exist yet)', { path: this.dir, reason: 'not-a-directory' });
+    }
+    if (st.uid !== this.euid) {
+      throw new CxError('cache-dir', `${what} is owned by uid ${st.uid}, not by you ` +
+        `(uid ${this.euid}): the launcher does not use it`, { path: this.dir, reason: 'owner' });
+    }
   }
 
   sub(name: SubDir): string {

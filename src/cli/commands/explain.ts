@@ -3,6 +3,8 @@
  * and if not why. Exit status 0 when it would restore, 1 when it would run
  * cold, 126/127 when PROG cannot be run at all (like the launcher).
  */
+import { launcherCacheDir } from '../../cache/key.js';
+import { Store } from '../../cache/store.js';
 import { predictRun } from '../predict.js';
 import { afterInitFromOptions } from '../after-init.js';
 import type { Context } from '../context.js';
@@ -30,6 +32,9 @@ const OUTCOME_TEXT: Record<string, string> = {
 
 export function explain(ctx: Context): number {
   const prog = ctx.operands[0] as string;
+  // A cache directory the launcher cannot use is an error here as for every admin command
+  // (none at all is a prediction: every run is cold).
+  if (launcherCacheDir(ctx.env) !== null) Store.checkedForEnv(ctx.env);
   const afterInit = afterInitFromOptions(ctx, prog);
   const p = predictRun(prog, ctx.env, undefined, afterInit);
   if (afterInit && p.hint) {
