@@ -58,8 +58,9 @@ export const COMMANDS: readonly Entry[] = [
     summary: 'remove the named shims (all when none is named)' },
   { name: '--shims-list', arity: 'any', operand: '[DIR]', json: true, run: shimsList, modifiers: ['--system', '--dir'],
     summary: 'shims and the programs they run' },
-  { name: '--shell-init', arity: 'any', operand: 'SHELL [DIR]', json: false, run: shellInit, modifiers: ['--system', '--dir'],
-    summary: 'print shell code that puts the shim directory first on PATH: eval "$(cached-exec --shell-init bash)"' },
+  { name: '--shell-init', arity: 'any', operand: '[SHELL] [DIR]', json: false, run: shellInit, modifiers: ['--system', '--dir'],
+    summary: 'print shell code that puts the shim directory first on PATH: eval "$(cached-exec --shell-init bash)"; ' +
+      'SHELL is bash (the default), zsh, sh, dash or ksh' },
   { name: '--watch', arity: 'none', json: false, run: watchCommand, modifiers: ['--rewarm'],
     summary: 'daemon: delete images as soon as a library, probed path, PATH entry or package they depend on changes ' +
       '(--rewarm: snapshot them again)' },
