@@ -35,8 +35,10 @@ export const COMMANDS: readonly Entry[] = [
   { name: '--explain', arity: 'one', operand: 'PROG', json: true, run: explain, options: ['--after-init', '--preload'],
     summary: 'key, image path, and whether the next run of PROG restores (and if not, why); ' +
       'with --after-init[=FILE] [--preload MOD,...] for the post-init image' },
-  { name: '--inspect', arity: 'one', operand: 'IMAGE', json: true, run: inspect,
-    summary: 'dump an image: header, key, files, regions, slots, state, vdso' },
+  { name: '--inspect', arity: 'one', operand: 'IMAGE|KEY|PROG', json: true, run: inspect, modifiers: ['--system'],
+    options: ['--after-init', '--preload'],
+    summary: 'dump an image: header, key, files, regions, slots, state, vdso; given by its file, its key from --list ' +
+      '(or the first digits of it), or a program (the image its next run uses; --after-init[=FILE] [--preload LIST] for the post-init one)' },
   { name: '--show-stats', aliases: ['-s'], arity: 'none', json: true, run: showStats,
     summary: 'hits, misses, cold fallbacks by reason, snapshots, evictions, size and limits' },
   { name: '--zero-stats', aliases: ['-z'], arity: 'none', json: true, run: zeroStatsCommand,
