@@ -2,6 +2,7 @@
  * --after-init[=FILE] and --preload LIST for the admin commands (--warm,
  * --explain): the adapter words the launcher would use for PROG.
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { adapterKind, adapterWords } from '../resume/spec.js';
 import { CxError } from '../common/errors.js';
@@ -21,5 +22,23 @@ export function afterInitFromOptions(ctx: Context, program: string): { words: st
   }
   if (preload !== undefined && kind !== 'python') throw new CxError('usage', '--preload needs python', { reason: '--preload' });
   const initFile = init ? path.resolve(init) : undefined;
+  if (initFile) assertReadableFile(initFile, init as string);
   return { words: adapterWords(kind, { ...(initFile ? { initFile } : {}), ...(preload ? { preload } : {}) }) };
+}
+
+/** The init file must exist before anything is snapshotted: a missing one would only show up as the init's error output. */
+function assertReadableFile(file: string, given: string): void {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+    fs.accessSync(file, fs.constants.R_OK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' || code === 'ENOTDIR' ? 'does not exist' : code === 'EACCES' ? 'is not readable' : `cannot be read (${code})`;
+    throw new CxError('io', `--after-init=${given}: the init file ${file} ${why}; nothing was snapshotted`,
+      { path: file, reason: code ?? 'io', cause: e });
+  }
+  if (!st.isFile()) {
+    throw new CxError('io', `--after-init=${given}: ${file} is not a regular file; nothing was snapshotted`, { path: file, reason: 'not-a-file' });
+  }
 }

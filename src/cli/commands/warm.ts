@@ -3,6 +3,8 @@
  * where the launcher will look for them. Also the engine of the background
  * warmer (--drain-queue).
  */
+import { spawnSync, type StdioOptions } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { checkImage } from '../../cache/check.js';
 import { keyFromStat, keyHash } from '../../cache/key.js';
@@ -19,7 +21,8 @@ import { formatBytes, printJson } from '../output.js';
 import { LAUNCHER } from '../../common/package.js';
 import { readShebang, resolveProgram } from '../../common/resolve.js';
 import { loadSnapshotter, type TakeSnapshot } from '../snapshotter.js';
-import { initSpec, kindOfWords, resumeEnvHash } from '../../resume/spec.js';
+import { RESUME_FD, RESUME_FD_ENV, afterInitArgv, initSpec, kindOfWords, resumeEnvHash } from '../../resume/spec.js';
+import { scriptShim, shimAdvice } from '../script-shim.js';
 
 export interface WarmResult {
   program: string;
@@ -64,10 +67,13 @@ function sameIdentity(a: ImageKey, b: ImageKey): boolean {
 export async function warmOne(program: string, o: WarmOptions): Promise<WarmResult> {
   let r = resolveProgram(program, o.env, o.launcher ?? LAUNCHER);
   const notes: string[] = [];
+  const shim = scriptShim(r.path, program);
   // A #! script has no image of its own: the launcher restores its interpreter, so warm that.
   const sb = o.afterInit ? null : readShebang(r.path, o.launcher ?? LAUNCHER);
   if (sb) {
     notes.push(`${r.path} is a #! script: warmed its interpreter ${sb.interpreter}`);
+    // A version manager's shim: the interpreter (env, bash) is not what the user meant to cache.
+    if (shim?.manager) notes.push(shimAdvice(program, shim, ''));
     r = { name: program, path: sb.interpreter, stat: sb.stat };
   }
   const key = keyFromStat(r.path, r.stat, o.env, o.store.euid);
@@ -77,6 +83,14 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
   }
   const hash = keyHash(key);
   const base: WarmResult = { program, ok: false, resolved: r.path, key: hash, notes };
+  if (o.afterInit && shim) {
+    // A post-init image needs the interpreter itself: a script that execs it never reaches the checkpoint.
+    const detail = shimAdvice(program, shim, afterInitOptionText(o.afterInit.words));
+    try {
+      o.store.markRefused(hash, 'not-elf', detail);
+    } catch { /* only retried */ }
+    return { ...base, reason: 'not-elf', detail };
+  }
 
   // One snapshot per key at a time; a killed holder's lock is recovered (lock.ts).
   o.store.ensure('images', 'locks');
@@ -105,11 +119,17 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
     }
     const ms = Math.round(outcome.ms ?? performance.now() - t0);
     if (!outcome.ok) {
+      // A post-init refusal is most often the init itself failing (a missing module, an
+      // error in the rc file): run it once cold to say so in its own words.
+      const failure = o.afterInit && DIAGNOSABLE.has(outcome.reason)
+        ? initFailure(r.path, program, o.afterInit.words, o.env) : null;
+      const detail = failure ? `${failure.text} (the snapshot stopped at: ${outcome.detail})` : outcome.detail;
+      const reason = failure ? failure.reason : outcome.reason;
       try {
-        o.store.markRefused(hash, outcome.reason, outcome.detail);
+        o.store.markRefused(hash, reason, detail);
       } catch { /* a refusal we cannot remember is only retried */ }
       appendEvent(o.store, { e: 'refused', key: hash, reason: outcome.reason, ms });
-      return { ...base, ms, reason: outcome.reason, detail: outcome.detail };
+      return { ...base, ms, reason, detail };
     }
     const model = outcome.image;
     // The program must be the file we keyed: a change during the snapshot would
@@ -136,6 +156,61 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
   }
 }
 
+/** Refusals that an init which fails or prints on its own explains (not the program's kind or rights). */
+const DIAGNOSABLE = new Set<string>(['exited-before-entry', 'unsupported-syscall', 'timeout', 'unexplained-difference', 'internal']);
+
+/** "--after-init[=FILE] [--preload LIST]" as the user would type them, from the adapter words. */
+function afterInitOptionText(words: string[]): string {
+  const arg = (flag: string): string | undefined => {
+    const i = words.indexOf(flag);
+    return i >= 0 ? words[i + 1] : undefined;
+  };
+  const file = arg('--init');
+  const preload = arg('--preload');
+  return [file ? `--after-init=${file}` : '--after-init', ...(preload ? [`--preload ${preload}`] : [])].join(' ');
+}
+
+/**
+ * Runs the init once more the way the snapshot runs it (the adapter with the
+ * resume fd set, so that a failing init fails instead of falling back to a
+ * cold run), with an empty context (/dev/null on the resume fd: the adapter
+ * then stops with "bad resume context"), and returns what went wrong in the
+ * init's own words, e.g. "the init fails (exit 1): ModuleNotFoundError: No
+ * module named 'x'", or null when it ran cleanly and silently (the refusal
+ * then has another cause).
+ */
+function initFailure(exe: string, program: string, words: string[], env: NodeJS.ProcessEnv): { reason: string; text: string } | null {
+  if (kindOfWords(words) === 'generic') return null;
+  const argv = afterInitArgv(words, [program]);
+  let devNull: number;
+  try {
+    devNull = fs.openSync('/dev/null', 'r');
+  } catch {
+    return null;
+  }
+  try {
+    const stdio: StdioOptions = ['ignore', 'pipe', 'pipe'];
+    for (let fd = 3; fd < RESUME_FD; fd++) stdio.push('ignore');
+    stdio.push(devNull);
+    const r = spawnSync(exe, argv.slice(1), {
+      argv0: argv[0], env: { ...env, [RESUME_FD_ENV]: String(RESUME_FD) }, stdio, encoding: 'utf8', timeout: 60_000, killSignal: 'SIGKILL',
+    });
+    if (r.error) return null;
+    const lines = (t: string | null): string[] => (t ?? '').split('\n').map((l) => l.trim()).filter((l) => l && l !== 'cached-exec: bad resume context');
+    const err = lines(r.stderr);
+    const out = lines(r.stdout);
+    const own = (ls: string[], pick: 'first' | 'last'): string => (ls.length ? `: ${pick === 'last' ? ls.at(-1) : ls[0]}` : '');
+    if (r.signal) return { reason: 'init-failed', text: `the init was killed by ${r.signal}${own(err, 'last')}` };
+    // 125: the adapter reached the checkpoint and found the empty context, i.e. the init itself succeeded.
+    if (r.status !== 0 && r.status !== 125) return { reason: 'init-failed', text: `the init fails (exit ${r.status})${own(err, 'last')}` };
+    if (err.length) return { reason: 'init-output', text: `the init writes to stderr${own(err, 'last')}` };
+    if (out.length) return { reason: 'init-output', text: `the init writes to stdout${own(out, 'first')}` };
+    return null;
+  } finally {
+    fs.closeSync(devNull);
+  }
+}
+
 export async function warm(ctx: Context): Promise<number> {
   const store = ctx.store();
   const results: WarmResult[] = [];
@@ -158,7 +233,7 @@ export async function warm(ctx: Context): Promise<number> {
     if (ctx.json) continue;
     if (res.ok) {
       ctx.out.line(`${program}: ${res.image} (${formatBytes(res.size ?? 0)}, ${res.ms} ms)`);
-      for (const n of res.notes ?? []) if (n.includes('#! script')) ctx.out.line(`  ${n}`);
+      for (const n of res.notes ?? []) if (n.includes('#! script') || n.includes('shell-script shim')) ctx.out.line(`  ${n}`);
       if (res.evicted?.length) ctx.out.line(`  evicted ${res.evicted.length} least recently used image(s) to stay within the size limit`);
     } else if (res.error) {
       ctx.out.err(`cached-exec: ${res.detail}`);
