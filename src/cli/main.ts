@@ -12,6 +12,7 @@ import { drainQueue } from './commands/drain-queue.js';
 import { explain } from './commands/explain.js';
 import { describeFormatCommand, helpText, version } from './commands/info.js';
 import { inspect } from './commands/inspect.js';
+import { install, uninstall } from './commands/install.js';
 import { cleanup, clear, list, maxEntries, maxSize } from './commands/manage.js';
 import { shellInit } from './commands/shell-init.js';
 import { shimsInstall, shimsList, shimsRemove } from './commands/shims.js';
@@ -63,6 +64,11 @@ export const COMMANDS: readonly Entry[] = [
   { name: '--shell-init', arity: 'any', operand: '[SHELL] [DIR]', json: false, run: shellInit, modifiers: ['--system', '--dir'],
     summary: 'print shell code that puts the shim directory first on PATH: eval "$(cached-exec --shell-init bash)"; ' +
       'SHELL is bash (the default), zsh, sh, dash or ksh' },
+  { name: '--install', arity: 'optional', operand: '[DIR]', json: true, run: install,
+    summary: 'put cached-exec on your PATH: a symlink DIR/cached-exec to this launcher (DIR: ~/.local/bin); ' +
+      'idempotent, never replaces a file that is not a link to a cached-exec' },
+  { name: '--uninstall', arity: 'optional', operand: '[DIR]', json: true, run: uninstall,
+    summary: 'remove that link (only if it is one to a cached-exec)' },
   { name: '--watch', arity: 'none', json: false, run: watchCommand, modifiers: ['--rewarm'],
     summary: 'daemon: delete images as soon as a library, probed path, PATH entry or package they depend on changes ' +
       '(--rewarm: snapshot them again)' },

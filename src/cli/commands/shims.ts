@@ -94,9 +94,9 @@ const validName = (name: string): boolean => {
  * shim (a symlink to some other or missing `.../cached-exec`: an older
  * checkout, a moved install), something else, or nothing.
  */
-type ShimState = 'ours' | 'stale' | 'foreign' | 'absent';
+export type ShimState = 'ours' | 'stale' | 'foreign' | 'absent';
 
-function shimState(file: string): ShimState {
+export function shimState(file: string): ShimState {
   let link: string;
   try {
     if (!fs.lstatSync(file).isSymbolicLink()) return 'foreign';
