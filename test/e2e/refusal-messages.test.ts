@@ -100,6 +100,8 @@ describe('a version manager\'s shell-script shim', () => {
     expect(r.stdout).toContain(`${shims}/python3 is a #! script: warmed its interpreter /usr/bin/env`);
     expect(r.stdout).toContain('pyenv\'s shell-script shim');
     expect(r.stdout).toContain('"$(pyenv which python3)"');
+    const e = cx(['--explain', 'python3'], { PATH: `${shims}:${SYSTEM_PATH}` });
+    expect(e.stdout).toMatch(/note\s+python3 is .*pyenv's shell-script shim .*"\$\(pyenv which python3\)"/);
   });
 
   it('a script of no known manager: "a shell script", and to use the program it starts', () => {

@@ -6,6 +6,7 @@
 import { launcherCacheDir } from '../../cache/key.js';
 import { Store } from '../../cache/store.js';
 import { predictRun } from '../predict.js';
+import { scriptShim, shimAdvice } from '../script-shim.js';
 import { afterInitFromOptions } from '../after-init.js';
 import type { Context } from '../context.js';
 import { keyValues, printJson } from '../output.js';
@@ -58,6 +59,9 @@ export function explain(ctx: Context): number {
     if (p.refused) pairs.push(['refused', `${p.refused.reason}${p.refused.detail ? `: ${p.refused.detail}` : ''}`]);
     else if (p.queued) pairs.push(['queued', 'yes']);
     if (p.hint) pairs.push(['hint', p.hint]);
+    // A version manager's shim restores as its interpreter (env, bash), not as what it starts.
+    const shim = p.interpreter && !afterInit ? scriptShim(p.resolved, prog) : null;
+    if (shim?.manager) pairs.push(['note', shimAdvice(prog, shim, '')]);
     ctx.out.line(keyValues(pairs).join('\n'));
   }
   return p.restores ? 0 : 1;
