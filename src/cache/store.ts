@@ -19,7 +19,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CxError, ioError } from '../common/errors.js';
-import { parseImage, writeFileAtomic, type ImageKey, type ParsedImage } from '../image/format.js';
+import { parseImage, problemWithData, writeFileAtomic, type ImageKey, type ParsedImage } from '../image/format.js';
 import { HEADER, sizeOf } from '../image/schema.js';
 import { decodeStruct } from '../image/codec.js';
 import { IMAGE_NAME_RE, cacheDir, cacheDirOrigin, keyHash } from './key.js';
@@ -116,10 +116,11 @@ export class Store {
   }
 
   /**
-   * Throws CxError('cache-dir') when this directory cannot be a cache: a
-   * relative path (the launcher, which runs in every caller's cwd, does not
-   * use one: each run is cold), something that is not a directory, or a
-   * directory owned by someone else. A directory that does not exist yet is
+   * Throws CxError('cache-dir') when the launcher would not use this
+   * directory (src/restore/cachedir.c: cx_open_trusted_dir): a relative path
+   * (each run happens in another cwd), a symlink, something that is not a
+   * directory, a directory owned by someone else or writable by group or
+   * others. Each run would be cold, so an admin command says so instead. A directory that does not exist yet is
    * fine (it is an empty cache, created on the first write). `from` names the
    * setting that chose the directory.
    */
@@ -132,7 +133,7 @@ export class Store {
     }
     let st: fs.Stats;
     try {
-      st = fs.statSync(this.dir);
+      st = fs.lstatSync(this.dir);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') return;
@@ -142,6 +143,10 @@ export class Store {
       }
       throw ioError('cannot use the cache directory', this.dir, e);
     }
+    if (st.isSymbolicLink()) {
+      throw new CxError('cache-dir', `${what} is a symbolic link: the launcher does not follow one there (every run would be ` +
+        `cold): use the directory it points to (${safeRealpath(this.dir)})`, { path: this.dir, reason: 'symlink' });
+    }
     if (!st.isDirectory()) {
       throw new CxError('cache-dir', `${what} is not a directory: ` +
         'set CACHED_EXEC_DIR to a directory (or to a path that does not exist yet)', { path: this.dir, reason: 'not-a-directory' });
@@ -149,6 +154,10 @@ export class Store {
     if (st.uid !== this.euid) {
       throw new CxError('cache-dir', `${what} is owned by uid ${st.uid}, not by you ` +
         `(uid ${this.euid}): the launcher does not use it`, { path: this.dir, reason: 'owner' });
+    }
+    if (st.mode & 0o022) {
+      throw new CxError('cache-dir', `${what} is writable by group or others (mode ${(st.mode & 0o777).toString(8)}): ` +
+        `the launcher does not use it; make it private: chmod ${this.dirMode.toString(8)} ${this.dir}`, { path: this.dir, reason: 'mode' });
     }
   }
 
@@ -339,6 +348,14 @@ export class Store {
   }
 }
 
+function safeRealpath(p: string): string {
+  try {
+    return fs.realpathSync(p);
+  } catch {
+    return 'a missing target';
+  }
+}
+
 /** Why the launcher would refuse a cache directory with this stat, or null. */
 export function dirProblem(st: fs.Stats, euid: number): string | null {
   if (!st.isDirectory()) return 'not a directory';
@@ -354,6 +371,31 @@ function readdirOrEmpty(dir: string): string[] {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return [];
     throw ioError('cannot list', dir, e);
+  }
+}
+
+/**
+ * Whether an image's region data still matches the checksum its metadata
+ * recorded (the INTEGRITY section; images without one are not checked).
+ * Reads the data in chunks: a python image is tens of megabytes.
+ */
+export function verifyImageData(file: string, parsed: ParsedImage): boolean {
+  const integrity = parsed.model.integrity;
+  if (!integrity) return true;
+  const fd = fs.openSync(file, 'r');
+  try {
+    const parts: Buffer[] = [];
+    let off = Number(parsed.header.data_offset);
+    for (;;) {
+      const chunk = Buffer.alloc(1 << 20);
+      const n = fs.readSync(fd, chunk, 0, chunk.length, off);
+      if (n <= 0) break;
+      parts.push(n === chunk.length ? chunk : chunk.subarray(0, n));
+      off += n;
+    }
+    return !problemWithData(integrity, parts);
+  } finally {
+    fs.closeSync(fd);
   }
 }
 

@@ -94,7 +94,7 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
     base.attempts.push(a);
     const sysDir = env.CACHED_EXEC_SYSTEM_DIR;
     if (v.outcome !== 'MISS' || !sysDir) return { v, a };
-    const skey = withInit(keyFromStat(exe, st, env, 0));
+    const skey = withInit(keyFromStat(exe, st, env, 0, 0n));
     const shash = keyHash(skey);
     const simage = path.join(sysDir, 'images', `${shash}.img`);
     const sv = checkImage(simage, { key: skey, owner: 0, env });

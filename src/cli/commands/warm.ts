@@ -7,7 +7,7 @@ import { spawnSync, type StdioOptions } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { checkImage } from '../../cache/check.js';
-import { keyFromStat, keyHash } from '../../cache/key.js';
+import { groupsHash, keyFromStat, keyHash } from '../../cache/key.js';
 import { tryLock } from '../../cache/lock.js';
 import { enforceBounds } from '../../cache/maintain.js';
 import { appendEvent } from '../../cache/stats.js';
@@ -76,7 +76,7 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
     if (shim?.manager) notes.push(shimAdvice(program, shim, ''));
     r = { name: program, path: sb.interpreter, stat: sb.stat };
   }
-  const key = keyFromStat(r.path, r.stat, o.env, o.store.euid);
+  const key = keyFromStat(r.path, r.stat, o.env, o.store.euid, o.store.shared ? 0n : groupsHash());
   if (o.afterInit) {
     key.initSpec = initSpec(o.afterInit.words);
     key.envHash = resumeEnvHash(o.env);
