@@ -70,6 +70,25 @@ describe('an unusable CACHED_EXEC_DIR', () => {
     expect(fs.readdirSync(theirs)).toEqual([]);
   });
 
+  it('a symlink, or a directory others may write, is refused as the launcher refuses it', () => {
+    const real = path.join(work, 'real-cache');
+    fs.mkdirSync(real, { mode: 0o700 });
+    const link = path.join(work, 'link-cache');
+    fs.symlinkSync(real, link);
+    const l = run(['--list'], { CACHED_EXEC_DIR: link });
+    expect(l.status).toBe(1);
+    expect(l.stderr).toBe(`cached-exec: CACHED_EXEC_DIR=${link} is a symbolic link: the launcher does not follow one there ` +
+      `(every run would be cold): use the directory it points to (${real})\n`);
+    const open = path.join(work, 'open-cache');
+    fs.mkdirSync(open);
+    fs.chmodSync(open, 0o777);
+    const o = run(['--warm', 'sed'], { CACHED_EXEC_DIR: open });
+    expect(o.status).toBe(1);
+    expect(o.stderr).toBe(`cached-exec: CACHED_EXEC_DIR=${open} is writable by group or others (mode 777): the launcher does not use it; ` +
+      `make it private: chmod 700 ${open}\n`);
+    expect(fs.readdirSync(open)).toEqual([]);
+  });
+
   it('a directory that does not exist yet is an empty cache, not an error', () => {
     const fresh = path.join(work, 'fresh', 'cache');
     const r = run(['--list'], { CACHED_EXEC_DIR: fresh });
