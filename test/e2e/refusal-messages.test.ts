@@ -44,6 +44,9 @@ describe('--warm --after-init refusals', () => {
     const e = cx(['--explain', '--after-init', '--preload', 'json,cx_no_such_module', python]);
     expect(e.stdout).toMatch(/refused\s+init-failed: .*ModuleNotFoundError/);
     expect(e.stdout).toMatch(/hint\s+remove the cause named under 'refused', then 'cached-exec --warm --after-init --preload=json,cx_no_such_module /);
+    // The statistics count the refusal under the same reason.
+    const stats = JSON.parse(cx(['--show-stats', '--json']).stdout) as { snapshots: { refusals: Record<string, number> } };
+    expect(stats.snapshots.refusals['init-failed']).toBe(1);
   });
 
   it('an --after-init file that does not exist: said before any snapshot', () => {

@@ -89,6 +89,7 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
     try {
       o.store.markRefused(hash, 'not-elf', detail);
     } catch { /* only retried */ }
+    appendEvent(o.store, { e: 'refused', key: hash, reason: 'not-elf', ms: 0 });
     return { ...base, reason: 'not-elf', detail };
   }
 
@@ -128,7 +129,7 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
       try {
         o.store.markRefused(hash, reason, detail);
       } catch { /* a refusal we cannot remember is only retried */ }
-      appendEvent(o.store, { e: 'refused', key: hash, reason: outcome.reason, ms });
+      appendEvent(o.store, { e: 'refused', key: hash, reason, ms });
       return { ...base, ms, reason, detail };
     }
     const model = outcome.image;
