@@ -42,3 +42,14 @@ function assertReadableFile(file: string, given: string): void {
     throw new CxError('io', `--after-init=${given}: ${file} is not a regular file; nothing was snapshotted`, { path: file, reason: 'not-a-file' });
   }
 }
+
+/** "--after-init[=FILE] [--preload LIST]" as the user would type them, from the adapter words. */
+export function afterInitOptionText(words: string[]): string {
+  const arg = (flag: string): string | undefined => {
+    const i = words.indexOf(flag);
+    return i >= 0 ? words[i + 1] : undefined;
+  };
+  const file = arg('--init');
+  const preload = arg('--preload');
+  return [file ? `--after-init=${file}` : '--after-init', ...(preload ? [`--preload ${preload}`] : [])].join(' ');
+}

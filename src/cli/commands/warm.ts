@@ -3,8 +3,6 @@
  * where the launcher will look for them. Also the engine of the background
  * warmer (--drain-queue).
  */
-import { spawnSync, type StdioOptions } from 'node:child_process';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { checkImage } from '../../cache/check.js';
 import { groupsHash, keyFromStat, keyHash } from '../../cache/key.js';
@@ -15,13 +13,14 @@ import type { Store } from '../../cache/store.js';
 import { serializeImage, type ImageKey } from '../../image/format.js';
 import type { RefusalCode } from '../../snapshot/api.js';
 import { CxError } from '../../common/errors.js';
-import { afterInitFromOptions } from '../after-init.js';
+import { afterInitFromOptions, afterInitOptionText } from '../after-init.js';
 import type { Context } from '../context.js';
 import { formatBytes, printJson } from '../output.js';
 import { LAUNCHER } from '../../common/package.js';
 import { readShebang, resolveProgram } from '../../common/resolve.js';
 import { loadSnapshotter, type TakeSnapshot } from '../snapshotter.js';
-import { RESUME_FD, RESUME_FD_ENV, afterInitArgv, initSpec, kindOfWords, resumeEnvHash } from '../../resume/spec.js';
+import { initSpec, kindOfWords, resumeEnvHash } from '../../resume/spec.js';
+import { DIAGNOSABLE, initFailure } from '../init-diagnosis.js';
 import { scriptShim, shimAdvice } from '../script-shim.js';
 
 export interface WarmResult {
@@ -154,61 +153,6 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
     };
   } finally {
     lock.release();
-  }
-}
-
-/** Refusals that an init which fails or prints on its own explains (not the program's kind or rights). */
-const DIAGNOSABLE = new Set<string>(['exited-before-entry', 'unsupported-syscall', 'timeout', 'unexplained-difference', 'internal']);
-
-/** "--after-init[=FILE] [--preload LIST]" as the user would type them, from the adapter words. */
-function afterInitOptionText(words: string[]): string {
-  const arg = (flag: string): string | undefined => {
-    const i = words.indexOf(flag);
-    return i >= 0 ? words[i + 1] : undefined;
-  };
-  const file = arg('--init');
-  const preload = arg('--preload');
-  return [file ? `--after-init=${file}` : '--after-init', ...(preload ? [`--preload ${preload}`] : [])].join(' ');
-}
-
-/**
- * Runs the init once more the way the snapshot runs it (the adapter with the
- * resume fd set, so that a failing init fails instead of falling back to a
- * cold run), with an empty context (/dev/null on the resume fd: the adapter
- * then stops with "bad resume context"), and returns what went wrong in the
- * init's own words, e.g. "the init fails (exit 1): ModuleNotFoundError: No
- * module named 'x'", or null when it ran cleanly and silently (the refusal
- * then has another cause).
- */
-function initFailure(exe: string, program: string, words: string[], env: NodeJS.ProcessEnv): { reason: string; text: string } | null {
-  if (kindOfWords(words) === 'generic') return null;
-  const argv = afterInitArgv(words, [program]);
-  let devNull: number;
-  try {
-    devNull = fs.openSync('/dev/null', 'r');
-  } catch {
-    return null;
-  }
-  try {
-    const stdio: StdioOptions = ['ignore', 'pipe', 'pipe'];
-    for (let fd = 3; fd < RESUME_FD; fd++) stdio.push('ignore');
-    stdio.push(devNull);
-    const r = spawnSync(exe, argv.slice(1), {
-      argv0: argv[0], env: { ...env, [RESUME_FD_ENV]: String(RESUME_FD) }, stdio, encoding: 'utf8', timeout: 60_000, killSignal: 'SIGKILL',
-    });
-    if (r.error) return null;
-    const lines = (t: string | null): string[] => (t ?? '').split('\n').map((l) => l.trim()).filter((l) => l && l !== 'cached-exec: bad resume context');
-    const err = lines(r.stderr);
-    const out = lines(r.stdout);
-    const own = (ls: string[], pick: 'first' | 'last'): string => (ls.length ? `: ${pick === 'last' ? ls.at(-1) : ls[0]}` : '');
-    if (r.signal) return { reason: 'init-failed', text: `the init was killed by ${r.signal}${own(err, 'last')}` };
-    // 125: the adapter reached the checkpoint and found the empty context, i.e. the init itself succeeded.
-    if (r.status !== 0 && r.status !== 125) return { reason: 'init-failed', text: `the init fails (exit ${r.status})${own(err, 'last')}` };
-    if (err.length) return { reason: 'init-output', text: `the init writes to stderr${own(err, 'last')}` };
-    if (out.length) return { reason: 'init-output', text: `the init writes to stdout${own(out, 'first')}` };
-    return null;
-  } finally {
-    fs.closeSync(devNull);
   }
 }
 
