@@ -6,7 +6,7 @@
 
 #define CX_FORMAT_VERSION 2u
 #define CX_MAGIC 0x31474d4958455843ull
-#define CX_ABI_HASH 0x70940ddcu
+#define CX_ABI_HASH 0x8dfd7b8cu
 #define CX_ARCH_X86_64 62u
 
 /* Section types. Unknown types are skipped unless flagged REQUIRED. */
@@ -353,7 +353,7 @@ struct cx_resume {
 	uint64_t xfeatures; /* XCR0 the xstate was saved under; the restoring CPU must have the same */
 	uint64_t sigmask; /* blocked signals at the checkpoint */
 	uint64_t ignored_at_start; /* signals ignored when the snapshot started (the caller must match) */
-	uint64_t stack_reserve; /* bytes of zero memory to map below the STACK region (stack growth) */
+	uint64_t stack_reserve; /* informational: the growth room the snapshot assumed (the launcher follows RLIMIT_STACK instead) */
 	uint32_t xstate_size; /* bytes of the XSTATE section (XSAVE standard format) */
 	uint32_t resume_fd; /* the descriptor the context is delivered on */
 	uint32_t umask; /* with CX_RESUMEFLAG_SET_UMASK */

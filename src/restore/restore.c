@@ -19,6 +19,7 @@ enum cx_outcome cx_restore(struct launch *L)
 	struct file_fds fds;
 	int exe_fd = -1, files_open = 0, resume_fd = -1;
 	struct image im;
+	struct tramp_block tramp;
 	enum cx_outcome o;
 	__builtin_memset(&im, 0, sizeof im);
 	im.fd = -1;
@@ -56,12 +57,16 @@ enum cx_outcome cx_restore(struct launch *L)
 	files_open = 1;
 	if ((o = check_files(&im, &fds, &exe_fd)) != CX_HIT)
 		goto out;
+	if ((o = check_stack_room(&im, L)) != CX_HIT)
+		goto out;
 	/* Past this point the address space changes: only a cold exec can follow a failure. */
 	if ((o = move_vdso(&im, L->auxv)) != CX_HIT)
 		goto out;
 	if ((o = map_regions(&im, &fds)) != CX_HIT)
 		goto out;
-	if (im.resume && (o = map_stack_reserve(&im)) != CX_HIT)
+	if (im.resume && (o = map_stack(&im)) != CX_HIT)
+		goto out;
+	if ((o = tramp_alloc(&im, L, &tramp)) != CX_HIT)
 		goto out;
 	close_files(&fds, exe_fd, im.fd);
 	im.fd = -1;
@@ -71,10 +76,10 @@ enum cx_outcome cx_restore(struct launch *L)
 		goto out;
 	if ((o = protect_regions(&im)) != CX_HIT)
 		goto out;
-	patch_auxv(&im, L->auxv);
+	patch_auxv(&im, L, L->auxv);
 	if ((o = set_kernel_state(&im)) != CX_HIT)
 		goto out;
-	o = jump(&im, L, exe_fd);
+	o = jump(&im, L, exe_fd, &tramp);
 out:
 	/* Nothing may leak into the cold-exec'd program: close every fd opened here. */
 	if (files_open) {
