@@ -151,16 +151,21 @@ describe('the CLI refuses the directories the launcher refuses', () => {
     fs.symlinkSync(real, link);
     const r = await launch(['--zero-stats'], baseEnv(link));
     expect(r.status).not.toBe(0);
-    expect(r.stderr.toString()).toMatch(/is a symlink: the launcher does not follow it/);
+    expect(r.stderr.toString()).toMatch(/is a symbolic link: the launcher does not follow/);
     expect(fs.readdirSync(real)).toEqual([]);
     const explain = await launch(['--explain', 'true'], baseEnv(link));
-    expect(explain.stdout.toString()).toMatch(/BYPASS_UNTRUSTED_DIR: the cache directory .* is a symlink/);
+    expect(explain.status).not.toBe(0);
+    expect(explain.stderr.toString()).toMatch(/is a symbolic link/);
+    // The launcher: a cold run that writes nothing there.
+    const r2 = await launch(['true'], { ...baseEnv(link), CACHED_EXEC_NO_WARM: '0' });
+    expect(r2.status).toBe(0);
+    expect(fs.readdirSync(real)).toEqual([]);
   });
 
   it('a relative cache directory', async () => {
     const r = await run(LAUNCHER, ['--zero-stats'], { env: baseEnv('relative/cache'), cwd: work });
     expect(r.status).not.toBe(0);
-    expect(r.stderr.toString()).toMatch(/not an absolute path/);
+    expect(r.stderr.toString()).toMatch(/is a relative path/);
     expect(fs.existsSync(path.join(work, 'relative'))).toBe(false);
   });
 });
