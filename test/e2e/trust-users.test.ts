@@ -40,7 +40,9 @@ const text = (r: RunResult): string => `${r.stdout.toString()}${r.stderr.toStrin
 
 function imageFor(args: string[], e: Env): string {
   // The system layer's key: uid 0, no groups (the C launcher computes it the same way: --explain --json says).
-  const r = JSON.parse(execFileSync(LAUNCHER, ['--explain', '--json', ...args], { env: e, encoding: 'utf8' })) as {
+  // Asked as root, with root's own (empty) cache: admin commands refuse another user's cache directory.
+  const rootCache = ownedDir(path.join(work, 'root-cache'), 0, 0);
+  const r = JSON.parse(execFileSync(LAUNCHER, ['--explain', '--json', ...args], { env: { ...e, CACHED_EXEC_DIR: rootCache }, encoding: 'utf8' })) as {
     attempts: { layer: string; image: string }[];
   };
   return r.attempts.find((a) => a.layer === 'system')?.image ?? '';
