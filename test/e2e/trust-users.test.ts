@@ -15,7 +15,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LAUNCHER, cc, haveCc, installedPrograms, observable, removeDir, run, tmpDir, type Env, type RunResult } from '../helpers/cx.js';
+import { cc, haveCc, installedPrograms, observable, removeDir, run, tmpDir, type Env, type RunResult } from '../helpers/cx.js';
 import { NOBODY, NOGROUP, canSwitchUser, ownedDir, ownedFile, runAs, userEnv, userPackage, type AsUser } from '../helpers/users.js';
 
 const enabled = canSwitchUser() && installedPrograms(['bash', 'dash']).length === 2 && haveCc();
@@ -31,8 +31,12 @@ function env(cache: string, extra: Env = {}): Env {
   return userEnv(cache, home, { CACHED_EXEC_SYSTEM_DIR: sysDir, ...extra });
 }
 
-/** Root's launcher (the build's own). */
-const asRoot = (args: string[], e: Env): Promise<RunResult> => run(LAUNCHER, args, { env: e, timeoutMs: 120_000 });
+/**
+ * Root's launcher: the same package copy the user runs (a post-init key names
+ * the adapter by the package's path, so root's images and the user's runs
+ * must come from one package).
+ */
+const asRoot = (args: string[], e: Env): Promise<RunResult> => run(pkg.launcher, args, { env: e, timeoutMs: 120_000 });
 /** The user's copy of the launcher, run as that user. */
 const asUser = (who: AsUser, args: string[], e: Env): Promise<RunResult> => runAs(who, pkg.launcher, args, { env: e, timeoutMs: 120_000 });
 const cold = (who: AsUser, args: string[], e: Env): Promise<RunResult> => asUser(who, args, { ...e, CACHED_EXEC_DISABLE: '1' });
@@ -42,7 +46,7 @@ function imageFor(args: string[], e: Env): string {
   // The system layer's key: uid 0, no groups (the C launcher computes it the same way: --explain --json says).
   // Asked as root, with root's own (empty) cache: admin commands refuse another user's cache directory.
   const rootCache = ownedDir(path.join(work, 'root-cache'), 0, 0);
-  const r = JSON.parse(execFileSync(LAUNCHER, ['--explain', '--json', ...args], { env: { ...e, CACHED_EXEC_DIR: rootCache }, encoding: 'utf8' })) as {
+  const r = JSON.parse(execFileSync(pkg.launcher, ['--explain', '--json', ...args], { env: { ...e, CACHED_EXEC_DIR: rootCache }, encoding: 'utf8' })) as {
     attempts: { layer: string; image: string }[];
   };
   return r.attempts.find((a) => a.layer === 'system')?.image ?? '';
@@ -84,10 +88,25 @@ describe.runIf(enabled)('the system layer serves other users only what anyone co
     expect(observable(restored)).toEqual(observable(reference));
     expect(restored.stdout.toString()).toBe(`[] EUID=${NOBODY} UID=${NOBODY}\n${NOBODY}\n`);
     expect(restored.stderr.toString()).toMatch(/Permission denied/);
+    // It was the system image the run looked at (and could not open), not a miss.
+    const looked = await asUser({}, ['--explain', `--after-init=${secretInit}`, 'bash'], e);
+    expect(looked.stdout.toString()).toContain(`looked at   system ${image}: FAIL_IMAGE_IO`);
     // The user cannot even open it (what grep -a found before).
     const grep = await runAs({}, '/bin/grep', ['-c', '-a', 'cx-root-secret', image], { env: e });
     expect(grep.status, text(grep)).toBe(2);
     expect(grep.stderr.toString()).toMatch(/Permission denied/);
+    // Made readable by mistake, it is still refused: the launcher checks the flag, not only the mode.
+    fs.chmodSync(image, 0o644);
+    try {
+      const again = await asUser({}, [`--after-init=${secretInit}`, 'bash', ...probe], e);
+      expect(observable(again)).toEqual(observable(reference));
+      const explain = await asUser({}, ['--explain', `--after-init=${secretInit}`, 'bash'], e);
+      expect(explain.status).toBe(1);
+      expect(explain.stdout.toString()).toMatch(/FAIL_IDENTITY: the image depends on uid 0's identity/);
+      expect(explain.stdout.toString()).toMatch(/cold: the image depends on the identity of the user who took it/);
+    } finally {
+      fs.chmodSync(image, 0o600);
+    }
     // Root itself still restores it.
     const mine = await asRoot([`--after-init=${secretInit}`, 'bash', '-c', 'echo "[$SECRET]"; grep -c -F "$1" /proc/$$/maps', 'x', image], e);
     expect(mine.stdout.toString()).toMatch(/^\[cx-root-secret-1234\]\n[1-9]\d*\n$/);

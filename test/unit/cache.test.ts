@@ -285,6 +285,25 @@ describe('statistics', () => {
     expect(summarize(foldStats(s).counters).hits).toBe(1);
   });
 
+  it('--show-stats names the trust-boundary outcomes and the new refusals in plain words', () => {
+    const s = new Store(path.join(tmp(), 'words'));
+    s.ensure('stats');
+    const log = path.join(s.sub('stats'), 'runs.log');
+    fs.appendFileSync(log, Buffer.concat([
+      rec(Outcome.BYPASS_UNTRUSTED_DIR as number, 0n, 10), rec(Outcome.FAIL_EXE as number, 1n, 20),
+      rec(Outcome.BYPASS_STACK_LIMIT as number, 1n, 30), rec(Outcome.FAIL_IDENTITY as number, 1n, 40),
+    ]));
+    for (const reason of ['too-new', 'side-effects', 'future-timestamp']) appendEvent(s, { e: 'refused', key: '0000000000000004', reason });
+    const r = spawnSync(launcher, ['--show-stats'], { env: { PATH: process.env.PATH, CACHED_EXEC_DIR: s.dir }, encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    for (const words of [
+      /cache dir not yours or unsafe \(nothing written\) +1/, /\/proc\/self\/exe cannot name the program +1/,
+      /stack limit too small to restore +1/, /image bound to another user's identity +1/,
+      /too-new: a dependency changed just before \(retried\) +1/, /side-effects: the init changed files, sockets or processes +1/,
+      /future-timestamp: a dependency dated ahead +1/,
+    ]) expect(r.stdout).toMatch(words);
+  });
+
   it('rotates a big log without losing records, and deletes it once quiet', () => {
     const s = new Store(path.join(tmp(), 'rot'));
     s.ensure('stats');
