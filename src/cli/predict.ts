@@ -105,6 +105,9 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
     const sv: Verdict = sysProblem
       ? { outcome: 'MISS', detail: `the system layer ${sysDir} is not used: ${sysProblem}`, rotate: false }
       : checkImage(simage, { key: skey, owner: 0, env, runEuid: euid, verifyData: true });
+    if (sv.outcome === 'FAIL_IMAGE_IO' && sv.detail.endsWith('EACCES') && euid !== 0) {
+      sv.detail += ' (root\'s own image: it depends on who took it, so it is 0600 and serves root only)';
+    }
     const sa: Attempt = { layer: 'system', program: exe, key: shash, image: simage, outcome: sv.outcome, detail: sv.detail };
     base.attempts.push(sa);
     return sv.outcome !== 'MISS' ? { v: sv, a: sa } : { v, a };
@@ -167,7 +170,7 @@ function finish(p: Prediction, user: Store, outcome: OutcomeName, detail: string
     p.hint = 'images must be owned by you and not writable by group or others';
   } else if (outcome === 'FAIL_CHECKSUM' && detail.includes('--cleanup')) {
     p.hint = `the image's data is damaged: 'cached-exec --cleanup' removes it, '${warm}' re-takes it`;
-  } else if (outcome === 'FAIL_IDENTITY') {
+  } else if (outcome === 'FAIL_IDENTITY' || (outcome === 'FAIL_IMAGE_IO' && detail.includes('serves root only'))) {
     p.hint = `the system layer's image is root's own; '${warm}' takes one for you in your cache (tried first)`;
   } else if (outcome === 'BYPASS_UNTRUSTED_DIR') {
     p.hint = 'the cache directory must be an absolute path to a real directory (not a symlink) owned by you, mode 0700';
