@@ -8,6 +8,7 @@
 import * as fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, type CommandSpec } from './args.js';
+import { installCapability, removeCapability } from './commands/capability.js';
 import { drainQueue } from './commands/drain-queue.js';
 import { explain } from './commands/explain.js';
 import { describeFormatCommand, helpText, version } from './commands/info.js';
@@ -60,6 +61,11 @@ export const COMMANDS: readonly Entry[] = [
     summary: 'shims and the programs they run' },
   { name: '--shell-init', arity: 'any', operand: 'SHELL [DIR]', json: false, run: shellInit, modifiers: ['--system', '--dir'],
     summary: 'print shell code that puts the shim directory first on PATH: eval "$(cached-exec --shell-init bash)"' },
+  { name: '--install-capability', arity: 'none', json: true, run: installCapability,
+    summary: 'as root: give the launcher cap_checkpoint_restore (permitted only, raised just for the restore) so ' +
+      'programs that read /proc/self/exe restore for every user; --remove-capability undoes it' },
+  { name: '--remove-capability', arity: 'none', json: true, run: removeCapability,
+    summary: 'as root: remove the launcher\'s file capability' },
   { name: '--watch', arity: 'none', json: false, run: watchCommand, modifiers: ['--rewarm'],
     summary: 'daemon: delete images as soon as a library, probed path, PATH entry or package they depend on changes ' +
       '(--rewarm: snapshot them again)' },

@@ -198,7 +198,10 @@ function disallowed(pid: number, nr: number, args: readonly bigint[], opened: st
   return PATH_ARG.has(nr) ? null : 'outside the allow-list';
 }
 
-/** Runs the probe; never leaves the tracee or the temporary tree behind. */
+/**
+ * Runs the probe; never leaves the tracee or the temporary tree behind.
+ * Throws when the program could not be started under ptrace at all.
+ */
 export function probeSelfLocating(o: SelfLocateOptions): SelfLocateResult {
   const t0 = Date.now();
   const deadline = t0 + (o.timeoutMs ?? DEFAULT_TIMEOUT_MS);
@@ -217,16 +220,16 @@ export function probeSelfLocating(o: SelfLocateOptions): SelfLocateResult {
   try {
     pid = L.spawnDetachedStdio(o.launcher, [o.launcher, '--internal-traceme', o.exePath, o.name], envp, { cwd: t.cwd });
     const wait = (): L.WaitStatus | null => L.waitpidUntil(pid, deadline);
+    // Until the exec event nothing of the program ran: an end there means no probe, not a "no".
+    const notStarted = (st: L.WaitStatus | null): Error => new Error(`could not start ${o.exePath} under ptrace (${
+      !st ? 'no stop in time' : st.exited ? `the helper exited with ${st.exitCode}` : `status 0x${st.raw.toString(16)}`})`);
     let st = wait();
-    if (!st) return done('deadline');
-    if (!st.stopped || st.stopSig !== L.SIGSTOP) return done(st.exited ? `exit ${st.exitCode}` : `signal ${st.termSig}`);
+    if (!st || !st.stopped || st.stopSig !== L.SIGSTOP) throw notStarted(st);
     L.ptrace(L.PTRACE_SETOPTIONS, pid, 0, L.PTRACE_O_TRACESYSGOOD | L.PTRACE_O_EXITKILL | L.PTRACE_O_TRACEEXEC);
     L.ptrace(L.PTRACE_CONT, pid, 0, 0);
     st = wait();
-    if (!st) return done('deadline');
     // The helper reports a failed execve itself and exits 127.
-    if (st.exited) return done(`exit ${st.exitCode}`);
-    if (st.event !== L.PTRACE_EVENT_EXEC) return done(`signal ${st.stopSig}`);
+    if (!st || st.event !== L.PTRACE_EVENT_EXEC) throw notStarted(st);
     mem = fs.openSync(`/proc/${pid}/mem`, 'r');
     for (;;) {
       // A stop follows every syscall at once: the deadline is checked here too, not only while waiting.

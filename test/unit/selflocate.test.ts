@@ -115,10 +115,10 @@ describe('how a probe run ends', () => {
     expect(execFileSync('sh', ['-c', 'pgrep -x spins || true'], { encoding: 'utf8' }).trim()).toBe('');
   });
 
-  it('a program that cannot be run: exit 127 from the helper, no throw', () => {
+  it('a program that cannot be started: an error (no probe is not a "no"), nothing left running', () => {
     const exe = path.join(work, 'not-elf');
     fs.writeFileSync(exe, 'garbage', { mode: 0o755 });
-    expect(probe('not-elf', exe)).toMatchObject({ selfLocating: false, stop: 'exit 127' });
+    expect(() => probe('not-elf', exe)).toThrow(/could not start .*not-elf under ptrace \(the helper exited with 127\)/);
   });
 
   it('leaves no temporary tree behind', () => {
