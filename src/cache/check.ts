@@ -19,7 +19,7 @@ import { envHash } from './key.js';
 import { resumeEnvHash } from '../resume/spec.js';
 import {
   ABI_HASH, ARCH_X86_64, FILE, FORMAT_VERSION, FileKind, HEADER, KEY, MAGIC, Outcome, REGION, RESUME, SECTION, SIGACTION, SLOT, STATE,
-  SecFlag, Section, SlotKind, Src, VDSO_PART, constName, hash64, layout, sizeOf,
+  SecFlag, Section, SlotKind, Src, StateFlag, VDSO_PART, constName, hash64, layout, sizeOf,
 } from '../image/schema.js';
 
 /** A CX_OUTCOME_* name without the prefix: 'HIT', 'MISS', 'FAIL_CHECKSUM', ... */
@@ -51,6 +51,12 @@ export interface CheckOptions {
   maxAgeSec?: number;
   /** The run's environment, for images bound to one (key.env_hash); unchecked when absent (--cleanup). */
   env?: NodeJS.ProcessEnv;
+  /**
+   * Whether the run can make /proc/self/exe name the program (cli/capability.ts
+   * exeSettable); when false, an image with CX_STATE_READS_EXE is FAIL_EXE.
+   * Unchecked when absent (--cleanup: another run may be able to).
+   */
+  exeSettable?: { settable: boolean; why: string };
 }
 
 const META_PAGE = 4096;
@@ -252,6 +258,11 @@ export function checkImage(file: string, opts: CheckOptions): Verdict {
   const maxAge = B(opts.maxAgeSec ?? maxAgeFromEnv());
   const now = opts.nowNs ?? B(Date.now()) * 1_000_000n;
   const rotate = maxAge > 0n && now > B(h.created_ns) + maxAge * 1_000_000_000n;
+
+  // The READS_EXE check (restore.c, right after check_age).
+  if (opts.exeSettable && !opts.exeSettable.settable && (Number(state.flags) & StateFlag.READS_EXE)) {
+    return v('FAIL_EXE', `the program reads /proc/self/exe, which would name the launcher: ${opts.exeSettable.why}`, { ...info, rotate });
+  }
 
   // check_files
   const mapped = new Set<number>();

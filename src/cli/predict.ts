@@ -11,6 +11,8 @@ import { Store } from '../cache/store.js';
 import type { ImageKey } from '../image/format.js';
 import { initSpec, resumeEnvHash } from '../resume/spec.js';
 import { readShebang, resolveProgram } from './resolve.js';
+import { exeSettable } from './capability.js';
+import { LAUNCHER } from './paths.js';
 import type * as fs from 'node:fs';
 
 export interface Attempt {
@@ -85,11 +87,13 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
   base.imageKind = afterInit ? `post-init (after ${afterInit.words.length ? afterInit.words.join(' ') : 'the program\'s own init'})` : 'post-link';
   const withInit = (k: ImageKey): ImageKey => (afterInit ? { ...k, initSpec: initSpec(afterInit.words), envHash: resumeEnvHash(env) } : k);
 
+  let exeState: ReturnType<typeof exeSettable> | undefined;
+  const settable = (): ReturnType<typeof exeSettable> => (exeState ??= exeSettable(LAUNCHER));
   const layers = (exe: string, st: fs.BigIntStats): { v: Verdict; a: Attempt } => {
     const key = withInit(keyFromStat(exe, st, env, euid));
     const hash = keyHash(key);
     const image = user.imagePathForHash(hash);
-    const v = checkImage(image, { key, owner: euid, env });
+    const v = checkImage(image, { key, owner: euid, env, exeSettable: settable() });
     const a: Attempt = { layer: 'user', program: exe, key: hash, image, outcome: v.outcome, detail: v.detail };
     base.attempts.push(a);
     const sysDir = env.CACHED_EXEC_SYSTEM_DIR;
@@ -97,7 +101,7 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
     const skey = withInit(keyFromStat(exe, st, env, 0, 0n));
     const shash = keyHash(skey);
     const simage = path.join(sysDir, 'images', `${shash}.img`);
-    const sv = checkImage(simage, { key: skey, owner: 0, env });
+    const sv = checkImage(simage, { key: skey, owner: 0, env, exeSettable: settable() });
     const sa: Attempt = { layer: 'system', program: exe, key: shash, image: simage, outcome: sv.outcome, detail: sv.detail };
     base.attempts.push(sa);
     return sv.outcome !== 'MISS' ? { v: sv, a: sa } : { v, a };
@@ -141,6 +145,8 @@ function finish(p: Prediction, user: Store, outcome: OutcomeName, detail: string
       : p.queued ? 'queued: a background warmer will take the snapshot' : `run '${warm}' (or run it once: the miss queues a snapshot)`;
   } else if (outcome === 'FAIL_STALE_FILE' || outcome === 'FAIL_NEGATIVE_DEP' || outcome === 'FAIL_KEY') {
     p.hint = `the image is stale: '${warm}' re-takes it, '--cleanup' removes it`;
+  } else if (outcome === 'FAIL_EXE') {
+    p.hint = 'the program runs cold (always correct); root can let it restore for every user: cached-exec --install-capability';
   } else if (outcome === 'FAIL_OWNER') {
     p.hint = 'images must be owned by you and not writable by group or others';
   } else if (outcome.startsWith('FAIL_')) {

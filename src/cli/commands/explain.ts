@@ -7,6 +7,8 @@ import { predictRun } from '../predict.js';
 import { afterInitFromOptions } from '../after-init.js';
 import type { Context } from '../context.js';
 import { keyValues, printJson } from '../output.js';
+import { markerText, readProbes, shimOnPath } from './shims-marker.js';
+import * as path from 'node:path';
 
 const OUTCOME_TEXT: Record<string, string> = {
   HIT: 'restores from the image',
@@ -26,6 +28,7 @@ const OUTCOME_TEXT: Record<string, string> = {
   FAIL_VDSO: 'cold: vdso layout unusable',
   FAIL_SLOT: 'cold: a slot cannot be patched',
   FAIL_RESUME: 'cold: this process cannot take the post-init image (signal dispositions, resume fd, CPU state)',
+  FAIL_EXE: 'cold: the program reads /proc/self/exe and the launcher cannot make it name the program for you',
 };
 
 export function explain(ctx: Context): number {
@@ -37,11 +40,14 @@ export function explain(ctx: Context): number {
     const opts = [...ctx.options].map(([k, v]) => (v ? `${k}=${v}` : k)).join(' ');
     p.hint = p.hint.split('cached-exec --warm ').join(`cached-exec --warm ${opts} `);
   }
+  const shim = shimOnPath(prog, ctx.env);
+  const shimInfo = shim ? { ...shim, argv0: markerText(readProbes(path.dirname(shim.shim))[prog], shim.marked) } : null;
   if (ctx.json) {
-    printJson(ctx.out, p);
+    printJson(ctx.out, { ...p, shim: shimInfo });
   } else {
     const pairs: [string, string][] = [['program', p.program], ['resolved', p.resolved], ['image kind', p.imageKind]];
     if (p.interpreter) pairs.push(['interpreter', `${p.interpreter.path}${p.interpreter.arg ? ` ${p.interpreter.arg}` : ''} (a #! script: its interpreter is what gets restored)`]);
+    if (shimInfo) pairs.push(['shim', `${shimInfo.shim} (first on PATH): ${shimInfo.argv0}`]);
     pairs.push(['cache dir', p.cacheDir ?? '(none)']);
     if (p.key) pairs.push(['key', p.key]);
     if (p.image) pairs.push(['image', `${p.image}${p.layer === 'system' ? ' (system layer)' : ''}`]);

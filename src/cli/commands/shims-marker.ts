@@ -110,6 +110,32 @@ export function evidenceText(r: ProbeRecord): string {
   return `${r.evidence.syscall}(${m ? `<install>${m[1]}` : r.evidence.path})`;
 }
 
+/**
+ * The shim a bare name reaches first on `env`'s PATH, if that first hit is a
+ * shim of this launcher (what the launcher itself looks at for argv[0]).
+ */
+export function shimOnPath(name: string, env: NodeJS.ProcessEnv): { shim: string; marked: boolean } | null {
+  if (name.includes('/')) return null;
+  let self: fs.Stats;
+  try {
+    self = fs.statSync(LAUNCHER);
+  } catch {
+    return null;
+  }
+  for (const dir of (env.PATH ?? '/bin:/usr/bin').split(':')) {
+    const cand = path.resolve(dir || '.', name);
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(cand);
+    } catch {
+      continue;
+    }
+    if (st.dev !== self.dev || st.ino !== self.ino) return null;
+    return { shim: cand, marked: isMarked(cand) };
+  }
+  return null;
+}
+
 /** One line for humans: what the shim does with argv[0], and why. */
 export function markerText(r: ProbeRecord | undefined, marked: boolean): string {
   if (marked) {
