@@ -8,12 +8,13 @@
  * programs that are symlinks to the launcher, a missing program), and the
  * boot path: system layer, system shims and shell/boot-rc.sh without HOME.
  */
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeRunRecords } from '../../src/cache/stats.js';
-import { LAUNCHER, ROOT, SYSTEM_PATH, baseEnv, launcherKey, removeDir, tmpCacheDir, tmpDir, waitFor, type Env } from '../helpers/cx.js';
+import { LOCK_EX, LOCK_NB, flock } from '../../src/sys/libc.js';
+import { LAUNCHER, ROOT, SYSTEM_PATH, baseEnv, launcherKey, removeDir, tmpCacheDir, tmpDir, type Env } from '../helpers/cx.js';
 
 const PROGS = ['sed', 'grep', 'cut', 'tr', 'sort', 'uniq', 'wc', 'head', 'cat', 'basename', 'env', 'seq'];
 
@@ -255,16 +256,17 @@ describe('--shims-install --auto', () => {
     expect(cx(['cut', '-c1', '/dev/null'], autoEnv).status).toBe(0);
     // tr has no image: two misses. The launcher queues it (background warming on), while a held
     // warmer lock (what a running warmer holds) keeps it from starting a snapshot of its own.
+    // This process holds the flock itself: taken before the runs, nothing to wait for.
     const lock = path.join(auto, 'queue', '.warmer.lock');
     fs.mkdirSync(path.dirname(lock), { recursive: true, mode: 0o700 });
-    const holder = spawn('flock', ['-n', lock, 'sleep', '60'], { stdio: 'ignore' });
+    const lockFd = fs.openSync(lock, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
     try {
-      expect(await waitFor(() => spawnSync('flock', ['-n', lock, 'true']).status !== 0, 5000)).toBe(true);
+      expect(flock(lockFd, LOCK_EX | LOCK_NB)).toBe(true);
       const queued = { ...autoEnv };
       delete queued.CACHED_EXEC_NO_WARM;
       for (let i = 0; i < 2; i++) expect(cx(['tr', 'a', 'b'], queued).status).toBe(0);
     } finally {
-      holder.kill('SIGKILL');
+      fs.closeSync(lockFd);
     }
     const trKey = launcherKey('tr', autoEnv)?.hash as string;
     expect(fs.readFileSync(path.join(auto, 'queue', trKey), 'utf8')).toMatch(/^\/\S*\/tr\n/);
