@@ -10,9 +10,9 @@ import { keyFromStat, keyHash, launcherCacheDir } from '../cache/key.js';
 import { Store } from '../cache/store.js';
 import type { ImageKey } from '../image/format.js';
 import { initSpec, resumeEnvHash } from '../resume/spec.js';
-import { readShebang, resolveProgram } from './resolve.js';
+import { readShebang, resolveProgram } from '../common/resolve.js';
 import { exeSettable } from './capability.js';
-import { LAUNCHER } from './paths.js';
+import { LAUNCHER } from '../common/package.js';
 import type * as fs from 'node:fs';
 
 export interface Attempt {
@@ -122,6 +122,9 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
   return finish(base, user, v.outcome, v.detail, v, a, program);
 }
 
+/** Refusals that no change of the user's can undo: the program's kind or rights. */
+const PERMANENT_REFUSALS = new Set(['not-elf', 'static-binary', 'foreign-arch', 'privileged']);
+
 function finish(p: Prediction, user: Store, outcome: OutcomeName, detail: string, v: Verdict | null, a: Attempt | null,
   program: string): Prediction {
   p.outcome = outcome;
@@ -141,7 +144,9 @@ function finish(p: Prediction, user: Store, outcome: OutcomeName, detail: string
   }
   const warm = `cached-exec --warm ${p.interpreter ? p.interpreter.path : program}`;
   if (outcome === 'MISS') {
-    p.hint = p.refused ? `the snapshotter refused it (${p.refused.reason}); --cleanup clears refusals older than a day`
+    p.hint = p.refused ? (PERMANENT_REFUSALS.has(p.refused.reason)
+      ? `it cannot be snapshotted (${p.refused.reason}, see 'refused'): its runs stay cold`
+      : `remove the cause named under 'refused', then '${warm}' tries again (--cleanup also forgets refusals after a day)`)
       : p.queued ? 'queued: a background warmer will take the snapshot' : `run '${warm}' (or run it once: the miss queues a snapshot)`;
   } else if (outcome === 'FAIL_STALE_FILE' || outcome === 'FAIL_NEGATIVE_DEP' || outcome === 'FAIL_KEY') {
     p.hint = `the image is stale: '${warm}' re-takes it, '--cleanup' removes it`;

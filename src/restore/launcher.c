@@ -233,6 +233,7 @@ __attribute__((noreturn, used)) void cx_main(uint64_t *sp, int own_stack)
 	__builtin_memset(&L, 0, offsetof(struct launch, path));
 	L.path[0] = L.cache_dir[0] = L.image[0] = 0;
 	L.own_stack = own_stack;
+	L.cache_fd = L.sys_fd = CX_FD_UNKNOWN;
 	/* On the kernel's stack the program's frame cannot be rebuilt under the launcher's own: cold only. */
 	L.no_restore = !own_stack;
 	L.sp = sp;

@@ -58,6 +58,9 @@ struct launch {
 	int self_known;
 	int execfn_not_self; /* run as a #! interpreter: AT_EXECFN is the script */
 
+	int cache_fd, sys_fd; /* cachedir.c: CX_FD_UNKNOWN until opened, then an fd or -errno */
+	int layer_fd; /* the directory the current key's image is in */
+	char image_rel[32]; /* "images/<key>.img", below layer_fd */
 	uint64_t key_hash;
 	uint32_t euid;
 	uint32_t key_euid; /* owner the image must have: euid, or 0 for the system layer */
@@ -97,6 +100,14 @@ struct launch {
 	char init_file[CX_PATH_MAX];
 	char word_text[64];
 };
+
+/* cachedir.c: trusted directories and the files below them. */
+#define CX_FD_UNKNOWN (-100000)
+int cx_open_trusted_dir(const char *path, uint32_t owner);
+int cx_user_cache(struct launch *L, int create);
+int cx_system_layer(struct launch *L);
+int cx_open_below(int dirfd, const char *rel, int flags, int mode);
+void cx_close_dirs(struct launch *L);
 
 /* launcher.c */
 __attribute__((noreturn)) void cx_cold_exec(struct launch *L);

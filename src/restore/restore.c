@@ -24,7 +24,7 @@ enum cx_outcome cx_restore(struct launch *L)
 	im.fd = -1;
 	fds.n = 0;
 
-	if ((o = read_meta(&im, L->image, buf)) != CX_HIT)
+	if ((o = read_meta(&im, L->layer_fd, L->image_rel, buf)) != CX_HIT)
 		goto out;
 	if ((o = check_owner(&im, L->key_euid)) != CX_HIT)
 		goto out;
@@ -34,6 +34,15 @@ enum cx_outcome cx_restore(struct launch *L)
 		goto out;
 	if ((o = check_key(&im, L)) != CX_HIT)
 		goto out;
+	/*
+	 * An image that depends on who took it (identity queries, files others
+	 * cannot read) serves that user only: a system-layer image taken by root
+	 * is not another user's.
+	 */
+	if ((im.state->flags & CX_STATE_IDENTITY_BOUND) && im.key->euid != L->euid) {
+		o = CX_FAIL_IDENTITY;
+		goto out;
+	}
 	check_age(&im, L);
 	/* A program that reads /proc/self/exe would find the launcher there: only where it can be set. */
 	if ((im.state->flags & CX_STATE_READS_EXE) && !exe_settable(L)) {
@@ -47,12 +56,14 @@ enum cx_outcome cx_restore(struct launch *L)
 	files_open = 1;
 	if ((o = check_files(&im, &fds, &exe_fd)) != CX_HIT)
 		goto out;
+	if ((o = check_stack_room(&im, L)) != CX_HIT)
+		goto out;
 	/* Past this point the address space changes: only a cold exec can follow a failure. */
 	if ((o = move_vdso(&im, L->auxv)) != CX_HIT)
 		goto out;
 	if ((o = map_regions(&im, &fds)) != CX_HIT)
 		goto out;
-	if (im.resume && (o = map_stack_reserve(&im)) != CX_HIT)
+	if (im.resume && (o = map_stack(&im)) != CX_HIT)
 		goto out;
 	close_files(&fds, exe_fd, im.fd);
 	im.fd = -1;

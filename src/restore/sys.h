@@ -50,6 +50,7 @@
 #define O_APPEND 02000
 #define O_CLOEXEC 02000000
 #define O_NOFOLLOW 0400000
+#define O_PATH 010000000
 
 #define PROT_READ 1
 #define PROT_WRITE 2
@@ -59,6 +60,7 @@
 #define MAP_FIXED 0x10
 #define MAP_ANONYMOUS 0x20
 #define MAP_NORESERVE 0x4000
+#define MAP_GROWSDOWN 0x0100
 #define MAP_FIXED_NOREPLACE 0x100000
 #define MREMAP_MAYMOVE 1
 #define MREMAP_FIXED 2
@@ -77,12 +79,15 @@
 #define ENOTDIR 20
 #define EPERM 1
 #define EBADF 9
+#define EINVAL 22
+#define ELOOP 40
 
 #define S_IFMT 0170000
 #define S_IFREG 0100000
 #define S_IFDIR 0040000
 #define S_ISUID 04000
 #define S_ISGID 02000
+#define S_ISVTX 01000
 
 #define AT_NULL 0
 #define AT_PHDR 3
@@ -231,7 +236,11 @@ SYS_INLINE long sys_dup2(int a, int b)
 SYS_INLINE long sys_fork(void) { return sys_call5(__NR_clone, 17 /* SIGCHLD */, 0, 0, 0, 0); }
 SYS_INLINE long sys_wait4(int pid, int *status, int opts) { return sys_call4(__NR_wait4, pid, (long)status, opts, 0); }
 SYS_INLINE long sys_flock(int fd, int op) { return sys_call2(__NR_flock, fd, op); }
-SYS_INLINE long sys_mkdir(const char *p, int mode) { return sys_call3(__NR_mkdirat, AT_FDCWD, (long)p, mode); }
+SYS_INLINE long sys_mkdirat(int dirfd, const char *p, int mode) { return sys_call3(__NR_mkdirat, dirfd, (long)p, mode); }
+SYS_INLINE long sys_fstatat(int dirfd, const char *p, struct kstat *st, int flags)
+{
+	return sys_call4(__NR_newfstatat, dirfd, (long)p, (long)st, flags);
+}
 SYS_INLINE long sys_setsid(void) { return sys_call0(__NR_setsid); }
 SYS_INLINE long sys_setpriority(int which, int who, int prio) { return sys_call3(__NR_setpriority, which, who, prio); }
 SYS_INLINE long sys_clock_gettime(int clk, struct timespec_k *ts) { return sys_call2(__NR_clock_gettime, clk, (long)ts); }

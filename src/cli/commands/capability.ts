@@ -18,31 +18,31 @@ import {
   CAP_XATTR, describeFileCaps, isLauncherCap, launcherCapValue, mountOptions, readFileCaps,
 } from '../capability.js';
 import type { Context } from '../context.js';
-import { CliError } from '../errors.js';
+import { CxError } from '../../common/errors.js';
 import { printJson } from '../output.js';
-import { LAUNCHER } from '../paths.js';
+import { LAUNCHER } from '../../common/package.js';
 
 function needRoot(command: string): void {
   if ((process.geteuid?.() ?? 0) !== 0) {
-    throw new CliError('usage', `${command} writes a file capability on the launcher: run it as root`, { command });
+    throw new CxError('usage', `${command} writes a file capability on the launcher: run it as root`, { command });
   }
 }
 
-function sysError(what: string, file: string, e: unknown): CliError {
+function sysError(what: string, file: string, e: unknown): CxError {
   const errno = e instanceof SysError ? e.errno : 0;
   const text = errno === 95 ? 'the file system does not support extended attributes'
     : errno === 1 ? 'not permitted (CAP_SETFCAP is needed)' : (e as Error).message;
-  return new CliError('io', `cannot ${what} ${file}: ${text}`, { path: file, reason: errno ? `errno ${errno}` : 'error', cause: e });
+  return new CxError('io', `cannot ${what} ${file}: ${text}`, { path: file, reason: errno ? `errno ${errno}` : 'error', cause: e });
 }
 
 /** The launcher binary itself (not a symlink to it): a capability lives in the inode. */
 function launcherFile(): string {
   const real = fs.realpathSync(LAUNCHER);
   const st = fs.statSync(real);
-  if (!st.isFile()) throw new CliError('io', `${real} is not a regular file`, { path: real });
+  if (!st.isFile()) throw new CxError('io', `${real} is not a regular file`, { path: real });
   // A capability on a file others can replace or write would be theirs to use.
   if (st.uid !== 0 || st.mode & 0o022) {
-    throw new CliError('io', `${real} must be owned by root and writable by root only before it gets a capability ` +
+    throw new CxError('io', `${real} must be owned by root and writable by root only before it gets a capability ` +
       `(now uid ${st.uid}, mode ${(st.mode & 0o7777).toString(8)})`, { path: real, reason: 'owner' });
   }
   return real;
@@ -53,7 +53,7 @@ export function installCapability(ctx: Context): number {
   const file = launcherFile();
   const before = readFileCaps(file);
   if (before && !isLauncherCap(before)) {
-    throw new CliError('io', `${file} already has other file capabilities (${describeFileCaps(before)}): left alone`, { path: file });
+    throw new CxError('io', `${file} already has other file capabilities (${describeFileCaps(before)}): left alone`, { path: file });
   }
   if (!before) {
     try {
@@ -65,7 +65,7 @@ export function installCapability(ctx: Context): number {
   // Read back what the kernel stored (it may convert the revision) and check it is exactly ours.
   const after = readFileCaps(file);
   if (!isLauncherCap(after)) {
-    throw new CliError('io', `${file}: ${CAP_XATTR} reads back as ${after ? describeFileCaps(after) : 'nothing'}`, { path: file });
+    throw new CxError('io', `${file}: ${CAP_XATTR} reads back as ${after ? describeFileCaps(after) : 'nothing'}`, { path: file });
   }
   const nosuid = mountOptions(file).includes('nosuid');
   const result = { launcher: file, capability: describeFileCaps(after as NonNullable<typeof after>), changed: !before, nosuid };
@@ -85,7 +85,7 @@ export function removeCapability(ctx: Context): number {
   const file = fs.realpathSync(LAUNCHER);
   const before = readFileCaps(file);
   if (before && !isLauncherCap(before)) {
-    throw new CliError('io', `${file} has file capabilities cached-exec did not write (${describeFileCaps(before)}): left alone`, { path: file });
+    throw new CxError('io', `${file} has file capabilities cached-exec did not write (${describeFileCaps(before)}): left alone`, { path: file });
   }
   let removed: boolean;
   try {
@@ -93,7 +93,7 @@ export function removeCapability(ctx: Context): number {
   } catch (e) {
     throw sysError(`remove ${CAP_XATTR} from`, file, e);
   }
-  if (readFileCaps(file)) throw new CliError('io', `${file}: ${CAP_XATTR} is still there`, { path: file });
+  if (readFileCaps(file)) throw new CxError('io', `${file}: ${CAP_XATTR} is still there`, { path: file });
   if (ctx.json) printJson(ctx.out, { launcher: file, removed });
   else ctx.out.line(removed ? `${file}: capability removed (non-root users' programs that read /proc/self/exe run cold again)`
     : `${file} had no capability`);

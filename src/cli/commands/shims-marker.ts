@@ -16,8 +16,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { LAUNCHER } from '../paths.js';
-import { ioError } from '../errors.js';
+import { LAUNCHER } from '../../common/package.js';
+import { ioError } from '../../common/errors.js';
 
 export const SELFPATH_NAME = 'cached-exec-selfpath';
 /** <pkg>/bin/cached-exec-selfpath: the launcher, under the name that marks a shim self-locating. */
