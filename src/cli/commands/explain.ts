@@ -13,7 +13,8 @@ import { keyValues, printJson } from '../output.js';
 import { markerText, readProbes, shimOnPath } from './shims-marker.js';
 import * as path from 'node:path';
 
-const OUTCOME_TEXT: Record<string, string> = {
+/** What the next run does, for every CX_OUTCOME_* (a unit test checks none is missing). */
+export const OUTCOME_TEXT: Record<string, string> = {
   HIT: 'restores from the image',
   MISS: 'cold: no image yet',
   BYPASS_DISABLED: 'cold: cached-exec is disabled',
@@ -29,9 +30,15 @@ const OUTCOME_TEXT: Record<string, string> = {
   FAIL_STALE_FILE: 'cold: a library or loader file changed since the snapshot',
   FAIL_NEGATIVE_DEP: 'cold: a path the loader found missing now exists',
   FAIL_VDSO: 'cold: vdso layout unusable',
+  FAIL_COLLISION: 'cold: an address range of the image is taken in this process',
+  FAIL_MAP: 'cold: mapping the image failed',
   FAIL_SLOT: 'cold: a slot cannot be patched',
+  FAIL_KERNEL_STATE: 'cold: the kernel refused the per-thread state (fs base, robust list, rseq)',
   FAIL_RESUME: 'cold: this process cannot take the post-init image (signal dispositions, resume fd, CPU state)',
   FAIL_EXE: 'cold: the program reads /proc/self/exe and the launcher cannot make it name the program for you',
+  BYPASS_UNTRUSTED_DIR: 'cold: the cache directory is not yours alone (owner, mode, symlink)',
+  BYPASS_STACK_LIMIT: 'cold: RLIMIT_STACK is too small for the launcher to restore',
+  FAIL_IDENTITY: 'cold: the image depends on another user\'s identity',
 };
 
 export function explain(ctx: Context): number {

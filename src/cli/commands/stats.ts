@@ -4,7 +4,8 @@ import { foldStats, summarize, zeroStats, type StatsSummary } from '../../cache/
 import type { Context } from '../context.js';
 import { formatBytes, formatTime, keyValues, printJson, table } from '../output.js';
 
-const LABELS: Record<string, string> = {
+/** Row labels of the cold reasons, for every CX_OUTCOME_* but HIT and MISS (a unit test checks none is missing). */
+export const LABELS: Record<string, string> = {
   BYPASS_DISABLED: 'CACHED_EXEC_DISABLE set',
   BYPASS_LOADER_ENV: 'loader variables (LD_*, ...)',
   BYPASS_SECURE: 'privileged program',
@@ -22,7 +23,11 @@ const LABELS: Record<string, string> = {
   FAIL_MAP: 'mapping failed',
   FAIL_SLOT: 'slot patch failed',
   FAIL_KERNEL_STATE: 'kernel state refused',
+  FAIL_RESUME: 'post-init image not applicable',
   FAIL_EXE: 'reads /proc/self/exe (no capability)',
+  BYPASS_UNTRUSTED_DIR: 'untrusted cache directory',
+  BYPASS_STACK_LIMIT: 'stack limit too small',
+  FAIL_IDENTITY: 'image bound to another user',
 };
 
 export interface ShowStatsJson extends StatsSummary {
