@@ -17,7 +17,8 @@
  * <tmp>/bin/NAME is a symlink to a decoy <tmp>/decoy/bin/cached-exec that is
  * never run. It may run past its entry point while every syscall is on a
  * strict allow-list of calls without effects outside the process; it is
- * killed at the first other one, at exit, or at a deadline. It is
+ * killed at the first other one, at exit, or when it used 2 s of CPU (20 s of
+ * wall time, for a program blocked in a read). It is
  * self-locating when it named a path under <tmp>/decoy/ other than the decoy
  * and the directories above it (gcc looks at <decoy>/bin/../lib/gcc/...).
  */
@@ -32,7 +33,7 @@ export interface SelfLocateResult {
   selfLocating: boolean;
   /** The first path under the decoy's tree the program named, and the call that named it. */
   evidence: { syscall: string; path: string } | null;
-  /** Why the run ended: `evidence`, `exit N`, `signal N`, `syscall NAME` (outside the allow-list), `deadline`. */
+  /** Why the run ended: `evidence`, `exit N`, `signal N`, `syscall NAME` (outside the allow-list), `deadline`, `N syscalls`. */
   stop: string;
   /** Syscalls the program made (the loader's included). */
   syscalls: number;
@@ -48,10 +49,32 @@ export interface SelfLocateOptions {
   name: string;
   /** The user's environment; PATH gets the decoy directory in front. */
   env: NodeJS.ProcessEnv;
+  /** The program's own CPU time it may use (default 2 s). */
+  cpuMs?: number;
+  /** Wall-clock time for the whole probe (default 20 s: a loaded machine is slow, a blocked program is not busy). */
   timeoutMs?: number;
 }
 
-const DEFAULT_TIMEOUT_MS = 3000;
+const DEFAULT_CPU_MS = 2000;
+const DEFAULT_TIMEOUT_MS = 20_000;
+/** How often the CPU deadline is looked at while waiting, and in syscalls while running. */
+const POLL_MS = 200;
+const POLL_SYSCALLS = 64;
+/** A program that only makes syscalls uses little CPU of its own under ptrace: it is stopped by count. */
+const MAX_SYSCALLS = 20_000;
+
+/** utime + stime of a process in ms (/proc/PID/stat fields 14 and 15), 0 when unknown. */
+function cpuTimeMs(pid: number): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1000) / CLOCK_TICKS;
+  } catch {
+    return 0;
+  }
+}
+/** USER_HZ: 100 on every Linux architecture that exposes it to /proc. */
+const CLOCK_TICKS = 100;
 const DECOY_NAME = 'cached-exec';
 
 /** x86_64 syscall numbers (kernel ABI) the policy names. */
@@ -204,7 +227,10 @@ function disallowed(pid: number, nr: number, args: readonly bigint[], opened: st
  */
 export function probeSelfLocating(o: SelfLocateOptions): SelfLocateResult {
   const t0 = Date.now();
+  // Two limits: the program's own CPU time (what a spinning program uses up, whatever the
+  // machine's load) and wall time (what a program blocked in a read uses up).
   const deadline = t0 + (o.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+  const cpuLimit = o.cpuMs ?? DEFAULT_CPU_MS;
   const t = makeDecoyTree(o.name);
   const envp: string[] = [];
   for (const [k, v] of Object.entries(o.env)) {
@@ -219,7 +245,13 @@ export function probeSelfLocating(o: SelfLocateOptions): SelfLocateResult {
     ({ selfLocating: evidence !== null, evidence, stop, syscalls, ms: Date.now() - t0 });
   try {
     pid = L.spawnDetachedStdio(o.launcher, [o.launcher, '--internal-traceme', o.exePath, o.name], envp, { cwd: t.cwd });
-    const wait = (): L.WaitStatus | null => L.waitpidUntil(pid, deadline);
+    const overTime = (): boolean => Date.now() >= deadline || cpuTimeMs(pid) >= cpuLimit;
+    const wait = (): L.WaitStatus | null => {
+      for (;;) {
+        const st = L.waitpidUntil(pid, Math.min(deadline, Date.now() + POLL_MS));
+        if (st || overTime()) return st;
+      }
+    };
     // Until the exec event nothing of the program ran: an end there means no probe, not a "no".
     const notStarted = (st: L.WaitStatus | null): Error => new Error(`could not start ${o.exePath} under ptrace (${
       !st ? 'no stop in time' : st.exited ? `the helper exited with ${st.exitCode}` : `status 0x${st.raw.toString(16)}`})`);
@@ -232,8 +264,9 @@ export function probeSelfLocating(o: SelfLocateOptions): SelfLocateResult {
     if (!st || st.event !== L.PTRACE_EVENT_EXEC) throw notStarted(st);
     mem = fs.openSync(`/proc/${pid}/mem`, 'r');
     for (;;) {
-      // A stop follows every syscall at once: the deadline is checked here too, not only while waiting.
-      if (Date.now() >= deadline) return done('deadline');
+      // A stop follows every syscall at once: the limits are checked here too, not only while waiting.
+      if (Date.now() >= deadline || (syscalls % POLL_SYSCALLS === 0 && cpuTimeMs(pid) >= cpuLimit)) return done('deadline');
+      if (syscalls >= MAX_SYSCALLS) return done(`${MAX_SYSCALLS} syscalls`);
       L.ptrace(L.PTRACE_SYSCALL, pid, 0, 0);
       st = wait();
       if (!st) return done('deadline');

@@ -15,8 +15,8 @@ import { LAUNCHER, ROOT, SYSTEM_PATH, cc, removeDir, tmpDir } from '../helpers/c
 
 const env = { PATH: SYSTEM_PATH, HOME: os.homedir(), LC_ALL: 'C' };
 const which = (name: string): string => execFileSync('sh', ['-c', `command -v ${name}`], { env, encoding: 'utf8' }).trim();
-const probe = (name: string, exePath = which(name), timeoutMs?: number): ReturnType<typeof probeSelfLocating> =>
-  probeSelfLocating({ launcher: LAUNCHER, exePath, name, env, ...(timeoutMs === undefined ? {} : { timeoutMs }) });
+const probe = (name: string, exePath = which(name), limits: { cpuMs?: number; timeoutMs?: number } = {}): ReturnType<typeof probeSelfLocating> =>
+  probeSelfLocating({ launcher: LAUNCHER, exePath, name, env, ...limits });
 
 let work: string;
 const leftovers = (): string[] => fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('cx-selflocate-'));
@@ -108,11 +108,19 @@ describe('how a probe run ends', () => {
     expect(fs.existsSync(file)).toBe(false);
   });
 
-  it('a program that runs on and on: stopped at the deadline, killed', () => {
-    const exe = program('spins', 'for (;;) getpid();');
-    const r = probe('spins', exe, 300);
+  it('a program that runs on and on: stopped when it used its CPU time, killed', () => {
+    for (const [name, body] of [['spins', 'for (;;) getpid();'], ['spins-quietly', 'for (volatile long i = 0;; i++) ;']]) {
+      const r = probe(name, program(name, body), { cpuMs: 300 });
+      expect(r).toMatchObject({ selfLocating: false, stop: expect.stringMatching(/^(deadline|20000 syscalls)$/) });
+      expect(execFileSync('sh', ['-c', `pgrep -x ${name} || true`], { encoding: 'utf8' }).trim()).toBe('');
+    }
+  });
+
+  it('a program blocked where nothing comes: stopped at the wall-clock deadline', () => {
+    const fifo = path.join(work, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    const r = probe('waits', program('waits', `FILE *f = fopen("${fifo}", "r"); return f != 0;`), { timeoutMs: 500 });
     expect(r).toMatchObject({ selfLocating: false, stop: 'deadline' });
-    expect(execFileSync('sh', ['-c', 'pgrep -x spins || true'], { encoding: 'utf8' }).trim()).toBe('');
   });
 
   it('a program that cannot be started: an error (no probe is not a "no"), nothing left running', () => {
