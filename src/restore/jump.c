@@ -162,16 +162,38 @@ int exe_settable(struct launch *L)
 	return L->caps != CX_CAPS_NONE;
 }
 
-enum cx_outcome jump(const struct image *im, struct launch *L, int exe_fd)
+/*
+ * The trampoline's block: parameters, its scratch stack, (post-init) copies
+ * of the caller's argv and environment strings, and a page for its code.
+ * Allocated once every region is mapped, so the kernel places it where the
+ * image wants nothing. Its path field is also the program's AT_EXECFN (the
+ * launcher's was the shim's or cached-exec's path; a cold run of the program
+ * gets the path it was exec'd by, which is L->path): the block stays mapped
+ * for the program's lifetime, like the kernel's stack strings do.
+ */
+enum cx_outcome tramp_alloc(const struct image *im, struct launch *L, struct tramp_block *t)
 {
 	const uint64_t xstate_room = im->resume ? im->resume->xstate_size + 64 : 0;
 	/* 512 bytes at the end are the trampoline's own stack. */
-	const uint64_t params_len = (sizeof(struct tramp_params) + xstate_room + 512 + CX_PAGE - 1) & ~(CX_PAGE - 1);
-	const uint64_t strings_len = im->resume ? (resume_strings_size(L) + CX_PAGE - 1) & ~(CX_PAGE - 1) : 0;
+	t->params_len = (sizeof(struct tramp_params) + xstate_room + 512 + CX_PAGE - 1) & ~(CX_PAGE - 1);
+	t->strings_len = im->resume ? (resume_strings_size(L) + CX_PAGE - 1) & ~(CX_PAGE - 1) : 0;
 	const uint64_t code_len = (uint64_t)(cx_tramp_end - cx_tramp_begin);
-	long m = sys_mmap(0, params_len + strings_len + CX_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	long m = sys_mmap(0, t->params_len + t->strings_len + CX_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (mmap_failed(m) || code_len > CX_PAGE)
 		return CX_FAIL_MAP;
+	t->base = (uint64_t)m;
+	struct tramp_params *p = (struct tramp_params *)m;
+	struct cx_buf b = { p->path, 0, sizeof p->path, 0 };
+	cx_buf_str(&b, L->path);
+	L->execfn = p->path;
+	return CX_HIT;
+}
+
+enum cx_outcome jump(const struct image *im, struct launch *L, int exe_fd, const struct tramp_block *t)
+{
+	const uint64_t params_len = t->params_len, strings_len = t->strings_len;
+	const uint64_t code_len = (uint64_t)(cx_tramp_end - cx_tramp_begin);
+	const uint64_t m = t->base;
 	struct tramp_params *p = (struct tramp_params *)m;
 	char *strings = (char *)m + params_len;
 	unsigned char *code = (unsigned char *)m + params_len + strings_len;
@@ -221,9 +243,7 @@ enum cx_outcome jump(const struct image *im, struct launch *L, int exe_fd)
 	p->entry = s->entry;
 	p->rtld_fini = s->rtld_fini;
 	p->sp = (uint64_t)L->prog_sp;
-	struct cx_buf b = { p->path, 0, sizeof p->path, 0 };
-	cx_buf_str(&b, L->path);
-	p->cold_path = (uint64_t)p->path;
+	p->cold_path = (uint64_t)p->path; /* filled by tramp_alloc */
 	p->cold_argv = (uint64_t)L->prog_argv;
 	p->cold_envp = (uint64_t)L->envp;
 	if (im->resume)

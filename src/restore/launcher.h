@@ -53,6 +53,8 @@ struct launch {
 	uint64_t *prog_sp;
 
 	const char *name; /* what to resolve */
+	const char *shim; /* masquerade: the shim this run came through (AT_EXECFN, or the #! line's path) */
+	const char *execfn; /* the program's AT_EXECFN once a restore placed it (jump.c tramp_alloc) */
 	struct kstat st; /* identity of the program */
 	uint64_t self_dev, self_ino;
 	int self_known;
@@ -94,6 +96,7 @@ struct launch {
 	char path[CX_PATH_MAX]; /* resolved program */
 	char cache_dir[CX_PATH_MAX];
 	char image[CX_PATH_MAX];
+	char first_shim[CX_PATH_MAX]; /* resolve(): the first PATH candidate that was the launcher, or "" */
 	/* --after-init only. Words live here, not in .rodata: the trampoline's cold exec runs after the launcher is unmapped. */
 	char init_spec[CX_SPEC_MAX];
 	char adapter[CX_PATH_MAX];
@@ -117,6 +120,8 @@ const char *cx_errno_text(long e);
 int is_self(struct launch *L, const struct kstat *st);
 int resolve(struct launch *L);
 int shebang(struct launch *L, char *script, size_t cap);
+int is_selfpath_shim(const char *shim);
+int argv0_names_launcher(struct launch *L, const char *argv0, const char *shim);
 
 /* key.c: bypass rules, the cache directory, the key, and the layers tried in order. */
 enum cx_outcome bypass_reason(struct launch *L);

@@ -19,6 +19,7 @@ enum cx_outcome cx_restore(struct launch *L)
 	struct file_fds fds;
 	int exe_fd = -1, files_open = 0, resume_fd = -1;
 	struct image im;
+	struct tramp_block tramp;
 	enum cx_outcome o;
 	__builtin_memset(&im, 0, sizeof im);
 	im.fd = -1;
@@ -65,6 +66,8 @@ enum cx_outcome cx_restore(struct launch *L)
 		goto out;
 	if (im.resume && (o = map_stack(&im)) != CX_HIT)
 		goto out;
+	if ((o = tramp_alloc(&im, L, &tramp)) != CX_HIT)
+		goto out;
 	close_files(&fds, exe_fd, im.fd);
 	im.fd = -1;
 	if (im.resume && (o = cx_arch_check_resume_insn(&im)) != CX_HIT)
@@ -73,10 +76,10 @@ enum cx_outcome cx_restore(struct launch *L)
 		goto out;
 	if ((o = protect_regions(&im)) != CX_HIT)
 		goto out;
-	patch_auxv(&im, L->auxv);
+	patch_auxv(&im, L, L->auxv);
 	if ((o = set_kernel_state(&im)) != CX_HIT)
 		goto out;
-	o = jump(&im, L, exe_fd);
+	o = jump(&im, L, exe_fd, &tramp);
 out:
 	/* Nothing may leak into the cold-exec'd program: close every fd opened here. */
 	if (files_open) {

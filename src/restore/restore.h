@@ -85,12 +85,16 @@ enum cx_outcome check_stack_room(const struct image *im, const struct launch *L)
 enum cx_outcome check_slots(const struct image *im, struct launch *L);
 enum cx_outcome patch_slots(const struct image *im, struct launch *L);
 enum cx_outcome protect_regions(const struct image *im);
-void patch_auxv(const struct image *im, uint64_t *auxv);
+void patch_auxv(const struct image *im, const struct launch *L, uint64_t *auxv);
 
 /* jump.c: steps 8-9, kernel state and the trampoline; returns only on failure. */
 enum cx_outcome set_kernel_state(const struct image *im);
 int exe_settable(struct launch *L);
-enum cx_outcome jump(const struct image *im, struct launch *L, int exe_fd);
+struct tramp_block {
+	uint64_t base, params_len, strings_len;
+};
+enum cx_outcome tramp_alloc(const struct image *im, struct launch *L, struct tramp_block *t);
+enum cx_outcome jump(const struct image *im, struct launch *L, int exe_fd, const struct tramp_block *t);
 
 /* arch/<arch>/: what differs between machines. */
 enum cx_outcome cx_arch_check_resume_cpu(const struct image *im);

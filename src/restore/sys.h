@@ -133,6 +133,19 @@ struct cap_data_k {
 #define CAP_CHECKPOINT_RESTORE 40
 #define PR_SET_DUMPABLE 4
 
+/* fstatfs: the 64-bit struct statfs (same on every 64-bit architecture). */
+struct statfs_k {
+	int64_t f_type, f_bsize;
+	uint64_t f_blocks, f_bfree, f_bavail, f_files, f_ffree;
+	int32_t f_fsid[2];
+	int64_t f_namelen, f_frsize, f_flags;
+	int64_t f_spare[4];
+};
+_Static_assert(sizeof(struct statfs_k) == 120, "struct statfs");
+#define ST_NOEXEC 8
+#define AT_EACCESS 0x200
+#define ENOSYS 38
+
 struct rlimit_k {
 	uint64_t cur, max;
 };
@@ -179,6 +192,11 @@ SYS_INLINE long sys_mremap(uint64_t old, uint64_t oldlen, uint64_t newlen, int f
 	return sys_call5(__NR_mremap, (long)old, (long)oldlen, (long)newlen, flags, (long)newaddr);
 }
 SYS_INLINE long sys_faccessat(const char *p, int mode) { return sys_call3(__NR_faccessat, AT_FDCWD, (long)p, mode); }
+SYS_INLINE long sys_faccessat2(int dirfd, const char *p, int mode, int flags)
+{
+	return sys_call4(__NR_faccessat2, dirfd, (long)p, mode, flags);
+}
+SYS_INLINE long sys_fstatfs(int fd, struct statfs_k *st) { return sys_call2(__NR_fstatfs, fd, (long)st); }
 SYS_INLINE long sys_execve(const char *p, char *const *argv, char *const *envp)
 {
 	return sys_call3(__NR_execve, (long)p, (long)argv, (long)envp);
