@@ -131,7 +131,8 @@ function launcherRuns(execs: Exec[], entry: string, real: string): { runs: numbe
 
 for (const combo of COMBOS) {
   const { who, cap } = combo;
-  describe(`${who}, ${cap ? 'with' : 'without'} the capability`, () => {
+  // Generous deadlines: configure under strace takes ~10 s on an idle machine, over a minute with both cores busy.
+  describe(`${who}, ${cap ? 'with' : 'without'} the capability`, { timeout: 600_000 }, () => {
     let pkg: PackageCopy;
     let work: string;
     let shims: string;
