@@ -17,6 +17,8 @@ import { fileURLToPath } from 'node:url';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const srcDir = path.join(root, 'src', 'restore');
 const out = path.join(root, 'bin', 'cached-exec');
+// Shims of programs that find their installation through argv[0] point here (src/cli/commands/shims-marker.ts).
+const selfpath = path.join(root, 'bin', 'cached-exec-selfpath');
 const stamp = path.join(root, 'build', 'native.stamp');
 const force = process.argv.includes('--force');
 const quiet = process.argv.includes('--quiet');
@@ -62,7 +64,19 @@ h.update(ccVersion).update(JSON.stringify(flags));
 for (const f of [...sources, ...headers]) h.update(f).update(fs.readFileSync(f));
 const digest = h.digest('hex');
 
+/** bin/cached-exec-selfpath -> cached-exec (relative, so a moved package keeps it), made atomically. */
+function linkSelfpath() {
+  try {
+    if (fs.readlinkSync(selfpath) === 'cached-exec') return;
+  } catch { /* absent or not a symlink */ }
+  const tmp = `${selfpath}.${process.pid}.tmp`;
+  fs.rmSync(tmp, { force: true });
+  fs.symlinkSync('cached-exec', tmp);
+  fs.renameSync(tmp, selfpath);
+}
+
 if (!force && fs.existsSync(out) && fs.existsSync(stamp) && fs.readFileSync(stamp, 'utf8') === digest) {
+  linkSelfpath();
   log('up to date');
   process.exit(0);
 }
@@ -80,4 +94,5 @@ try {
   process.exit(1);
 }
 fs.writeFileSync(stamp, digest);
+linkSelfpath();
 log(`built ${path.relative(root, out)} with ${ccVersion}`);

@@ -61,6 +61,12 @@ export interface CheckOptions {
   runEuid?: number;
   /** Also read the region data and compare it with the INTEGRITY checksum (--explain, --cleanup, the watcher). */
   verifyData?: boolean;
+  /**
+   * Whether the run can make /proc/self/exe name the program (cli/capability.ts
+   * exeSettable); when false, an image with CX_STATE_READS_EXE is FAIL_EXE.
+   * Unchecked when absent (--cleanup: another run may be able to).
+   */
+  exeSettable?: { settable: boolean; why: string };
 }
 
 const META_PAGE = 4096;
@@ -271,6 +277,11 @@ export function checkImage(file: string, opts: CheckOptions): Verdict {
   const maxAge = B(opts.maxAgeSec ?? maxAgeFromEnv());
   const now = opts.nowNs ?? B(Date.now()) * 1_000_000n;
   const rotate = maxAge > 0n && now > B(h.created_ns) + maxAge * 1_000_000_000n;
+
+  // The READS_EXE check (restore.c, right after check_age).
+  if (opts.exeSettable && !opts.exeSettable.settable && (Number(state.flags) & StateFlag.READS_EXE)) {
+    return v('FAIL_EXE', `the program reads /proc/self/exe, which would name the launcher: ${opts.exeSettable.why}`, { ...info, rotate });
+  }
 
   // check_files
   const mapped = new Set<number>();

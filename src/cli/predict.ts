@@ -12,6 +12,8 @@ import type { ImageKey } from '../image/format.js';
 import { initSpec, resumeEnvHash } from '../resume/spec.js';
 import { readShebang, resolveProgram } from '../common/resolve.js';
 import * as fs from 'node:fs';
+import { exeSettable } from './capability.js';
+import { LAUNCHER } from '../common/package.js';
 
 export interface Attempt {
   layer: 'user' | 'system';
@@ -87,13 +89,15 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
   base.imageKind = afterInit ? `post-init (after ${afterInit.words.length ? afterInit.words.join(' ') : 'the program\'s own init'})` : 'post-link';
   const withInit = (k: ImageKey): ImageKey => (afterInit ? { ...k, initSpec: initSpec(afterInit.words), envHash: resumeEnvHash(env) } : k);
 
+  let exeState: ReturnType<typeof exeSettable> | undefined;
+  const settable = (): ReturnType<typeof exeSettable> => (exeState ??= exeSettable(LAUNCHER));
   const layers = (exe: string, st: fs.BigIntStats): { v: Verdict; a: Attempt } => {
     const key = withInit(keyFromStat(exe, st, env, euid));
     const hash = keyHash(key);
     const image = user.imagePathForHash(hash);
     const v: Verdict = userProblem
       ? { outcome: 'BYPASS_UNTRUSTED_DIR', detail: `the cache directory ${dir} is ${userProblem}: not read, nothing written`, rotate: false }
-      : checkImage(image, { key, owner: euid, env, verifyData: true });
+      : checkImage(image, { key, owner: euid, env, verifyData: true, exeSettable: settable() });
     const a: Attempt = { layer: 'user', program: exe, key: hash, image, outcome: v.outcome, detail: v.detail };
     base.attempts.push(a);
     const sysDir = env.CACHED_EXEC_SYSTEM_DIR;
@@ -104,7 +108,7 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
     const sysProblem = systemDirProblem(sysDir);
     const sv: Verdict = sysProblem
       ? { outcome: 'MISS', detail: `the system layer ${sysDir} is not used: ${sysProblem}`, rotate: false }
-      : checkImage(simage, { key: skey, owner: 0, env, runEuid: euid, verifyData: true });
+      : checkImage(simage, { key: skey, owner: 0, env, runEuid: euid, verifyData: true, exeSettable: settable() });
     const sa: Attempt = { layer: 'system', program: exe, key: shash, image: simage, outcome: sv.outcome, detail: sv.detail };
     base.attempts.push(sa);
     return sv.outcome !== 'MISS' ? { v: sv, a: sa } : { v, a };
@@ -163,6 +167,8 @@ function finish(p: Prediction, user: Store, outcome: OutcomeName, detail: string
       : p.queued ? 'queued: a background warmer will take the snapshot' : `run '${warm}' (or run it once: the miss queues a snapshot)`;
   } else if (outcome === 'FAIL_STALE_FILE' || outcome === 'FAIL_NEGATIVE_DEP' || outcome === 'FAIL_KEY') {
     p.hint = `the image is stale: '${warm}' re-takes it, '--cleanup' removes it`;
+  } else if (outcome === 'FAIL_EXE') {
+    p.hint = 'the program runs cold (always correct); root can let it restore for every user: cached-exec --install-capability';
   } else if (outcome === 'FAIL_OWNER') {
     p.hint = 'images must be owned by you and not writable by group or others';
   } else if (outcome === 'FAIL_CHECKSUM' && detail.includes('--cleanup')) {

@@ -14,7 +14,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ImageKey, ImageModel, ImageSlot, ImageVdsoPart } from '../image/format.js';
-import { SlotKind, StateFlag, VdsoKind } from '../image/schema.js';
+import { FileFlag, SlotKind, StateFlag, VdsoKind } from '../image/schema.js';
 import { envHash, keyFor } from '../cache/key.js';
 import type { SnapshotOptions, SnapshotOutcome } from './api.js';
 import { PAGE, captureMappings, isSpecial, readMaps, type Mapping } from './capture.js';
@@ -31,6 +31,7 @@ import { syscallName } from './syscalls.js';
 import { postInitModel } from './postinit.js';
 import { identityAndAccess } from './access.js';
 import { checkNotTooNew } from './fresh.js';
+import { imageNamesExe } from './exe-reads.js';
 
 export { snapshotEnv } from './env.js';
 
@@ -53,12 +54,22 @@ export function takeSnapshot(opts: SnapshotOptions): SnapshotOutcome {
         launcher: opts.launcher, ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
       })
       : snapshotModel(opts);
+    markReadsExe(image, notes);
     return { ok: true, image, ms: Date.now() - t0, notes };
   } catch (e) {
     const ms = Date.now() - t0;
     if (e instanceof SnapshotRefusal) return { ok: false, reason: e.code, detail: e.detail, ms };
     return { ok: false, reason: 'internal', detail: (e as Error).message.split('\n')[0] ?? 'unknown error', ms };
   }
+}
+
+/** CX_STATE_READS_EXE when the program's code names /proc/self/exe (exe-reads.ts). */
+function markReadsExe(image: ImageModel, notes: string[]): void {
+  const exe = image.files.find((f) => f.flags & FileFlag.EXE);
+  const found = imageNamesExe(image.files, exe ? checkProgram(exe.path).interpreter : null);
+  if (!found) return;
+  image.state.flags |= StateFlag.READS_EXE;
+  notes.push(`${found.file} names ${found.what}: restored only where /proc/self/exe can be made the program (CAP_CHECKPOINT_RESTORE), else cold`);
 }
 
 function snapshotModel(opts: SnapshotOptions): { image: ImageModel; notes: string[] } {

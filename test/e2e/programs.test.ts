@@ -13,7 +13,8 @@ import {
   removeDir, resolveOnPath, run, runCold, signalWhenBlocked, runRestored, tmpCacheDir, tmpDir, warmAll, LAUNCHER,
   type RunResult, type WarmResult,
 } from '../helpers/cx.js';
-import { AWKWARD_ARGS, EXIT_CODES, bigEnv, expectSame, type Case } from '../helpers/corpus.js';
+import { AWKWARD_ARGS, EXIT_CODES, bigEnv, expectSame, expectSameViaShim, type Case } from '../helpers/corpus.js';
+import { spawnSync } from 'node:child_process';
 
 const NAMES = ['bash', 'dash', 'perl', 'python3', 'sed', 'mawk', 'gawk', 'ls', 'cat', 'cmake'];
 const progs = installedPrograms(NAMES);
@@ -22,10 +23,17 @@ const missing = NAMES.filter((n) => !progs.some((p) => p.name === n));
 const cacheDir = tmpCacheDir();
 const fixtures = tmpDir('cx-fix-');
 const env = baseEnv(cacheDir);
+/** Every corpus program also runs through a shim (the key holds PATH: warmed again for that PATH). */
+const shims = path.join(fixtures, 'shims');
+const shimEnv = { ...env, PATH: `${shims}:${env.PATH}` };
 let warmed = new Map<string, WarmResult>();
+let warmedShim = new Map<string, WarmResult>();
 
 beforeAll(async () => {
   warmed = await warmAll(progs.map((p) => p.name), env);
+  const inst = spawnSync(LAUNCHER, ['--shims-install', shims, ...progs.map((p) => p.name)], { env, encoding: 'utf8' });
+  expect(inst.status, inst.stderr).toBe(0);
+  warmedShim = await warmAll(progs.map((p) => p.name), shimEnv);
 }, 300_000);
 
 afterAll(() => {
@@ -219,9 +227,20 @@ for (const spec of progs) {
       expect(mapsShowImage(restored.stdout.toString(), image), `${name}: ${describeWarm(w)}`).toBe(!envBound);
     });
 
+    it('restored through a shim: the image (keyed with the shim PATH) is mapped', async () => {
+      const w = warmedShim.get(name);
+      expect(w?.exists, describeWarm(w)).toBe(true);
+      const r = await run(path.join(shims, name), spec.mapsArgs, { env: shimEnv, argv0: name });
+      expect(r.status, r.stderr.toString()).toBe(0);
+      expect(mapsShowImage(r.stdout.toString(), w?.image as string), `${name} through its shim does not map ${w?.image}`).toBe(true);
+    });
+
     for (const c of CORPUS[name] ?? []) {
       it(`same as cold: ${c.title}`, async () => {
         await expectSame(name, c, env);
+      });
+      it(`same through a shim: ${c.title}`, async () => {
+        await expectSameViaShim(name, c, env, shims);
       });
     }
   });
