@@ -13,7 +13,7 @@
  *                      aarch64) into the guest's /cx/bin/cached-exec; a build
  *                      failure is a failed run
  *     --timeout SEC    the whole boot-to-poweroff (default 900)
- *     --mem MB --smp N qemu's (default 2048, 2)
+ *     --mem MB --smp N --cpu C   qemu's (default 2048, 2, max)
  *     --verbose        echo the guest console
  *
  * The guest (kernel Image + stacked initramfs archives) is cached in
@@ -36,7 +36,7 @@ const scriptDir = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(scriptDir, '..', '..');
 
 function parseArgs(argv) {
-  const o = { script: null, cmds: [], kernel: 'cloud', launcher: false, timeout: 900, mem: 2048, smp: 2, verbose: false };
+  const o = { script: null, cmds: [], kernel: 'cloud', launcher: false, timeout: 900, mem: 2048, smp: 2, cpu: 'max', verbose: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i], v = () => {
       if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
@@ -49,6 +49,7 @@ function parseArgs(argv) {
     else if (a === '--timeout') o.timeout = Number(v());
     else if (a === '--mem') o.mem = Number(v());
     else if (a === '--smp') o.smp = Number(v());
+    else if (a === '--cpu') o.cpu = v();
     else if (a === '--verbose' || a === '-v') o.verbose = true;
     else throw new Error(`unknown option ${a} (see the comment at the top of scripts/arm64/run.mjs)`);
   }
@@ -135,7 +136,7 @@ async function main() {
   log(`booting (${o.kernel} kernel ${base.kernelVersion}, ${(fs.statSync(initrd).size / 2 ** 20).toFixed(0)} MiB initrd, -smp ${o.smp} -m ${o.mem}); console: ${runDir}/console.log`);
 
   const res = await boot({
-    qemu: 'qemu-system-aarch64', image: path.join(base.dir, 'Image'), initrd, mem: o.mem, smp: o.smp, cpu: 'max',
+    qemu: 'qemu-system-aarch64', image: path.join(base.dir, 'Image'), initrd, mem: o.mem, smp: o.smp, cpu: o.cpu,
   }, runDir, o.timeout * 1000, (l) => {
     if (o.verbose) console.log(`  guest| ${l}`);
     else if (/^@@CX (BEGIN|END)/.test(l)) process.stdout.write('.');
@@ -145,7 +146,7 @@ async function main() {
 
   // ---- summary
   const pass = res.checks.filter((c) => c.rc === 0), fail = res.checks.filter((c) => c.rc !== 0);
-  console.log(`\n== arm64 guest: ${base.kernel} ${base.kernelVersion} (${base.pageSize} pages), node ${base.node}, qemu -cpu max -smp ${o.smp}`);
+  console.log(`\n== arm64 guest: ${base.kernel} ${base.kernelVersion} (${base.pageSize} pages), node ${base.node}, qemu -cpu ${o.cpu} -smp ${o.smp}`);
   console.log(`prepare ${(prepMs / 1000).toFixed(1)} s, boot to init ${res.bootMs == null ? '-' : `${(res.bootMs / 1000).toFixed(1)} s`} (guest uptime ${res.guestBootS ?? '-'} s), total ${(res.totalMs / 1000).toFixed(1)} s, qemu ${res.exit}`);
   for (const c of res.checks) {
     const status = c.rc === 0 ? 'ok  ' : c.rc == null ? 'HUNG' : `FAIL(${c.rc})`;

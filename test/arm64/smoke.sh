@@ -37,6 +37,19 @@ musl_program() {
 }
 check musl-program musl_program
 
+# What the loaders do before the entry point on aarch64 (the port's snapshot
+# sees these syscalls; the thread pointer is set with msr tpidr_el0, no syscall).
+loader_syscalls() {
+	strace -o /tmp/musl.strace $P/hello 7 >/dev/null
+	[ $? = 7 ] || return 1
+	strace -o /tmp/glibc.strace /bin/true || return 1
+	echo "before exit: musl hello $(grep -c . /tmp/musl.strace) syscalls, glibc true $(grep -c . /tmp/glibc.strace)"
+	echo "-- musl"; cat /tmp/musl.strace
+	echo "-- glibc"; cat /tmp/glibc.strace
+	echo "-- maps of a glibc program (cat)"; cat /proc/self/maps
+}
+check loader-syscalls loader_syscalls
+
 node_version() {
 	v=$(node --version) && echo "$v $(node -p process.arch)" && [ "$v" = "$CX_EXPECT_NODE" ] && [ "$(node -p process.arch)" = arm64 ]
 }

@@ -19,8 +19,7 @@ export function ensureForeignArch(log) {
   const archs = run('dpkg', ['--print-foreign-architectures']).split('\n');
   let known = false;
   try {
-    known = run('apt-cache', ['policy', `libc6:${ARCH}`]).includes('Candidate:') &&
-      !/Candidate: \(none\)/.test(run('apt-cache', ['policy', `libc6:${ARCH}`]));
+    known = /Candidate: [^(]/.test(run('apt-cache', ['policy', `libc6:${ARCH}`]));
   } catch { /* not known yet */ }
   if (archs.includes(ARCH) && known) return;
   if (process.getuid() !== 0) {

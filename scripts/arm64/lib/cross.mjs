@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as apt from './apt.mjs';
-import { sha, writeAtomic } from './guest.mjs';
+import { aptListsStamp, sha, writeAtomic } from './guest.mjs';
 
 export const CC = process.env.CC_AARCH64 || 'aarch64-linux-gnu-gcc';
 
@@ -18,7 +18,15 @@ function ccVersion() {
 
 /** musl-dev and musl for arm64, unpacked in the cache, and a specs file for them. */
 function muslSpecs(ctx) {
-  const pkgs = apt.resolve(['musl-dev'], ['gcc-aarch64-linux-gnu']).filter((p) => p.name.startsWith('musl'));
+  // apt-cache is slow: the resolution is cached per state of the apt lists.
+  const resolved = path.join(ctx.cache, 'resolved', `musl-dev-${sha(aptListsStamp())}.json`);
+  let pkgs;
+  if (fs.existsSync(resolved)) pkgs = JSON.parse(fs.readFileSync(resolved, 'utf8'));
+  else {
+    pkgs = apt.resolve(['musl-dev'], ['gcc-aarch64-linux-gnu']).filter((p) => p.name.startsWith('musl'));
+    fs.mkdirSync(path.dirname(resolved), { recursive: true });
+    writeAtomic(resolved, JSON.stringify(pkgs));
+  }
   const dir = path.join(ctx.cache, 'toolchain', `musl-${sha(pkgs.map((p) => p.filename))}`);
   const specs = path.join(dir, 'musl-gcc.specs');
   if (fs.existsSync(specs)) return specs;

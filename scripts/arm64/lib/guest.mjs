@@ -47,7 +47,7 @@ function readPackageList(file) {
 }
 
 /** The apt lists' identity: a new `apt-get update` may resolve to new versions. */
-function aptListsStamp() {
+export function aptListsStamp() {
   const dir = '/var/lib/apt/lists';
   return fs.readdirSync(dir).filter((f) => f.includes('arm64') && f.endsWith('Packages'))
     .map((f) => { const st = fs.statSync(path.join(dir, f)); return `${f}:${st.size}:${st.mtimeMs}`; }).join(',');
