@@ -7,7 +7,8 @@
  *   node scripts/arm64/run.mjs [options] [--cmd 'SHELL COMMAND']...
  *     --script FILE    guest script, sourced by sh after scripts/arm64/guest/lib.sh
  *                      (default test/arm64/smoke.sh; with --cmd only: none)
- *     --cmd CMD        one more check: cx_check cmd-N sh -c CMD
+ *     --cmd CMD        one more check: CMD run by the guest script's shell (in a
+ *                      subshell, with the lib.sh helpers), passing on exit 0
  *     --kernel K       cloud (default, 4K pages) or 16k
  *     --launcher       cross-build the aarch64 launcher (build-native --target
  *                      aarch64) into the guest's /cx/bin/cached-exec; a build
@@ -22,6 +23,7 @@
  * Prints a summary and "N passed, N failed"; exits 1 on any failed check, a
  * guest that did not finish, or a timeout.
  */
+import { Buffer } from 'node:buffer';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -73,7 +75,9 @@ function runScript(o, manifest) {
     'CX_FAILED=0',
   ];
   if (o.script) lines.push(`. ${shq(`/cx/${path.relative(root, o.script)}`)}`);
-  o.cmds.forEach((c, i) => lines.push(`cx_check cmd-${i + 1} sh -c ${shq(c)} || CX_FAILED=$((CX_FAILED + 1))`));
+  // In a subshell of the script's shell, so the lib.sh helpers (cx_export...) work in it.
+  o.cmds.forEach((c, i) => lines.push(`cx_cmd_${i + 1}() ( eval ${shq(c)} )`,
+    `cx_check cmd-${i + 1} cx_cmd_${i + 1} || CX_FAILED=$((CX_FAILED + 1))`));
   lines.push('exit $CX_FAILED', '');
   return lines.join('\n');
 }
@@ -82,6 +86,26 @@ function pruneRuns(dir, keep) {
   if (!fs.existsSync(dir)) return;
   const runs = fs.readdirSync(dir).sort();
   for (const r of runs.slice(0, Math.max(0, runs.length - keep))) fs.rmSync(path.join(dir, r), { recursive: true, force: true });
+}
+
+/**
+ * The cache must not grow without bound (a guest is ~240 MiB): keeps the newest
+ * `keep` entries of a directory per prefix (guest/cloud-*, guest/16k-*, modules/*)
+ * and removes what killed runs left (staging dirs, temp files) after an hour.
+ */
+function pruneCache(cache) {
+  const byAge = (dir) => (fs.existsSync(dir) ? fs.readdirSync(dir) : [])
+    .map((f) => ({ f, p: path.join(dir, f), t: fs.statSync(path.join(dir, f)).mtimeMs })).sort((a, b) => b.t - a.t);
+  const hourAgo = Date.now() - 3600_000;
+  for (const dir of [cache, path.join(cache, 'debs'), path.join(cache, 'npm'), path.join(cache, 'modules'), path.join(cache, 'probes')]) {
+    for (const e of byAge(dir)) {
+      if (/^\.(stage|dl|pack)-|\.tmp$/.test(e.f) && e.t < hourAgo) fs.rmSync(e.p, { recursive: true, force: true });
+    }
+  }
+  for (const kernel of Object.keys(KERNELS)) {
+    for (const e of byAge(path.join(cache, 'guest')).filter((x) => x.f.startsWith(`${kernel}-`)).slice(2)) fs.rmSync(e.p, { recursive: true, force: true });
+  }
+  for (const e of byAge(path.join(cache, 'modules')).filter((x) => x.f.endsWith('.cpio')).slice(3)) fs.rmSync(e.p, { force: true });
 }
 
 function concat(out, parts) {
@@ -127,6 +151,10 @@ async function main() {
   }
   const runs = path.join(cache, 'runs');
   pruneRuns(runs, 9);
+  const now = new Date();
+  fs.utimesSync(base.dir, now, now); // in use: the newest, whatever its age
+  fs.utimesSync(modules, now, now);
+  pruneCache(cache);
   const runDir = path.join(runs, new Date().toISOString().replace(/[:.]/g, '-'));
   fs.mkdirSync(runDir, { recursive: true });
   const tree = assembleTree(ctx, path.join(runDir, 'tree.cpio'), { runScript: runScript(o, base), launcher, probes });

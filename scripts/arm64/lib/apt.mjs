@@ -81,7 +81,7 @@ function show(names) {
   let text;
   try {
     text = run('apt-cache', ['show', '--no-all-versions', ...names.map((n) => `${n}:${ARCH}`)]);
-  } catch (e) {
+  } catch {
     // A purely virtual name makes apt-cache fail for the whole call: ask one by one.
     if (names.length === 1) return {};
     return Object.assign({}, ...names.map((n) => show([n])));

@@ -7,6 +7,7 @@
  * entries replacing earlier ones; the harness uses that to stack the cached
  * base system, node_modules and the project tree.
  */
+import { Buffer } from 'node:buffer';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
@@ -103,7 +104,8 @@ export class CpioWriter {
         const n = fs.readSync(src, buf, 0, Math.min(buf.length, left), at);
         if (n <= 0) throw new Error(`${hostPath}: file shrank while archiving`);
         this.write(n === buf.length ? buf : buf.subarray(0, n));
-        left -= n, at += n;
+        left -= n;
+        at += n;
       }
     } finally {
       fs.closeSync(src);

@@ -12,7 +12,9 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
+import { Buffer } from 'node:buffer';
 import * as path from 'node:path';
+import { URL } from 'node:url';
 import * as zlib from 'node:zlib';
 import * as apt from './apt.mjs';
 import { CpioWriter } from './cpio.mjs';

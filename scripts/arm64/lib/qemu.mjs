@@ -6,6 +6,8 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { Buffer } from 'node:buffer';
+import { clearTimeout, setTimeout } from 'node:timers';
 
 export function qemuArgs({ image, initrd, mem, smp, cpu }) {
   return [
@@ -63,7 +65,10 @@ export function boot(opts, runDir, timeoutMs, onLine) {
       } else if (what === 'END') {
         const [name, rc, ms] = rest.split(' ');
         const c = res.checks.findLast((x) => x.name === name);
-        if (c) c.rc = Number(rc), c.ms = Number(ms);
+        if (c) {
+          c.rc = Number(rc);
+          c.ms = Number(ms);
+        }
         current = null;
       } else if (what === 'NOTE') {
         const sp = rest.indexOf(' ');
