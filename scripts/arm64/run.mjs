@@ -17,13 +17,14 @@
  *     --mem MB --smp N --cpu C   qemu's (default 2048, 2, max)
  *     --verbose        echo the guest console
  *
- * The guest (kernel Image + stacked initramfs archives) is cached in
+ * The guest (kernel Image, a small initramfs, the system's ext4 disk) is cached in
  * ${XDG_CACHE_HOME:-~/.cache}/cached-exec-arm64 (or $CX_ARM64_CACHE) under keys
- * of its inputs; runs/<time>/ keeps each run's console.log and exported files.
+ * of its inputs; each run gets a second disk with the project tree (deleted
+ * after the run); runs/<time>/ keeps each run's console.log, summary.json and
+ * exported files.
  * Prints a summary and "N passed, N failed"; exits 1 on any failed check, a
  * guest that did not finish, or a timeout.
  */
-import { Buffer } from 'node:buffer';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -31,7 +32,7 @@ import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as apt from './lib/apt.mjs';
 import { buildProbes } from './lib/cross.mjs';
-import { assembleBase, assembleModules, assembleTree, KERNELS } from './lib/guest.mjs';
+import { assembleBase, assembleTree, KERNELS } from './lib/guest.mjs';
 import { boot } from './lib/qemu.mjs';
 
 const scriptDir = path.dirname(fileURLToPath(import.meta.url));
@@ -97,7 +98,7 @@ function pruneCache(cache) {
   const byAge = (dir) => (fs.existsSync(dir) ? fs.readdirSync(dir) : [])
     .map((f) => ({ f, p: path.join(dir, f), t: fs.statSync(path.join(dir, f)).mtimeMs })).sort((a, b) => b.t - a.t);
   const hourAgo = Date.now() - 3600_000;
-  for (const dir of [cache, path.join(cache, 'debs'), path.join(cache, 'npm'), path.join(cache, 'modules'), path.join(cache, 'probes')]) {
+  for (const dir of [cache, path.join(cache, 'debs'), path.join(cache, 'npm'), path.join(cache, 'probes')]) {
     for (const e of byAge(dir)) {
       if (/^\.(stage|dl|pack)-|\.tmp$/.test(e.f) && e.t < hourAgo) fs.rmSync(e.p, { recursive: true, force: true });
     }
@@ -105,27 +106,7 @@ function pruneCache(cache) {
   for (const kernel of Object.keys(KERNELS)) {
     for (const e of byAge(path.join(cache, 'guest')).filter((x) => x.f.startsWith(`${kernel}-`)).slice(2)) fs.rmSync(e.p, { recursive: true, force: true });
   }
-  for (const e of byAge(path.join(cache, 'modules')).filter((x) => x.f.endsWith('.cpio')).slice(3)) fs.rmSync(e.p, { force: true });
-}
-
-function concat(out, parts) {
-  const tmp = `${out}.${process.pid}.tmp`;
-  const fd = fs.openSync(tmp, 'w');
-  try {
-    for (const p of parts) {
-      const src = fs.openSync(p, 'r');
-      const buf = Buffer.allocUnsafe(8 << 20);
-      let n, at = 0;
-      while ((n = fs.readSync(src, buf, 0, buf.length, at)) > 0) {
-        fs.writeSync(fd, buf, 0, n);
-        at += n;
-      }
-      fs.closeSync(src);
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, out);
+  fs.rmSync(path.join(cache, 'modules'), { recursive: true, force: true }); // node_modules archives of the initramfs-only guest
 }
 
 async function main() {
@@ -138,10 +119,9 @@ async function main() {
   fs.mkdirSync(cache, { recursive: true });
   const t0 = Date.now();
 
-  apt.ensureHostPackages(['qemu-system-arm', 'gcc-aarch64-linux-gnu', 'libc6-dev-arm64-cross'], log);
+  apt.ensureHostPackages(['qemu-system-arm', 'gcc-aarch64-linux-gnu', 'libc6-dev-arm64-cross', 'e2fsprogs', 'xz-utils'], log);
   apt.ensureForeignArch(log);
   const base = assembleBase(ctx);
-  const modules = assembleModules(ctx);
   const probes = buildProbes(ctx);
   let launcher = null;
   if (o.launcher) {
@@ -153,23 +133,21 @@ async function main() {
   pruneRuns(runs, 9);
   const now = new Date();
   fs.utimesSync(base.dir, now, now); // in use: the newest, whatever its age
-  fs.utimesSync(modules, now, now);
   pruneCache(cache);
   const runDir = path.join(runs, new Date().toISOString().replace(/[:.]/g, '-'));
   fs.mkdirSync(runDir, { recursive: true });
-  const tree = assembleTree(ctx, path.join(runDir, 'tree.cpio'), { runScript: runScript(o, base), launcher, probes });
-  const initrd = path.join(runDir, 'initrd.cpio');
-  concat(initrd, [path.join(base.dir, 'base.cpio'), modules, tree]);
+  const tree = assembleTree(ctx, path.join(runDir, 'tree.ext4'), { runScript: runScript(o, base), launcher, probes });
   const prepMs = Date.now() - t0;
-  log(`booting (${o.kernel} kernel ${base.kernelVersion}, ${(fs.statSync(initrd).size / 2 ** 20).toFixed(0)} MiB initrd, -smp ${o.smp} -m ${o.mem}); console: ${runDir}/console.log`);
+  log(`booting (${o.kernel} kernel ${base.kernelVersion}, -smp ${o.smp} -m ${o.mem}; arm64 npm packages ${tree.natives.join(', ')}); console: ${runDir}/console.log`);
 
   const res = await boot({
-    qemu: 'qemu-system-aarch64', image: path.join(base.dir, 'Image'), initrd, mem: o.mem, smp: o.smp, cpu: o.cpu,
+    qemu: 'qemu-system-aarch64', image: path.join(base.dir, 'Image'), initrd: path.join(base.dir, 'initramfs.cpio'),
+    disks: { cxroot: path.join(base.dir, 'root.ext4'), cxtree: tree.image }, mem: o.mem, smp: o.smp, cpu: o.cpu,
   }, runDir, o.timeout * 1000, (l) => {
     if (o.verbose) console.log(`  guest| ${l}`);
     else if (/^@@CX (BEGIN|END)/.test(l)) process.stdout.write('.');
   });
-  fs.rmSync(initrd, { force: true }); // 400 MiB; tree.cpio and console.log stay
+  fs.rmSync(tree.image, { force: true }); // ~250 MiB; console.log and summary.json stay
   if (!o.verbose) process.stdout.write('\n');
 
   // ---- summary

@@ -1,11 +1,8 @@
 /**
  * A writer for the kernel's initramfs format (cpio "newc"), so the guest's
- * archives need no cpio program and no root: owners, modes and device nodes
- * are written as we say, not as the host's files happen to be.
- *
- * The kernel unpacks several archives concatenated into one initrd, later
- * entries replacing earlier ones; the harness uses that to stack the cached
- * base system, node_modules and the project tree.
+ * initramfs needs no cpio program and no root: owners, modes and device nodes
+ * (/dev/console, which the kernel opens before any devtmpfs) are written as we
+ * say, not as the host's files happen to be.
  */
 import { Buffer } from 'node:buffer';
 import * as fs from 'node:fs';

@@ -9,12 +9,17 @@ import * as path from 'node:path';
 import { Buffer } from 'node:buffer';
 import { clearTimeout, setTimeout } from 'node:timers';
 
-export function qemuArgs({ image, initrd, mem, smp, cpu }) {
+export function qemuArgs({ image, initrd, disks, mem, smp, cpu }) {
+  // snapshot=on: the guest writes to a temporary overlay, never to the cached image.
+  const drives = Object.entries(disks).flatMap(([serial, file], i) => [
+    '-drive', `file=${file},format=raw,if=none,id=d${i},snapshot=on`,
+    '-device', `virtio-blk-device,drive=d${i},serial=${serial}`,
+  ]);
   return [
     '-M', 'virt', '-cpu', cpu, '-smp', String(smp), '-m', String(mem),
-    // No network, no disks, no display: the UART on our stdio is the only device.
+    // No network, no display: the UART on our stdio and the two disks are the only devices.
     '-nodefaults', '-display', 'none', '-monitor', 'none', '-serial', 'stdio', '-no-reboot',
-    '-kernel', image, '-initrd', initrd,
+    '-kernel', image, '-initrd', initrd, ...drives,
     '-append', 'console=ttyAMA0 panic=-1 quiet loglevel=3',
   ];
 }
