@@ -6,7 +6,6 @@
  */
 import { Buffer } from 'node:buffer';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 
 const S_IFDIR = 0o040000, S_IFREG = 0o100000, S_IFLNK = 0o120000, S_IFCHR = 0o020000;
 
@@ -109,37 +108,6 @@ export class CpioWriter {
     }
     this.pad();
     this.bytes += st.size;
-  }
-
-  /**
-   * A host directory tree under `name`; `skip(rel)` leaves out a path (relative
-   * to hostDir) and everything below it. Owners and modes are the host's.
-   */
-  tree(name, hostDir, skip = () => false) {
-    name = clean(name);
-    const walk = (rel) => {
-      const host = rel ? path.join(hostDir, rel) : hostDir;
-      const st = fs.lstatSync(host);
-      const inGuest = rel ? `${name ? `${name}/` : ''}${rel}` : name;
-      const owner = { uid: st.uid, gid: st.gid, mtime: Math.floor(st.mtimeMs / 1000) };
-      if (st.isDirectory()) {
-        if (inGuest) {
-          this.parents(inGuest);
-          this.seen.add(inGuest);
-          this.header(inGuest, S_IFDIR | (st.mode & 0o7777), 0, owner);
-        }
-        for (const e of fs.readdirSync(host).sort()) {
-          const r = rel ? `${rel}/${e}` : e;
-          if (!skip(r)) walk(r);
-        }
-      } else if (st.isSymbolicLink()) {
-        this.symlink(inGuest, fs.readlinkSync(host), owner);
-      } else if (st.isFile()) {
-        this.file(inGuest, host, st);
-      }
-      // Sockets, FIFOs and devices in a host tree are not the guest's business.
-    };
-    walk('');
   }
 
   close() {
