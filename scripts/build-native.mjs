@@ -35,6 +35,7 @@ const target = targetArg > 0 ? process.argv[targetArg + 1] : 'host';
  */
 const TARGETS = {
   host: {
+    arch: 'x86_64',
     cc: process.env.CC || 'cc',
     out: path.join(root, 'bin', 'cached-exec'),
     stamp: path.join(root, 'build', 'native.stamp'),
@@ -44,6 +45,7 @@ const TARGETS = {
     nodePath: process.execPath,
   },
   aarch64: {
+    arch: 'aarch64',
     cc: process.env.CC_AARCH64 || 'aarch64-linux-gnu-gcc',
     out: path.join(root, 'build', 'aarch64', 'cached-exec'),
     stamp: path.join(root, 'build', 'aarch64', 'native.stamp'),
@@ -75,8 +77,15 @@ try {
   process.exit(1);
 }
 
-const sources = fs.readdirSync(srcDir).filter((f) => f.endsWith('.c')).sort().map((f) => path.join(srcDir, f));
-const headers = fs.readdirSync(srcDir).filter((f) => f.endsWith('.h')).sort().map((f) => path.join(srcDir, f));
+// The portable steps in src/restore/, the machine's own parts in src/restore/arch/<arch>/.
+const archDir = path.join(srcDir, 'arch', T.arch);
+if (!fs.existsSync(archDir)) {
+  console.error(`build-native: no ${path.relative(root, archDir)}: the launcher has not been ported to ${T.arch}`);
+  process.exit(1);
+}
+const listed = (dir, ext) => fs.readdirSync(dir).filter((f) => f.endsWith(ext)).sort().map((f) => path.join(dir, f));
+const sources = [...listed(srcDir, '.c'), ...listed(archDir, '.c')];
+const headers = [...listed(srcDir, '.h'), ...listed(archDir, '.h')];
 
 const flags = [
   '-std=gnu11', '-O2', '-Wall', '-Wextra', '-Werror=implicit-function-declaration',
@@ -89,6 +98,7 @@ const flags = [
   // non-PIE at 0x400000) so an image's regions never collide with the launcher.
   '-Wl,-Ttext-segment=0x60000000', '-Wl,--build-id=none', '-Wl,-z,noexecstack', '-Wl,-z,norelro',
   `-DCX_NODE_PATH="${T.nodePath}"`,
+  `-I${srcDir}`, `-I${archDir}`,
 ];
 
 const h = createHash('sha256');

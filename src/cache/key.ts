@@ -6,7 +6,8 @@
  *   u32 format_version, u32 euid, u64 dev, u64 ino, u64 size,
  *   i64 mtime_sec, i64 ctime_sec, u32 mtime_nsec, u32 ctime_nsec,
  *   exe_path "\0" PATH "\0" kernel_release "\0"
- * and for a post-init image: init_spec "\0" u64 env_hash (resumeEnvHash).
+ * and for a post-init image: init_spec "\0" u64 env_hash (resumeEnvHash);
+ * then u64 groups_hash (groupsHash(): 0 in the system layer).
  * The image also stores these fields; the restorer compares them exactly, so
  * a hash collision can only ever cost a cold run.
  */
@@ -30,10 +31,34 @@ export function keyBytes(k: ImageKey): Buffer {
   ns.writeUInt32LE(k.exeMtimeNsec >>> 0, 0);
   ns.writeUInt32LE(k.exeCtimeNsec >>> 0, 4);
   const strs = Buffer.from(`${k.exePath}\0${k.pathEnv}\0${k.kernelRelease}\0`, 'utf8');
-  if (!k.initSpec) return Buffer.concat([rec.subarray(0, 48), ns, strs]);
+  const groups = Buffer.alloc(8);
+  groups.writeBigUInt64LE(k.groupsHash ?? 0n);
+  if (!k.initSpec) return Buffer.concat([rec.subarray(0, 48), ns, strs, groups]);
   const env = Buffer.alloc(8);
   env.writeBigUInt64LE(k.envHash ?? 0n);
-  return Buffer.concat([rec.subarray(0, 48), ns, strs, Buffer.from(`${k.initSpec}\0`, 'utf8'), env]);
+  return Buffer.concat([rec.subarray(0, 48), ns, strs, Buffer.from(`${k.initSpec}\0`, 'utf8'), env, groups]);
+}
+
+/**
+ * Who the user is for file access, besides the uid: the effective gid and the
+ * supplementary groups in the kernel's (sorted) order, as /proc/self/status
+ * lists them and getgroups(2) returns them to the launcher. An image holds
+ * what its snapshot could read; a user removed from a group must not get it
+ * back from an image, so another set of groups is another key.
+ * cx_hash64 of u32 egid, u32 count, u32 gid... (launcher.c: groups_hash).
+ */
+export function groupsHash(egid: number = process.getegid ? process.getegid() : 0, groups: number[] = kernelGroups()): bigint {
+  const buf = Buffer.alloc(8 + 4 * groups.length);
+  buf.writeUInt32LE(egid >>> 0, 0);
+  buf.writeUInt32LE(groups.length, 4);
+  groups.forEach((g, i) => buf.writeUInt32LE(g >>> 0, 8 + 4 * i));
+  return hash64(buf);
+}
+
+/** Supplementary groups of this process in the kernel's order (process.getgroups() adds the egid). */
+function kernelGroups(): number[] {
+  const line = fs.readFileSync('/proc/self/status', 'utf8').split('\n').find((l) => l.startsWith('Groups:')) ?? '';
+  return line.slice('Groups:'.length).trim().split(/\s+/).filter(Boolean).map(Number);
 }
 
 export function keyHash(k: ImageKey): string {
@@ -42,11 +67,17 @@ export function keyHash(k: ImageKey): string {
 
 /** Same rule as the launcher: CACHED_EXEC_DIR, else env-paths' cache dir. */
 export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.CACHED_EXEC_DIR) return env.CACHED_EXEC_DIR;
-  const home = env.HOME || os.homedir();
+  return cacheDirOrigin(env).dir;
+}
+
+/** cacheDir() and the variable that chose it, for error messages. */
+export function cacheDirOrigin(env: NodeJS.ProcessEnv = process.env): { dir: string; from: string } {
+  if (env.CACHED_EXEC_DIR) return { dir: env.CACHED_EXEC_DIR, from: `CACHED_EXEC_DIR=${env.CACHED_EXEC_DIR}` };
   // env-paths('cached-exec', {suffix: ''}).cache on Linux; spelled out here so the
   // C side (which has no env-paths) visibly follows the same rule.
-  return path.join(env.XDG_CACHE_HOME || path.join(home, '.cache'), 'cached-exec');
+  if (env.XDG_CACHE_HOME) return { dir: path.join(env.XDG_CACHE_HOME, 'cached-exec'), from: `XDG_CACHE_HOME=${env.XDG_CACHE_HOME}` };
+  if (env.HOME) return { dir: path.join(env.HOME, '.cache', 'cached-exec'), from: `HOME=${env.HOME}` };
+  return { dir: path.join(os.homedir(), '.cache', 'cached-exec'), from: 'your home directory' };
 }
 
 export function imagePath(dir: string, k: ImageKey): string {
@@ -78,9 +109,12 @@ export function keyFromStat(
   st: fs.BigIntStats,
   env: NodeJS.ProcessEnv = process.env,
   euid: number = process.geteuid ? process.geteuid() : 0,
+  /** groupsHash() of the user; 0n for the system layer, which serves every user alike. */
+  groups: bigint = groupsHash(),
 ): ImageKey {
   return {
     euid,
+    groupsHash: groups,
     exePath,
     exeDev: st.dev,
     exeIno: st.ino,

@@ -10,7 +10,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { LRUCache } from 'lru-cache';
-import { CliError } from '../cli/errors.js';
+import { CxError } from '../common/errors.js';
 import { checkImage } from './check.js';
 import { readConfig, type CacheConfig } from './config.js';
 import { keyFromStat, keyHash } from './key.js';
@@ -103,7 +103,7 @@ export function staleReason(store: Store, im: ImageEntry): { reason: string; det
   try {
     parsed = readImageMeta(im.path).parsed;
   } catch (e) {
-    return { reason: 'corrupt', detail: e instanceof CliError ? e.shortMessage : String(e) };
+    return { reason: 'corrupt', detail: e instanceof CxError ? e.shortMessage : String(e) };
   }
   if (parsed.problems.length) return { reason: 'corrupt', detail: parsed.problems.join('; ') };
   const key = parsed.model.key;
@@ -117,7 +117,7 @@ export function staleReason(store: Store, im: ImageEntry): { reason: string; det
     return { reason: 'program-gone', detail: `${key.exePath} no longer exists` };
   }
   // The key as a run with the image's own PATH would compute it now.
-  const now = keyFromStat(key.exePath, st, { PATH: key.pathEnv }, key.euid);
+  const now = keyFromStat(key.exePath, st, { PATH: key.pathEnv }, key.euid, key.groupsHash ?? 0n);
   // A post-init image's key also names its init and environment, which only a run can check.
   if (key.initSpec) Object.assign(now, { initSpec: key.initSpec, envHash: key.envHash });
   if (keyHash(now) !== im.hash) return { reason: 'program-changed', detail: `${key.exePath} changed since the snapshot` };

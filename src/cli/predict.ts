@@ -10,7 +10,7 @@ import { keyFromStat, keyHash, launcherCacheDir } from '../cache/key.js';
 import { Store } from '../cache/store.js';
 import type { ImageKey } from '../image/format.js';
 import { initSpec, resumeEnvHash } from '../resume/spec.js';
-import { readShebang, resolveProgram } from './resolve.js';
+import { readShebang, resolveProgram } from '../common/resolve.js';
 import type * as fs from 'node:fs';
 
 export interface Attempt {
@@ -94,7 +94,7 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
     base.attempts.push(a);
     const sysDir = env.CACHED_EXEC_SYSTEM_DIR;
     if (v.outcome !== 'MISS' || !sysDir) return { v, a };
-    const skey = withInit(keyFromStat(exe, st, env, 0));
+    const skey = withInit(keyFromStat(exe, st, env, 0, 0n));
     const shash = keyHash(skey);
     const simage = path.join(sysDir, 'images', `${shash}.img`);
     const sv = checkImage(simage, { key: skey, owner: 0, env });
@@ -118,6 +118,9 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
   return finish(base, user, v.outcome, v.detail, v, a, program);
 }
 
+/** Refusals that no change of the user's can undo: the program's kind or rights. */
+const PERMANENT_REFUSALS = new Set(['not-elf', 'static-binary', 'foreign-arch', 'privileged']);
+
 function finish(p: Prediction, user: Store, outcome: OutcomeName, detail: string, v: Verdict | null, a: Attempt | null,
   program: string): Prediction {
   p.outcome = outcome;
@@ -137,7 +140,9 @@ function finish(p: Prediction, user: Store, outcome: OutcomeName, detail: string
   }
   const warm = `cached-exec --warm ${p.interpreter ? p.interpreter.path : program}`;
   if (outcome === 'MISS') {
-    p.hint = p.refused ? `the snapshotter refused it (${p.refused.reason}); --cleanup clears refusals older than a day`
+    p.hint = p.refused ? (PERMANENT_REFUSALS.has(p.refused.reason)
+      ? `it cannot be snapshotted (${p.refused.reason}, see 'refused'): its runs stay cold`
+      : `remove the cause named under 'refused', then '${warm}' tries again (--cleanup also forgets refusals after a day)`)
       : p.queued ? 'queued: a background warmer will take the snapshot' : `run '${warm}' (or run it once: the miss queues a snapshot)`;
   } else if (outcome === 'FAIL_STALE_FILE' || outcome === 'FAIL_NEGATIVE_DEP' || outcome === 'FAIL_KEY') {
     p.hint = `the image is stale: '${warm}' re-takes it, '--cleanup' removes it`;

@@ -9,8 +9,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { decodeStruct, encodeStruct } from './codec.js';
 import {
-  ABI_HASH, ARCH_X86_64, FILE, FORMAT_VERSION, HEADER, KEY, MAGIC, REGION, RESUME, SECTION, SIGACTION, SLOT, STATE,
-  VDSO_PART, ResumeFlag, Section, SecFlag, Src, hash64, sizeOf, type StructDef,
+  ABI_HASH, ARCH_X86_64, FILE, FORMAT_VERSION, HEADER, INTEGRITY, KEY, MAGIC, REGION, RESUME, SECTION, SIGACTION, SLOT, STATE,
+  VDSO_PART, FileKind, ResumeFlag, Section, SecFlag, Src, hash64, sizeOf, type StructDef,
 } from './schema.js';
 
 export const PAGE_SIZE = 4096;
@@ -34,6 +34,8 @@ export interface ImageKey {
    * arguments, see src/resume/spec.ts). Part of the lookup key, with envHash.
    */
   initSpec?: string;
+  /** groupsHash() of the user the image was taken for; 0 in the system layer. Part of the lookup key. */
+  groupsHash?: bigint;
 }
 
 /** Registers by the names of the kernel's user_regs_struct (cx_resume fields). */
@@ -76,6 +78,9 @@ export interface ImageFile {
   ctimeNsec: number;
   mode: number;
   flags: number; // FileFlag
+  /** Owner: written and read back for ACCESS entries only (a directory on the way to a dependency). */
+  uid?: number;
+  gid?: number;
 }
 
 export interface ImageRegion {
@@ -139,6 +144,20 @@ export interface ImageModel {
   state: ImageState;
   vdso: ImageVdsoPart[];
   resume?: ImageResume;
+  /** Read back from an image (the writer computes it): the region data's checksum. */
+  integrity?: { dataHash: bigint; dataLen: bigint };
+}
+
+/**
+ * The hot path trusts an image's region data as the kernel trusts a
+ * library's code (checking every page would cost more than the restore);
+ * --explain, --cleanup and the watcher verify it with this.
+ */
+export const DATA_PROBLEM = 'region data checksum mismatch (a damaged page)';
+export function problemWithData(integrity: { dataHash: bigint; dataLen: bigint }, data: Buffer | Buffer[]): boolean {
+  const parts = Array.isArray(data) ? data : [data];
+  const len = parts.reduce((n, p) => n + p.length, 0);
+  return integrity.dataLen !== BigInt(len) || dataHash(parts) !== integrity.dataHash;
 }
 
 class StringTable {
@@ -190,11 +209,12 @@ export function serializeImage(img: ImageModel): Buffer {
     kernel_release: strings.add(img.key.kernelRelease),
     env_hash: img.key.envHash ?? 0n,
     init_spec: strings.add(img.key.initSpec ?? ''),
+    groups_hash: img.key.groupsHash ?? 0n,
   });
   const files = encodeArray(FILE, img.files.map((fl) => ({
     path: strings.add(fl.path), kind: fl.kind, dev: fl.dev, ino: fl.ino, size: fl.size,
     mtime_sec: fl.mtimeSec, ctime_sec: fl.ctimeSec, mtime_nsec: fl.mtimeNsec, ctime_nsec: fl.ctimeNsec,
-    mode: fl.mode, flags: fl.flags,
+    mode: fl.mode, flags: fl.flags, uid: fl.uid ?? 0, gid: fl.gid ?? 0,
   })));
   const st = img.state;
   const state = encodeStruct(STATE, {
@@ -236,6 +256,10 @@ export function serializeImage(img: ImageModel): Buffer {
     );
   }
 
+  // The region data's checksum: its body is filled in once the data is laid out.
+  const integrity = Buffer.alloc(sizeOf(INTEGRITY));
+  sections.push({ type: Section.INTEGRITY, flags: 0, body: integrity, size: integrity.length, count: 1, entsize: sizeOf(INTEGRITY) });
+
   const headerSize = sizeOf(HEADER);
   let off = headerSize + sizeOf(SECTION) * sections.length;
   const offsets: number[] = [];
@@ -262,6 +286,7 @@ export function serializeImage(img: ImageModel): Buffer {
     return { addr: r.addr, len: r.len, offset, prot: r.prot, source: r.source, file: r.file, flags: r.flags };
   });
   const regions = encodeArray(REGION, regionRecs);
+  encodeStruct(INTEGRITY, { data_hash: dataHash(dataParts), data_len: BigInt(dataOff - dataOffset) }, integrity, 0);
 
   const meta = Buffer.alloc(dataOffset);
   encodeStruct(HEADER, {
@@ -278,6 +303,13 @@ export function serializeImage(img: ImageModel): Buffer {
   const sum = hash64(meta.subarray(0, metaSize));
   meta.writeBigUInt64LE(sum, checksumOffset());
   return Buffer.concat([meta, ...dataParts]);
+}
+
+/** cx_hash64 over the region data as one byte string (the parts are whole pages, so words never straddle them). */
+export function dataHash(parts: Buffer[]): bigint {
+  let h: bigint | undefined;
+  for (const p of parts) h = hash64(p, h);
+  return h ?? hash64(Buffer.alloc(0));
 }
 
 function checksumOffset(): number {
@@ -346,11 +378,13 @@ export function parseImage(buf: Buffer): ParsedImage {
       kernelRelease: readStr(strings, n(k.kernel_release)),
       ...(b(k.env_hash) ? { envHash: b(k.env_hash) } : {}),
       ...(readStr(strings, n(k.init_spec)) ? { initSpec: readStr(strings, n(k.init_spec)) } : {}),
+      ...(b(k.groups_hash) ? { groupsHash: b(k.groups_hash) } : {}),
     },
     files: records(Section.FILES, FILE).map((r) => ({
       path: readStr(strings, n(r.path)), kind: n(r.kind), dev: b(r.dev), ino: b(r.ino), size: b(r.size),
       mtimeSec: b(r.mtime_sec), mtimeNsec: n(r.mtime_nsec), ctimeSec: b(r.ctime_sec), ctimeNsec: n(r.ctime_nsec),
       mode: n(r.mode), flags: n(r.flags),
+      ...(n(r.kind) === FileKind.ACCESS ? { uid: n(r.uid), gid: n(r.gid) } : {}),
     })),
     regions: records(Section.REGIONS, REGION).map((r) => ({
       addr: b(r.addr), len: b(r.len), offset: b(r.offset), prot: n(r.prot), source: n(r.source), file: n(r.file), flags: n(r.flags),
@@ -376,6 +410,14 @@ export function parseImage(buf: Buffer): ParsedImage {
         signo: n(a.signo), handler: b(a.handler), flags: b(a.flags), restorer: b(a.restorer), mask: b(a.mask),
       })),
     };
+  }
+  if (byType.has(Section.INTEGRITY)) {
+    const ig = records(Section.INTEGRITY, INTEGRITY)[0] as Record<string, bigint | number>;
+    model.integrity = { dataHash: b(ig.data_hash), dataLen: b(ig.data_len) };
+    // Only a whole image can be checked here; readImageMeta's callers use verifyImageData.
+    if (BigInt(buf.length) === b(header.file_size) && problemWithData(model.integrity, buf.subarray(Number(header.data_offset)))) {
+      problems.push(DATA_PROBLEM);
+    }
   }
   return { header, sections, model, problems };
 }

@@ -4,9 +4,9 @@
 #include <stdint.h>
 #include <stddef.h>
 
-#define CX_FORMAT_VERSION 1u
+#define CX_FORMAT_VERSION 2u
 #define CX_MAGIC 0x31474d4958455843ull
-#define CX_ABI_HASH 0x72bc7f8bu
+#define CX_ABI_HASH 0x8dfd7b8cu
 #define CX_ARCH_X86_64 62u
 
 /* Section types. Unknown types are skipped unless flagged REQUIRED. */
@@ -20,6 +20,7 @@
 #define CX_SECTION_RESUME 8u
 #define CX_SECTION_SIGACTIONS 9u
 #define CX_SECTION_XSTATE 10u
+#define CX_SECTION_INTEGRITY 11u
 
 /* Section flags. */
 #define CX_SECFLAG_REQUIRED 1u
@@ -43,6 +44,7 @@
 #define CX_FILE_MAPPED 1u
 #define CX_FILE_READ 2u
 #define CX_FILE_ABSENT 3u
+#define CX_FILE_ACCESS 4u
 
 /* File flags. */
 #define CX_FILEFLAG_EXE 1u
@@ -78,6 +80,8 @@
 #define CX_STATE_HAVE_ROBUST_LIST 2u
 #define CX_STATE_HAVE_RSEQ 4u
 #define CX_STATE_HAVE_FS_BASE 8u
+#define CX_STATE_READS_EXE 16u
+#define CX_STATE_IDENTITY_BOUND 32u
 
 /* What one launcher run did (stats/runs.log). Numbers are stable: never reuse one. */
 #define CX_OUTCOME_HIT 0u
@@ -100,6 +104,10 @@
 #define CX_OUTCOME_FAIL_SLOT 17u
 #define CX_OUTCOME_FAIL_KERNEL_STATE 18u
 #define CX_OUTCOME_FAIL_RESUME 19u
+#define CX_OUTCOME_BYPASS_UNTRUSTED_DIR 20u
+#define CX_OUTCOME_FAIL_EXE 21u
+#define CX_OUTCOME_BYPASS_STACK_LIMIT 22u
+#define CX_OUTCOME_FAIL_IDENTITY 23u
 
 /* Statistics log. */
 #define CX_STAT_MAGIC 827609923u
@@ -176,8 +184,9 @@ struct cx_key {
 	uint64_t env_hash; /* non-zero: library constructors read the environment, so the image is only for an environment with this cx_env_hash */
 	uint32_t init_spec; /* string offset: empty for a post-link image; a post-init image: what ran before the checkpoint (also in the lookup key) */
 	uint32_t reserved; /* zero */
+	uint64_t groups_hash; /* cx_hash64 of egid and the supplementary groups (kernel order) the image was taken with; 0 in the system layer (also in the lookup key) */
 };
-_Static_assert(sizeof(struct cx_key) == 80, "cx_key size");
+_Static_assert(sizeof(struct cx_key) == 88, "cx_key size");
 _Static_assert(offsetof(struct cx_key, euid) == 0, "cx_key.euid");
 _Static_assert(offsetof(struct cx_key, exe_path) == 4, "cx_key.exe_path");
 _Static_assert(offsetof(struct cx_key, exe_dev) == 8, "cx_key.exe_dev");
@@ -192,6 +201,7 @@ _Static_assert(offsetof(struct cx_key, kernel_release) == 60, "cx_key.kernel_rel
 _Static_assert(offsetof(struct cx_key, env_hash) == 64, "cx_key.env_hash");
 _Static_assert(offsetof(struct cx_key, init_spec) == 72, "cx_key.init_spec");
 _Static_assert(offsetof(struct cx_key, reserved) == 76, "cx_key.reserved");
+_Static_assert(offsetof(struct cx_key, groups_hash) == 80, "cx_key.groups_hash");
 
 /* A file the image depends on. */
 struct cx_file {
@@ -206,8 +216,10 @@ struct cx_file {
 	uint32_t ctime_nsec;
 	uint32_t mode; /* st_mode */
 	uint32_t flags; /* CX_FILEFLAG_* */
+	uint32_t uid; /* st_uid (compared for ACCESS entries) */
+	uint32_t gid; /* st_gid (compared for ACCESS entries) */
 };
-_Static_assert(sizeof(struct cx_file) == 64, "cx_file size");
+_Static_assert(sizeof(struct cx_file) == 72, "cx_file size");
 _Static_assert(offsetof(struct cx_file, path) == 0, "cx_file.path");
 _Static_assert(offsetof(struct cx_file, kind) == 4, "cx_file.kind");
 _Static_assert(offsetof(struct cx_file, dev) == 8, "cx_file.dev");
@@ -219,6 +231,8 @@ _Static_assert(offsetof(struct cx_file, mtime_nsec) == 48, "cx_file.mtime_nsec")
 _Static_assert(offsetof(struct cx_file, ctime_nsec) == 52, "cx_file.ctime_nsec");
 _Static_assert(offsetof(struct cx_file, mode) == 56, "cx_file.mode");
 _Static_assert(offsetof(struct cx_file, flags) == 60, "cx_file.flags");
+_Static_assert(offsetof(struct cx_file, uid) == 64, "cx_file.uid");
+_Static_assert(offsetof(struct cx_file, gid) == 68, "cx_file.gid");
 
 /* One mmap at restore. Sorted by address, non-overlapping, page-aligned. */
 struct cx_region {
@@ -339,7 +353,7 @@ struct cx_resume {
 	uint64_t xfeatures; /* XCR0 the xstate was saved under; the restoring CPU must have the same */
 	uint64_t sigmask; /* blocked signals at the checkpoint */
 	uint64_t ignored_at_start; /* signals ignored when the snapshot started (the caller must match) */
-	uint64_t stack_reserve; /* bytes of zero memory to map below the STACK region (stack growth) */
+	uint64_t stack_reserve; /* informational: the growth room the snapshot assumed (the launcher follows RLIMIT_STACK instead) */
 	uint32_t xstate_size; /* bytes of the XSTATE section (XSAVE standard format) */
 	uint32_t resume_fd; /* the descriptor the context is delivered on */
 	uint32_t umask; /* with CX_RESUMEFLAG_SET_UMASK */
@@ -391,6 +405,15 @@ _Static_assert(offsetof(struct cx_sigaction, restorer) == 16, "cx_sigaction.rest
 _Static_assert(offsetof(struct cx_sigaction, mask) == 24, "cx_sigaction.mask");
 _Static_assert(offsetof(struct cx_sigaction, signo) == 32, "cx_sigaction.signo");
 _Static_assert(offsetof(struct cx_sigaction, reserved) == 36, "cx_sigaction.reserved");
+
+/* A checksum of the region data, verified by --explain, --cleanup and the watcher (the hot path checks only the metadata). */
+struct cx_integrity {
+	uint64_t data_hash; /* cx_hash64 of bytes [data_offset, file_size) */
+	uint64_t data_len; /* file_size - data_offset */
+};
+_Static_assert(sizeof(struct cx_integrity) == 16, "cx_integrity size");
+_Static_assert(offsetof(struct cx_integrity, data_hash) == 0, "cx_integrity.data_hash");
+_Static_assert(offsetof(struct cx_integrity, data_len) == 8, "cx_integrity.data_len");
 
 /* One run as the launcher saw it (stats/runs.log). */
 struct cx_stat_record {

@@ -27,7 +27,14 @@ enum cx_outcome {
 	CX_FAIL_SLOT = CX_OUTCOME_FAIL_SLOT,
 	CX_FAIL_KERNEL_STATE = CX_OUTCOME_FAIL_KERNEL_STATE,
 	CX_FAIL_RESUME = CX_OUTCOME_FAIL_RESUME,
+	CX_BYPASS_UNTRUSTED_DIR = CX_OUTCOME_BYPASS_UNTRUSTED_DIR,
+	CX_FAIL_EXE = CX_OUTCOME_FAIL_EXE,
+	CX_BYPASS_STACK_LIMIT = CX_OUTCOME_BYPASS_STACK_LIMIT,
+	CX_FAIL_IDENTITY = CX_OUTCOME_FAIL_IDENTITY,
 };
+
+/* What PR_SET_MM_MAP's exe_fd needs (jump.c exe_settable). */
+enum { CX_CAPS_NONE, CX_CAPS_EFFECTIVE, CX_CAPS_RAISE };
 
 /* An init spec: "after-init" and the adapter words, 0x1f-separated (src/resume/spec.ts initSpec). */
 #define CX_SPEC_MAX (3 * CX_PATH_MAX)
@@ -46,15 +53,24 @@ struct launch {
 	uint64_t *prog_sp;
 
 	const char *name; /* what to resolve */
+	const char *shim; /* masquerade: the shim this run came through (AT_EXECFN, or the #! line's path) */
+	const char *execfn; /* the program's AT_EXECFN once a restore placed it (jump.c tramp_alloc) */
 	struct kstat st; /* identity of the program */
 	uint64_t self_dev, self_ino;
 	int self_known;
 	int execfn_not_self; /* run as a #! interpreter: AT_EXECFN is the script */
 
+	int cache_fd, sys_fd; /* cachedir.c: CX_FD_UNKNOWN until opened, then an fd or -errno */
+	int layer_fd; /* the directory the current key's image is in */
+	char image_rel[32]; /* "images/<key>.img", below layer_fd */
 	uint64_t key_hash;
 	uint32_t euid;
 	uint32_t key_euid; /* owner the image must have: euid, or 0 for the system layer */
+	uint64_t groups_hash; /* groups_hash() once asked (never 0 then) */
+	uint64_t key_groups; /* what the key holds: groups_hash, or 0 in the system layer */
 	const char *path_env;
+	int own_stack; /* running on CX_LAUNCHER_STACK, not the kernel's stack (start.c) */
+	int caps_known, caps; /* exe_settable(): CX_CAPS_* */
 	int dry_run; /* --internal-restore-dry: stop before the jump */
 	int no_restore; /* the stack could not be rebuilt: cold only */
 	int rotate; /* restored, but the image is past its age limit: queue a re-snapshot */
@@ -80,6 +96,7 @@ struct launch {
 	char path[CX_PATH_MAX]; /* resolved program */
 	char cache_dir[CX_PATH_MAX];
 	char image[CX_PATH_MAX];
+	char first_shim[CX_PATH_MAX]; /* resolve(): the first PATH candidate that was the launcher, or "" */
 	/* --after-init only. Words live here, not in .rodata: the trampoline's cold exec runs after the launcher is unmapped. */
 	char init_spec[CX_SPEC_MAX];
 	char adapter[CX_PATH_MAX];
@@ -87,15 +104,57 @@ struct launch {
 	char word_text[64];
 };
 
-/* restore.c: returns only on failure, with the reason. */
-enum cx_outcome cx_restore(struct launch *L);
-/* restore.c: --internal-inspect IMAGE, the C reader's view of an image. */
-int cx_inspect(const char *image);
+/* cachedir.c: trusted directories and the files below them. */
+#define CX_FD_UNKNOWN (-100000)
+int cx_open_trusted_dir(const char *path, uint32_t owner);
+int cx_user_cache(struct launch *L, int create);
+int cx_system_layer(struct launch *L);
+int cx_open_below(int dirfd, const char *rel, int flags, int mode);
+void cx_close_dirs(struct launch *L);
 
+/* launcher.c */
 __attribute__((noreturn)) void cx_cold_exec(struct launch *L);
 
+/* resolve.c: PATH lookup like execvp (0, or the exit status 126/127 after a message), #! scripts. */
+const char *cx_errno_text(long e);
+int is_self(struct launch *L, const struct kstat *st);
+int resolve(struct launch *L);
+int shebang(struct launch *L, char *script, size_t cap);
+int is_selfpath_shim(const char *shim);
+int argv0_names_launcher(struct launch *L, const char *argv0, const char *shim);
+
+/* key.c: bypass rules, the cache directory, the key, and the layers tried in order. */
+enum cx_outcome bypass_reason(struct launch *L);
+int secure_by_ids(const uint64_t *auxv);
+int cache_dir(struct launch *L);
+int compute_key(struct launch *L, const char *dir, uint32_t euid, int system);
+enum cx_outcome restore_layers(struct launch *L);
+
+/* after_init.c: --after-init options and the adapter's command. */
+struct after_init_req {
+	int seen;
+	const char *file; /* --after-init=FILE: made absolute; empty means none (as in the CLI) */
+	const char *preload; /* --preload LIST */
+};
+int is_after_init_option(const char *a);
+int parse_after_init(const struct launch *L, int i, struct after_init_req *q);
+int after_init_command(struct launch *L, const struct after_init_req *q, char **argv2, int need_adapter);
+
+/* restore.c: returns only on failure, with the reason. */
+enum cx_outcome cx_restore(struct launch *L);
+/* inspect.c: --internal-inspect IMAGE, the C reader's view of an image. */
+int cx_inspect(const char *image);
+
+/*
+ * The launcher's own stack (arch/<arch>/start.c), below its text (linked at
+ * 0x60000000 by scripts/build-native.mjs): programs never live there.
+ */
+#define CX_LAUNCHER_STACK 0x5ff80000
+#define CX_LAUNCHER_STACK_SIZE 0x80000
+#define CX_STR_(x) #x
+#define CX_STR(x) CX_STR_(x)
+
 /* stack.c: rebuild the initial stack for the program (drop launcher args, insert #! argv). */
-#define CX_STACK_GAP 16384
 int cx_reshape_stack(struct launch *L, int drop, char *const *insert, int ninsert, int copy_strings);
 
 /* record.c */
@@ -104,8 +163,12 @@ void cx_record(const struct launch *L, enum cx_outcome outcome);
 void cx_queue_miss(const struct launch *L, int rotate);
 uint64_t cx_now_ns(struct launch *L);
 
-/* launcher.c: <pkg>/dist/cli/main.js from /proc/self/exe; 0 on success. */
+/* paths.c: <pkg>/dist/cli/main.js and <pkg>/shell/NAME from /proc/self/exe; 0 on success. */
 int cx_cli_script(char *out, size_t cap);
+int shell_file(char *out, size_t cap, const char *name);
+
+/* arch/<arch>/start.c */
+__attribute__((noreturn)) void cx_arch_counter_trap_probe(void);
 
 #ifndef CX_NODE_PATH
 #define CX_NODE_PATH "/usr/bin/node"

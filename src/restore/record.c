@@ -4,40 +4,33 @@
  *
  * Both must stay cheap (they are on every run's path) and must never change
  * what the program sees: no fd survives into the program, no child of ours is
- * left for the program to reap, no failure here changes the outcome.
+ * left for the program to reap, no failure here changes the outcome. Both
+ * write only below the user's cache directory as cachedir.c verified it:
+ * a directory that failed its checks gets no write at all.
  */
 #include "launcher.h"
 #include "image_format.h"
 
-static int dir_path(struct cx_buf *b, const struct launch *L, const char *sub, const char *leaf)
+/*
+ * Opens `sub`/`leaf` below the user's cache for writing, creating the cache
+ * and the subdirectory on first use. -errno when there is nowhere safe.
+ */
+static int create_below(const struct launch *L, const char *sub, const char *leaf, int flags)
 {
-	b->len = 0;
-	b->overflow = 0;
-	cx_buf_str(b, L->cache_dir);
-	cx_buf_str(b, sub);
-	if (leaf)
-		cx_buf_str(b, leaf);
-	return b->overflow ? -1 : 0;
-}
-
-static void mkdirs(const struct launch *L, const char *sub)
-{
-	char p[CX_PATH_MAX];
-	struct cx_buf b = { p, 0, sizeof p, 0 };
-	/* Only the cache dir itself and one level below: the parent is the user's. */
-	sys_mkdir(L->cache_dir, 0700);
-	if (dir_path(&b, L, sub, 0) == 0)
-		sys_mkdir(p, 0700);
-}
-
-/* Opens `file` (inside the cache subdirectory `sub`) for writing, creating the directories on first use. */
-static int create_in(const struct launch *L, const char *sub, const char *file, int extra_flags)
-{
-	int flags = O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | extra_flags;
-	int fd = (int)sys_openat(AT_FDCWD, file, flags, 0600);
+	char rel[64];
+	struct cx_buf b = { rel, 0, sizeof rel, 0 };
+	int dir = cx_user_cache((struct launch *)L, 1);
+	if (dir < 0)
+		return dir;
+	cx_buf_str(&b, sub);
+	cx_buf_str(&b, "/");
+	cx_buf_str(&b, leaf);
+	if (b.overflow)
+		return -EINVAL;
+	int fd = cx_open_below(dir, rel, O_WRONLY | O_CREAT | flags, 0600);
 	if (fd == -ENOENT) {
-		mkdirs(L, sub);
-		fd = (int)sys_openat(AT_FDCWD, file, flags, 0600);
+		sys_mkdirat(dir, sub, 0700);
+		fd = cx_open_below(dir, rel, O_WRONLY | O_CREAT | flags, 0600);
 	}
 	return fd;
 }
@@ -54,11 +47,7 @@ uint64_t cx_now_ns(struct launch *L)
 
 void cx_record(const struct launch *L, enum cx_outcome outcome)
 {
-	char p[CX_PATH_MAX];
-	struct cx_buf b = { p, 0, sizeof p, 0 };
-	if (!L->cache_dir[0] || dir_path(&b, L, "/stats/runs.log", 0))
-		return;
-	int fd = create_in(L, "/stats", p, O_APPEND);
+	int fd = create_below(L, "stats", "runs.log", O_APPEND);
 	if (fd < 0)
 		return;
 	struct cx_stat_record r = {
@@ -114,11 +103,7 @@ static void spawn_warmer(const struct launch *L)
 /* A running warmer holds the lock and rescans the queue before it exits. */
 static void start_warmer_unless_running(const struct launch *L)
 {
-	char p[CX_PATH_MAX];
-	struct cx_buf b = { p, 0, sizeof p, 0 };
-	if (dir_path(&b, L, "/queue/.warmer.lock", 0))
-		return;
-	int lk = (int)sys_openat(AT_FDCWD, p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	int lk = create_below(L, "queue", ".warmer.lock", 0);
 	if (lk < 0)
 		return;
 	long busy = sys_flock(lk, LOCK_EX | LOCK_NB);
@@ -126,13 +111,10 @@ static void start_warmer_unless_running(const struct launch *L)
 	if (busy != 0)
 		return;
 	/* Remember when: see the already-queued case in cx_queue_miss. */
-	if (dir_path(&b, L, "/queue/.spawned", 0) == 0) {
-		int fd = create_in(L, "/queue", p, O_TRUNC);
-		if (fd >= 0) {
-			sys_write(fd, "", 0);
-			sys_close(fd);
-			sys_utimensat(AT_FDCWD, p, 0, 0);
-		}
+	int fd = create_below(L, "queue", ".spawned", O_TRUNC);
+	if (fd >= 0) {
+		sys_utimensat(fd, 0, 0, 0); /* futimens(fd, now) */
+		sys_close(fd);
 	}
 	spawn_warmer(L);
 }
@@ -146,23 +128,25 @@ static void start_warmer_unless_running(const struct launch *L)
  */
 void cx_queue_miss(const struct launch *L, int rotate)
 {
-	char p[CX_PATH_MAX], name[24];
-	struct cx_buf b = { p, 0, sizeof p, 0 };
+	char rel[64], name[24];
 	struct cx_buf nb = { name, 0, sizeof name, 0 };
+	struct kstat st;
 	if (!L->cache_dir[0] || is_true_env_value(cx_getenv(L->envp, "CACHED_EXEC_NO_WARM")))
 		return;
 	/* The entry is line-based: an init file whose name holds a newline cannot be queued. */
 	for (const char *c = L->after_init ? L->init_spec : ""; *c; c++)
 		if (*c == '\n')
 			return;
+	int dir = cx_user_cache((struct launch *)L, 1);
+	if (dir < 0)
+		return;
 	cx_buf_hex16(&nb, L->key_hash);
-	if (dir_path(&b, L, "/refused/", name))
-		return;
-	if (!rotate && sys_faccessat(p, 0) == 0)
+	struct cx_buf b = { rel, 0, sizeof rel, 0 };
+	cx_buf_str(&b, "refused/");
+	cx_buf_str(&b, name);
+	if (!rotate && sys_fstatat(dir, rel, &st, AT_SYMLINK_NOFOLLOW) == 0)
 		return; /* refused before: retried only after --cleanup clears it */
-	if (dir_path(&b, L, "/queue/", name))
-		return;
-	int fd = create_in(L, "/queue", p, O_EXCL);
+	int fd = create_below(L, "queue", name, O_EXCL);
 	if (fd == -EEXIST) {
 		/*
 		 * Queued already. Normally a warmer is on it; but one that was killed
@@ -170,10 +154,7 @@ void cx_queue_miss(const struct launch *L, int rotate)
 		 * no launcher started one in the last two seconds (concurrent misses of
 		 * one program must not start a warmer each while the first boots).
 		 */
-		struct kstat st;
-		if (dir_path(&b, L, "/queue/.spawned", 0))
-			return;
-		if (sys_stat(p, &st) == 0 &&
+		if (sys_fstatat(dir, "queue/.spawned", &st, AT_SYMLINK_NOFOLLOW) == 0 &&
 		    cx_now_ns((struct launch *)L) < (st.st_mtime_sec + 2) * 1000000000ull)
 			return;
 		start_warmer_unless_running(L);

@@ -18,7 +18,7 @@ import { Store } from '../../src/cache/store.js';
 import { warmerLockPath } from '../../src/cache/warmer-lock.js';
 import { drain } from '../../src/cli/commands/drain-queue.js';
 import { warmOne } from '../../src/cli/commands/warm.js';
-import { CliError } from '../../src/cli/errors.js';
+import { CxError } from '../../src/common/errors.js';
 import type { TakeSnapshot } from '../../src/cli/snapshotter.js';
 import { PAGE_SIZE, type ImageModel } from '../../src/image/format.js';
 import { FileFlag, FileKind, Prot, Src, VdsoKind } from '../../src/image/schema.js';
@@ -125,12 +125,12 @@ describe('warmOne', () => {
     expect(r.key).toBe(keyHash(keyFromStat('/bin/sh', fs.statSync('/bin/sh', { bigint: true }), env)));
   });
 
-  it('a program that is not found is a CliError with status 127 and no snapshot', async () => {
+  it('a program that is not found is a CxError with status 127 and no snapshot', async () => {
     const store = tmpStore();
     const { calls, snapshotter } = recorder((o) => ok(o));
     const e = await warmOne('cx-no-such-program', { snapshotter, store, env }).catch((x: unknown) => x);
-    expect(e).toBeInstanceOf(CliError);
-    expect((e as CliError).exitCode).toBe(127);
+    expect(e).toBeInstanceOf(CxError);
+    expect((e as CxError).exitCode).toBe(127);
     expect(calls).toHaveLength(0);
   });
 
@@ -217,7 +217,7 @@ describe('system layer (--warm --system)', () => {
       expect(fs.statSync(r.image as string).mode & 0o777).toBe(0o644);
       expect(fs.statSync(dir).mode & 0o777).toBe(0o755);
       expect(fs.statSync(store.sub('images')).mode & 0o777).toBe(0o755);
-      expect(r.key).toBe(keyHash(keyFromStat('/usr/bin/true', fs.statSync('/usr/bin/true', { bigint: true }), env, 0)));
+      expect(r.key).toBe(keyHash(keyFromStat('/usr/bin/true', fs.statSync('/usr/bin/true', { bigint: true }), env, 0, 0n)));
     } finally {
       process.umask(old);
     }

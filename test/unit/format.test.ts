@@ -132,7 +132,7 @@ describe('serialize / parse', () => {
     expect(Number(h.meta_size) % 8).toBe(0);
     expect(Number(h.data_offset) % 4096).toBe(0);
     const types = parseImage(bytes).sections.map((s) => Number(s.type));
-    expect(types).toEqual([Section.KEY, Section.STRINGS, Section.FILES, Section.REGIONS, Section.SLOTS, Section.STATE, Section.VDSO]);
+    expect(types).toEqual([Section.KEY, Section.STRINGS, Section.FILES, Section.REGIONS, Section.SLOTS, Section.STATE, Section.VDSO, Section.INTEGRITY]);
   });
 
   it('is deterministic', () => {
@@ -204,7 +204,7 @@ describe('key', () => {
 
   it('keyBytes follows the documented record, byte for byte', () => {
     const expected = [
-      '01000000', // u32 format_version
+      '02000000', // u32 format_version
       'e8030000', // u32 euid 1000
       '0308000000000000', // u64 dev
       '87d6120000000000', // u64 ino 1234567
@@ -214,22 +214,23 @@ describe('key', () => {
       '15cd5b07', // u32 mtime_nsec 123456789
       'b168de3a', // u32 ctime_nsec 987654321
       Buffer.from('/usr/bin/bash\0/usr/local/bin:/usr/bin:/bin\x006.18.0-test\0').toString('hex'),
+      '0000000000000000', // u64 groups_hash (none: a system-layer key)
     ].join('');
-    expect(FORMAT_VERSION).toBe(1);
+    expect(FORMAT_VERSION).toBe(2);
     expect(keyBytes(k).toString('hex')).toBe(expected);
   });
 
   it('keyHash vectors are stable', () => {
-    expect(keyHash(k)).toBe('2abdfa4e15afff69');
-    expect(keyHash({ ...k, euid: 0 })).toBe('006ee04615afff69');
-    expect(keyHash({ ...k, pathEnv: '/usr/bin:/bin' })).toBe('a752edbffec78084');
+    expect(keyHash(k)).toBe('c58873db69606509');
+    expect(keyHash({ ...k, euid: 0 })).toBe('bcde71a369606509');
+    expect(keyHash({ ...k, pathEnv: '/usr/bin:/bin' })).toBe('dcfce92d04cf61fd');
   });
 
   it('every key field changes the hash', () => {
     const variants: Partial<ImageKey>[] = [
       { euid: 1001 }, { exePath: '/usr/bin/bash2' }, { exeDev: 0x804n }, { exeIno: 1234568n }, { exeSize: 1265649n },
       { exeMtimeSec: 1_700_000_001n }, { exeMtimeNsec: 123456780 }, { exeCtimeSec: 1_700_000_101n }, { exeCtimeNsec: 987654320 },
-      { pathEnv: '/usr/local/bin:/usr/bin:/bin:' }, { kernelRelease: '6.18.1-test' },
+      { pathEnv: '/usr/local/bin:/usr/bin:/bin:' }, { kernelRelease: '6.18.1-test' }, { groupsHash: 1n },
     ];
     const hashes = new Set([keyHash(k), ...variants.map((v) => keyHash({ ...k, ...v }))]);
     expect(hashes.size).toBe(variants.length + 1);
