@@ -112,7 +112,7 @@ function nodeVersion(ctx) {
   }
 }
 
-/** Kernel Image + base.cpio, cached by everything they are made from. */
+/** Kernel Image, initramfs and root disk, cached by everything they are made from. */
 export function assembleBase(ctx) {
   const { pkgs, kernel } = resolvePackages(ctx);
   const debDir = path.join(ctx.cache, 'debs');
