@@ -33,7 +33,7 @@ import { buildRegions } from './regions.js';
 import { describeAddr } from './slots.js';
 import { AT, killTracee, type PathEvent } from './trace.js';
 import { acceptLoaderClockWords, changingWords, counterTrappable, loaderPath, type Unexplained } from './clock.js';
-import { byAddress, checkProgramUnchanged, kernelState, vdsoParts } from './snapshot.js';
+import { byAddress, checkProgramUnchanged, kernelState, vdsoParts } from './process-state.js';
 
 export interface PostInitOptions {
   /** Resolved absolute path of the program. */
