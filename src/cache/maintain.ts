@@ -118,8 +118,9 @@ export function staleReason(store: Store, im: ImageEntry): { reason: string; det
   }
   // The key as a run with the image's own PATH would compute it now.
   const now = keyFromStat(key.exePath, st, { PATH: key.pathEnv }, key.euid);
-  // A post-init image's key also names its init and environment, which only a run can check.
-  if (key.initSpec) Object.assign(now, { initSpec: key.initSpec, envHash: key.envHash });
+  // A post-init image's key also names its init; a variant's, its selector (only a run can check the environment).
+  if (key.initSpec) now.initSpec = key.initSpec;
+  if (key.variant) now.variant = key.variant;
   if (keyHash(now) !== im.hash) return { reason: 'program-changed', detail: `${key.exePath} changed since the snapshot` };
   const v = checkImage(im.path, { key: now, owner: store.euid, maxAgeSec: 0 });
   switch (v.outcome) {

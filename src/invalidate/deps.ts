@@ -33,8 +33,10 @@ export interface ImageDeps {
   files: string[];
   /** Paths whose appearance makes the image stale. */
   absent: string[];
-  /** Library constructors read the environment: the image serves only the one it was taken in (key.envHash). */
-  envBound?: boolean;
+  /** A post-init image: what ran before its checkpoint (a re-take needs it). */
+  initSpec?: string;
+  /** The environment it was taken in, when it depends on it (a re-take runs in it: the image serves that caller). */
+  snapshotEnv?: string[];
 }
 
 export function imageDeps(imagePath: string, hash: string): ImageDeps | null {
@@ -46,7 +48,10 @@ export function imageDeps(imagePath: string, hash: string): ImageDeps | null {
       if (f.kind === FileKind.ABSENT) absent.push(f.path);
       else files.add(f.path);
     }
-    return { hash, program: m.key.exePath, pathEnv: m.key.pathEnv, files: [...files], absent, envBound: !!m.key.envHash };
+    return {
+      hash, program: m.key.exePath, pathEnv: m.key.pathEnv, files: [...files], absent,
+      ...(m.key.initSpec ? { initSpec: m.key.initSpec } : {}), ...(m.snapshotEnv ? { snapshotEnv: m.snapshotEnv } : {}),
+    };
   } catch {
     return null; // damaged: --cleanup's business, nothing to watch
   }

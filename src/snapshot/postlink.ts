@@ -19,7 +19,8 @@ import type { SnapshotOptions } from './api.js';
 import { captureMappings, readMaps } from './capture.js';
 import { differential, translateSlots } from './diff.js';
 import { checkProgram } from './elf.js';
-import { perturbedEnv, snapshotEnv } from './env.js';
+import { environmentEntries, perturbedEnv, snapshotEnv } from './env.js';
+import { MAX_ENV_DEPS, describeLookedUp, lookupDependencies } from './lookups.js';
 import { buildFiles } from './files.js';
 import { checkSameContents } from './layout.js';
 import { byAddress, checkProgramUnchanged, kernelState, vdsoParts } from './process-state.js';
@@ -48,7 +49,10 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
 
   // The differential runs first: a refusal there costs no real run, and the
   // real run's tracee is then the only one alive while it is captured.
-  const diff = differential(base, perturbedEnv(envp));
+  const diff = differential(base, (keep) => perturbedEnv(envp, keep));
+  // What the constructors looked up is the image's only tie to the environment;
+  // reads that bypassed getenv, or too many names, bind it to the whole of it.
+  const deps = diff.envBound ? null : lookupDependencies(diff.lookups, opts.env);
 
   const t = runToEntry(base);
   try {
@@ -74,7 +78,7 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
     const regions = buildRegions(caps, files, slots);
     const state = kernelState(t, maps);
     const key = keyFor(exePath, opts.env);
-    if (diff.envBound) key.envHash = envHash(opts.env);
+    if (!deps) key.envHash = envHash(opts.env);
     checkProgramUnchanged(exePath, keyBefore, key);
     const image: ImageModel = {
       createdNs: BigInt(Date.now()) * 1_000_000n,
@@ -84,6 +88,9 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
       slots: slots.sort(byAddress),
       state,
       vdso: vdsoParts(maps, state.vdsoBase),
+      ...(deps?.length ? { envDeps: deps } : {}),
+      // A re-take for another caller needs the environment; only an image that depends on it keeps it.
+      ...(!deps || deps.length ? { snapshotEnv: environmentEntries(opts.env) } : {}),
     };
     const notes = [
       `${t.syscallCount} syscalls before the entry point (${summarizeSyscalls(t)})`,
@@ -92,6 +99,13 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
     for (const l of t.loader.limitsRead) {
       const v = (x: bigint): string => (x === 0xffffffffffffffffn ? 'unlimited' : String(x));
       notes.push(`resource limit ${l.resource} read before the entry point (soft ${v(l.cur)}, hard ${v(l.max)}): a caller with another limit gets values derived from this one`);
+    }
+    if (!deps) {
+      notes.push(diff.envBound
+        ? 'library constructors read the environment other than through getenv: the image serves only this exact environment'
+        : `library constructors looked up more than ${MAX_ENV_DEPS} variables: the image serves only this exact environment`);
+    } else if (deps.length) {
+      notes.push(`library constructors looked up ${describeLookedUp(deps)}: the image serves runs that agree on these`);
     }
     if (diff.randomCopies) {
       notes.push(`${diff.randomCopies} words are getrandom output kept verbatim before the entry point (malloc's tcache key): shared by every restore`);

@@ -26,6 +26,7 @@ const OUTCOME_TEXT: Record<string, string> = {
   FAIL_VDSO: 'cold: vdso layout unusable',
   FAIL_SLOT: 'cold: a slot cannot be patched',
   FAIL_RESUME: 'cold: this process cannot take the post-init image (signal dispositions, resume fd, CPU state)',
+  FAIL_ENV: 'cold: a variable the image depends on differs in this environment, and no image for this one exists yet',
 };
 
 export function explain(ctx: Context): number {
@@ -47,8 +48,14 @@ export function explain(ctx: Context): number {
     if (p.image) pairs.push(['image', `${p.image}${p.layer === 'system' ? ' (system layer)' : ''}`]);
     pairs.push(['next run', `${OUTCOME_TEXT[p.outcome] ?? p.outcome}${p.rotate ? ' (then re-taken: past CACHED_EXEC_MAX_AGE)' : ''}`]);
     pairs.push(['why', `${p.outcome}: ${p.detail}`]);
+    if (p.environment) {
+      const e = p.environment;
+      if (e.whole) pairs.push(['environment', 'the whole environment (every variable must be as at the snapshot)']);
+      else if (!e.deps.length) pairs.push(['environment', 'no variable: any environment restores']);
+      for (const d of e.deps) pairs.push(['depends on', d]);
+    }
     if (p.attempts.length > 1) {
-      for (const a of p.attempts) pairs.push(['looked at', `${a.layer} ${a.image}: ${a.outcome}`]);
+      for (const a of p.attempts) pairs.push(['looked at', `${a.layer}${a.variant ? ' variant' : ''} ${a.image}: ${a.outcome}`]);
     }
     if (p.refused) pairs.push(['refused', `${p.refused.reason}${p.refused.detail ? `: ${p.refused.detail}` : ''}`]);
     else if (p.queued) pairs.push(['queued', 'yes']);
