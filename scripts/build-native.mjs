@@ -36,8 +36,11 @@ try {
   process.exit(1);
 }
 
-const sources = fs.readdirSync(srcDir).filter((f) => f.endsWith('.c')).sort().map((f) => path.join(srcDir, f));
-const headers = fs.readdirSync(srcDir).filter((f) => f.endsWith('.h')).sort().map((f) => path.join(srcDir, f));
+// The portable steps in src/restore/, the machine's own parts in src/restore/arch/<arch>/.
+const archDir = path.join(srcDir, 'arch', 'x86_64');
+const listed = (dir, ext) => fs.readdirSync(dir).filter((f) => f.endsWith(ext)).sort().map((f) => path.join(dir, f));
+const sources = [...listed(srcDir, '.c'), ...listed(archDir, '.c')];
+const headers = [...listed(srcDir, '.h'), ...listed(archDir, '.h')];
 
 const flags = [
   '-std=gnu11', '-O2', '-Wall', '-Wextra', '-Werror=implicit-function-declaration',
@@ -51,6 +54,7 @@ const flags = [
   // non-PIE at 0x400000) so an image's regions never collide with the launcher.
   '-Wl,-Ttext-segment=0x60000000', '-Wl,--build-id=none', '-Wl,-z,noexecstack', '-Wl,-z,norelro',
   `-DCX_NODE_PATH="${process.execPath}"`,
+  `-I${srcDir}`, `-I${archDir}`,
 ];
 
 const h = createHash('sha256');

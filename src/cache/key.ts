@@ -6,8 +6,9 @@
  *   u32 format_version, u32 euid, u64 dev, u64 ino, u64 size,
  *   i64 mtime_sec, i64 ctime_sec, u32 mtime_nsec, u32 ctime_nsec,
  *   exe_path "\0" PATH "\0" kernel_release "\0"
- * then for a post-init image init_spec "\0", and for a variant image (one
- * that serves another environment than the primary image of the same key,
+ * then for a post-init image init_spec "\0"; then u64 groups_hash
+ * (groupsHash(): 0 in the system layer); and for a variant image (one that
+ * serves another environment than the primary image of the same key,
  * src/cache/envdeps.ts) the u64 selector. The environment itself is not part
  * of the lookup key: an image lists the variables it depends on, and the
  * restorer compares those (a variable nobody read never causes a miss).
@@ -34,14 +35,39 @@ export function keyBytes(k: ImageKey): Buffer {
   ns.writeUInt32LE(k.exeMtimeNsec >>> 0, 0);
   ns.writeUInt32LE(k.exeCtimeNsec >>> 0, 4);
   const strs = Buffer.from(`${k.exePath}\0${k.pathEnv}\0${k.kernelRelease}\0`, 'utf8');
+  const groups = Buffer.alloc(8);
+  groups.writeBigUInt64LE(k.groupsHash ?? 0n);
   const parts = [rec.subarray(0, 48), ns, strs];
   if (k.initSpec) parts.push(Buffer.from(`${k.initSpec}\0`, 'utf8'));
+  parts.push(groups);
   if (k.variant) {
     const v = Buffer.alloc(8);
     v.writeBigUInt64LE(k.variant);
     parts.push(v);
   }
   return Buffer.concat(parts);
+}
+
+/**
+ * Who the user is for file access, besides the uid: the effective gid and the
+ * supplementary groups in the kernel's (sorted) order, as /proc/self/status
+ * lists them and getgroups(2) returns them to the launcher. An image holds
+ * what its snapshot could read; a user removed from a group must not get it
+ * back from an image, so another set of groups is another key.
+ * cx_hash64 of u32 egid, u32 count, u32 gid... (launcher.c: groups_hash).
+ */
+export function groupsHash(egid: number = process.getegid ? process.getegid() : 0, groups: number[] = kernelGroups()): bigint {
+  const buf = Buffer.alloc(8 + 4 * groups.length);
+  buf.writeUInt32LE(egid >>> 0, 0);
+  buf.writeUInt32LE(groups.length, 4);
+  groups.forEach((g, i) => buf.writeUInt32LE(g >>> 0, 8 + 4 * i));
+  return hash64(buf);
+}
+
+/** Supplementary groups of this process in the kernel's order (process.getgroups() adds the egid). */
+function kernelGroups(): number[] {
+  const line = fs.readFileSync('/proc/self/status', 'utf8').split('\n').find((l) => l.startsWith('Groups:')) ?? '';
+  return line.slice('Groups:'.length).trim().split(/\s+/).filter(Boolean).map(Number);
 }
 
 export function keyHash(k: ImageKey): string {
@@ -86,9 +112,12 @@ export function keyFromStat(
   st: fs.BigIntStats,
   env: NodeJS.ProcessEnv = process.env,
   euid: number = process.geteuid ? process.geteuid() : 0,
+  /** groupsHash() of the user; 0n for the system layer, which serves every user alike. */
+  groups: bigint = groupsHash(),
 ): ImageKey {
   return {
     euid,
+    groupsHash: groups,
     exePath,
     exeDev: st.dev,
     exeIno: st.ino,

@@ -117,7 +117,7 @@ export function staleReason(store: Store, im: ImageEntry): { reason: string; det
     return { reason: 'program-gone', detail: `${key.exePath} no longer exists` };
   }
   // The key as a run with the image's own PATH would compute it now.
-  const now = keyFromStat(key.exePath, st, { PATH: key.pathEnv }, key.euid);
+  const now = keyFromStat(key.exePath, st, { PATH: key.pathEnv }, key.euid, key.groupsHash ?? 0n);
   // A post-init image's key also names its init; a variant's, its selector (only a run can check the environment).
   if (key.initSpec) now.initSpec = key.initSpec;
   if (key.variant) now.variant = key.variant;

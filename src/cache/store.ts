@@ -21,7 +21,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CliError, ioError } from '../cli/errors.js';
-import { parseImage, writeFileAtomic, type ImageKey, type ParsedImage } from '../image/format.js';
+import { parseImage, problemWithData, writeFileAtomic, type ImageKey, type ParsedImage } from '../image/format.js';
 import { HEADER, sizeOf } from '../image/schema.js';
 import { decodeStruct } from '../image/codec.js';
 import { IMAGE_NAME_RE, cacheDir, keyHash } from './key.js';
@@ -406,6 +406,31 @@ function readdirOrEmpty(dir: string): string[] {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return [];
     throw ioError('cannot list', dir, e);
+  }
+}
+
+/**
+ * Whether an image's region data still matches the checksum its metadata
+ * recorded (the INTEGRITY section; images without one are not checked).
+ * Reads the data in chunks: a python image is tens of megabytes.
+ */
+export function verifyImageData(file: string, parsed: ParsedImage): boolean {
+  const integrity = parsed.model.integrity;
+  if (!integrity) return true;
+  const fd = fs.openSync(file, 'r');
+  try {
+    const parts: Buffer[] = [];
+    let off = Number(parsed.header.data_offset);
+    for (;;) {
+      const chunk = Buffer.alloc(1 << 20);
+      const n = fs.readSync(fd, chunk, 0, chunk.length, off);
+      if (n <= 0) break;
+      parts.push(n === chunk.length ? chunk : chunk.subarray(0, n));
+      off += n;
+    }
+    return !problemWithData(integrity, parts);
+  } finally {
+    fs.closeSync(fd);
   }
 }
 

@@ -117,7 +117,7 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
     const { v, a } = tryLayer('user', user.dir, withInit(keyFromStat(exe, st, env, euid)), euid, exe);
     const sysDir = env.CACHED_EXEC_SYSTEM_DIR;
     if (v.outcome !== 'MISS' || !sysDir) return { v, a };
-    const s = tryLayer('system', sysDir, withInit(keyFromStat(exe, st, env, 0)), 0, exe);
+    const s = tryLayer('system', sysDir, withInit(keyFromStat(exe, st, env, 0, 0n)), 0, exe);
     return s.v.outcome !== 'MISS' ? s : { v, a };
   };
 

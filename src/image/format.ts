@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { decodeStruct, encodeStruct } from './codec.js';
 import {
-  ABI_HASH, ARCH_X86_64, ENV_DEP, FILE, FORMAT_VERSION, HEADER, KEY, MAGIC, REGION, RESUME, SECTION, SIGACTION, SLOT, STATE,
+  ABI_HASH, ARCH_X86_64, ENV_DEP, FILE, FORMAT_VERSION, HEADER, INTEGRITY, KEY, MAGIC, REGION, RESUME, SECTION, SIGACTION, SLOT, STATE,
   VDSO_PART, ResumeFlag, Section, SecFlag, Src, hash64, sizeOf, type StructDef,
 } from './schema.js';
 
@@ -38,6 +38,8 @@ export interface ImageKey {
    * arguments, see src/resume/spec.ts). Part of the lookup key.
    */
   initSpec?: string;
+  /** groupsHash() of the user the image was taken for; 0 in the system layer. Part of the lookup key. */
+  groupsHash?: bigint;
   /**
    * A variant image: serves another environment than the primary image of
    * the same key; part of its lookup key (src/cache/envdeps.ts).
@@ -159,6 +161,20 @@ export interface ImageModel {
   envDeps?: ImageEnvDep[];
   /** The environment the snapshot ran in (NAME=value): what a re-take of this image needs (SNAPSHOT_ENV). */
   snapshotEnv?: string[];
+  /** Read back from an image (the writer computes it): the region data's checksum. */
+  integrity?: { dataHash: bigint; dataLen: bigint };
+}
+
+/**
+ * The hot path trusts an image's region data as the kernel trusts a
+ * library's code (checking every page would cost more than the restore);
+ * --explain, --cleanup and the watcher verify it with this.
+ */
+export const DATA_PROBLEM = 'region data checksum mismatch (a damaged page)';
+export function problemWithData(integrity: { dataHash: bigint; dataLen: bigint }, data: Buffer | Buffer[]): boolean {
+  const parts = Array.isArray(data) ? data : [data];
+  const len = parts.reduce((n, p) => n + p.length, 0);
+  return integrity.dataLen !== BigInt(len) || dataHash(parts) !== integrity.dataHash;
 }
 
 class StringTable {
@@ -211,6 +227,7 @@ export function serializeImage(img: ImageModel): Buffer {
     env_hash: img.key.envHash ?? 0n,
     init_spec: strings.add(img.key.initSpec ?? ''),
     variant: img.key.variant ?? 0n,
+    groups_hash: img.key.groupsHash ?? 0n,
   });
   const deps = img.envDeps ?? [];
   const envDeps = encodeArray(ENV_DEP, deps.map((d) => ({ name: strings.add(d.name), flags: d.flags, value_hash: d.valueHash })));
@@ -266,6 +283,10 @@ export function serializeImage(img: ImageModel): Buffer {
   }
   if (snapshotEnv) sections.push({ type: Section.SNAPSHOT_ENV, flags: 0, body: snapshotEnv, size: snapshotEnv.length, count: 0, entsize: 0 });
 
+  // The region data's checksum: its body is filled in once the data is laid out.
+  const integrity = Buffer.alloc(sizeOf(INTEGRITY));
+  sections.push({ type: Section.INTEGRITY, flags: 0, body: integrity, size: integrity.length, count: 1, entsize: sizeOf(INTEGRITY) });
+
   const headerSize = sizeOf(HEADER);
   let off = headerSize + sizeOf(SECTION) * sections.length;
   const offsets: number[] = [];
@@ -292,6 +313,7 @@ export function serializeImage(img: ImageModel): Buffer {
     return { addr: r.addr, len: r.len, offset, prot: r.prot, source: r.source, file: r.file, flags: r.flags };
   });
   const regions = encodeArray(REGION, regionRecs);
+  encodeStruct(INTEGRITY, { data_hash: dataHash(dataParts), data_len: BigInt(dataOff - dataOffset) }, integrity, 0);
 
   const meta = Buffer.alloc(dataOffset);
   encodeStruct(HEADER, {
@@ -308,6 +330,13 @@ export function serializeImage(img: ImageModel): Buffer {
   const sum = hash64(meta.subarray(0, metaSize));
   meta.writeBigUInt64LE(sum, checksumOffset());
   return Buffer.concat([meta, ...dataParts]);
+}
+
+/** cx_hash64 over the region data as one byte string (the parts are whole pages, so words never straddle them). */
+export function dataHash(parts: Buffer[]): bigint {
+  let h: bigint | undefined;
+  for (const p of parts) h = hash64(p, h);
+  return h ?? hash64(Buffer.alloc(0));
 }
 
 function checksumOffset(): number {
@@ -377,6 +406,7 @@ export function parseImage(buf: Buffer): ParsedImage {
       ...(b(k.env_hash) ? { envHash: b(k.env_hash) } : {}),
       ...(readStr(strings, n(k.init_spec)) ? { initSpec: readStr(strings, n(k.init_spec)) } : {}),
       ...(b(k.variant) ? { variant: b(k.variant) } : {}),
+      ...(b(k.groups_hash) ? { groupsHash: b(k.groups_hash) } : {}),
     },
     files: records(Section.FILES, FILE).map((r) => ({
       path: readStr(strings, n(r.path)), kind: n(r.kind), dev: b(r.dev), ino: b(r.ino), size: b(r.size),
@@ -414,6 +444,14 @@ export function parseImage(buf: Buffer): ParsedImage {
   if (byType.has(Section.SNAPSHOT_ENV)) {
     const text = body(Section.SNAPSHOT_ENV).toString('utf8');
     model.snapshotEnv = text ? text.replace(/\0$/, '').split('\0') : [];
+  }
+  if (byType.has(Section.INTEGRITY)) {
+    const ig = records(Section.INTEGRITY, INTEGRITY)[0] as Record<string, bigint | number>;
+    model.integrity = { dataHash: b(ig.data_hash), dataLen: b(ig.data_len) };
+    // Only a whole image can be checked here; readImageMeta's callers use verifyImageData.
+    if (BigInt(buf.length) === b(header.file_size) && problemWithData(model.integrity, buf.subarray(Number(header.data_offset)))) {
+      problems.push(DATA_PROBLEM);
+    }
   }
   return { header, sections, model, problems };
 }

@@ -40,7 +40,7 @@ export interface ConstGroup {
 const f = (name: string, type: FieldType, doc: string, count?: number): FieldDef =>
   count === undefined ? { name, type, doc } : { name, type, doc, count };
 
-export const FORMAT_VERSION = 2;
+export const FORMAT_VERSION = 3;
 /** "CXEXIMG1" read as a little-endian u64. */
 export const MAGIC = 0x31474d4958455843n;
 export const ARCH_X86_64 = 62; // EM_X86_64
@@ -50,9 +50,9 @@ export const CONSTANTS: readonly ConstGroup[] = [
     prefix: 'CX_SECTION_',
     doc: 'Section types. Unknown types are skipped unless flagged REQUIRED.',
     values: {
-      KEY: 1, STRINGS: 2, FILES: 3, REGIONS: 4, SLOTS: 5, STATE: 6, VDSO: 7, RESUME: 8, SIGACTIONS: 9, XSTATE: 10,
-      ENV_DEPS: 11, // cx_env_dep records: the variables the image depends on (checked against the run's environment)
-      SNAPSHOT_ENV: 12, // the environment the snapshot ran in, NAME=value NUL-separated: for re-takes only (not read at restore; never in a shared layer)
+      KEY: 1, STRINGS: 2, FILES: 3, REGIONS: 4, SLOTS: 5, STATE: 6, VDSO: 7, RESUME: 8, SIGACTIONS: 9, XSTATE: 10, INTEGRITY: 11,
+      ENV_DEPS: 12, // cx_env_dep records: the variables the image depends on (checked against the run's environment)
+      SNAPSHOT_ENV: 13, // the environment the snapshot ran in, NAME=value NUL-separated: for re-takes only (not read at restore; never in a shared layer)
     },
   },
   {
@@ -90,6 +90,7 @@ export const CONSTANTS: readonly ConstGroup[] = [
       MAPPED: 1, // mapped by a FILE region: identity checked with fstat on the mapping fd
       READ: 2, // opened by the loader (e.g. ld.so.cache): identity checked with stat
       ABSENT: 3, // probed by the loader and missing: must still be missing
+      ACCESS: 4, // a directory on the way to a dependency: only mode, uid and gid are compared (who may reach what is below)
     },
   },
   {
@@ -142,7 +143,11 @@ export const CONSTANTS: readonly ConstGroup[] = [
   {
     prefix: 'CX_STATE_',
     doc: 'Which kernel-side per-thread state the loader set up (state.flags).',
-    values: { HAVE_TID_ADDRESS: 1, HAVE_ROBUST_LIST: 2, HAVE_RSEQ: 4, HAVE_FS_BASE: 8 },
+    values: {
+      HAVE_TID_ADDRESS: 1, HAVE_ROBUST_LIST: 2, HAVE_RSEQ: 4, HAVE_FS_BASE: 8,
+      READS_EXE: 16, // the program's code names /proc/self/exe: restore only where exe_fd can be set (else it would see the launcher)
+      IDENTITY_BOUND: 32, // the image depends on who took it (uid/gid queries, files others cannot read): serve key.euid only
+    },
   },
   {
     prefix: 'CX_OUTCOME_',
@@ -168,7 +173,11 @@ export const CONSTANTS: readonly ConstGroup[] = [
       FAIL_SLOT: 17, // a slot could not be computed for this argv
       FAIL_KERNEL_STATE: 18, // arch_prctl, set_robust_list or rseq refused
       FAIL_RESUME: 19, // post-init: signal dispositions, resume fd, CPU state or context differ from what the image needs
-      FAIL_ENV: 20, // a variable the image depends on (ENV_DEPS, or the whole environment) differs, and no variant image serves this one
+      BYPASS_UNTRUSTED_DIR: 20, // the cache directory is not the user's own (owner, mode, symlink, not a directory)
+      FAIL_EXE: 21, // the program reads /proc/self/exe and this process cannot make it name the program
+      BYPASS_STACK_LIMIT: 22, // RLIMIT_STACK too small for the launcher to restore (the program runs cold)
+      FAIL_IDENTITY: 23, // the image depends on another user's identity (system layer)
+      FAIL_ENV: 24, // a variable the image depends on (ENV_DEPS, or the whole environment) differs, and no variant image serves this one
     },
   },
   {
@@ -235,6 +244,7 @@ export const KEY: StructDef = {
     f('env_hash', 'u64', 'non-zero: the image depends on the whole environment (constructors walked environ; an init ran children): it serves only an environment with this sum (post-link: cx_hash64 of every NAME=value but _; post-init: but the per-run variables)'),
     f('init_spec', 'u32', 'string offset: empty for a post-link image; a post-init image: what ran before the checkpoint (also in the lookup key)'),
     f('reserved', 'u32', 'zero'),
+    f('groups_hash', 'u64', 'cx_hash64 of egid and the supplementary groups (kernel order) the image was taken with; 0 in the system layer (also in the lookup key)'),
     f('variant', 'u64', 'non-zero: a variant image for another environment than the primary image of this key serves, named by hashing the lookup key with this selector (cx_hash64 of the primary\'s dependencies as the run sees them)'),
   ],
 };
@@ -387,7 +397,16 @@ export const STAT_RECORD: StructDef = {
   ],
 };
 
-export const STRUCTS: readonly StructDef[] = [HEADER, SECTION, KEY, FILE, REGION, SLOT, STATE, VDSO_PART, RESUME, SIGACTION, ENV_DEP, STAT_RECORD];
+export const INTEGRITY: StructDef = {
+  name: 'cx_integrity',
+  doc: 'A checksum of the region data, verified by --explain, --cleanup and the watcher (the hot path checks only the metadata).',
+  fields: [
+    f('data_hash', 'u64', 'cx_hash64 of bytes [data_offset, file_size)'),
+    f('data_len', 'u64', 'file_size - data_offset'),
+  ],
+};
+
+export const STRUCTS: readonly StructDef[] = [HEADER, SECTION, KEY, FILE, REGION, SLOT, STATE, VDSO_PART, RESUME, SIGACTION, INTEGRITY, ENV_DEP, STAT_RECORD];
 
 // ---------------------------------------------------------------------------
 // Layout arithmetic
@@ -472,13 +491,13 @@ function group(prefix: string): Readonly<Record<string, number>> {
 
 export const Section = group('CX_SECTION_') as Readonly<{
   KEY: number; STRINGS: number; FILES: number; REGIONS: number; SLOTS: number; STATE: number; VDSO: number;
-  RESUME: number; SIGACTIONS: number; XSTATE: number; ENV_DEPS: number; SNAPSHOT_ENV: number;
+  RESUME: number; SIGACTIONS: number; XSTATE: number; INTEGRITY: number; ENV_DEPS: number; SNAPSHOT_ENV: number;
 }>;
 export const SecFlag = group('CX_SECFLAG_') as Readonly<{ REQUIRED: number }>;
 export const Src = group('CX_SRC_') as Readonly<{ FILE: number; DATA: number; ZERO: number }>;
 export const Prot = group('CX_PROT_') as Readonly<{ READ: number; WRITE: number; EXEC: number }>;
 export const RegionFlag = group('CX_REGION_') as Readonly<{ PATCHED: number; HEAP: number; STACK: number }>;
-export const FileKind = group('CX_FILE_') as Readonly<{ MAPPED: number; READ: number; ABSENT: number }>;
+export const FileKind = group('CX_FILE_') as Readonly<{ MAPPED: number; READ: number; ABSENT: number; ACCESS: number }>;
 export const FileFlag = group('CX_FILEFLAG_') as Readonly<{ EXE: number }>;
 export const SlotKind = group('CX_SLOT_') as Readonly<{
   ARGC_ADDR: number; ARGV: number; ENVP: number; AUXV: number; ARGV_STR: number; ARGV_BASENAME: number;
@@ -490,6 +509,7 @@ export const EnvDepFlag = group('CX_ENVDEP_') as Readonly<{ PRESENT: number; ANY
 export const ResumeFlag = group('CX_RESUMEFLAG_') as Readonly<{ SET_UMASK: number }>;
 export const StateFlag = group('CX_STATE_') as Readonly<{
   HAVE_TID_ADDRESS: number; HAVE_ROBUST_LIST: number; HAVE_RSEQ: number; HAVE_FS_BASE: number;
+  READS_EXE: number; IDENTITY_BOUND: number;
 }>;
 export const Outcome = group('CX_OUTCOME_');
 export const VdsoKind = group('CX_VDSO_') as Readonly<{ VVAR: number; VVAR_VCLOCK: number; VDSO: number; OTHER: number }>;

@@ -27,7 +27,15 @@ enum cx_outcome {
 	CX_FAIL_SLOT = CX_OUTCOME_FAIL_SLOT,
 	CX_FAIL_KERNEL_STATE = CX_OUTCOME_FAIL_KERNEL_STATE,
 	CX_FAIL_RESUME = CX_OUTCOME_FAIL_RESUME,
+	CX_FAIL_ENV = CX_OUTCOME_FAIL_ENV,
+	CX_BYPASS_UNTRUSTED_DIR = CX_OUTCOME_BYPASS_UNTRUSTED_DIR,
+	CX_FAIL_EXE = CX_OUTCOME_FAIL_EXE,
+	CX_BYPASS_STACK_LIMIT = CX_OUTCOME_BYPASS_STACK_LIMIT,
+	CX_FAIL_IDENTITY = CX_OUTCOME_FAIL_IDENTITY,
 };
+
+/* What PR_SET_MM_MAP's exe_fd needs (jump.c exe_settable). */
+enum { CX_CAPS_NONE, CX_CAPS_EFFECTIVE, CX_CAPS_RAISE };
 
 /* An init spec: "after-init" and the adapter words, 0x1f-separated (src/resume/spec.ts initSpec). */
 #define CX_SPEC_MAX (3 * CX_PATH_MAX)
@@ -54,10 +62,18 @@ struct launch {
 	uint64_t key_hash;
 	uint32_t euid;
 	uint32_t key_euid; /* owner the image must have: euid, or 0 for the system layer */
+	uint64_t groups_hash; /* groups_hash() once asked (never 0 then) */
+	uint64_t key_groups; /* what the key holds: groups_hash, or 0 in the system layer */
 	const char *path_env;
+	int own_stack; /* running on CX_LAUNCHER_STACK, not the kernel's stack (start.c) */
+	int caps_known, caps; /* exe_settable(): CX_CAPS_* */
 	int dry_run; /* --internal-restore-dry: stop before the jump */
 	int no_restore; /* the stack could not be rebuilt: cold only */
 	int rotate; /* restored, but the image is past its age limit: queue a re-snapshot */
+	uint64_t variant; /* env.c: the selector of the variant image for this environment (0: the primary) */
+	uint64_t primary_hash; /* the key without a variant: what queue entries and refusals are named by */
+	int env_dependent; /* the image looked at depends on the environment or is post-init: its fallback queues a re-take */
+	int system_layer; /* the key and outcome are the read-only system layer's (root's to re-take) */
 	uint64_t now_ns; /* CLOCK_REALTIME, read once */
 	uint32_t tid; /* gettid(), once asked */
 	uint64_t dry_t0; /* CLOCK_MONOTONIC when a dry run started */
@@ -72,7 +88,6 @@ struct launch {
 	int after_init;
 	int user_argc;
 	char **user_argv;
-	uint64_t resume_env_hash; /* resumeEnvHash(): the environment the key names */
 	uint32_t ids[4]; /* CX_IDENT_*: pid, ppid, pgid, sid, once asked */
 	int ids_known;
 
@@ -87,25 +102,68 @@ struct launch {
 	char word_text[64];
 };
 
-/* restore.c: returns only on failure, with the reason. */
-enum cx_outcome cx_restore(struct launch *L);
-/* restore.c: --internal-inspect IMAGE, the C reader's view of an image. */
-int cx_inspect(const char *image);
-
+/* launcher.c */
 __attribute__((noreturn)) void cx_cold_exec(struct launch *L);
 
+/* resolve.c: PATH lookup like execvp (0, or the exit status 126/127 after a message), #! scripts. */
+const char *cx_errno_text(long e);
+int is_self(struct launch *L, const struct kstat *st);
+int resolve(struct launch *L);
+int shebang(struct launch *L, char *script, size_t cap);
+
+/* key.c: bypass rules, the cache directory, the key, and the layers tried in order. */
+enum cx_outcome bypass_reason(struct launch *L);
+int secure_by_ids(const uint64_t *auxv);
+int cache_dir(struct launch *L);
+int compute_key(struct launch *L, const char *dir, uint32_t euid, int system);
+enum cx_outcome restore_layers(struct launch *L);
+
+/* after_init.c: --after-init options and the adapter's command. */
+struct after_init_req {
+	int seen;
+	const char *file; /* --after-init=FILE: made absolute; empty means none (as in the CLI) */
+	const char *preload; /* --preload LIST */
+};
+int is_after_init_option(const char *a);
+int parse_after_init(const struct launch *L, int i, struct after_init_req *q);
+int after_init_command(struct launch *L, const struct after_init_req *q, char **argv2, int need_adapter);
+uint64_t resume_env_hash(char **envp);
+
+/* restore.c: returns only on failure, with the reason. */
+enum cx_outcome cx_restore(struct launch *L);
+/* inspect.c: --internal-inspect IMAGE, the C reader's view of an image. */
+int cx_inspect(const char *image);
+
+/*
+ * The launcher's own stack (arch/<arch>/start.c), below its text (linked at
+ * 0x60000000 by scripts/build-native.mjs): programs never live there.
+ */
+#define CX_LAUNCHER_STACK 0x5ff80000
+#define CX_LAUNCHER_STACK_SIZE 0x80000
+#define CX_STR_(x) #x
+#define CX_STR(x) CX_STR_(x)
+
 /* stack.c: rebuild the initial stack for the program (drop launcher args, insert #! argv). */
-#define CX_STACK_GAP 16384
 int cx_reshape_stack(struct launch *L, int drop, char *const *insert, int ninsert, int copy_strings);
 
 /* record.c */
 void cx_record(const struct launch *L, enum cx_outcome outcome);
-/* Queue this key for a (re-)snapshot; `rotate` asks the warmer to replace an existing image. */
-void cx_queue_miss(const struct launch *L, int rotate);
+/*
+ * Queue this key for a (re-)snapshot, in this run's environment. CX_QUEUE_ROTATE
+ * asks the warmer to replace an existing image; CX_QUEUE_RETAKE is a stale or
+ * other-environment fallback (at most one per key per CACHED_EXEC_RETAKE_SECONDS).
+ */
+#define CX_QUEUE_ROTATE 1
+#define CX_QUEUE_RETAKE 2
+void cx_queue_miss(const struct launch *L, int flags);
 uint64_t cx_now_ns(struct launch *L);
 
-/* launcher.c: <pkg>/dist/cli/main.js from /proc/self/exe; 0 on success. */
+/* paths.c: <pkg>/dist/cli/main.js and <pkg>/shell/NAME from /proc/self/exe; 0 on success. */
 int cx_cli_script(char *out, size_t cap);
+int shell_file(char *out, size_t cap, const char *name);
+
+/* arch/<arch>/start.c */
+__attribute__((noreturn)) void cx_arch_counter_trap_probe(void);
 
 #ifndef CX_NODE_PATH
 #define CX_NODE_PATH "/usr/bin/node"

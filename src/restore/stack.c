@@ -8,10 +8,31 @@
  * wants %rsp 16-byte aligned at the entry point. We rebuild the frame so it ends
  * where the kernel's frame ended (the strings above it stay in place), copying
  * through a temporary buffer because the new frame may overlap the old one.
- * _start leaves a gap below the kernel's frame (CX_STACK_GAP) that nothing of
- * the launcher uses, so a frame that grows downwards has room.
+ * The launcher runs on its own stack (start.c), so the kernel's stack below
+ * its frame is free; a frame that grows (a #! line's words) grows that stack,
+ * which the kernel allows up to RLIMIT_STACK: beyond it, no restore.
  */
 #include "launcher.h"
+
+/* The new frame is built here first: old and new frames may overlap. */
+#define TMP_WORDS 65536
+static uint64_t reshape_tmp[TMP_WORDS + 2];
+
+/*
+ * Writing below the kernel's frame grows the stack, which the kernel allows
+ * up to RLIMIT_STACK (and a SIGSEGV beyond). The stack ends at the page
+ * holding AT_EXECFN's string, the last thing the kernel put there.
+ */
+static int fits_stack_limit(const struct launch *L, const uint64_t *new_sp)
+{
+	struct rlimit_k lim;
+	const char *execfn = (const char *)cx_auxv_get(L->auxv, AT_EXECFN);
+	if (!execfn || sys_prlimit(0, RLIMIT_STACK, 0, &lim) < 0)
+		return 0;
+	uint64_t top = ((uint64_t)execfn + cx_strlen(execfn) + 1 + CX_PAGE - 1) & ~(CX_PAGE - 1);
+	uint64_t need = top - ((uint64_t)new_sp & ~(CX_PAGE - 1));
+	return lim.cur == RLIM_INFINITY || need + CX_PAGE <= lim.cur;
+}
 
 static void copy_words(uint64_t *d, const uint64_t *s, size_t n)
 {
@@ -40,14 +61,14 @@ int cx_reshape_stack(struct launch *L, int drop, char *const *insert, int ninser
 			strbytes += cx_strlen(old_argv[i]) + 1;
 	}
 	size_t words = frame + (strbytes + 7) / 8;
-	if (words > 65536)
+	if (words > TMP_WORDS || !L->own_stack)
 		return -1;
 	uint64_t *end = aux_end;
 	uint64_t *new_sp = (uint64_t *)(((uint64_t)(end - words)) & ~15ull);
-	if ((uint64_t)new_sp < (uint64_t)L->sp - CX_STACK_GAP)
-		return -1; /* would run into the launcher's own frames */
+	if (!fits_stack_limit(L, new_sp))
+		return -1;
 
-	uint64_t tmp[words + 2];
+	uint64_t *tmp = reshape_tmp;
 	size_t at = 0;
 	uint64_t str_base = (uint64_t)(new_sp + frame); /* where the copied strings land */
 	char *sp_str = (char *)(tmp + frame);

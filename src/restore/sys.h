@@ -1,5 +1,6 @@
 /*
- * Raw Linux syscalls for the freestanding launcher (x86_64).
+ * Raw Linux syscalls for the freestanding launcher, portable part: only the
+ * *at forms exist on every architecture (arm64 has no open, stat, dup2, fork).
  *
  * Every wrapper returns the kernel's value unchanged: >= 0 on success, -errno on
  * failure (as CRIU's restorer does). There is no errno and no libc: the launcher
@@ -12,64 +13,9 @@
 #include <stdint.h>
 #include <stddef.h>
 
-#define __NR_read 0
-#define __NR_write 1
-#define __NR_open 2
-#define __NR_close 3
-#define __NR_fstat 5
-#define __NR_mmap 9
-#define __NR_mprotect 10
-#define __NR_munmap 11
-#define __NR_pread64 17
-#define __NR_access 21
-#define __NR_mremap 25
-#define __NR_getpid 39
-#define __NR_kill 62
-#define __NR_execve 59
-#define __NR_exit 60
-#define __NR_uname 63
-#define __NR_readlink 89
-#define __NR_geteuid 107
-#define __NR_getegid 108
-#define __NR_ptrace 101
-#define __NR_personality 135
-#define __NR_prctl 157
-#define __NR_arch_prctl 158
-#define __NR_gettid 186
-#define __NR_set_tid_address 218
-#define __NR_exit_group 231
-#define __NR_openat 257
-#define __NR_newfstatat 262
-#define __NR_faccessat 269
-#define __NR_set_robust_list 273
-#define __NR_utimensat 280
-#define __NR_rseq 334
-#define __NR_dup2 33
-#define __NR_fork 57
-#define __NR_wait4 61
-#define __NR_flock 73
-#define __NR_mkdir 83
-#define __NR_setsid 112
-#define __NR_setpriority 141
-#define __NR_clock_gettime 228
-#define __NR_close_range 436
-#define __NR_sched_setaffinity 203
-#define __NR_sched_getaffinity 204
-/* Post-init images: signal state, the resume fd and its context. */
-#define __NR_lseek 8
-#define __NR_rt_sigaction 13
-#define __NR_rt_sigprocmask 14
-#define __NR_writev 20
-#define __NR_fcntl 72
-#define __NR_getcwd 79
-#define __NR_umask 95
-#define __NR_getppid 110
-#define __NR_getpgid 121
-#define __NR_getsid 124
-#define __NR_dup3 292
-#define __NR_pipe2 293
-#define __NR_getrandom 318
-#define __NR_memfd_create 319
+/* Syscall numbers, the syscall instruction, and the kernel structs whose layout differs per machine. */
+#include "arch_sys.h"
+
 #define LOCK_EX 2
 #define LOCK_NB 4
 #define PRIO_PROCESS 0
@@ -117,7 +63,6 @@
 #define MREMAP_MAYMOVE 1
 #define MREMAP_FIXED 2
 
-#define ARCH_SET_FS 0x1002
 #define PR_SET_NAME 15
 #define PR_SET_MM 35
 #define PR_SET_MM_MAP 14
@@ -156,29 +101,6 @@
 #define AT_EXECFN 31
 #define AT_SYSINFO_EHDR 33
 
-/* struct stat as the x86_64 kernel writes it (kernel ABI, not libc). */
-struct kstat {
-	uint64_t st_dev;
-	uint64_t st_ino;
-	uint64_t st_nlink;
-	uint32_t st_mode;
-	uint32_t st_uid;
-	uint32_t st_gid;
-	uint32_t __pad0;
-	uint64_t st_rdev;
-	int64_t st_size;
-	int64_t st_blksize;
-	int64_t st_blocks;
-	uint64_t st_atime_sec;
-	uint64_t st_atime_nsec;
-	uint64_t st_mtime_sec;
-	uint64_t st_mtime_nsec;
-	uint64_t st_ctime_sec;
-	uint64_t st_ctime_nsec;
-	int64_t __unused[3];
-};
-_Static_assert(sizeof(struct kstat) == 144, "kernel struct stat on x86_64");
-
 struct utsname_k {
 	char sysname[65], nodename[65], release[65], version[65], machine[65], domainname[65];
 };
@@ -193,14 +115,24 @@ struct prctl_mm_map {
 };
 _Static_assert(sizeof(struct prctl_mm_map) == 104, "prctl_mm_map layout");
 
-/* The kernel's struct sigaction on x86_64 (rt_sigaction with an 8-byte mask). */
-struct ksigaction {
-	uint64_t handler;
-	uint64_t flags;
-	uint64_t restorer;
-	uint64_t mask;
+/* capget/capset, _LINUX_CAPABILITY_VERSION_3: two 32-bit words per set. */
+struct cap_header_k {
+	uint32_t version;
+	int32_t pid;
 };
-_Static_assert(sizeof(struct ksigaction) == 32, "kernel sigaction layout");
+struct cap_data_k {
+	uint32_t effective, permitted, inheritable;
+};
+#define CX_CAP_VERSION_3 0x20080522
+#define CAP_SYS_ADMIN 21
+#define CAP_CHECKPOINT_RESTORE 40
+#define PR_SET_DUMPABLE 4
+
+struct rlimit_k {
+	uint64_t cur, max;
+};
+#define RLIMIT_STACK 3
+#define RLIM_INFINITY (~0ull)
 
 struct iovec_k {
 	const void *base;
@@ -211,63 +143,6 @@ struct timespec_k {
 	int64_t tv_sec;
 	int64_t tv_nsec;
 };
-
-#define SYS_INLINE static inline __attribute__((always_inline))
-
-SYS_INLINE long sys_call0(long n)
-{
-	long r;
-	__asm__ volatile("syscall" : "=a"(r) : "a"(n) : "rcx", "r11", "memory");
-	return r;
-}
-SYS_INLINE long sys_call1(long n, long a)
-{
-	long r;
-	__asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a) : "rcx", "r11", "memory");
-	return r;
-}
-SYS_INLINE long sys_call2(long n, long a, long b)
-{
-	long r;
-	__asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b) : "rcx", "r11", "memory");
-	return r;
-}
-SYS_INLINE long sys_call3(long n, long a, long b, long c)
-{
-	long r;
-	__asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
-	return r;
-}
-SYS_INLINE long sys_call4(long n, long a, long b, long c, long d)
-{
-	long r;
-	register long r10 __asm__("r10") = d;
-	__asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10) : "rcx", "r11", "memory");
-	return r;
-}
-SYS_INLINE long sys_call5(long n, long a, long b, long c, long d, long e)
-{
-	long r;
-	register long r10 __asm__("r10") = d;
-	register long r8 __asm__("r8") = e;
-	__asm__ volatile("syscall"
-			 : "=a"(r)
-			 : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8)
-			 : "rcx", "r11", "memory");
-	return r;
-}
-SYS_INLINE long sys_call6(long n, long a, long b, long c, long d, long e, long f)
-{
-	long r;
-	register long r10 __asm__("r10") = d;
-	register long r8 __asm__("r8") = e;
-	register long r9 __asm__("r9") = f;
-	__asm__ volatile("syscall"
-			 : "=a"(r)
-			 : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
-			 : "rcx", "r11", "memory");
-	return r;
-}
 
 SYS_INLINE long sys_read(int fd, void *buf, size_t n) { return sys_call3(__NR_read, fd, (long)buf, (long)n); }
 SYS_INLINE long sys_write(int fd, const void *buf, size_t n) { return sys_call3(__NR_write, fd, (long)buf, (long)n); }
@@ -299,6 +174,8 @@ SYS_INLINE long sys_mremap(uint64_t old, uint64_t oldlen, uint64_t newlen, int f
 	return sys_call5(__NR_mremap, (long)old, (long)oldlen, (long)newlen, flags, (long)newaddr);
 }
 SYS_INLINE long sys_faccessat(const char *p, int mode) { return sys_call3(__NR_faccessat, AT_FDCWD, (long)p, mode); }
+SYS_INLINE long sys_linkat(const char *from, const char *to) { return sys_call5(__NR_linkat, AT_FDCWD, (long)from, AT_FDCWD, (long)to, 0); }
+SYS_INLINE long sys_unlinkat(const char *p) { return sys_call3(__NR_unlinkat, AT_FDCWD, (long)p, 0); }
 SYS_INLINE long sys_execve(const char *p, char *const *argv, char *const *envp)
 {
 	return sys_call3(__NR_execve, (long)p, (long)argv, (long)envp);
@@ -312,11 +189,17 @@ SYS_INLINE long sys_getpid(void) { return sys_call0(__NR_getpid); }
 SYS_INLINE long sys_gettid(void) { return sys_call0(__NR_gettid); }
 SYS_INLINE long sys_geteuid(void) { return sys_call0(__NR_geteuid); }
 SYS_INLINE long sys_getegid(void) { return sys_call0(__NR_getegid); }
+SYS_INLINE long sys_prlimit(int pid, int res, const struct rlimit_k *set, struct rlimit_k *old)
+{
+	return sys_call4(__NR_prlimit64, pid, res, (long)set, (long)old);
+}
+SYS_INLINE long sys_capget(struct cap_header_k *h, struct cap_data_k *d) { return sys_call2(__NR_capget, (long)h, (long)d); }
+SYS_INLINE long sys_getgroups(int n, uint32_t *list) { return sys_call2(__NR_getgroups, n, (long)list); }
 SYS_INLINE long sys_kill(int pid, int sig) { return sys_call2(__NR_kill, pid, sig); }
 SYS_INLINE long sys_uname(struct utsname_k *u) { return sys_call1(__NR_uname, (long)u); }
 SYS_INLINE long sys_readlink(const char *p, char *buf, size_t n)
 {
-	return sys_call3(__NR_readlink, (long)p, (long)buf, (long)n);
+	return sys_call4(__NR_readlinkat, AT_FDCWD, (long)p, (long)buf, (long)n);
 }
 SYS_INLINE long sys_ptrace(long req, long pid, long addr, long data)
 {
@@ -324,7 +207,6 @@ SYS_INLINE long sys_ptrace(long req, long pid, long addr, long data)
 }
 SYS_INLINE long sys_personality(unsigned long p) { return sys_call1(__NR_personality, (long)p); }
 SYS_INLINE long sys_prctl(int op, long a, long b, long c, long d) { return sys_call5(__NR_prctl, op, a, b, c, d); }
-SYS_INLINE long sys_arch_prctl(int code, uint64_t addr) { return sys_call2(__NR_arch_prctl, code, (long)addr); }
 SYS_INLINE long sys_set_tid_address(uint64_t p) { return sys_call1(__NR_set_tid_address, (long)p); }
 SYS_INLINE long sys_set_robust_list(uint64_t head, uint64_t len)
 {
@@ -339,11 +221,19 @@ SYS_INLINE long sys_utimensat(int dirfd, const char *p, const struct timespec_k 
 	return sys_call4(__NR_utimensat, dirfd, (long)p, (long)ts, flags);
 }
 
-SYS_INLINE long sys_dup2(int a, int b) { return sys_call2(__NR_dup2, a, b); }
-SYS_INLINE long sys_fork(void) { return sys_call0(__NR_fork); }
+/* dup2 without dup2: dup3 refuses a == b, which dup2 answers with b itself (or EBADF). */
+SYS_INLINE long sys_dup2(int a, int b)
+{
+	if (a != b)
+		return sys_call3(__NR_dup3, a, b, 0);
+	long r = sys_call3(__NR_fcntl, a, 1 /* F_GETFD */, 0);
+	return r < 0 ? r : b;
+}
+/* fork without fork: clone with only the exit signal, as glibc's fork does. */
+SYS_INLINE long sys_fork(void) { return sys_call5(__NR_clone, 17 /* SIGCHLD */, 0, 0, 0, 0); }
 SYS_INLINE long sys_wait4(int pid, int *status, int opts) { return sys_call4(__NR_wait4, pid, (long)status, opts, 0); }
 SYS_INLINE long sys_flock(int fd, int op) { return sys_call2(__NR_flock, fd, op); }
-SYS_INLINE long sys_mkdir(const char *p, int mode) { return sys_call2(__NR_mkdir, (long)p, mode); }
+SYS_INLINE long sys_mkdir(const char *p, int mode) { return sys_call3(__NR_mkdirat, AT_FDCWD, (long)p, mode); }
 SYS_INLINE long sys_setsid(void) { return sys_call0(__NR_setsid); }
 SYS_INLINE long sys_setpriority(int which, int who, int prio) { return sys_call3(__NR_setpriority, which, who, prio); }
 SYS_INLINE long sys_clock_gettime(int clk, struct timespec_k *ts) { return sys_call2(__NR_clock_gettime, clk, (long)ts); }

@@ -217,7 +217,7 @@ describe('system layer (--warm --system)', () => {
       expect(fs.statSync(r.image as string).mode & 0o777).toBe(0o644);
       expect(fs.statSync(dir).mode & 0o777).toBe(0o755);
       expect(fs.statSync(store.sub('images')).mode & 0o777).toBe(0o755);
-      expect(r.key).toBe(keyHash(keyFromStat('/usr/bin/true', fs.statSync('/usr/bin/true', { bigint: true }), env, 0)));
+      expect(r.key).toBe(keyHash(keyFromStat('/usr/bin/true', fs.statSync('/usr/bin/true', { bigint: true }), env, 0, 0n)));
     } finally {
       process.umask(old);
     }

@@ -15,7 +15,7 @@ import { decodeRunRecords } from '../../src/cache/stats.js';
 import { decodeStruct, encodeStruct } from '../../src/image/codec.js';
 import { PAGE_SIZE, serializeImage, type ImageKey, type ImageModel } from '../../src/image/format.js';
 import {
-  FileFlag, FileKind, HEADER, Prot, RegionFlag, STAT_RECORD, SlotKind, Src, StateFlag, VdsoKind, describeFormat, hash64, layout,
+  FORMAT_VERSION, FileFlag, FileKind, HEADER, Prot, RegionFlag, STAT_RECORD, SlotKind, Src, StateFlag, VdsoKind, describeFormat, hash64, layout,
 } from '../../src/image/schema.js';
 
 const root = path.resolve(import.meta.dirname, '../..');
@@ -123,7 +123,7 @@ describe('informational commands', () => {
       expect(r.stderr).toBe('');
     }
     const j = JSON.parse(node(['--describe-format', '--json'], env).stdout) as { formatVersion: number; structs: { name: string; size: number }[] };
-    expect(j.formatVersion).toBe(1);
+    expect(j.formatVersion).toBe(FORMAT_VERSION);
     expect(j.structs.find((s) => s.name === 'cx_stat_record')?.size).toBe(32);
   });
 
@@ -138,7 +138,7 @@ describe('informational commands', () => {
 
   it('--version prints the package version', () => {
     expect(lx(['--version'], env).stdout).toMatch(new RegExp(`^cached-exec ${pkg.version.replace(/\./g, '\\.')} `));
-    expect(JSON.parse(node(['--version', '--json'], env).stdout)).toMatchObject({ version: pkg.version, formatVersion: 1 });
+    expect(JSON.parse(node(['--version', '--json'], env).stdout)).toMatchObject({ version: pkg.version, formatVersion: FORMAT_VERSION });
   });
 
   it('an unknown option is a one-line error and exit status 2', () => {

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { checkImage } from '../../cache/check.js';
-import { keyFromStat, keyHash } from '../../cache/key.js';
+import { groupsHash, keyFromStat, keyHash } from '../../cache/key.js';
 import { tryLock } from '../../cache/lock.js';
 import { enforceBounds } from '../../cache/maintain.js';
 import { appendEvent, foldStats } from '../../cache/stats.js';
@@ -82,7 +82,7 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
     notes.push(`${r.path} is a #! script: warmed its interpreter ${sb.interpreter}`);
     r = { name: program, path: sb.interpreter, stat: sb.stat };
   }
-  const key = keyFromStat(r.path, r.stat, o.env, o.store.euid);
+  const key = keyFromStat(r.path, r.stat, o.env, o.store.euid, o.store.shared ? 0n : groupsHash());
   if (o.afterInit) key.initSpec = initSpec(o.afterInit.words);
   // The primary key: the lock, the queue entry and a refusal are by it, whichever image this becomes.
   const hash = keyHash(key);

@@ -1,0 +1,70 @@
+/*
+ * What a restore must know about the x86_64 CPU and its registers: whether a
+ * post-init image's XSAVE state can be loaded here, the instruction a resumed
+ * thread re-enters, the thread pointer (%fs), and the registers the
+ * trampoline loads.
+ */
+#include "tramp.h"
+
+static void cpuid(uint32_t leaf, uint32_t sub, uint32_t r[4])
+{
+	__asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3]) : "a"(leaf), "c"(sub));
+}
+
+/*
+ * The trampoline loads the saved FPU/SSE/AVX state with xrstor, past the
+ * point of no return, so everything xrstor would fault on is ruled out here:
+ * another XCR0 (a CPU or kernel with other features), a non-standard XSAVE
+ * header, reserved MXCSR bits, components outside XCR0, and AMX tile data
+ * (usable only after a permission request this process never made).
+ */
+enum cx_outcome cx_arch_check_resume_cpu(const struct image *im)
+{
+	const struct cx_resume *r = im->resume;
+	const unsigned char *x = im->xstate;
+	uint32_t c[4], lo, hi, mxcsr;
+	uint64_t bv;
+	cpuid(1, 0, c);
+	if (!(c[2] & (1u << 27))) /* OSXSAVE: without it xgetbv and xrstor fault */
+		return CX_FAIL_RESUME;
+	__asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+	if (((uint64_t)hi << 32 | lo) != r->xfeatures)
+		return CX_FAIL_RESUME;
+	cpuid(0xd, 0, c); /* ebx: the XSAVE area size for the features XCR0 enables */
+	if (r->xstate_size < 576 || r->xstate_size != im->xstate_len || r->xstate_size < c[1] ||
+	    r->xstate_size > MAX_XSTATE)
+		return CX_FAIL_RESUME;
+	__builtin_memcpy(&mxcsr, x + 24, 4);
+	__builtin_memcpy(&bv, x + 512, 8);
+	if ((mxcsr >> 16) || (bv & ~r->xfeatures) || (bv & XFEATURE_TILEDATA))
+		return CX_FAIL_RESUME;
+	for (int i = 520; i < 576; i++) /* standard format: XCOMP_BV and the reserved header bytes are zero */
+		if (x[i])
+			return CX_FAIL_RESUME;
+	return CX_HIT;
+}
+
+/* Post-init: what the trampoline jumps to is the syscall instruction (0f 05) the thread stopped after. */
+enum cx_outcome cx_arch_check_resume_insn(const struct image *im)
+{
+	const volatile unsigned char *p = (const unsigned char *)(im->resume->rip - 2);
+	return p[0] == 0x0f && p[1] == 0x05 ? CX_HIT : CX_FAIL_RESUME;
+}
+
+long cx_arch_set_thread_pointer(uint64_t tp) { return sys_arch_prctl(ARCH_SET_FS, tp); }
+
+void cx_arch_resume_params(const struct image *im, struct tramp_params *p, unsigned char *code)
+{
+	const struct cx_resume *r = im->resume;
+	unsigned char *x = (unsigned char *)(((uint64_t)(p + 1) + 63) & ~63ull);
+	__builtin_memcpy(x, im->xstate, r->xstate_size);
+	p->xstate = (uint64_t)x;
+	p->rfbm = r->xfeatures & ~XFEATURE_TILEDATA; /* never in use (check_cpu): it stays in its init state */
+	p->rflags = r->eflags & ~0x100ull; /* no trap flag */
+	const uint64_t regs[16] = { r->r15, r->r14, r->r13, r->r12, r->rbp, r->rbx, r->r11, r->r10,
+				    r->r9, r->r8, r->orig_rax, r->rcx, r->rdx, r->rsi, r->rdi, r->rsp };
+	for (int i = 0; i < 16; i++)
+		p->regs[i] = regs[i];
+	uint64_t target = r->rip - 2;
+	__builtin_memcpy(code + (cx_tramp_target - cx_tramp_begin), &target, 8);
+}

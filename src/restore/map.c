@@ -1,0 +1,156 @@
+/*
+ * Steps 3 and 4: move this process's vdso/vvar block to where the image
+ * expects it, then map every region at its address, refusing to replace
+ * anything (MAP_FIXED_NOREPLACE): a collision is a cold run, never a clobber.
+ */
+#include "restore.h"
+
+enum cx_outcome move_vdso(const struct image *im, const uint64_t *auxv)
+{
+	uint64_t cur = cx_auxv_get(auxv, AT_SYSINFO_EHDR), old = im->state->vdso_base;
+	if (!cur || !old || !im->nvdso)
+		return CX_FAIL_VDSO;
+	if (cur == old)
+		return CX_HIT;
+	int64_t lo = 0, hi = 0;
+	for (uint32_t i = 0; i < im->nvdso; i++) {
+		const struct cx_vdso_part *v = VDSO_AT(im, i);
+		if (i == 0 || v->offset < lo)
+			lo = v->offset;
+		if (i == 0 || v->offset + (int64_t)v->size > hi)
+			hi = v->offset + (int64_t)v->size;
+	}
+	/*
+	 * MREMAP_FIXED silently unmaps whatever lies at the target. Reserve the whole
+	 * target first with MAP_FIXED_NOREPLACE so a collision fails instead.
+	 */
+	uint64_t target = old + (uint64_t)lo, len = (uint64_t)(hi - lo);
+	long r = sys_mmap(target, len, 0, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	if (mmap_failed(r) || (uint64_t)r != target) {
+		if (!mmap_failed(r))
+			sys_munmap((uint64_t)r, len);
+		return CX_FAIL_COLLISION;
+	}
+	for (uint32_t i = 0; i < im->nvdso; i++) {
+		const struct cx_vdso_part *v = VDSO_AT(im, i);
+		uint64_t to = old + (uint64_t)v->offset;
+		r = sys_mremap(cur + (uint64_t)v->offset, v->size, v->size, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+		if ((uint64_t)r != to)
+			return CX_FAIL_VDSO;
+	}
+	return CX_HIT;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Step 4: map every region at its address, refusing to replace anything.   */
+
+/* Protection a region is mapped with: writable while its slots are patched. */
+int map_prot(const struct cx_region *r)
+{
+	int prot = (int)(r->prot & 7);
+	return (r->flags & CX_REGION_PATCHED) ? prot | PROT_WRITE : prot;
+}
+
+/* Where a region's bytes come from: fd and offset (-1 for anonymous zero memory). */
+static enum cx_outcome region_source(const struct image *im, const struct file_fds *fds, const struct cx_region *r,
+				     int *fd, uint64_t *off)
+{
+	if ((r->addr | r->len) % CX_PAGE || !r->len)
+		return CX_FAIL_HEADER;
+	switch (r->source) {
+	case CX_SRC_FILE:
+		if (r->file >= im->nfiles || (*fd = fd_of(fds, r->file)) < 0)
+			return CX_FAIL_HEADER;
+		*off = r->offset;
+		return CX_HIT;
+	case CX_SRC_DATA:
+		if (r->offset < im->h->data_offset || r->offset > im->h->file_size ||
+		    r->len > im->h->file_size - r->offset)
+			return CX_FAIL_TRUNCATED;
+		*fd = im->fd, *off = r->offset;
+		return CX_HIT;
+	case CX_SRC_ZERO:
+		*fd = -1, *off = 0;
+		return CX_HIT;
+	default:
+		return CX_FAIL_HEADER;
+	}
+}
+
+/*
+ * Regions that continue one another in memory and in their source (a
+ * library's r--, r-x and r-- segments; relro and data in the image) are mapped
+ * by one mmap with the first one's protection, and the others get theirs by
+ * mprotect: a library costs two calls instead of three, and never holds a page
+ * writable and executable at once. The syscall count is the restore cost of
+ * programs with many libraries.
+ */
+enum cx_outcome map_regions(const struct image *im, const struct file_fds *fds)
+{
+	uint32_t i = 0;
+	while (i < im->nregions) {
+		const struct cx_region *first = REGION_AT(im, i);
+		int fd, nfd;
+		uint64_t off, noff, len = first->len;
+		enum cx_outcome o = region_source(im, fds, first, &fd, &off);
+		if (o != CX_HIT)
+			return o;
+		uint32_t j = i + 1;
+		for (; j < im->nregions; j++) {
+			const struct cx_region *n = REGION_AT(im, j);
+			if ((o = region_source(im, fds, n, &nfd, &noff)) != CX_HIT)
+				return o;
+			if (n->addr != first->addr + len || n->source != first->source || nfd != fd ||
+			    (fd >= 0 && noff != off + len))
+				break;
+			len += n->len;
+		}
+		int flags = MAP_PRIVATE | MAP_FIXED_NOREPLACE | (fd < 0 ? MAP_ANONYMOUS : 0);
+		long m = sys_mmap(first->addr, len, map_prot(first), flags, fd, off);
+		if (m == -EEXIST)
+			return CX_FAIL_COLLISION;
+		if (mmap_failed(m))
+			return CX_FAIL_MAP;
+		if ((uint64_t)m != first->addr) {
+			/* Kernels before 4.17 ignore MAP_FIXED_NOREPLACE and place it elsewhere. */
+			sys_munmap((uint64_t)m, len);
+			return CX_FAIL_COLLISION;
+		}
+		for (uint32_t k = i + 1; k < j; k++) {
+			const struct cx_region *r = REGION_AT(im, k);
+			if (map_prot(r) != map_prot(first) && sys_mprotect(r->addr, r->len, map_prot(r)) < 0)
+				return CX_FAIL_MAP;
+		}
+		i = j;
+	}
+	return CX_HIT;
+}
+
+/*
+ * Post-init: the stack was captured as a plain mapping, which does not grow.
+ * Room below it, as the kernel's stack would have had (MAP_NORESERVE: only
+ * what the program touches costs memory).
+ */
+enum cx_outcome map_stack_reserve(const struct image *im)
+{
+	uint64_t reserve = im->resume->stack_reserve;
+	for (uint32_t i = 0; reserve && i < im->nregions; i++) {
+		const struct cx_region *r = REGION_AT(im, i);
+		if (!(r->flags & CX_REGION_STACK))
+			continue;
+		if (reserve > r->addr)
+			return CX_FAIL_HEADER;
+		uint64_t at = r->addr - reserve;
+		long m = sys_mmap(at, reserve, PROT_READ | PROT_WRITE,
+				  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+		if (m == -EEXIST)
+			return CX_FAIL_COLLISION;
+		if (mmap_failed(m))
+			return CX_FAIL_MAP;
+		if ((uint64_t)m != at) {
+			sys_munmap((uint64_t)m, reserve);
+			return CX_FAIL_COLLISION;
+		}
+	}
+	return CX_HIT;
+}

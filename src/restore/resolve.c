@@ -1,0 +1,167 @@
+/*
+ * Which file runs: PATH lookup exactly like execvp(3), never landing on the
+ * launcher itself (a shim directory twice on PATH cannot loop), and the
+ * kernel's binfmt_script for #! scripts, so their interpreter can be restored.
+ */
+#include "launcher.h"
+
+const char *cx_errno_text(long e)
+{
+	switch (e) {
+	case -ENOENT: return "No such file or directory";
+	case -EACCES: return "Permission denied";
+	case -ENOTDIR: return "Not a directory";
+	case -ENOEXEC: return "Exec format error";
+	default: return "cannot execute";
+	}
+}
+
+
+static void load_self(struct launch *L)
+{
+	struct kstat st;
+	if (L->self_known)
+		return;
+	L->self_known = 1;
+	/*
+	 * The path we were exec'd by (a shim symlink or the launcher) names our own
+	 * inode and is a plain path walk; /proc/self/exe costs several times more.
+	 */
+	const char *execfn = L->execfn_not_self ? 0 : (const char *)cx_auxv_get(L->auxv, AT_EXECFN);
+	if ((execfn && sys_stat(execfn, &st) == 0) || sys_stat("/proc/self/exe", &st) == 0) {
+		L->self_dev = st.st_dev;
+		L->self_ino = st.st_ino;
+	}
+}
+
+int is_self(struct launch *L, const struct kstat *st)
+{
+	load_self(L);
+	return st->st_dev == L->self_dev && st->st_ino == L->self_ino;
+}
+
+/* 0 when found (L->path, L->st filled), else the exit status to use. */
+int resolve(struct launch *L)
+{
+	const char *name = L->name;
+	struct cx_buf b = { L->path, 0, sizeof L->path, 0 };
+	if (!name[0]) {
+		cx_error("", "No such file or directory");
+		return 127;
+	}
+	for (const char *p = name; *p; p++) {
+		if (*p != '/')
+			continue;
+		cx_buf_str(&b, name);
+		long r = sys_stat(L->path, &L->st);
+		if (r < 0) {
+			cx_error(name, cx_errno_text(r));
+			return r == -ENOENT || r == -ENOTDIR ? 127 : 126;
+		}
+		return 0; /* execve itself reports non-executables (126) */
+	}
+	const char *path = cx_getenv(L->envp, "PATH");
+	if (!path)
+		path = "/bin:/usr/bin"; /* glibc's execvp default */
+	int saw_eacces = 0;
+	const char *p = path;
+	for (;;) {
+		const char *end = p;
+		while (*end && *end != ':')
+			end++;
+		b.len = 0;
+		b.overflow = 0;
+		if (end == p)
+			cx_buf_str(&b, ".");
+		else
+			cx_buf_put(&b, p, (size_t)(end - p));
+		cx_buf_str(&b, "/");
+		cx_buf_str(&b, name);
+		if (!b.overflow) {
+			struct kstat st;
+			if (sys_stat(L->path, &st) == 0 && !is_self(L, &st)) {
+				if ((st.st_mode & S_IFMT) == S_IFREG && sys_faccessat(L->path, 1 /* X_OK */) == 0) {
+					L->st = st;
+					return 0;
+				}
+				saw_eacces = 1;
+			}
+		}
+		if (!*end)
+			break;
+		p = end + 1;
+	}
+	L->path[0] = 0;
+	if (saw_eacces) {
+		cx_error(name, "Permission denied");
+		return 126;
+	}
+	cx_error(name, "command not found");
+	return 127;
+}
+
+/*
+ * A #! script: do what the kernel would (binfmt_script) so the interpreter can
+ * be restored: argv becomes interpreter [arg] script-path args... Returns 0 when
+ * L now describes the interpreter run. The line must fit the kernel's 256-byte
+ * buffer and end in a newline; anything unusual is left to the kernel (cold).
+ */
+int shebang(struct launch *L, char *script, size_t cap)
+{
+	char line[256];
+	int fd = (int)sys_openat(AT_FDCWD, L->path, O_RDONLY | O_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	long n = sys_read(fd, line, sizeof line - 1);
+	sys_close(fd);
+	if (n < 3 || line[0] != '#' || line[1] != '!')
+		return -1;
+	line[n] = 0;
+	char *p = line + 2, *nl = 0;
+	for (char *q = line; q < line + n; q++)
+		if (*q == '\n') {
+			nl = q;
+			break;
+		}
+	if (!nl)
+		return -1;
+	*nl = 0;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	char *interp = p;
+	while (*p && *p != ' ' && *p != '\t')
+		p++;
+	char *arg = 0;
+	if (*p) {
+		*p++ = 0;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		char *e = nl;
+		while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+			*--e = 0;
+		if (*p)
+			arg = p;
+	}
+	if (!interp[0] || interp[0] != '/')
+		return -1;
+	struct kstat st;
+	if (sys_stat(interp, &st) < 0 || (st.st_mode & S_IFMT) != S_IFREG || is_self(L, &st))
+		return -1;
+	struct cx_buf b = { script, 0, cap, 0 };
+	cx_buf_str(&b, L->path);
+	if (b.overflow)
+		return -1;
+	char *ins[3];
+	int k = 0;
+	ins[k++] = interp;
+	if (arg)
+		ins[k++] = arg;
+	ins[k++] = script;
+	/* The kernel drops the script's argv[0] and puts the path it was given. */
+	if (cx_reshape_stack(L, 1, ins, k, 1) < 0)
+		return -1;
+	struct cx_buf pb = { L->path, 0, sizeof L->path, 0 };
+	cx_buf_str(&pb, interp);
+	L->st = st;
+	return 0;
+}
