@@ -88,3 +88,31 @@ export function describeDependency(d: ImageEnvDep, env?: NodeJS.ProcessEnv): str
   if (!d.valueHash) return `${what}: differs (set in this environment)`;
   return `${what}: differs (${now ? 'another value' : 'not set'} in this environment)`;
 }
+
+/**
+ * What an image keeps of its snapshot's environment for a re-take
+ * (SNAPSHOT_ENV): with the whole environment bound, all of it; else only the
+ * values of the variables it depends on (the rest did not matter to it).
+ * Nothing else of the environment goes into an image.
+ */
+export function retakeEntries(deps: readonly ImageEnvDep[], env: NodeJS.ProcessEnv, whole: boolean): string[] {
+  const all = Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined);
+  const kept = whole ? all : all.filter(([k]) => deps.some((d) => (d.flags & EnvDepFlag.PREFIX ? k.startsWith(d.name) : k === d.name)));
+  return kept.map(([k, v]) => `${k}=${v}`);
+}
+
+/**
+ * The environment a re-take of an image runs in: the one it kept when it is
+ * bound to the whole environment, else `base` with every variable it depends
+ * on as the snapshot had it (set to the kept value, or removed).
+ */
+export function retakeEnvironment(m: { key: Pick<ImageKey, 'envHash'>; envDeps?: readonly ImageEnvDep[]; snapshotEnv?: readonly string[] },
+  base: NodeJS.ProcessEnv): string[] | undefined {
+  if (!m.snapshotEnv) return undefined;
+  if (m.key.envHash) return [...m.snapshotEnv];
+  const deps = m.envDeps ?? [];
+  const out = Object.entries(base).filter((e): e is [string, string] => e[1] !== undefined)
+    .filter(([k]) => !deps.some((d) => (d.flags & EnvDepFlag.PREFIX ? k.startsWith(d.name) : k === d.name)))
+    .map(([k, v]) => `${k}=${v}`);
+  return [...out, ...m.snapshotEnv];
+}

@@ -52,7 +52,7 @@ export const CONSTANTS: readonly ConstGroup[] = [
     values: {
       KEY: 1, STRINGS: 2, FILES: 3, REGIONS: 4, SLOTS: 5, STATE: 6, VDSO: 7, RESUME: 8, SIGACTIONS: 9, XSTATE: 10, INTEGRITY: 11,
       ENV_DEPS: 12, // cx_env_dep records: the variables the image depends on (checked against the run's environment)
-      SNAPSHOT_ENV: 13, // the environment the snapshot ran in, NAME=value NUL-separated: for re-takes only (not read at restore; never in a shared layer)
+      SNAPSHOT_ENV: 13, // NAME=value NUL-separated: the snapshot's values of the variables the image depends on (all, when bound to the whole environment), for re-takes only; not read at restore, never in a shared layer
     },
   },
   {

@@ -23,6 +23,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readImageMeta, type Store } from '../cache/store.js';
 import { FileKind } from '../image/schema.js';
+import type { retakeEnvironment } from '../cache/envdeps.js';
 
 export interface ImageDeps {
   hash: string;
@@ -35,8 +36,8 @@ export interface ImageDeps {
   absent: string[];
   /** A post-init image: what ran before its checkpoint (a re-take needs it). */
   initSpec?: string;
-  /** The environment it was taken in, when it depends on it (a re-take runs in it: the image serves that caller). */
-  snapshotEnv?: string[];
+  /** What a re-take needs of the environment it was taken in (envdeps.ts retakeEnvironment), when it depends on it. */
+  retake?: Parameters<typeof retakeEnvironment>[0];
 }
 
 export function imageDeps(imagePath: string, hash: string): ImageDeps | null {
@@ -50,7 +51,8 @@ export function imageDeps(imagePath: string, hash: string): ImageDeps | null {
     }
     return {
       hash, program: m.key.exePath, pathEnv: m.key.pathEnv, files: [...files], absent,
-      ...(m.key.initSpec ? { initSpec: m.key.initSpec } : {}), ...(m.snapshotEnv ? { snapshotEnv: m.snapshotEnv } : {}),
+      ...(m.key.initSpec ? { initSpec: m.key.initSpec } : {}),
+      ...(m.snapshotEnv ? { retake: { key: { ...(m.key.envHash ? { envHash: m.key.envHash } : {}) }, envDeps: m.envDeps ?? [], snapshotEnv: m.snapshotEnv } } : {}),
     };
   } catch {
     return null; // damaged: --cleanup's business, nothing to watch

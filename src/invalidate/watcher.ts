@@ -51,6 +51,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { IMAGE_NAME_RE, keyFor, keyHash } from '../cache/key.js';
 import { staleReason } from '../cache/maintain.js';
+import { retakeEnvironment } from '../cache/envdeps.js';
 import { appendEvent } from '../cache/stats.js';
 import type { ImageEntry, Store } from '../cache/store.js';
 import { PACKAGE_ROOT } from '../cli/paths.js';
@@ -347,11 +348,11 @@ export class InvalidationWatcher {
     appendEvent(this.o.store, { e: 'invalidated', key: im.hash, reason: why.reason, bytes: im.size });
     this.o.log(`invalidated ${deps.program} (${im.hash}): ${why.reason}: ${why.detail}`);
     if (!this.o.rewarm) return;
-    // An image that depends on the environment is taken again in the one it was
-    // taken in (kept in the image), not in this daemon's: it then serves the same runs.
+    // An image that depends on the environment is taken again with the values it
+    // was taken with (kept in the image), not this daemon's: it then serves the same runs.
+    const env = deps.retake ? retakeEnvironment(deps.retake, this.o.env ?? process.env) : undefined;
     this.rewarmQueue.set(im.hash, {
-      program: deps.program, pathEnv: deps.pathEnv,
-      ...(deps.initSpec ? { initSpec: deps.initSpec } : {}), ...(deps.snapshotEnv ? { env: deps.snapshotEnv } : {}),
+      program: deps.program, pathEnv: deps.pathEnv, ...(deps.initSpec ? { initSpec: deps.initSpec } : {}), ...(env ? { env } : {}),
     });
     if (this.rewarmTimer) clearTimeout(this.rewarmTimer);
     this.rewarmTimer = setTimeout(() => {

@@ -28,7 +28,3 @@ export function perturbedEnv(envp: string[], keep: ReadonlySet<string> = new Set
   return [...envp.map((e) => (kept(e) ? e : `${e}_`)), 'CX_DIFFERENTIAL_RUN=b'];
 }
 
-/** The caller's environment as NAME=value entries (what an image keeps for a re-take, SNAPSHOT_ENV). */
-export function environmentEntries(env: NodeJS.ProcessEnv): string[] {
-  return Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined).map(([k, v]) => `${k}=${v}`);
-}

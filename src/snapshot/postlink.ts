@@ -19,7 +19,8 @@ import type { SnapshotOptions } from './api.js';
 import { captureMappings, readMaps } from './capture.js';
 import { differential, translateSlots } from './diff.js';
 import { checkProgram } from './elf.js';
-import { environmentEntries, perturbedEnv, snapshotEnv } from './env.js';
+import { perturbedEnv, snapshotEnv } from './env.js';
+import { retakeEntries } from '../cache/envdeps.js';
 import { MAX_ENV_DEPS, describeLookedUp, lookupDependencies } from './lookups.js';
 import { buildFiles } from './files.js';
 import { checkSameContents } from './layout.js';
@@ -89,8 +90,8 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
       state,
       vdso: vdsoParts(maps, state.vdsoBase),
       ...(deps?.length ? { envDeps: deps } : {}),
-      // A re-take for another caller needs the environment; only an image that depends on it keeps it.
-      ...(!deps || deps.length ? { snapshotEnv: environmentEntries(opts.env) } : {}),
+      // A re-take needs what the image depends on (no other variable goes into an image).
+      ...(!deps || deps.length ? { snapshotEnv: retakeEntries(deps ?? [], opts.env, !deps) } : {}),
     };
     const notes = [
       `${t.syscallCount} syscalls before the entry point (${summarizeSyscalls(t)})`,
