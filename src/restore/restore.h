@@ -13,7 +13,7 @@
 #include "launcher.h"
 #include "image_format.h"
 #define META_BUF (64 * 1024)
-/* Environment dependencies: the snapshotter lists at most 64 looked-up names, plus an adapter's own. */
+/* Environment dependencies: the snapshotter lists at most 200 (src/snapshot/lookups.ts MAX_ENV_DEPS). */
 #define MAX_ENV_DEPS 256
 /* File entries: READ and ABSENT ones cost a stat and no fd (python with numpy reads ~2000). */
 #define MAX_FILES 16384

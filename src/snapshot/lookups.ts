@@ -17,7 +17,7 @@
 import * as fs from 'node:fs';
 import * as L from '../sys/libc.js';
 import type { ImageEnvDep } from '../image/format.js';
-import { dependency } from '../cache/envdeps.js';
+import { dependency, describeDependency } from '../cache/envdeps.js';
 import { LOADER_VARS } from './env.js';
 import { definedFunctions } from './elfsym.js';
 import { readCString, readMem } from './mem.js';
@@ -30,17 +30,37 @@ const MAX_VALUE = 1 << 20;
 /**
  * A lookup entry point: `value` functions return the variable's value (a C
  * string or NULL), `name` functions look a variable up in some other form
- * (bash's shell variables), `all` functions walk every variable.
+ * (bash's shell variables), `prefix` functions list the variables whose
+ * names start with their argument, `all` functions walk every variable.
  */
 export interface LookupFunction {
   name: string;
-  kind: 'value' | 'name' | 'all';
+  kind: 'value' | 'name' | 'prefix' | 'all';
 }
 
 /** The C library's: every program's constructors look variables up through these. */
 export const LIBC_LOOKUPS: readonly LookupFunction[] = [
   { name: 'getenv', kind: 'value' },
   { name: 'secure_getenv', kind: 'value' },
+];
+
+/**
+ * bash's own, which it exports for loadable builtins: every variable an rc
+ * file reads or assigns is looked up through one of the `name` functions
+ * (bash imports the environment into its variable table at start-up, so the
+ * init never calls getenv), and every listing of variables (declare -p,
+ * ${!prefix@}, compgen -v, the environment of a command it runs) goes through
+ * one of the `all` functions, or all_variables_matching_prefix for
+ * ${!prefix@}. (Building the environment of a command bash runs walks the
+ * exported variables through map_over too; such an init runs other programs,
+ * which binds the image to the whole environment anyway.)
+ */
+export const BASH_LOOKUPS: readonly LookupFunction[] = [
+  ...['find_variable', 'find_variable_noref', 'find_global_variable', 'find_global_variable_noref', 'find_variable_tempenv',
+    'find_variable_notempenv', 'find_variable_for_assignment', 'find_variable_last_nameref', 'find_variable_nameref_for_create',
+    'find_shell_variable', 'find_tempenv_variable'].map((name) => ({ name, kind: 'name' as const })),
+  { name: 'all_variables_matching_prefix', kind: 'prefix' },
+  ...['all_shell_variables', 'all_exported_variables', 'all_visible_variables'].map((name) => ({ name, kind: 'all' as const })),
 ];
 
 export interface EnvLookup {
@@ -50,6 +70,33 @@ export interface EnvLookup {
   value?: string | null;
   /** The function and file it was made through, for notes. */
   via: string;
+  /** Announced by the program (resume protocol): only whether it is set, or every variable whose name starts with `name`. */
+  form?: 'presence' | 'prefix';
+}
+
+/**
+ * The resume protocol's announcements (docs/resume-protocol.md): before its
+ * checkpoint an init may name a variable it read through means no tracer
+ * sees (a language's own copy of the environment) by probing
+ * /proc/self/fd/N/env/NAME (N the resume fd; the probe fails with ENOTDIR
+ * and changes nothing). NAME* names a prefix, * the whole environment;
+ * /proc/self/fd/N/env-set/NAME says only whether it is set matters.
+ */
+export function announcement(path: string, resumeFd: number): EnvLookup | null {
+  const base = `/proc/self/fd/${resumeFd}/`;
+  if (!path.startsWith(base)) return null;
+  const rest = path.slice(base.length);
+  const slash = rest.indexOf('/');
+  if (slash < 0) return null;
+  const kind = rest.slice(0, slash);
+  const name = rest.slice(slash + 1);
+  if (!name || name.includes('/') || name.includes('=')) return null;
+  const via = 'announced by the program';
+  if (kind === 'env-set') return name.includes('*') ? null : { name, via, form: 'presence' };
+  if (kind !== 'env') return null;
+  if (name === '*') return { name, via };
+  if (name.endsWith('*')) return name.length > 1 && !name.slice(0, -1).includes('*') ? { name: name.slice(0, -1), via, form: 'prefix' } : null;
+  return name.includes('*') ? null : { name, via };
 }
 
 interface Entry {
@@ -151,6 +198,19 @@ export class LookupTracer {
     return false;
   }
 
+  /**
+   * Takes the entry int3s out while a fork copies the address space (the
+   * child would die on one: it is not traced for lookups) and puts them back.
+   * Forks never happen inside a lookup.
+   */
+  suspend(): void {
+    for (const [addr, e] of this.entries) if (e.planted) this.write(addr, e.byte);
+  }
+
+  unsuspend(): void {
+    for (const [addr, e] of this.entries) if (e.planted) this.write(addr, INT3);
+  }
+
   /** Takes every int3 out (at the entry point, or before the tracee is captured). */
   removeAll(): void {
     if (this.calls.length) throw new SnapshotRefusal('internal', `stopped inside a lookup of ${this.calls[0]?.name}`);
@@ -189,7 +249,7 @@ export class LookupTracer {
     }
     this.calls.pop();
     const entry = this.entries.get(call.entry) as Entry;
-    const lookup: EnvLookup = { name: call.name, via: `${entry.fn.name} in ${entry.file}` };
+    const lookup: EnvLookup = { name: call.name, via: `${entry.fn.name} in ${entry.file}`, ...(entry.fn.kind === 'prefix' ? { form: 'prefix' as const } : {}) };
     if (entry.fn.kind === 'value') lookup.value = regs.rax === 0n ? null : readCString(this.mem, regs.rax, MAX_VALUE);
     this.lookups.push(lookup);
     const r = this.returns.get(at) as { byte: number; users: number };
@@ -217,7 +277,7 @@ export class LookupTracer {
 }
 
 /** More variables than this looked up: the image is bound to the whole environment instead (a list that long keys nearly as much). */
-export const MAX_ENV_DEPS = 64;
+export const MAX_ENV_DEPS = 200;
 
 /**
  * The dependencies a list of lookups gives, in the order first looked up:
@@ -227,21 +287,31 @@ export const MAX_ENV_DEPS = 64;
  * A lookup that saw another value than `env` has is a refusal: the image
  * would be keyed on something the process did not see.
  */
-export function lookupDependencies(lookups: readonly EnvLookup[], env: NodeJS.ProcessEnv): ImageEnvDep[] | null {
+export function lookupDependencies(lookups: readonly EnvLookup[], env: NodeJS.ProcessEnv,
+  ignore: (name: string) => boolean = () => false): ImageEnvDep[] | null {
+  if (lookups.some((l) => l.name === '*')) return null; // something listed every variable
+  const prefixes = [...new Set(lookups.filter((l) => l.form === 'prefix').map((l) => l.name))];
   const seen = new Map<string, EnvLookup>();
-  for (const l of lookups) if (!seen.has(l.name)) seen.set(l.name, l);
+  for (const l of lookups) {
+    const key = `${l.form === 'prefix' ? '*' : ''}${l.name}`;
+    const had = seen.get(key);
+    // A value lookup of a name says more than "is it set": the value wins.
+    if (!had || (had.form === 'presence' && l.form === undefined)) seen.set(key, l);
+  }
   const deps: ImageEnvDep[] = [];
-  for (const [name, l] of seen) {
-    if (LOADER_VARS.test(name)) continue;
+  for (const l of seen.values()) {
+    const name = l.name;
+    if (LOADER_VARS.test(name) || ignore(name)) continue;
+    if (l.form !== 'prefix' && prefixes.some((p) => name.startsWith(p))) continue; // the prefix covers it
     if (l.value !== undefined && l.value !== (env[name] ?? null)) {
       throw new SnapshotRefusal('internal', `${l.via} returned another value for ${name} than the environment given has`);
     }
-    deps.push(dependency(name, env));
+    deps.push(dependency(name, env, l.form === 'prefix' ? 'prefix' : l.form === 'presence' ? 'presence' : 'value'));
   }
   return deps.length > MAX_ENV_DEPS ? null : deps;
 }
 
 /** "NAME (set), OTHER (not set)" for notes. */
 export function describeLookedUp(deps: readonly ImageEnvDep[]): string {
-  return deps.map((d) => `${d.name} (${d.valueHash ? 'set' : 'not set'})`).join(', ');
+  return deps.map((d) => describeDependency(d)).join(', ');
 }
