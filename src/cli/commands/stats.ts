@@ -22,6 +22,7 @@ const LABELS: Record<string, string> = {
   FAIL_MAP: 'mapping failed',
   FAIL_SLOT: 'slot patch failed',
   FAIL_KERNEL_STATE: 'kernel state refused',
+  FAIL_ENV: 'taken for another environment',
 };
 
 export interface ShowStatsJson extends StatsSummary {
