@@ -195,6 +195,21 @@ export function cleanup(store: Store, opts: { now?: number; dryRun?: boolean } =
       report.refusalsCleared.push(r.hash);
     }
   }
+  // Queue entries are written under a temp name and linked into place: a killed writer leaves the temp.
+  for (const t of store.listQueueTemp()) {
+    if (now - t.mtimeMs > HOUR) {
+      if (!dry) fs.rmSync(t.path, { force: true });
+      report.tempRemoved.push(t.path);
+      report.bytesFreed += t.size;
+    }
+  }
+  // A re-take record outlives its rate limit by a day once no image of its key is left.
+  for (const r of store.listRetake()) {
+    const images = [r.hash, ...store.variants(r.hash)];
+    if (now - r.mtimeMs > 24 * HOUR && !images.some((h) => fs.existsSync(store.imagePathForHash(h)))) {
+      if (!dry) store.removeRetake(r.hash);
+    }
+  }
   for (const im of store.listImages()) {
     const why = staleReason(store, im);
     if (!why) continue;
@@ -250,5 +265,6 @@ export function clearCache(store: Store): ClearReport {
     store.clearRefused(r.hash);
     rep.refusals++;
   }
+  for (const r of store.listRetake()) store.removeRetake(r.hash);
   return rep;
 }

@@ -304,6 +304,21 @@ export class Store {
     return out.sort((a, b) => a.mtimeMs - b.mtimeMs);
   }
 
+  /** Temp files of queue writers (the launcher's and queue()'s), for --cleanup. */
+  listQueueTemp(): TempEntry[] {
+    const dir = this.sub('queue');
+    const out: TempEntry[] = [];
+    for (const name of readdirOrEmpty(dir)) {
+      if (!/^\.[0-9a-f]{16}\..*\.tmp$/.test(name)) continue;
+      const p = path.join(dir, name);
+      try {
+        const st = fs.lstatSync(p);
+        out.push({ path: p, size: st.size, mtimeMs: st.mtimeMs, pid: null });
+      } catch { /* vanished */ }
+    }
+    return out;
+  }
+
   removeQueued(hash: string): void {
     fs.rmSync(path.join(this.sub('queue'), hash), { force: true });
   }
@@ -339,6 +354,22 @@ export class Store {
     } catch {
       return [];
     }
+  }
+
+  /** Keys with a re-take record, and the record's mtime. */
+  listRetake(): { hash: string; mtimeMs: number }[] {
+    const out: { hash: string; mtimeMs: number }[] = [];
+    for (const name of readdirOrEmpty(this.sub('retake'))) {
+      if (!/^[0-9a-f]{16}$/.test(name)) continue;
+      try {
+        out.push({ hash: name, mtimeMs: fs.lstatSync(this.retakePath(name)).mtimeMs });
+      } catch { /* vanished */ }
+    }
+    return out;
+  }
+
+  removeRetake(primary: string): void {
+    fs.rmSync(this.retakePath(primary), { force: true });
   }
 
   /** Rewrites the record of a key's variants (its mtime moves: a re-take just happened when `retaken`). */

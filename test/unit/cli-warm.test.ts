@@ -19,7 +19,7 @@ import { warmerLockPath } from '../../src/cache/warmer-lock.js';
 import { drain } from '../../src/cli/commands/drain-queue.js';
 import { MAX_VARIANTS, servingImage, warmOne } from '../../src/cli/commands/warm.js';
 import { dependency, variantSelector } from '../../src/cache/envdeps.js';
-import { staleReason } from '../../src/cache/maintain.js';
+import { cleanup, staleReason } from '../../src/cache/maintain.js';
 import type { ImageEntry } from '../../src/cache/store.js';
 import { CliError } from '../../src/cli/errors.js';
 import type { TakeSnapshot } from '../../src/cli/snapshotter.js';
@@ -306,5 +306,23 @@ describe('images for other environments (variants)', () => {
     store.queue(primary, { exePath: '/usr/bin/true', pathEnv: env.PATH, env: [`CX_MODE=x\ny`, `PATH=${env.PATH}`] });
     const again = await drain(store, env, r.snapshotter);
     expect(again[0]).toMatchObject({ ok: true, skipped: true });
+  });
+});
+
+describe('--cleanup and what re-takes leave behind', () => {
+  it('removes a killed queue writer\'s temp file after an hour, and the re-take record of a key with no image left after a day', () => {
+    const store = tmpStore();
+    store.ensure('queue', 'retake');
+    const temp = path.join(store.sub('queue'), '.0123456789abcdef.00000000000004d2.tmp');
+    fs.writeFileSync(temp, 'half an entry');
+    store.setVariants('0123456789abcdef', ['fedcba9876543210'], true);
+    const now = Date.now();
+    const soon = cleanup(store, { now: now + 60_000 });
+    expect(soon.tempRemoved).not.toContain(temp);
+    expect(store.listRetake().map((r) => r.hash)).toEqual(['0123456789abcdef']);
+    const later = cleanup(store, { now: now + 25 * 3600_000 });
+    expect(later.tempRemoved).toContain(temp);
+    expect(fs.existsSync(temp)).toBe(false);
+    expect(store.listRetake()).toEqual([]);
   });
 });
