@@ -50,7 +50,11 @@ export function explain(ctx: Context): number {
     pairs.push(['why', `${p.outcome}: ${p.detail}`]);
     if (p.environment) {
       const e = p.environment;
-      if (e.whole) pairs.push(['environment', 'the whole environment (every variable must be as at the snapshot)']);
+      if (e.whole) {
+        pairs.push(['environment', p.imageKind.startsWith('post-init')
+          ? 'the whole environment but the per-run variables (_, PWD, OLDPWD, SHLVL, CACHED_EXEC_*, CACHED_EXEC_VARY_ENV names): the init ran other programs or listed variables'
+          : 'the whole environment but _ (library constructors read it without getenv)']);
+      }
       else if (!e.deps.length) pairs.push(['environment', 'no variable: any environment restores']);
       for (const d of e.deps) pairs.push(['depends on', d]);
     }
