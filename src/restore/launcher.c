@@ -179,6 +179,10 @@ static __attribute__((noreturn)) void run_resolved(struct launch *L)
 	cx_record(L, o);
 	if (o == CX_MISS)
 		cx_queue_miss(L, 0);
+	/* An image of the user's that serves another environment, or went stale: take it again for this run. */
+	else if (L->env_dependent && !L->system_layer &&
+		 (o == CX_FAIL_ENV || o == CX_FAIL_STALE_FILE || o == CX_FAIL_NEGATIVE_DEP))
+		cx_queue_miss(L, CX_QUEUE_RETAKE);
 	cx_cold_exec(L);
 }
 

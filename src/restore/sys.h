@@ -197,6 +197,11 @@ SYS_INLINE long sys_faccessat2(int dirfd, const char *p, int mode, int flags)
 	return sys_call4(__NR_faccessat2, dirfd, (long)p, mode, flags);
 }
 SYS_INLINE long sys_fstatfs(int fd, struct statfs_k *st) { return sys_call2(__NR_fstatfs, fd, (long)st); }
+SYS_INLINE long sys_linkat(int fromfd, const char *from, int tofd, const char *to)
+{
+	return sys_call5(__NR_linkat, fromfd, (long)from, tofd, (long)to, 0);
+}
+SYS_INLINE long sys_unlinkat(int dirfd, const char *p) { return sys_call3(__NR_unlinkat, dirfd, (long)p, 0); }
 SYS_INLINE long sys_execve(const char *p, char *const *argv, char *const *envp)
 {
 	return sys_call3(__NR_execve, (long)p, (long)argv, (long)envp);

@@ -39,6 +39,7 @@ export const OUTCOME_TEXT: Record<string, string> = {
   FAIL_EXE: 'cold: the program reads /proc/self/exe and this process cannot make it name the program',
   BYPASS_STACK_LIMIT: 'cold: the stack limit (ulimit -s) is too small to rebuild the program\'s stack',
   FAIL_IDENTITY: 'cold: the image depends on the identity of the user who took it (another user here)',
+  FAIL_ENV: 'cold: a variable the image depends on differs in this environment, and no image for this one exists yet',
 };
 
 export function explain(ctx: Context): number {
@@ -66,8 +67,18 @@ export function explain(ctx: Context): number {
     if (p.image) pairs.push(['image', `${p.image}${p.layer === 'system' ? ' (system layer)' : ''}`]);
     pairs.push(['next run', `${OUTCOME_TEXT[p.outcome] ?? p.outcome}${p.rotate ? ' (then re-taken: past CACHED_EXEC_MAX_AGE)' : ''}`]);
     pairs.push(['why', `${p.outcome}: ${p.detail}`]);
+    if (p.environment) {
+      const e = p.environment;
+      if (e.whole) {
+        pairs.push(['environment', p.imageKind.startsWith('post-init')
+          ? 'the whole environment but the per-run variables (_, PWD, OLDPWD, SHLVL, CACHED_EXEC_*, CACHED_EXEC_VARY_ENV names): the init ran other programs or listed variables'
+          : 'the whole environment but _ (library constructors read it without getenv)']);
+      }
+      else if (!e.deps.length) pairs.push(['environment', 'no variable: any environment restores']);
+      for (const d of e.deps) pairs.push(['depends on', d]);
+    }
     if (p.attempts.length > 1) {
-      for (const a of p.attempts) pairs.push(['looked at', `${a.layer} ${a.image}: ${a.outcome}`]);
+      for (const a of p.attempts) pairs.push(['looked at', `${a.layer}${a.variant ? ' variant' : ''} ${a.image}: ${a.outcome}`]);
     }
     if (p.refused) pairs.push(['refused', `${p.refused.reason}${p.refused.detail ? `: ${p.refused.detail}` : ''}`]);
     else if (p.queued) pairs.push(['queued', 'yes']);

@@ -28,6 +28,7 @@ export const LABELS: Record<string, string> = {
   FAIL_EXE: '/proc/self/exe cannot name the program',
   BYPASS_STACK_LIMIT: 'stack limit too small to restore',
   FAIL_IDENTITY: "image bound to another user's identity",
+  FAIL_ENV: 'taken for another environment',
 };
 
 /** Snapshot refusals in plain words (the code stays in --json). */
