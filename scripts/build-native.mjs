@@ -7,6 +7,13 @@
  * concurrent run never execs a half-written launcher.
  *
  *   node scripts/build-native.mjs [--force] [--quiet]
+ *   node scripts/build-native.mjs --target aarch64 [--force] [--quiet]
+ *
+ * --target aarch64 cross-compiles for the arm64 test guest (scripts/arm64/)
+ * with $CC_AARCH64 (default aarch64-linux-gnu-gcc, Debian's
+ * gcc-aarch64-linux-gnu) into build/aarch64/cached-exec; the launcher it
+ * starts node from is $CX_NODE_PATH_AARCH64 (default /usr/local/bin/node, where
+ * the guest has it). The host build is unchanged by it.
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -16,18 +23,54 @@ import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const srcDir = path.join(root, 'src', 'restore');
-const out = path.join(root, 'bin', 'cached-exec');
-const stamp = path.join(root, 'build', 'native.stamp');
+// Shims of programs that find their installation through argv[0] point here (src/cli/commands/shims-marker.ts).
+const selfpath = path.join(root, 'bin', 'cached-exec-selfpath');
 const force = process.argv.includes('--force');
 const quiet = process.argv.includes('--quiet');
 const log = (msg) => quiet || console.log(`build-native: ${msg}`);
+const targetArg = process.argv.indexOf('--target');
+const target = targetArg > 0 ? process.argv[targetArg + 1] : 'host';
 
-if (process.platform !== 'linux' || process.arch !== 'x64') {
+/*
+ * Per target: compiler, output, and the flags only that architecture has. The
+ * host (x86_64) keeps exactly the flags and stamp it always had.
+ */
+const TARGETS = {
+  host: {
+    arch: 'x86_64',
+    cc: process.env.CC || 'cc',
+    out: path.join(root, 'bin', 'cached-exec'),
+    stamp: path.join(root, 'build', 'native.stamp'),
+    // No SSE (the jump to the program must leave FPU/SSE state as the kernel
+    // made it); no CET endbr64/shadow-stack setup.
+    archFlags: ['-mgeneral-regs-only', '-fcf-protection=none'],
+    nodePath: process.execPath,
+  },
+  aarch64: {
+    arch: 'aarch64',
+    cc: process.env.CC_AARCH64 || 'aarch64-linux-gnu-gcc',
+    out: path.join(root, 'build', 'aarch64', 'cached-exec'),
+    stamp: path.join(root, 'build', 'aarch64', 'native.stamp'),
+    // No FP/SIMD registers (the same reason as SSE); no PAC/BTI instructions:
+    // the launcher has no GNU property note, so the kernel guards none of its pages.
+    archFlags: ['-mgeneral-regs-only', '-mbranch-protection=none'],
+    nodePath: process.env.CX_NODE_PATH_AARCH64 || '/usr/local/bin/node',
+  },
+};
+const T = TARGETS[target];
+if (!T) {
+  console.error(`build-native: unknown --target "${target}" (known: aarch64)`);
+  process.exit(1);
+}
+const out = T.out;
+const stamp = T.stamp;
+
+if (target === 'host' && (process.platform !== 'linux' || process.arch !== 'x64')) {
   console.error(`build-native: cached-exec supports Linux x86_64 only (this is ${process.platform}/${process.arch})`);
   process.exit(1);
 }
 
-const cc = process.env.CC || 'cc';
+const cc = T.cc;
 let ccVersion;
 try {
   ccVersion = execFileSync(cc, ['--version'], { encoding: 'utf8' }).split('\n')[0];
@@ -37,7 +80,11 @@ try {
 }
 
 // The portable steps in src/restore/, the machine's own parts in src/restore/arch/<arch>/.
-const archDir = path.join(srcDir, 'arch', 'x86_64');
+const archDir = path.join(srcDir, 'arch', T.arch);
+if (!fs.existsSync(archDir)) {
+  console.error(`build-native: no ${path.relative(root, archDir)}: the launcher has not been ported to ${T.arch}`);
+  process.exit(1);
+}
 const listed = (dir, ext) => fs.readdirSync(dir).filter((f) => f.endsWith(ext)).sort().map((f) => path.join(dir, f));
 const sources = [...listed(srcDir, '.c'), ...listed(archDir, '.c')];
 const headers = [...listed(srcDir, '.h'), ...listed(archDir, '.h')];
@@ -45,15 +92,14 @@ const headers = [...listed(srcDir, '.h'), ...listed(archDir, '.h')];
 const flags = [
   '-std=gnu11', '-O2', '-Wall', '-Wextra', '-Werror=implicit-function-declaration',
   // Freestanding: no libc, no startup files, no stack protector (there is no TLS
-  // until the restore sets fs_base), no SSE (the jump to the program must leave
-  // FPU/SSE state as the kernel made it).
+  // until the restore sets the thread pointer); per-target flags in TARGETS.
   '-ffreestanding', '-fno-builtin', '-nostdlib', '-static', '-fno-pie', '-no-pie',
-  '-fno-stack-protector', '-fno-asynchronous-unwind-tables', '-fno-unwind-tables', '-mgeneral-regs-only',
-  '-fcf-protection=none', '-fno-plt', '-fno-stack-clash-protection',
+  '-fno-stack-protector', '-fno-asynchronous-unwind-tables', '-fno-unwind-tables', ...T.archFlags,
+  '-fno-plt', '-fno-stack-clash-protection',
   // Linked far from where programs live (PIE at 0x55.., libraries at 0x7f..,
   // non-PIE at 0x400000) so an image's regions never collide with the launcher.
   '-Wl,-Ttext-segment=0x60000000', '-Wl,--build-id=none', '-Wl,-z,noexecstack', '-Wl,-z,norelro',
-  `-DCX_NODE_PATH="${process.execPath}"`,
+  `-DCX_NODE_PATH="${T.nodePath}"`,
   `-I${srcDir}`, `-I${archDir}`,
 ];
 
@@ -62,7 +108,19 @@ h.update(ccVersion).update(JSON.stringify(flags));
 for (const f of [...sources, ...headers]) h.update(f).update(fs.readFileSync(f));
 const digest = h.digest('hex');
 
+/** bin/cached-exec-selfpath -> cached-exec (relative, so a moved package keeps it), made atomically. */
+function linkSelfpath() {
+  try {
+    if (fs.readlinkSync(selfpath) === 'cached-exec') return;
+  } catch { /* absent or not a symlink */ }
+  const tmp = `${selfpath}.${process.pid}.tmp`;
+  fs.rmSync(tmp, { force: true });
+  fs.symlinkSync('cached-exec', tmp);
+  fs.renameSync(tmp, selfpath);
+}
+
 if (!force && fs.existsSync(out) && fs.existsSync(stamp) && fs.readFileSync(stamp, 'utf8') === digest) {
+  linkSelfpath();
   log('up to date');
   process.exit(0);
 }
@@ -80,4 +138,5 @@ try {
   process.exit(1);
 }
 fs.writeFileSync(stamp, digest);
+linkSelfpath();
 log(`built ${path.relative(root, out)} with ${ccVersion}`);

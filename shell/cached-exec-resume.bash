@@ -83,12 +83,12 @@ __cx_save() {
 }
 
 __cx_restore() {
-  local o
-  for o in "${__cx_set_opts[@]}"; do
-    if [[ :$__cx_so: == *:$o:* ]]; then builtin set -o "$o"; fi
+  local __cx_o
+  for __cx_o in "${__cx_set_opts[@]}"; do
+    if [[ :$__cx_so: == *:$__cx_o:* ]]; then builtin set -o "$__cx_o"; fi
   done
-  for o in "${__cx_shopt_opts[@]}"; do
-    if [[ :$__cx_bo: == *:$o:* ]]; then builtin shopt -s "$o"; fi
+  for __cx_o in "${__cx_shopt_opts[@]}"; do
+    if [[ :$__cx_bo: == *:$__cx_o:* ]]; then builtin shopt -s "$__cx_o"; fi
   done
 }
 
@@ -163,6 +163,7 @@ __cx_context() {
   fi
   __cx_fd=$CACHED_EXEC_RESUME_FD
   __cx_digits "$__cx_fd" || __cx_bad
+  __cx_announce
   __cx_magic=
   # The checkpoint: the first read of the fd, a plain read(2).
   IFS= builtin read -r -d '' -u "$__cx_fd" __cx_magic
@@ -278,6 +279,23 @@ __cx_script_ok() {
   local -a parts
   builtin mapfile -d '' -n 2 parts < "$path" || return 1
   ((${#parts[@]} < 2))
+}
+
+# The variables a restore cannot take from the caller (__cx_special: their
+# value; __cx_defaulted: whether they are set), announced to the snapshot
+# before the checkpoint (docs/resume-protocol.md): the image is keyed on them,
+# so a caller that differs gets another image instead of a resumed bash that
+# goes cold. Keep these lists the same as the two functions below.
+__cx_announce() {
+  local __cx_n
+  for __cx_n in 'BASH*' SHELLOPTS POSIXLY_CORRECT ENV IFS PS4 SECONDS RANDOM SRANDOM LINENO 'EPOCH*' \
+    UID EUID PPID GROUPS FUNCNAME DIRSTACK HISTCMD COMP_WORDBREAKS OPTIND OPTERR \
+    HOSTTYPE MACHTYPE OSTYPE MAILCHECK HISTFILE HISTSIZE HISTFILESIZE; do
+    [[ -e /proc/self/fd/$__cx_fd/env/$__cx_n ]]
+  done
+  for __cx_n in PATH SHELL TERM HOSTNAME PS1 PS2; do
+    [[ -e /proc/self/fd/$__cx_fd/env-set/$__cx_n ]]
+  done
 }
 
 # Special to bash when imported or defaulted: a difference in one of these
@@ -577,4 +595,4 @@ done
 
 __cx_apply
 # Last line, read whole before any of it runs (so -v echoes none of it):
-__cx_finish; builtin set -- "${__cx_args[@]}"; builtin unset -f __cx_norm __cx_save __cx_restore __cx_bad __cx_unset __cx_valid_name __cx_digits __cx_path_dirs __cx_start_env __cx_find_bash __cx_context __cx_parse __cx_script_ok __cx_special __cx_defaulted __cx_diff __cx_cold __cx_close __cx_level __cx_warn_level __cx_pwd __cx_bash_name __cx_apply __cx_finish; [[ -v __cx_hook ]] || builtin unset -v "${!__cx_@}" "$__cx_last" 2>/dev/null || ((1)); case ${BASH_EXECUTION_STRING+c} in c) builtin eval -- "$BASH_EXECUTION_STRING" ;; *) builtin . -- "$0" ;; esac
+__cx_finish; builtin set -- "${__cx_args[@]}"; builtin unset -f __cx_norm __cx_announce __cx_save __cx_restore __cx_bad __cx_unset __cx_valid_name __cx_digits __cx_path_dirs __cx_start_env __cx_find_bash __cx_context __cx_parse __cx_script_ok __cx_special __cx_defaulted __cx_diff __cx_cold __cx_close __cx_level __cx_warn_level __cx_pwd __cx_bash_name __cx_apply __cx_finish; [[ -v __cx_hook ]] || builtin unset -v "${!__cx_@}" "$__cx_last" 2>/dev/null || ((1)); case ${BASH_EXECUTION_STRING+c} in c) builtin eval -- "$BASH_EXECUTION_STRING" ;; *) builtin . -- "$0" ;; esac

@@ -150,6 +150,67 @@ class _Recorder(object):
         return None
 
 
+class _EnvReads(object):
+    """During a snapshot's init: which variables it read through os.environ /
+    os.environb / os.getenv (a dict the tracer cannot see), announced to the
+    tracer before the checkpoint (docs/resume-protocol.md): the image is keyed
+    on them. Listing or copying the whole mapping announces everything."""
+
+    _ONE = ('__getitem__', '__setitem__', '__delitem__')
+    _ALL = ('__iter__', '__len__', '__repr__', 'copy', '__or__', '__ror__', '__ior__')
+
+    def __init__(self):
+        self.names = set()
+        self.everything = False
+        self._saved = {}
+
+    def install(self):
+        cls = os._Environ
+        for m in self._ONE + self._ALL:
+            orig = cls.__dict__.get(m)
+            if orig is None:
+                continue
+            self._saved[m] = orig
+            setattr(cls, m, self._wrap(orig, m in self._ONE))
+
+    def uninstall(self):
+        for m, orig in self._saved.items():
+            setattr(os._Environ, m, orig)
+        self._saved.clear()
+
+    def _wrap(self, orig, one):
+        reads = self
+
+        def wrapper(env, *args):
+            if one and args:
+                key = args[0]
+                reads.names.add(os.fsdecode(key) if isinstance(key, bytes) else key)
+            elif not one:
+                reads.everything = True
+            return orig(env, *args)
+        return wrapper
+
+    def announce(self, fd, sensitive):
+        names = set(self.names) | set(sensitive)
+        if self.everything or any(not isinstance(n, str) or not n or '/' in n or '\0' in n or '=' in n for n in names):
+            names = {'*'}
+        for n in sorted(names):
+            try:
+                os.stat('/proc/self/fd/%d/env/%s' % (fd, n))
+            except (OSError, ValueError):
+                pass
+
+
+def _sensitive_names():
+    """The variables whose difference sends a restore cold (_sensitive_diff): the image is keyed on them."""
+    names = ['PYTHON*', 'LC_*'] + list(_SENSITIVE)
+    if getattr(sys.modules.get('site'), 'ENABLE_USER_SITE', False):
+        names.append('HOME')
+    if getattr(sys.modules.get('tempfile'), 'tempdir', None) is not None:
+        names += ['TMPDIR', 'TEMP', 'TMP']
+    return names
+
+
 def _parse_adapter_args(args):
     preload, inits, i = [], [], 0
     while i < len(args):
@@ -418,6 +479,9 @@ def _prepare():
     # The init: what the checkpoint saves.
     rec = _Recorder()
     sys.meta_path.insert(0, rec)
+    reads = _EnvReads() if resume_fd is not None else None
+    if reads:
+        reads.install()
     try:
         for m in preload:
             __import__(m)
@@ -434,6 +498,8 @@ def _prepare():
     finally:
         if rec in sys.meta_path:
             sys.meta_path.remove(rec)
+        if reads:
+            reads.uninstall()
     if resume_fd is None:
         try:  # as a restore is in the caller's cwd whatever the init did
             if os.getcwd() != start_cwd:
@@ -456,6 +522,8 @@ def _prepare():
     if resume_fd is not None:
         _flush_std()  # anything the init left buffered belongs to the snapshot
         fd = int(resume_fd)
+        reads.announce(fd, _sensitive_names())
+        del reads
         argv, env_list, cwd, seed = _read_context(fd)
         try:
             del os.environ[_FD_VAR]

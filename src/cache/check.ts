@@ -19,12 +19,11 @@
  */
 import * as fs from 'node:fs';
 import { decodeStruct } from '../image/codec.js';
-import { DATA_PROBLEM, type ImageKey } from '../image/format.js';
+import { DATA_PROBLEM, type ImageEnvDep, type ImageKey } from '../image/format.js';
 import { openRegular, readImageMeta, verifyImageData } from './store.js';
-import { envHash } from './key.js';
-import { resumeEnvHash } from '../resume/spec.js';
+import { describeDependency, observedEnvHash, unmetDependencies, variantSelector } from './envdeps.js';
 import {
-  ABI_HASH, ARCH_X86_64, FILE, FORMAT_VERSION, FileKind, HEADER, KEY, MAGIC, Outcome, REGION, RESUME, SECTION, SIGACTION,
+  ABI_HASH, ARCH_X86_64, ENV_DEP, FILE, FORMAT_VERSION, FileKind, HEADER, KEY, MAGIC, Outcome, REGION, RESUME, SECTION, SIGACTION,
   SLOT, STATE, SecFlag, Section, SlotKind, Src, StateFlag, VDSO_PART, constName, hash64, layout, sizeOf,
 } from '../image/schema.js';
 
@@ -42,6 +41,15 @@ export interface Verdict {
   regions?: number;
   files?: number;
   size?: number;
+  /** Filled once the key was read: the image's tie to the environment. */
+  env?: {
+    /** The variables it depends on, each with whether the run's environment matches (describeDependency). */
+    deps: ImageEnvDep[];
+    /** Bound to the whole environment (key.env_hash). */
+    whole: boolean;
+    /** FAIL_ENV: the selector of the variant image that would serve this environment. */
+    selector?: bigint;
+  };
 }
 
 export interface CheckOptions {
@@ -55,12 +63,18 @@ export interface CheckOptions {
   nowNs?: bigint;
   /** CACHED_EXEC_MAX_AGE in seconds as the launcher reads it (default: from env or 7 days; 0 = never). */
   maxAgeSec?: number;
-  /** The run's environment, for images bound to one (key.env_hash); unchecked when absent (--cleanup). */
+  /** The run's environment, for the image's dependencies on it (ENV_DEPS, key.env_hash); unchecked when absent (--cleanup). */
   env?: NodeJS.ProcessEnv;
   /** The euid of the run: an IDENTITY_BOUND image serves key.euid only (default: opts.key.euid). */
   runEuid?: number;
   /** Also read the region data and compare it with the INTEGRITY checksum (--explain, --cleanup, the watcher). */
   verifyData?: boolean;
+  /**
+   * Whether the run can make /proc/self/exe name the program (cli/capability.ts
+   * exeSettable); when false, an image with CX_STATE_READS_EXE is FAIL_EXE.
+   * Unchecked when absent (--cleanup: another run may be able to).
+   */
+  exeSettable?: { settable: boolean; why: string };
 }
 
 const META_PAGE = 4096;
@@ -203,13 +217,13 @@ export function checkImage(file: string, opts: CheckOptions): Verdict {
     const min: Record<number, number> = {
       [Section.KEY]: sizeOf(KEY), [Section.FILES]: sizeOf(FILE), [Section.REGIONS]: sizeOf(REGION),
       [Section.SLOTS]: sizeOf(SLOT), [Section.STATE]: sizeOf(STATE), [Section.VDSO]: sizeOf(VDSO_PART),
-      [Section.RESUME]: sizeOf(RESUME), [Section.SIGACTIONS]: sizeOf(SIGACTION),
+      [Section.RESUME]: sizeOf(RESUME), [Section.SIGACTIONS]: sizeOf(SIGACTION), [Section.ENV_DEPS]: sizeOf(ENV_DEP),
     };
     if (type === Section.KEY || type === Section.STATE || type === Section.RESUME) {
       if (Number(s.count) !== 1 || Number(s.entsize) < (min[type] ?? 0)) return v('FAIL_HEADER', `section ${name} malformed`, info);
     } else if (min[type] !== undefined) {
       if (Number(s.count) && Number(s.entsize) < (min[type] ?? 0)) return v('FAIL_HEADER', `section ${name} entries too small`, info);
-    } else if (type !== Section.STRINGS && type !== Section.XSTATE && (Number(s.flags) & SecFlag.REQUIRED)) {
+    } else if (type !== Section.STRINGS && type !== Section.XSTATE && type !== Section.SNAPSHOT_ENV && (Number(s.flags) & SecFlag.REQUIRED)) {
       return v('FAIL_HEADER', `unknown required section type ${type} (written by a newer version)`, info);
     }
     if (min[type] !== undefined || type === Section.STRINGS || type === Section.XSTATE) found.set(type, s);
@@ -252,13 +266,6 @@ export function checkImage(file: string, opts: CheckOptions): Verdict {
   if (release !== want.kernelRelease) keyDiffs.push(`kernel release ${release} vs ${want.kernelRelease}`);
   const spec = str(strings, Number(k.init_spec ?? 0)) ?? '';
   if (spec !== (want.initSpec ?? '')) keyDiffs.push(`init ${JSON.stringify(spec)} vs ${JSON.stringify(want.initSpec ?? '')}`);
-  if (spec) {
-    if (opts.env && resumeEnvHash(opts.env) !== B(k.env_hash)) {
-      keyDiffs.push('environment (the init ran in another one: only the per-run variables may differ)');
-    }
-  } else if (B(k.env_hash) !== 0n && opts.env && envHash(opts.env) !== B(k.env_hash)) {
-    keyDiffs.push('environment (library constructors read it: the image serves only the environment it was taken in)');
-  }
   if (keyDiffs.length) return v('FAIL_KEY', `key differs (hash collision or hand-placed image): ${keyDiffs.join(', ')}`, info);
 
   // restore.c: an image that depends on who took it serves that user only.
@@ -267,10 +274,37 @@ export function checkImage(file: string, opts: CheckOptions): Verdict {
     return v('FAIL_IDENTITY', `the image depends on uid ${k.euid}'s identity (it asked who runs it, or read what others cannot): not served to uid ${runEuid}`, info);
   }
 
+  // check_env_deps: the variables the image depends on, as this run has them.
+  const deps: ImageEnvDep[] = records(Section.ENV_DEPS, ENV_DEP).map((d) => {
+    const name = str(strings, Number(d.name));
+    return { name: name ?? '', flags: Number(d.flags), valueHash: B(d.value_hash) };
+  });
+  if (deps.some((d) => !d.name)) return v('FAIL_HEADER', 'environment dependency name out of bounds', info);
+  const whole = B(k.env_hash) !== 0n;
+  info.env = { deps, whole };
+  if (opts.env) {
+    const env = opts.env;
+    const why: string[] = [];
+    if (whole && observedEnvHash({ initSpec: spec }, env) !== B(k.env_hash)) {
+      why.push(spec ? 'the whole environment but the per-run variables (the init ran other programs or listed its variables)'
+        : 'the whole environment (library constructors read it without getenv)');
+    }
+    for (const d of unmetDependencies(deps, env)) why.push(describeDependency(d, env));
+    if (why.length) {
+      info.env.selector = variantSelector({ initSpec: spec, envHash: B(k.env_hash) }, deps, env);
+      return v('FAIL_ENV', `the image depends on ${why.join('; ')}`, info);
+    }
+  }
+
   // check_age
   const maxAge = B(opts.maxAgeSec ?? maxAgeFromEnv());
   const now = opts.nowNs ?? B(Date.now()) * 1_000_000n;
   const rotate = maxAge > 0n && now > B(h.created_ns) + maxAge * 1_000_000_000n;
+
+  // The READS_EXE check (restore.c, right after check_age).
+  if (opts.exeSettable && !opts.exeSettable.settable && (Number(state.flags) & StateFlag.READS_EXE)) {
+    return v('FAIL_EXE', `the program reads /proc/self/exe, which would name the launcher: ${opts.exeSettable.why}`, { ...info, rotate });
+  }
 
   // check_files
   const mapped = new Set<number>();

@@ -6,8 +6,12 @@
  *   u32 format_version, u32 euid, u64 dev, u64 ino, u64 size,
  *   i64 mtime_sec, i64 ctime_sec, u32 mtime_nsec, u32 ctime_nsec,
  *   exe_path "\0" PATH "\0" kernel_release "\0"
- * and for a post-init image: init_spec "\0" u64 env_hash (resumeEnvHash);
- * then u64 groups_hash (groupsHash(): 0 in the system layer).
+ * then for a post-init image init_spec "\0"; then u64 groups_hash
+ * (groupsHash(): 0 in the system layer); and for a variant image (one that
+ * serves another environment than the primary image of the same key,
+ * src/cache/envdeps.ts) the u64 selector. The environment itself is not part
+ * of the lookup key: an image lists the variables it depends on, and the
+ * restorer compares those (a variable nobody read never causes a miss).
  * The image also stores these fields; the restorer compares them exactly, so
  * a hash collision can only ever cost a cold run.
  */
@@ -33,10 +37,15 @@ export function keyBytes(k: ImageKey): Buffer {
   const strs = Buffer.from(`${k.exePath}\0${k.pathEnv}\0${k.kernelRelease}\0`, 'utf8');
   const groups = Buffer.alloc(8);
   groups.writeBigUInt64LE(k.groupsHash ?? 0n);
-  if (!k.initSpec) return Buffer.concat([rec.subarray(0, 48), ns, strs, groups]);
-  const env = Buffer.alloc(8);
-  env.writeBigUInt64LE(k.envHash ?? 0n);
-  return Buffer.concat([rec.subarray(0, 48), ns, strs, Buffer.from(`${k.initSpec}\0`, 'utf8'), env, groups]);
+  const parts = [rec.subarray(0, 48), ns, strs];
+  if (k.initSpec) parts.push(Buffer.from(`${k.initSpec}\0`, 'utf8'));
+  parts.push(groups);
+  if (k.variant) {
+    const v = Buffer.alloc(8);
+    v.writeBigUInt64LE(k.variant);
+    parts.push(v);
+  }
+  return Buffer.concat(parts);
 }
 
 /**

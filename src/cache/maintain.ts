@@ -118,8 +118,9 @@ export function staleReason(store: Store, im: ImageEntry): { reason: string; det
   }
   // The key as a run with the image's own PATH would compute it now.
   const now = keyFromStat(key.exePath, st, { PATH: key.pathEnv }, key.euid, key.groupsHash ?? 0n);
-  // A post-init image's key also names its init and environment, which only a run can check.
-  if (key.initSpec) Object.assign(now, { initSpec: key.initSpec, envHash: key.envHash });
+  // A post-init image's key also names its init; a variant's, its selector (only a run can check the environment).
+  if (key.initSpec) now.initSpec = key.initSpec;
+  if (key.variant) now.variant = key.variant;
   if (keyHash(now) !== im.hash) return { reason: 'program-changed', detail: `${key.exePath} changed since the snapshot` };
   // The page data too: the launcher trusts it, so a damaged image must go (a restore of it could crash).
   const v = checkImage(im.path, { key: now, owner: store.euid, maxAgeSec: 0, verifyData: true });
@@ -195,6 +196,21 @@ export function cleanup(store: Store, opts: { now?: number; dryRun?: boolean } =
       report.refusalsCleared.push(r.hash);
     }
   }
+  // Queue entries are written under a temp name and linked into place: a killed writer leaves the temp.
+  for (const t of store.listQueueTemp()) {
+    if (now - t.mtimeMs > HOUR) {
+      if (!dry) fs.rmSync(t.path, { force: true });
+      report.tempRemoved.push(t.path);
+      report.bytesFreed += t.size;
+    }
+  }
+  // A re-take record outlives its rate limit by a day once no image of its key is left.
+  for (const r of store.listRetake()) {
+    const images = [r.hash, ...store.variants(r.hash)];
+    if (now - r.mtimeMs > 24 * HOUR && !images.some((h) => fs.existsSync(store.imagePathForHash(h)))) {
+      if (!dry) store.removeRetake(r.hash);
+    }
+  }
   for (const im of store.listImages()) {
     const why = staleReason(store, im);
     if (!why) continue;
@@ -250,5 +266,6 @@ export function clearCache(store: Store): ClearReport {
     store.clearRefused(r.hash);
     rep.refusals++;
   }
+  for (const r of store.listRetake()) store.removeRetake(r.hash);
   return rep;
 }

@@ -7,8 +7,10 @@
  *     stats/runs.log          one 32-byte record per launcher run (native, O_APPEND)
  *     stats/events.log        one JSON line per TS-side event (snapshot, refusal, eviction, ...)
  *     stats/counters.json     the logs folded into totals (see stats.ts)
- *     queue/<key16>           pending background snapshots (native, O_EXCL): "PATH-OF-PROGRAM\nPATH\n[rotate\n][after-init\tSPEC\n]"
+ *     queue/<key16>           pending background snapshots (native, or writeQueueEntry): see QueueEntry
  *     queue/.warmer.lock      flock held by the running background warmer
+ *     retake/<key16>          the background warmer's per-key record: mtime = its last re-take of the key
+ *                             (the launcher queues no other before CACHED_EXEC_RETAKE_SECONDS), lines = the key's variant images
  *     refused/<key16>         the snapshotter refused this key: "reason\ndetail\n"
  *     locks/<name>.lock       TS lock files (lock.ts): one snapshot per key, stats folding
  *     config.json             bounds (config.ts)
@@ -27,7 +29,7 @@ import { HEADER, sizeOf } from '../image/schema.js';
 import { decodeStruct } from '../image/codec.js';
 import { IMAGE_NAME_RE, cacheDir, cacheDirOrigin, keyHash } from './key.js';
 
-export type SubDir = 'images' | 'stats' | 'queue' | 'refused' | 'locks';
+export type SubDir = 'images' | 'stats' | 'queue' | 'refused' | 'locks' | 'retake';
 
 export interface ImageEntry {
   /** Key hash: 16 hex digits. */
@@ -40,15 +42,69 @@ export interface ImageEntry {
   mode: number;
 }
 
+/**
+ * A pending snapshot, queue/<key16> (the primary key: a re-take decides itself
+ * whether the new image replaces the primary or becomes a variant):
+ *
+ *   PATH-OF-PROGRAM \n PATH \n
+ *   [after-init \t SPEC \n]   a post-init image
+ *   [rotate \n]               an image exists but is past its age limit: replace it
+ *   [retake \n]               a run fell back cold from an image that went stale or was taken for
+ *                             another environment: the warmer notes the time (retake/<key16>)
+ *   [env \n NAME=value \0 ...] the caller's environment, to the end of the file: the snapshot
+ *                             runs in it, so the image serves that caller (absent: the warmer's own)
+ *
+ * Written to a temp name and linked into place, so a reader never sees half of one.
+ */
 export interface QueueEntry {
   hash: string;
   path: string;
   exePath: string;
   pathEnv: string;
   rotate: boolean;
+  retake: boolean;
   mtimeMs: number;
   /** Post-init images: the key's init spec (a line "after-init\t<spec>"). */
   initSpec?: string;
+  /** The environment to snapshot in. */
+  env?: string[];
+}
+
+export type NewQueueEntry = Pick<QueueEntry, 'exePath' | 'pathEnv'> & Partial<Pick<QueueEntry, 'rotate' | 'retake' | 'initSpec' | 'env'>>;
+
+/** The bytes of a queue entry (the launcher writes the same: src/restore/record.c). */
+export function queueEntryBytes(q: NewQueueEntry): Buffer {
+  let head = `${q.exePath}\n${q.pathEnv}\n`;
+  if (q.initSpec) head += `after-init\t${q.initSpec}\n`;
+  if (q.rotate) head += 'rotate\n';
+  if (q.retake) head += 'retake\n';
+  if (!q.env) return Buffer.from(head, 'utf8');
+  return Buffer.concat([Buffer.from(`${head}env\n`, 'utf8'), ...q.env.map((e) => Buffer.from(`${e}\0`, 'utf8'))]);
+}
+
+/** Parses a queue entry's bytes (null when it has no program line). */
+export function parseQueueEntry(data: Buffer): Omit<QueueEntry, 'hash' | 'path' | 'mtimeMs'> | null {
+  const lines: string[] = [];
+  let at = 0;
+  let env: string[] | undefined;
+  while (at < data.length) {
+    const nl = data.indexOf(0x0a, at);
+    const line = data.toString('utf8', at, nl < 0 ? data.length : nl);
+    at = nl < 0 ? data.length : nl + 1;
+    if (lines.length >= 2 && line === 'env') {
+      const text = data.toString('utf8', at);
+      env = text ? text.replace(/\0$/, '').split('\0').filter((e) => e.includes('=')) : [];
+      break;
+    }
+    lines.push(line);
+  }
+  const [exePath = '', pathEnv = '', ...rest] = lines;
+  if (!exePath) return null;
+  const spec = rest.find((l) => l.startsWith('after-init\t'));
+  return {
+    exePath, pathEnv, rotate: rest.includes('rotate'), retake: rest.includes('retake'),
+    ...(spec ? { initSpec: spec.slice('after-init\t'.length) } : {}), ...(env ? { env } : {}),
+  };
 }
 
 export interface RefusedEntry {
@@ -316,19 +372,95 @@ export class Store {
       try {
         const st = fs.lstatSync(p);
         if (!st.isFile()) continue;
-        const [exePath = '', pathEnv = '', ...rest] = readRegular(p).toString('utf8').split('\n');
-        const spec = rest.find((l) => l.startsWith('after-init\t'));
-        out.push({
-          hash: name, path: p, exePath, pathEnv, rotate: rest.includes('rotate'), mtimeMs: st.mtimeMs,
-          ...(spec ? { initSpec: spec.slice('after-init\t'.length) } : {}),
-        });
+        const q = parseQueueEntry(readRegular(p));
+        if (q) out.push({ hash: name, path: p, mtimeMs: st.mtimeMs, ...q });
       } catch { /* vanished */ }
     }
     return out.sort((a, b) => a.mtimeMs - b.mtimeMs);
   }
 
+  /** Temp files of queue writers (the launcher's and queue()'s), for --cleanup. */
+  listQueueTemp(): TempEntry[] {
+    const dir = this.sub('queue');
+    const out: TempEntry[] = [];
+    for (const name of readdirOrEmpty(dir)) {
+      if (!/^\.[0-9a-f]{16}\..*\.tmp$/.test(name)) continue;
+      const p = path.join(dir, name);
+      try {
+        const st = fs.lstatSync(p);
+        out.push({ path: p, size: st.size, mtimeMs: st.mtimeMs, pid: null });
+      } catch { /* vanished */ }
+    }
+    return out;
+  }
+
   removeQueued(hash: string): void {
     fs.rmSync(path.join(this.sub('queue'), hash), { force: true });
+  }
+
+  /** Queues a snapshot of `hash` unless one is queued already (false then). */
+  queue(hash: string, q: NewQueueEntry): boolean {
+    this.ensure('queue');
+    const final = path.join(this.sub('queue'), hash);
+    const tmp = path.join(this.sub('queue'), `.${hash}.${process.pid}.${Date.now()}.tmp`);
+    fs.writeFileSync(tmp, queueEntryBytes(q), { mode: 0o600, flag: 'wx' });
+    try {
+      fs.linkSync(tmp, final); // fails when queued already: the first request stands
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw e;
+    } finally {
+      fs.rmSync(tmp, { force: true });
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // Re-takes and variants (retake/<key16>, kept by the warmer)
+
+  private retakePath(primary: string): string {
+    return path.join(this.sub('retake'), primary);
+  }
+
+  /** The variant images recorded for a primary key. */
+  variants(primary: string): string[] {
+    try {
+      return fs.readFileSync(this.retakePath(primary), 'utf8').split('\n').filter((l) => /^[0-9a-f]{16}$/.test(l));
+    } catch {
+      return [];
+    }
+  }
+
+  /** Keys with a re-take record, and the record's mtime. */
+  listRetake(): { hash: string; mtimeMs: number }[] {
+    const out: { hash: string; mtimeMs: number }[] = [];
+    for (const name of readdirOrEmpty(this.sub('retake'))) {
+      if (!/^[0-9a-f]{16}$/.test(name)) continue;
+      try {
+        out.push({ hash: name, mtimeMs: fs.lstatSync(this.retakePath(name)).mtimeMs });
+      } catch { /* vanished */ }
+    }
+    return out;
+  }
+
+  removeRetake(primary: string): void {
+    fs.rmSync(this.retakePath(primary), { force: true });
+  }
+
+  /** Rewrites the record of a key's variants (its mtime moves: a re-take just happened when `retaken`). */
+  setVariants(primary: string, variants: string[], retaken: boolean): void {
+    this.ensure('retake');
+    const p = this.retakePath(primary);
+    let mtime: Date | undefined;
+    if (!retaken) {
+      try {
+        mtime = fs.statSync(p).mtime;
+      } catch {
+        mtime = new Date(0); // no re-take yet: nothing to rate-limit
+      }
+    }
+    writeFileAtomic(p, Buffer.from(variants.map((v) => `${v}\n`).join('')), 0o600);
+    if (mtime) fs.utimesSync(p, mtime, mtime);
   }
 
   /** Remembers a refusal so the launcher stops queueing this key (until --cleanup clears it). */

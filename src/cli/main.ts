@@ -8,6 +8,7 @@
 import * as fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, type CommandSpec } from './args.js';
+import { installCapability, removeCapability } from './commands/capability.js';
 import { drainQueue } from './commands/drain-queue.js';
 import { explain } from './commands/explain.js';
 import { describeFormatCommand, helpText, version } from './commands/info.js';
@@ -69,6 +70,11 @@ export const COMMANDS: readonly Entry[] = [
       'idempotent, never replaces a file that is not a link to a cached-exec' },
   { name: '--uninstall', arity: 'optional', operand: '[DIR]', json: true, run: uninstall,
     summary: 'remove that link (only if it is one to a cached-exec)' },
+  { name: '--install-capability', arity: 'none', json: true, run: installCapability,
+    summary: 'as root: give the launcher cap_checkpoint_restore (permitted only, raised just for the restore) so ' +
+      'programs that read /proc/self/exe restore for every user; --remove-capability undoes it' },
+  { name: '--remove-capability', arity: 'none', json: true, run: removeCapability,
+    summary: 'as root: remove the launcher\'s file capability' },
   { name: '--watch', arity: 'none', json: false, run: watchCommand, modifiers: ['--rewarm'],
     summary: 'daemon: delete images as soon as a library, probed path, PATH entry or package they depend on changes ' +
       '(--rewarm: snapshot them again)' },

@@ -9,12 +9,17 @@ import { checkImage, type OutcomeName, type Verdict } from '../cache/check.js';
 import { keyFromStat, keyHash, launcherCacheDir } from '../cache/key.js';
 import { Store, dirProblem } from '../cache/store.js';
 import type { ImageKey } from '../image/format.js';
-import { initSpec, resumeEnvHash } from '../resume/spec.js';
+import { initSpec } from '../resume/spec.js';
+import { describeDependency } from '../cache/envdeps.js';
 import { readShebang, resolveProgram } from '../common/resolve.js';
 import * as fs from 'node:fs';
+import { exeSettable } from './capability.js';
+import { LAUNCHER } from '../common/package.js';
 
 export interface Attempt {
   layer: 'user' | 'system';
+  /** A variant image: looked for because the primary image of the key serves another environment. */
+  variant?: boolean;
   program: string;
   key: string;
   image: string;
@@ -49,6 +54,12 @@ export interface Prediction {
   refused: { reason: string; detail: string } | null;
   /** What to do about it, for humans. */
   hint: string | null;
+  /**
+   * The decisive image's tie to the environment: each variable it depends on
+   * with what the snapshot saw and whether this environment matches, and
+   * whether it is bound to the whole environment. Null without an image.
+   */
+  environment: { deps: string[]; whole: boolean } | null;
 }
 
 const euidNow = (): number => (process.geteuid ? process.geteuid() : 0);
@@ -75,7 +86,7 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
   const dir = launcherCacheDir(env);
   const base: Prediction = {
     program, imageKind: 'post-link', resolved: r.path, interpreter: null, cacheDir: dir, outcome: 'MISS', restores: false, detail: '',
-    rotate: false, key: null, image: null, layer: null, attempts: [], queued: false, refused: null, hint: null,
+    rotate: false, key: null, image: null, layer: null, attempts: [], queued: false, refused: null, hint: null, environment: null,
   };
   if (dir === null) {
     return { ...base, outcome: 'BYPASS_NO_CACHE_DIR', detail: 'no CACHED_EXEC_DIR, XDG_CACHE_HOME or HOME: every run is cold',
@@ -85,47 +96,72 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
   // cachedir.c: an untrusted user cache is neither read nor written; the system layer still serves.
   const userProblem = user.state().problem;
   base.imageKind = afterInit ? `post-init (after ${afterInit.words.length ? afterInit.words.join(' ') : 'the program\'s own init'})` : 'post-link';
-  const withInit = (k: ImageKey): ImageKey => (afterInit ? { ...k, initSpec: initSpec(afterInit.words), envHash: resumeEnvHash(env) } : k);
+  const withInit = (k: ImageKey): ImageKey => (afterInit ? { ...k, initSpec: initSpec(afterInit.words) } : k);
+
+  /** One layer, as the launcher's key step does it: the primary image, then the variant for this environment. */
+  let exeState: ReturnType<typeof exeSettable> | undefined;
+  const settable = (): ReturnType<typeof exeSettable> => (exeState ??= exeSettable(LAUNCHER));
+  const tryLayer = (layer: 'user' | 'system', dir: string, key: ImageKey, owner: number, exe: string): { v: Verdict; a: Attempt } => {
+    const hash = keyHash(key);
+    const image = path.join(dir, 'images', `${hash}.img`);
+    const checks = { env, runEuid: euid, verifyData: true, exeSettable: settable() };
+    const v = checkImage(image, { key, owner, ...checks });
+    if (layer === 'system' && v.outcome === 'FAIL_IMAGE_IO' && v.detail.endsWith('EACCES') && euid !== 0) {
+      v.detail += ' (root\'s own image: it depends on who took it, so it is 0600 and serves root only)';
+    }
+    const a: Attempt = { layer, program: exe, key: hash, image, outcome: v.outcome, detail: v.detail };
+    base.attempts.push(a);
+    const selector = v.outcome === 'FAIL_ENV' ? v.env?.selector : undefined;
+    if (selector === undefined) return { v, a };
+    const vkey = { ...key, variant: selector };
+    const vhash = keyHash(vkey);
+    const vimage = path.join(dir, 'images', `${vhash}.img`);
+    const vv = checkImage(vimage, { key: vkey, owner, ...checks });
+    const va: Attempt = { layer, variant: true, program: exe, key: vhash, image: vimage, outcome: vv.outcome, detail: vv.detail };
+    base.attempts.push(va);
+    // No variant yet: the run is cold because of the primary image's dependencies.
+    return vv.outcome === 'MISS' ? { v, a } : { v: vv, a: va };
+  };
 
   const layers = (exe: string, st: fs.BigIntStats): { v: Verdict; a: Attempt } => {
-    const key = withInit(keyFromStat(exe, st, env, euid));
-    const hash = keyHash(key);
-    const image = user.imagePathForHash(hash);
-    const v: Verdict = userProblem
-      ? { outcome: 'BYPASS_UNTRUSTED_DIR', detail: `the cache directory ${dir} is ${userProblem}: not read, nothing written`, rotate: false }
-      : checkImage(image, { key, owner: euid, env, verifyData: true });
-    const a: Attempt = { layer: 'user', program: exe, key: hash, image, outcome: v.outcome, detail: v.detail };
-    base.attempts.push(a);
+    const uv = userProblem
+      ? undefined
+      : tryLayer('user', user.dir, withInit(keyFromStat(exe, st, env, euid)), euid, exe);
+    const ukey = keyHash(withInit(keyFromStat(exe, st, env, euid)));
+    const { v, a } = uv ?? ((): { v: Verdict; a: Attempt } => {
+      const image = user.imagePathForHash(ukey);
+      const bv: Verdict = { outcome: 'BYPASS_UNTRUSTED_DIR', detail: `the cache directory ${dir} is ${userProblem}: not read, nothing written`, rotate: false };
+      const ba: Attempt = { layer: 'user', program: exe, key: ukey, image, outcome: bv.outcome, detail: bv.detail };
+      base.attempts.push(ba);
+      return { v: bv, a: ba };
+    })();
     const sysDir = env.CACHED_EXEC_SYSTEM_DIR;
     if ((v.outcome !== 'MISS' && !userProblem) || !sysDir) return { v, a };
-    const skey = withInit(keyFromStat(exe, st, env, 0, 0n));
-    const shash = keyHash(skey);
-    const simage = path.join(sysDir, 'images', `${shash}.img`);
     const sysProblem = systemDirProblem(sysDir);
-    const sv: Verdict = sysProblem
-      ? { outcome: 'MISS', detail: `the system layer ${sysDir} is not used: ${sysProblem}`, rotate: false }
-      : checkImage(simage, { key: skey, owner: 0, env, runEuid: euid, verifyData: true });
-    if (sv.outcome === 'FAIL_IMAGE_IO' && sv.detail.endsWith('EACCES') && euid !== 0) {
-      sv.detail += ' (root\'s own image: it depends on who took it, so it is 0600 and serves root only)';
+    if (sysProblem) {
+      const skey = keyHash(withInit(keyFromStat(exe, st, env, 0, 0n)));
+      const sa: Attempt = { layer: 'system', program: exe, key: skey, image: path.join(sysDir, 'images', `${skey}.img`), outcome: 'MISS',
+        detail: `the system layer ${sysDir} is not used: ${sysProblem}` };
+      base.attempts.push(sa);
+      return { v, a };
     }
-    const sa: Attempt = { layer: 'system', program: exe, key: shash, image: simage, outcome: sv.outcome, detail: sv.detail };
-    base.attempts.push(sa);
-    return sv.outcome !== 'MISS' ? { v: sv, a: sa } : { v, a };
+    const s = tryLayer('system', sysDir, withInit(keyFromStat(exe, st, env, 0, 0n)), 0, exe);
+    return s.v.outcome !== 'MISS' ? s : { v, a };
   };
 
   const bypass = bypassReason(env, r.stat);
-  if (bypass) return finish(base, user, bypass.outcome, bypass.detail, null, null, program);
+  if (bypass) return finish(base, user, bypass.outcome, bypass.detail, null, null, program, env);
   let { v, a } = layers(r.path, r.stat);
   if (v.outcome === 'MISS' && !afterInit) {
     const sb = readShebang(r.path);
     if (sb) {
       base.interpreter = { path: sb.interpreter, arg: sb.arg };
       const b2 = bypassReason(env, sb.stat);
-      if (b2) return finish(base, user, b2.outcome, b2.detail, null, null, program);
+      if (b2) return finish(base, user, b2.outcome, b2.detail, null, null, program, env);
       ({ v, a } = layers(sb.interpreter, sb.stat));
     }
   }
-  return finish(base, user, v.outcome, v.detail, v, a, program);
+  return finish(base, user, v.outcome, v.detail, v, a, program, env);
 }
 
 /** Why the launcher would not use a system layer (cachedir.c: root's, absolute, a directory, not a symlink, not writable by others), or null. */
@@ -142,17 +178,21 @@ function systemDirProblem(dir: string): string | null {
 const PERMANENT_REFUSALS = new Set(['not-elf', 'static-binary', 'foreign-arch', 'privileged']);
 
 function finish(p: Prediction, user: Store, outcome: OutcomeName, detail: string, v: Verdict | null, a: Attempt | null,
-  program: string): Prediction {
+  program: string, env: NodeJS.ProcessEnv): Prediction {
   p.outcome = outcome;
   p.detail = detail;
   p.restores = outcome === 'HIT';
   p.rotate = v?.rotate ?? false;
+  if (v?.env) {
+    p.environment = { deps: v.env.deps.map((d) => describeDependency(d, env)), whole: v.env.whole };
+  }
   if (a) {
     p.key = a.key;
     p.image = a.image;
     p.layer = a.layer;
   }
-  const userKey = p.attempts.filter((x) => x.layer === 'user').at(-1)?.key;
+  // The queue and refusals are by the primary key (a re-take places the image itself).
+  const userKey = p.attempts.filter((x) => x.layer === 'user' && !x.variant).at(-1)?.key;
   if (userKey) {
     p.queued = user.listQueue().some((q) => q.hash === userKey);
     const ref = user.refused(userKey);
@@ -164,8 +204,13 @@ function finish(p: Prediction, user: Store, outcome: OutcomeName, detail: string
       ? `it cannot be snapshotted (${p.refused.reason}, see 'refused'): its runs stay cold`
       : `remove the cause named under 'refused', then '${warm}' tries again (--cleanup also forgets refusals after a day)`)
       : p.queued ? 'queued: a background warmer will take the snapshot' : `run '${warm}' (or run it once: the miss queues a snapshot)`;
+  } else if (outcome === 'FAIL_ENV') {
+    p.hint = p.queued ? 'queued: the background warmer takes an image for this environment (a variant beside the existing one)'
+      : `the image was taken for another environment: a run queues an image for this one (at most one re-take of a key per CACHED_EXEC_RETAKE_SECONDS), or run '${warm}'`;
   } else if (outcome === 'FAIL_STALE_FILE' || outcome === 'FAIL_NEGATIVE_DEP' || outcome === 'FAIL_KEY') {
     p.hint = `the image is stale: '${warm}' re-takes it, '--cleanup' removes it`;
+  } else if (outcome === 'FAIL_EXE') {
+    p.hint = 'the program runs cold (always correct); root can let it restore for every user: cached-exec --install-capability';
   } else if (outcome === 'FAIL_OWNER') {
     p.hint = 'images must be owned by you and not writable by group or others';
   } else if (outcome === 'FAIL_CHECKSUM' && detail.includes('--cleanup')) {

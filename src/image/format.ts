@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { decodeStruct, encodeStruct } from './codec.js';
 import {
-  ABI_HASH, ARCH_X86_64, FILE, FORMAT_VERSION, HEADER, INTEGRITY, KEY, MAGIC, REGION, RESUME, SECTION, SIGACTION, SLOT, STATE,
+  ABI_HASH, ARCH_X86_64, ENV_DEP, FILE, FORMAT_VERSION, HEADER, INTEGRITY, KEY, MAGIC, REGION, RESUME, SECTION, SIGACTION, SLOT, STATE,
   VDSO_PART, FileKind, ResumeFlag, Section, SecFlag, Src, hash64, sizeOf, type StructDef,
 } from './schema.js';
 
@@ -27,15 +27,31 @@ export interface ImageKey {
   exeCtimeNsec: number;
   pathEnv: string;
   kernelRelease: string;
-  /** Non-zero: constructors read the environment; the image serves only an environment with this envHash(). */
+  /**
+   * Non-zero: the image depends on the whole environment and serves only one
+   * with this sum (post-link: envHash(), constructors walked `environ`;
+   * post-init: resumeEnvHash(), the init ran children or listed variables).
+   */
   envHash?: bigint;
   /**
    * Post-init images: what ran before the checkpoint (adapter and its init
-   * arguments, see src/resume/spec.ts). Part of the lookup key, with envHash.
+   * arguments, see src/resume/spec.ts). Part of the lookup key.
    */
   initSpec?: string;
   /** groupsHash() of the user the image was taken for; 0 in the system layer. Part of the lookup key. */
   groupsHash?: bigint;
+  /**
+   * A variant image: serves another environment than the primary image of
+   * the same key; part of its lookup key (src/cache/envdeps.ts).
+   */
+  variant?: bigint;
+}
+
+/** A variable an image depends on (cx_env_dep; src/cache/envdeps.ts says how a run's value is compared). */
+export interface ImageEnvDep {
+  name: string;
+  flags: number; // EnvDepFlag
+  valueHash: bigint;
 }
 
 /** Registers by the names of the kernel's user_regs_struct (cx_resume fields). */
@@ -144,6 +160,10 @@ export interface ImageModel {
   state: ImageState;
   vdso: ImageVdsoPart[];
   resume?: ImageResume;
+  /** The environment variables the image depends on (empty: none, or envHash binds the whole environment). */
+  envDeps?: ImageEnvDep[];
+  /** The environment the snapshot ran in (NAME=value): what a re-take of this image needs (SNAPSHOT_ENV). */
+  snapshotEnv?: string[];
   /** Read back from an image (the writer computes it): the region data's checksum. */
   integrity?: { dataHash: bigint; dataLen: bigint };
 }
@@ -209,8 +229,12 @@ export function serializeImage(img: ImageModel): Buffer {
     kernel_release: strings.add(img.key.kernelRelease),
     env_hash: img.key.envHash ?? 0n,
     init_spec: strings.add(img.key.initSpec ?? ''),
+    variant: img.key.variant ?? 0n,
     groups_hash: img.key.groupsHash ?? 0n,
   });
+  const deps = img.envDeps ?? [];
+  const envDeps = encodeArray(ENV_DEP, deps.map((d) => ({ name: strings.add(d.name), flags: d.flags, value_hash: d.valueHash })));
+  const snapshotEnv = img.snapshotEnv ? Buffer.from(img.snapshotEnv.map((e) => `${e}\0`).join(''), 'utf8') : null;
   const files = encodeArray(FILE, img.files.map((fl) => ({
     path: strings.add(fl.path), kind: fl.kind, dev: fl.dev, ino: fl.ino, size: fl.size,
     mtime_sec: fl.mtimeSec, ctime_sec: fl.ctimeSec, mtime_nsec: fl.mtimeNsec, ctime_nsec: fl.ctimeNsec,
@@ -234,6 +258,7 @@ export function serializeImage(img: ImageModel): Buffer {
     flags: r.umask !== undefined ? ResumeFlag.SET_UMASK : 0,
   }) : null;
   const sigactions = encodeArray(SIGACTION, (r?.sigactions ?? []).map((a) => ({ ...a })));
+  if (snapshotEnv && img.snapshotEnv?.some((e) => e.includes('\0'))) throw new Error('an environment entry contains NUL');
   // Regions are encoded after the data layout is known; reserve their size now.
   const regionsSize = sizeOf(REGION) * img.regions.length;
   const stringsBuf = strings.bytes();
@@ -255,6 +280,11 @@ export function serializeImage(img: ImageModel): Buffer {
       { type: Section.XSTATE, flags: SecFlag.REQUIRED, body: r.xstate, size: r.xstate.length, count: 0, entsize: 0 },
     );
   }
+  if (deps.length) {
+    // REQUIRED: a launcher that cannot compare them must not restore the image for an environment it was not taken for.
+    sections.push({ type: Section.ENV_DEPS, flags: SecFlag.REQUIRED, body: envDeps, size: envDeps.length, count: deps.length, entsize: sizeOf(ENV_DEP) });
+  }
+  if (snapshotEnv) sections.push({ type: Section.SNAPSHOT_ENV, flags: 0, body: snapshotEnv, size: snapshotEnv.length, count: 0, entsize: 0 });
 
   // The region data's checksum: its body is filled in once the data is laid out.
   const integrity = Buffer.alloc(sizeOf(INTEGRITY));
@@ -378,6 +408,7 @@ export function parseImage(buf: Buffer): ParsedImage {
       kernelRelease: readStr(strings, n(k.kernel_release)),
       ...(b(k.env_hash) ? { envHash: b(k.env_hash) } : {}),
       ...(readStr(strings, n(k.init_spec)) ? { initSpec: readStr(strings, n(k.init_spec)) } : {}),
+      ...(b(k.variant) ? { variant: b(k.variant) } : {}),
       ...(b(k.groups_hash) ? { groupsHash: b(k.groups_hash) } : {}),
     },
     files: records(Section.FILES, FILE).map((r) => ({
@@ -410,6 +441,13 @@ export function parseImage(buf: Buffer): ParsedImage {
         signo: n(a.signo), handler: b(a.handler), flags: b(a.flags), restorer: b(a.restorer), mask: b(a.mask),
       })),
     };
+  }
+  if (byType.has(Section.ENV_DEPS)) {
+    model.envDeps = records(Section.ENV_DEPS, ENV_DEP).map((d) => ({ name: readStr(strings, n(d.name)), flags: n(d.flags), valueHash: b(d.value_hash) }));
+  }
+  if (byType.has(Section.SNAPSHOT_ENV)) {
+    const text = body(Section.SNAPSHOT_ENV).toString('utf8');
+    model.snapshotEnv = text ? text.replace(/\0$/, '').split('\0') : [];
   }
   if (byType.has(Section.INTEGRITY)) {
     const ig = records(Section.INTEGRITY, INTEGRITY)[0] as Record<string, bigint | number>;

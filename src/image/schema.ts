@@ -40,7 +40,7 @@ export interface ConstGroup {
 const f = (name: string, type: FieldType, doc: string, count?: number): FieldDef =>
   count === undefined ? { name, type, doc } : { name, type, doc, count };
 
-export const FORMAT_VERSION = 2;
+export const FORMAT_VERSION = 3;
 /** "CXEXIMG1" read as a little-endian u64. */
 export const MAGIC = 0x31474d4958455843n;
 export const ARCH_X86_64 = 62; // EM_X86_64
@@ -49,7 +49,11 @@ export const CONSTANTS: readonly ConstGroup[] = [
   {
     prefix: 'CX_SECTION_',
     doc: 'Section types. Unknown types are skipped unless flagged REQUIRED.',
-    values: { KEY: 1, STRINGS: 2, FILES: 3, REGIONS: 4, SLOTS: 5, STATE: 6, VDSO: 7, RESUME: 8, SIGACTIONS: 9, XSTATE: 10, INTEGRITY: 11 },
+    values: {
+      KEY: 1, STRINGS: 2, FILES: 3, REGIONS: 4, SLOTS: 5, STATE: 6, VDSO: 7, RESUME: 8, SIGACTIONS: 9, XSTATE: 10, INTEGRITY: 11,
+      ENV_DEPS: 12, // cx_env_dep records: the variables the image depends on (checked against the run's environment)
+      SNAPSHOT_ENV: 13, // NAME=value NUL-separated: the snapshot's values of the variables the image depends on (all, when bound to the whole environment), for re-takes only; not read at restore, never in a shared layer
+    },
   },
   {
     prefix: 'CX_SECFLAG_',
@@ -121,6 +125,15 @@ export const CONSTANTS: readonly ConstGroup[] = [
     values: { PID: 0, PPID: 1, PGID: 2, SID: 3 },
   },
   {
+    prefix: 'CX_ENVDEP_',
+    doc: 'What an environment dependency (cx_env_dep.flags) asserts about the run\'s variable NAME.',
+    values: {
+      PRESENT: 1, // set at snapshot time (informational: value_hash says it too)
+      ANY_VALUE: 2, // only whether it is set matters: value_hash is 1 (set) or 0 (not set)
+      PREFIX: 4, // NAME is a prefix: value_hash is the sum of cx_hash64("NAME=value") over every variable whose name starts with it (0: none)
+    },
+  },
+  {
     prefix: 'CX_RESUMEFLAG_',
     doc: 'Post-init image flags (cx_resume.flags).',
     values: {
@@ -164,6 +177,7 @@ export const CONSTANTS: readonly ConstGroup[] = [
       FAIL_EXE: 21, // the program reads /proc/self/exe and this process cannot make it name the program
       BYPASS_STACK_LIMIT: 22, // RLIMIT_STACK too small for the launcher to restore (the program runs cold)
       FAIL_IDENTITY: 23, // the image depends on another user's identity (system layer)
+      FAIL_ENV: 24, // a variable the image depends on (ENV_DEPS, or the whole environment) differs, and no variant image serves this one
     },
   },
   {
@@ -227,10 +241,11 @@ export const KEY: StructDef = {
     f('exe_ctime_nsec', 'u32', 'st_ctim.tv_nsec'),
     f('path_env', 'u32', 'string offset: PATH at snapshot time'),
     f('kernel_release', 'u32', 'string offset: uname release'),
-    f('env_hash', 'u64', 'non-zero: library constructors read the environment, so the image is only for an environment with this cx_env_hash'),
+    f('env_hash', 'u64', 'non-zero: the image depends on the whole environment (constructors walked environ; an init ran children): it serves only an environment with this sum (post-link: cx_hash64 of every NAME=value but _; post-init: but the per-run variables)'),
     f('init_spec', 'u32', 'string offset: empty for a post-link image; a post-init image: what ran before the checkpoint (also in the lookup key)'),
     f('reserved', 'u32', 'zero'),
     f('groups_hash', 'u64', 'cx_hash64 of egid and the supplementary groups (kernel order) the image was taken with; 0 in the system layer (also in the lookup key)'),
+    f('variant', 'u64', 'non-zero: a variant image for another environment than the primary image of this key serves, named by hashing the lookup key with this selector (cx_hash64 of the primary\'s dependencies as the run sees them)'),
   ],
 };
 
@@ -332,6 +347,16 @@ export const RESUME: StructDef = {
   ],
 };
 
+export const ENV_DEP: StructDef = {
+  name: 'cx_env_dep',
+  doc: 'An environment variable the image depends on: looked up by a constructor or the init, or one the adapter cannot apply. value_hash as the snapshot saw it: 0 not set, else cx_hash64 of the value (1 if that is 0); see CX_ENVDEP_* for the other forms.',
+  fields: [
+    f('name', 'u32', 'string offset: the variable name (a prefix with CX_ENVDEP_PREFIX)'),
+    f('flags', 'u32', 'CX_ENVDEP_*'),
+    f('value_hash', 'u64', 'what the run\'s environment must give'),
+  ],
+};
+
 export const SIGACTION: StructDef = {
   name: 'cx_sigaction',
   doc: 'A signal disposition other than SIG_DFL at the checkpoint (kernel struct sigaction fields).',
@@ -383,7 +408,7 @@ export const INTEGRITY: StructDef = {
   ],
 };
 
-export const STRUCTS: readonly StructDef[] = [HEADER, SECTION, KEY, FILE, REGION, SLOT, STATE, VDSO_PART, RESUME, SIGACTION, INTEGRITY, STAT_RECORD];
+export const STRUCTS: readonly StructDef[] = [HEADER, SECTION, KEY, FILE, REGION, SLOT, STATE, VDSO_PART, RESUME, SIGACTION, INTEGRITY, ENV_DEP, STAT_RECORD];
 
 // ---------------------------------------------------------------------------
 // Layout arithmetic
@@ -468,7 +493,7 @@ function group(prefix: string): Readonly<Record<string, number>> {
 
 export const Section = group('CX_SECTION_') as Readonly<{
   KEY: number; STRINGS: number; FILES: number; REGIONS: number; SLOTS: number; STATE: number; VDSO: number;
-  RESUME: number; SIGACTIONS: number; XSTATE: number; INTEGRITY: number;
+  RESUME: number; SIGACTIONS: number; XSTATE: number; INTEGRITY: number; ENV_DEPS: number; SNAPSHOT_ENV: number;
 }>;
 export const SecFlag = group('CX_SECFLAG_') as Readonly<{ REQUIRED: number }>;
 export const Src = group('CX_SRC_') as Readonly<{ FILE: number; DATA: number; ZERO: number }>;
@@ -482,6 +507,7 @@ export const SlotKind = group('CX_SLOT_') as Readonly<{
   BASE_PLATFORM: number; PROCESS_ID: number; PROCESS_ID_TEXT: number;
 }>;
 export const Ident = group('CX_IDENT_') as Readonly<{ PID: number; PPID: number; PGID: number; SID: number }>;
+export const EnvDepFlag = group('CX_ENVDEP_') as Readonly<{ PRESENT: number; ANY_VALUE: number; PREFIX: number }>;
 export const ResumeFlag = group('CX_RESUMEFLAG_') as Readonly<{ SET_UMASK: number }>;
 export const StateFlag = group('CX_STATE_') as Readonly<{
   HAVE_TID_ADDRESS: number; HAVE_ROBUST_LIST: number; HAVE_RSEQ: number; HAVE_FS_BASE: number;

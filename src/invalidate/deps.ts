@@ -23,6 +23,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readImageMeta, type Store } from '../cache/store.js';
 import { FileKind } from '../image/schema.js';
+import type { retakeEnvironment } from '../cache/envdeps.js';
 
 export interface ImageDeps {
   hash: string;
@@ -33,8 +34,10 @@ export interface ImageDeps {
   files: string[];
   /** Paths whose appearance makes the image stale. */
   absent: string[];
-  /** Library constructors read the environment: the image serves only the one it was taken in (key.envHash). */
-  envBound?: boolean;
+  /** A post-init image: what ran before its checkpoint (a re-take needs it). */
+  initSpec?: string;
+  /** What a re-take needs of the environment it was taken in (envdeps.ts retakeEnvironment), when it depends on it. */
+  retake?: Parameters<typeof retakeEnvironment>[0];
 }
 
 export function imageDeps(imagePath: string, hash: string): ImageDeps | null {
@@ -46,7 +49,11 @@ export function imageDeps(imagePath: string, hash: string): ImageDeps | null {
       if (f.kind === FileKind.ABSENT) absent.push(f.path);
       else files.add(f.path);
     }
-    return { hash, program: m.key.exePath, pathEnv: m.key.pathEnv, files: [...files], absent, envBound: !!m.key.envHash };
+    return {
+      hash, program: m.key.exePath, pathEnv: m.key.pathEnv, files: [...files], absent,
+      ...(m.key.initSpec ? { initSpec: m.key.initSpec } : {}),
+      ...(m.snapshotEnv ? { retake: { key: { ...(m.key.envHash ? { envHash: m.key.envHash } : {}) }, envDeps: m.envDeps ?? [], snapshotEnv: m.snapshotEnv } } : {}),
+    };
   } catch {
     return null; // damaged: --cleanup's business, nothing to watch
   }

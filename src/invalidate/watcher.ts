@@ -51,6 +51,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { IMAGE_NAME_RE, keyFor, keyHash } from '../cache/key.js';
 import { staleReason } from '../cache/maintain.js';
+import { retakeEnvironment } from '../cache/envdeps.js';
 import { appendEvent } from '../cache/stats.js';
 import type { ImageEntry, Store } from '../cache/store.js';
 import { CLI_MAIN } from '../common/package.js';
@@ -105,7 +106,7 @@ export class InvalidationWatcher {
   private dbTimer: NodeJS.Timeout | undefined;
   private rescanTimer: NodeJS.Timeout | undefined;
   private rewarmTimer: NodeJS.Timeout | undefined;
-  private readonly rewarmQueue = new Map<string, { program: string; pathEnv: string }>();
+  private readonly rewarmQueue = new Map<string, { program: string; pathEnv: string; initSpec?: string; env?: string[] }>();
   private imagesDir = '';
   private db: DbTarget[] = [];
   private closed = false;
@@ -347,14 +348,12 @@ export class InvalidationWatcher {
     appendEvent(this.o.store, { e: 'invalidated', key: im.hash, reason: why.reason, bytes: im.size });
     this.o.log(`invalidated ${deps.program} (${im.hash}): ${why.reason}: ${why.detail}`);
     if (!this.o.rewarm) return;
-    if (deps.envBound) {
-      // Its library constructors read the environment: an image serves only the exact
-      // environment it was taken in, which is the user's shell's, not this daemon's.
-      // The next run misses, queues it and starts a warmer with its own environment.
-      this.o.log(`not re-warming ${deps.program}: its image is bound to the environment of the run that took it`);
-      return;
-    }
-    this.rewarmQueue.set(im.hash, { program: deps.program, pathEnv: deps.pathEnv });
+    // An image that depends on the environment is taken again with the values it
+    // was taken with (kept in the image), not this daemon's: it then serves the same runs.
+    const env = deps.retake ? retakeEnvironment(deps.retake, this.o.env ?? process.env) : undefined;
+    this.rewarmQueue.set(im.hash, {
+      program: deps.program, pathEnv: deps.pathEnv, ...(deps.initSpec ? { initSpec: deps.initSpec } : {}), ...(env ? { env } : {}),
+    });
     if (this.rewarmTimer) clearTimeout(this.rewarmTimer);
     this.rewarmTimer = setTimeout(() => {
       this.rewarmTimer = undefined;
@@ -377,16 +376,9 @@ export class InvalidationWatcher {
     }
     for (const it of this.rewarmQueue.values()) {
       try {
-        // The key of the program as it is now (it may be a new file after an upgrade).
-        const hash = keyHash(keyFor(it.program, { PATH: it.pathEnv }));
-        const fd = fs.openSync(path.join(store.sub('queue'), hash),
-          fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
-        try {
-          fs.writeSync(fd, `${it.program}\n${it.pathEnv}\n`);
-        } finally {
-          fs.closeSync(fd);
-        }
-        queued++;
+        // The primary key of the program as it is now (it may be a new file after an upgrade).
+        const hash = keyHash({ ...keyFor(it.program, { PATH: it.pathEnv }), ...(it.initSpec ? { initSpec: it.initSpec } : {}) });
+        if (store.queue(hash, { exePath: it.program, pathEnv: it.pathEnv, ...(it.initSpec ? { initSpec: it.initSpec } : {}), ...(it.env ? { env: it.env } : {}) })) queued++;
       } catch { /* queued already, or the program is gone (removed package) */ }
     }
     this.rewarmQueue.clear();

@@ -65,10 +65,11 @@ static int per_run_variable(const char *e, size_t n, const char *vary)
 
 /*
  * spec.ts resumeEnvHash(): the order-free sum of cx_hash64("NAME=value")
- * over the environment without per-run variables, never 0. The init may have
- * read any of them (bash imports them all): another value is another image.
+ * over the environment without per-run variables, never 0: for a post-init
+ * image bound to the whole environment (its init ran other programs, which
+ * may have read any variable), env.c compares it.
  */
-static uint64_t resume_env_hash(char **envp)
+uint64_t resume_env_hash(char **envp)
 {
 	const char *vary = cx_getenv(envp, "CACHED_EXEC_VARY_ENV");
 	uint64_t sum = 0;
@@ -236,7 +237,6 @@ int after_init_command(struct launch *L, const struct after_init_req *q, char **
 	if (spec.overflow)
 		L->no_restore = 1; /* no key for it: cold, without a cache */
 	L->after_init = 1;
-	L->resume_env_hash = resume_env_hash(L->envp);
 	if (!nw)
 		return 0; /* the program speaks the protocol itself: its own argv */
 	int n = 0;

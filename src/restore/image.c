@@ -143,6 +143,11 @@ enum cx_outcome find_sections(struct image *im)
 		case CX_SECTION_XSTATE:
 			im->xstate = body, im->xstate_len = s->length;
 			break;
+		case CX_SECTION_ENV_DEPS:
+			if (s->count > MAX_ENV_DEPS || (s->count && s->entsize < sizeof(struct cx_env_dep)))
+				return CX_FAIL_HEADER;
+			im->envdeps = body, im->nenvdeps = s->count, im->envdep_es = s->entsize;
+			break;
 		default:
 			if (s->flags & CX_SECFLAG_REQUIRED)
 				return CX_FAIL_HEADER; /* from a newer writer: do not guess */
@@ -177,22 +182,7 @@ enum cx_outcome check_key(const struct image *im, const struct launch *L)
 	    k->exe_ctime_nsec != L->st.st_ctime_nsec || !cx_streq(exe, L->path) || !cx_streq(path, L->path_env) ||
 	    !cx_streq(rel, L->uts.release) || k->groups_hash != L->key_groups)
 		return CX_FAIL_KEY;
-	/* A post-init image: the init saw the whole environment but the per-run variables (launcher.c). */
-	if (spec[0])
-		return k->env_hash == L->resume_env_hash ? CX_HIT : CX_FAIL_KEY;
-	/*
-	 * Library constructors read the environment at snapshot time (p11-kit,
-	 * OpenSSL): the image is only right for that same environment. Summed,
-	 * so the order of the variables does not matter; "_" is the command's own path.
-	 */
-	if (k->env_hash) {
-		uint64_t sum = 0;
-		for (char **e = L->envp; *e; e++)
-			if (!((*e)[0] == '_' && (*e)[1] == '='))
-				sum += cx_hash64(*e, cx_strlen(*e), CX_FNV_OFFSET);
-		if ((sum ? sum : 1) != k->env_hash)
-			return CX_FAIL_KEY;
-	}
+	/* The environment the image depends on: env.c, the next part of this step. */
 	return CX_HIT;
 }
 

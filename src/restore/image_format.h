@@ -4,9 +4,9 @@
 #include <stdint.h>
 #include <stddef.h>
 
-#define CX_FORMAT_VERSION 2u
+#define CX_FORMAT_VERSION 3u
 #define CX_MAGIC 0x31474d4958455843ull
-#define CX_ABI_HASH 0x8dfd7b8cu
+#define CX_ABI_HASH 0xeafe0afdu
 #define CX_ARCH_X86_64 62u
 
 /* Section types. Unknown types are skipped unless flagged REQUIRED. */
@@ -21,6 +21,8 @@
 #define CX_SECTION_SIGACTIONS 9u
 #define CX_SECTION_XSTATE 10u
 #define CX_SECTION_INTEGRITY 11u
+#define CX_SECTION_ENV_DEPS 12u
+#define CX_SECTION_SNAPSHOT_ENV 13u
 
 /* Section flags. */
 #define CX_SECFLAG_REQUIRED 1u
@@ -72,6 +74,11 @@
 #define CX_IDENT_PGID 2u
 #define CX_IDENT_SID 3u
 
+/* What an environment dependency (cx_env_dep.flags) asserts about the run's variable NAME. */
+#define CX_ENVDEP_PRESENT 1u
+#define CX_ENVDEP_ANY_VALUE 2u
+#define CX_ENVDEP_PREFIX 4u
+
 /* Post-init image flags (cx_resume.flags). */
 #define CX_RESUMEFLAG_SET_UMASK 1u
 
@@ -108,6 +115,7 @@
 #define CX_OUTCOME_FAIL_EXE 21u
 #define CX_OUTCOME_BYPASS_STACK_LIMIT 22u
 #define CX_OUTCOME_FAIL_IDENTITY 23u
+#define CX_OUTCOME_FAIL_ENV 24u
 
 /* Statistics log. */
 #define CX_STAT_MAGIC 827609923u
@@ -181,12 +189,13 @@ struct cx_key {
 	uint32_t exe_ctime_nsec; /* st_ctim.tv_nsec */
 	uint32_t path_env; /* string offset: PATH at snapshot time */
 	uint32_t kernel_release; /* string offset: uname release */
-	uint64_t env_hash; /* non-zero: library constructors read the environment, so the image is only for an environment with this cx_env_hash */
+	uint64_t env_hash; /* non-zero: the image depends on the whole environment (constructors walked environ; an init ran children): it serves only an environment with this sum (post-link: cx_hash64 of every NAME=value but _; post-init: but the per-run variables) */
 	uint32_t init_spec; /* string offset: empty for a post-link image; a post-init image: what ran before the checkpoint (also in the lookup key) */
 	uint32_t reserved; /* zero */
 	uint64_t groups_hash; /* cx_hash64 of egid and the supplementary groups (kernel order) the image was taken with; 0 in the system layer (also in the lookup key) */
+	uint64_t variant; /* non-zero: a variant image for another environment than the primary image of this key serves, named by hashing the lookup key with this selector (cx_hash64 of the primary's dependencies as the run sees them) */
 };
-_Static_assert(sizeof(struct cx_key) == 88, "cx_key size");
+_Static_assert(sizeof(struct cx_key) == 96, "cx_key size");
 _Static_assert(offsetof(struct cx_key, euid) == 0, "cx_key.euid");
 _Static_assert(offsetof(struct cx_key, exe_path) == 4, "cx_key.exe_path");
 _Static_assert(offsetof(struct cx_key, exe_dev) == 8, "cx_key.exe_dev");
@@ -202,6 +211,7 @@ _Static_assert(offsetof(struct cx_key, env_hash) == 64, "cx_key.env_hash");
 _Static_assert(offsetof(struct cx_key, init_spec) == 72, "cx_key.init_spec");
 _Static_assert(offsetof(struct cx_key, reserved) == 76, "cx_key.reserved");
 _Static_assert(offsetof(struct cx_key, groups_hash) == 80, "cx_key.groups_hash");
+_Static_assert(offsetof(struct cx_key, variant) == 88, "cx_key.variant");
 
 /* A file the image depends on. */
 struct cx_file {
@@ -414,6 +424,17 @@ struct cx_integrity {
 _Static_assert(sizeof(struct cx_integrity) == 16, "cx_integrity size");
 _Static_assert(offsetof(struct cx_integrity, data_hash) == 0, "cx_integrity.data_hash");
 _Static_assert(offsetof(struct cx_integrity, data_len) == 8, "cx_integrity.data_len");
+
+/* An environment variable the image depends on: looked up by a constructor or the init, or one the adapter cannot apply. value_hash as the snapshot saw it: 0 not set, else cx_hash64 of the value (1 if that is 0); see CX_ENVDEP_* for the other forms. */
+struct cx_env_dep {
+	uint32_t name; /* string offset: the variable name (a prefix with CX_ENVDEP_PREFIX) */
+	uint32_t flags; /* CX_ENVDEP_* */
+	uint64_t value_hash; /* what the run's environment must give */
+};
+_Static_assert(sizeof(struct cx_env_dep) == 16, "cx_env_dep size");
+_Static_assert(offsetof(struct cx_env_dep, name) == 0, "cx_env_dep.name");
+_Static_assert(offsetof(struct cx_env_dep, flags) == 4, "cx_env_dep.flags");
+_Static_assert(offsetof(struct cx_env_dep, value_hash) == 8, "cx_env_dep.value_hash");
 
 /* One run as the launcher saw it (stats/runs.log). */
 struct cx_stat_record {

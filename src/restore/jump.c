@@ -256,7 +256,7 @@ enum cx_outcome jump(const struct image *im, struct launch *L, int exe_fd, const
 	}
 	cx_record(L, CX_HIT);
 	if (L->rotate)
-		cx_queue_miss(L, 1);
+		cx_queue_miss(L, CX_QUEUE_ROTATE);
 	cx_close_dirs(L);
 	__asm__ volatile("jmp *%1" : : "D"(p), "r"(code) : "memory");
 	__builtin_unreachable();

@@ -76,11 +76,12 @@ static uint64_t groups_hash(struct launch *L)
 /*
  * Same bytes as src/cache/key.ts keyBytes(), for the owner `euid`, under
  * `dir`; `system`: the read-only layer, whose images serve every user alike
- * (no groups in their key).
+ * (no groups in their key). With L->variant, the key of the variant image
+ * for this environment (env.c).
  */
 int compute_key(struct launch *L, const char *dir, uint32_t euid, int system)
 {
-	unsigned char buf[56 + 3 * CX_PATH_MAX + CX_SPEC_MAX + 8];
+	unsigned char buf[56 + 3 * CX_PATH_MAX + CX_SPEC_MAX + 16];
 	size_t n = 56;
 	if (!L->uts.release[0] && sys_uname(&L->uts) < 0)
 		return -1;
@@ -106,31 +107,58 @@ int compute_key(struct launch *L, const char *dir, uint32_t euid, int system)
 		n += len;
 	}
 	if (L->after_init) {
-		/* A post-init image: what ran before the checkpoint, and the environment it saw. */
+		/* A post-init image: what ran before the checkpoint (the environment is the image's to check). */
 		size_t len = cx_strlen(L->init_spec) + 1;
-		if (n + len + 8 > sizeof buf)
+		if (n + len > sizeof buf)
 			return -1;
 		__builtin_memcpy(buf + n, L->init_spec, len);
 		n += len;
-		put64(buf + n, L->resume_env_hash);
-		n += 8;
 	}
-	if (n + 8 > sizeof buf)
+	if (n + 16 > sizeof buf)
 		return -1;
 	L->key_groups = system ? 0 : groups_hash(L);
 	put64(buf + n, L->key_groups);
 	n += 8;
+	if (L->variant) {
+		put64(buf + n, L->variant);
+		n += 8;
+	}
 	L->key_hash = cx_hash64(buf, n, CX_FNV_OFFSET);
 	struct cx_buf r = { L->image_rel, 0, sizeof L->image_rel, 0 };
 	cx_buf_str(&r, "images/");
 	cx_buf_hex16(&r, L->key_hash);
 	cx_buf_str(&r, ".img");
+	if (!L->variant)
+		L->primary_hash = L->key_hash;
 	/* The full path only names the image in messages and --internal-key: every open goes through the dir fd. */
 	struct cx_buf b = { L->image, 0, sizeof L->image, 0 };
 	cx_buf_str(&b, dir);
 	cx_buf_str(&b, "/");
 	cx_buf_str(&b, L->image_rel);
 	return b.overflow || r.overflow ? -1 : 0;
+}
+
+/*
+ * One layer: its primary image for the key, and when that one was taken for
+ * another environment (CX_FAIL_ENV, env.c), the variant image for this one.
+ * Returns only when it did not restore; a missing variant leaves the
+ * primary's reason (and its key, which statistics and the queue name).
+ */
+static enum cx_outcome try_layer(struct launch *L, int dirfd, const char *dir, uint32_t euid, int system)
+{
+	L->variant = 0;
+	L->system_layer = system;
+	L->layer_fd = dirfd;
+	if (compute_key(L, dir, euid, system))
+		return CX_BYPASS_NO_CACHE_DIR;
+	enum cx_outcome o = cx_restore(L);
+	if (o != CX_FAIL_ENV || compute_key(L, dir, euid, system))
+		return o;
+	enum cx_outcome v = cx_restore(L);
+	if (v != CX_MISS)
+		return v;
+	L->key_hash = L->primary_hash;
+	return o;
 }
 
 /*
@@ -144,21 +172,19 @@ enum cx_outcome restore_layers(struct launch *L)
 	int user = cx_user_cache(L, 0);
 	enum cx_outcome o = !L->cache_dir[0] ? CX_BYPASS_NO_CACHE_DIR : user == -ENOENT ? CX_MISS : CX_BYPASS_UNTRUSTED_DIR;
 	if (user >= 0) {
-		if (compute_key(L, L->cache_dir, L->euid, 0))
-			return CX_BYPASS_NO_CACHE_DIR;
-		L->layer_fd = user;
-		o = cx_restore(L); /* returns only when it did not restore */
+		o = try_layer(L, user, L->cache_dir, L->euid, 0);
 		if (o != CX_MISS)
 			return o;
 	}
 	int sys = cx_system_layer(L);
-	if (sys >= 0 && compute_key(L, cx_getenv(L->envp, "CACHED_EXEC_SYSTEM_DIR"), 0, 1) == 0) {
-		L->layer_fd = sys;
-		enum cx_outcome s = cx_restore(L);
-		if (s != CX_MISS)
+	if (sys >= 0) {
+		enum cx_outcome s = try_layer(L, sys, cx_getenv(L->envp, "CACHED_EXEC_SYSTEM_DIR"), 0, 1);
+		if (s != CX_MISS && s != CX_BYPASS_NO_CACHE_DIR)
 			return s;
 	}
-	/* A miss is queued in the user's cache (when it can be trusted): its key, not the system layer's. */
+	/* A miss is queued in the user's cache (when it can be trusted): its primary key, not the system layer's. */
+	L->variant = 0;
+	L->system_layer = 0;
 	if (L->cache_dir[0] && compute_key(L, L->cache_dir, L->euid, 0))
 		return CX_BYPASS_NO_CACHE_DIR;
 	return o;

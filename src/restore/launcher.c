@@ -96,6 +96,19 @@ static __attribute__((noreturn)) void traceme(struct launch *L, int i)
 		cx_error("--internal-traceme", "usage: PATH ARGV0 [ARGS...]");
 		sys_exit_group(2);
 	}
+	/*
+	 * With the launcher's file capability (--install-capability) this process
+	 * holds a permitted capability its tracer lacks, and is undumpable: the
+	 * kernel would refuse the trace. The program exec'd next gets none of it
+	 * anyway; root's capabilities come back with the exec.
+	 */
+	if (cx_auxv_get(L->auxv, AT_UID) != 0) {
+		struct cap_header_k h = { CX_CAP_VERSION_3, 0 };
+		struct cap_data_k none[2];
+		__builtin_memset(none, 0, sizeof none);
+		sys_capset(&h, none);
+		sys_prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+	}
 	if (sys_ptrace(PTRACE_TRACEME, 0, 0, 0) < 0) {
 		cx_error("--internal-traceme", "ptrace(TRACEME) failed");
 		sys_exit_group(2);
@@ -179,6 +192,10 @@ static __attribute__((noreturn)) void run_resolved(struct launch *L)
 	cx_record(L, o);
 	if (o == CX_MISS)
 		cx_queue_miss(L, 0);
+	/* An image of the user's that serves another environment, or went stale: take it again for this run. */
+	else if (L->env_dependent && !L->system_layer &&
+		 (o == CX_FAIL_ENV || o == CX_FAIL_STALE_FILE || o == CX_FAIL_NEGATIVE_DEP))
+		cx_queue_miss(L, CX_QUEUE_RETAKE);
 	cx_cold_exec(L);
 }
 
@@ -249,14 +266,17 @@ static __attribute__((noreturn)) void after_init(struct launch *L, int first, in
 
 /*
  * Whether the kernel ran the launcher as a #! interpreter: argv[0] (the #!
- * line's path) is the launcher and AT_EXECFN (the script) is not. argv[1] is
- * the script's path then, the same string as AT_EXECFN: a cheap test first,
- * so ordinary shim runs pay no stat of /proc/self/exe.
+ * line's path) is the launcher and AT_EXECFN (the script) is not. argv[1] (or
+ * argv[2] after the line's argument) is the script's path then, the same
+ * string as AT_EXECFN: a cheap test first, so ordinary shim runs pay no stat
+ * of /proc/self/exe.
  */
 static int script_run(struct launch *L, const char *execfn)
 {
 	struct kstat interp, fn, self;
-	if (!cx_streq(L->argv[1], execfn) && !cx_startswith(cx_basename(L->argv[0]), "cached-exec"))
+	/* argv[1] is the script, or the #! line's argument with the script in argv[2]. */
+	int named = cx_streq(L->argv[1], execfn) || (L->argc > 2 && cx_streq(L->argv[2], execfn));
+	if (!named && !cx_startswith(cx_basename(L->argv[0]), "cached-exec"))
 		return 0;
 	if (sys_stat("/proc/self/exe", &self) < 0 || sys_stat(execfn, &fn) < 0)
 		return 0;

@@ -27,6 +27,7 @@ enum cx_outcome {
 	CX_FAIL_SLOT = CX_OUTCOME_FAIL_SLOT,
 	CX_FAIL_KERNEL_STATE = CX_OUTCOME_FAIL_KERNEL_STATE,
 	CX_FAIL_RESUME = CX_OUTCOME_FAIL_RESUME,
+	CX_FAIL_ENV = CX_OUTCOME_FAIL_ENV,
 	CX_BYPASS_UNTRUSTED_DIR = CX_OUTCOME_BYPASS_UNTRUSTED_DIR,
 	CX_FAIL_EXE = CX_OUTCOME_FAIL_EXE,
 	CX_BYPASS_STACK_LIMIT = CX_OUTCOME_BYPASS_STACK_LIMIT,
@@ -74,6 +75,10 @@ struct launch {
 	int dry_run; /* --internal-restore-dry: stop before the jump */
 	int no_restore; /* the stack could not be rebuilt: cold only */
 	int rotate; /* restored, but the image is past its age limit: queue a re-snapshot */
+	uint64_t variant; /* env.c: the selector of the variant image for this environment (0: the primary) */
+	uint64_t primary_hash; /* the key without a variant: what queue entries and refusals are named by */
+	int env_dependent; /* the image looked at depends on the environment or is post-init: its fallback queues a re-take */
+	int system_layer; /* the key and outcome are the read-only system layer's (root's to re-take) */
 	uint64_t now_ns; /* CLOCK_REALTIME, read once */
 	uint32_t tid; /* gettid(), once asked */
 	uint64_t dry_t0; /* CLOCK_MONOTONIC when a dry run started */
@@ -88,7 +93,6 @@ struct launch {
 	int after_init;
 	int user_argc;
 	char **user_argv;
-	uint64_t resume_env_hash; /* resumeEnvHash(): the environment the key names */
 	uint32_t ids[4]; /* CX_IDENT_*: pid, ppid, pgid, sid, once asked */
 	int ids_known;
 
@@ -139,6 +143,7 @@ struct after_init_req {
 int is_after_init_option(const char *a);
 int parse_after_init(const struct launch *L, int i, struct after_init_req *q);
 int after_init_command(struct launch *L, const struct after_init_req *q, char **argv2, int need_adapter);
+uint64_t resume_env_hash(char **envp);
 
 /* restore.c: returns only on failure, with the reason. */
 enum cx_outcome cx_restore(struct launch *L);
@@ -159,8 +164,14 @@ int cx_reshape_stack(struct launch *L, int drop, char *const *insert, int ninser
 
 /* record.c */
 void cx_record(const struct launch *L, enum cx_outcome outcome);
-/* Queue this key for a (re-)snapshot; `rotate` asks the warmer to replace an existing image. */
-void cx_queue_miss(const struct launch *L, int rotate);
+/*
+ * Queue this key for a (re-)snapshot, in this run's environment. CX_QUEUE_ROTATE
+ * asks the warmer to replace an existing image; CX_QUEUE_RETAKE is a stale or
+ * other-environment fallback (at most one per key per CACHED_EXEC_RETAKE_SECONDS).
+ */
+#define CX_QUEUE_ROTATE 1
+#define CX_QUEUE_RETAKE 2
+void cx_queue_miss(const struct launch *L, int flags);
 uint64_t cx_now_ns(struct launch *L);
 
 /* paths.c: <pkg>/dist/cli/main.js and <pkg>/shell/NAME from /proc/self/exe; 0 on success. */

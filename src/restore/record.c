@@ -120,15 +120,62 @@ static void start_warmer_unless_running(const struct launch *L)
 }
 
 /*
- * A miss: queue this key for a snapshot unless it is queued already or was
- * refused, and start a warmer unless one is running. The queue entry holds
- * what the warmer needs to rebuild the key: the program path and PATH; for a
- * post-init image a line "after-init<TAB>init spec"; and a line "rotate"
- * when an image exists but is past its age limit.
+ * A re-take of key K (a stale or other-environment fallback) waits
+ * CACHED_EXEC_RETAKE_SECONDS (default 60) after the warmer's last one, which
+ * it notes as the mtime of retake/K: an environment that keeps changing
+ * cannot keep the warmer busy (the warmer caps the variants kept per key).
  */
-void cx_queue_miss(const struct launch *L, int rotate)
+static int retake_too_soon(const struct launch *L, int dir, const char *name)
 {
-	char rel[64], name[24];
+	char rel[64];
+	struct cx_buf b = { rel, 0, sizeof rel, 0 };
+	struct kstat st;
+	uint64_t wait = 60;
+	const char *v = cx_getenv(L->envp, "CACHED_EXEC_RETAKE_SECONDS");
+	if (v && *v) {
+		wait = 0;
+		for (; *v >= '0' && *v <= '9' && wait < 1000000000; v++)
+			wait = wait * 10 + (uint64_t)(*v - '0');
+	}
+	cx_buf_str(&b, "retake/");
+	cx_buf_str(&b, name);
+	if (b.overflow || sys_fstatat(dir, rel, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return 0;
+	return cx_now_ns((struct launch *)L) < ((uint64_t)st.st_mtime_sec + wait) * 1000000000ull;
+}
+
+/* The caller's environment after the entry's lines ("env\n", then NAME=value\0 each): the snapshot runs in it. */
+#define QUEUE_ENV_MAX (256 * 1024)
+static void write_env(int fd, char **envp)
+{
+	struct iovec_k iov[64];
+	size_t total = 0;
+	char **e = envp;
+	for (; *e; e++)
+		if ((total += cx_strlen(*e) + 1) > QUEUE_ENV_MAX)
+			return; /* an enormous environment: the warmer takes its own */
+	sys_write(fd, "env\n", 4);
+	for (e = envp; *e;) {
+		int n = 0;
+		for (; *e && n < 64; e++, n++)
+			iov[n] = (struct iovec_k){ *e, cx_strlen(*e) + 1 };
+		sys_writev(fd, iov, n);
+	}
+}
+
+/*
+ * Queue the key for a snapshot unless it is queued already or was refused,
+ * and start a warmer unless one is running. The entry (src/cache/store.ts
+ * QueueEntry) holds what the warmer needs to rebuild the key: the program
+ * path and PATH; for a post-init image a line "after-init<TAB>init spec"; a
+ * line "rotate" when an image exists but is past its age limit, "retake" for
+ * a stale or other-environment fallback; then this run's environment. It is
+ * named by the primary key and written to a temp name, then linked into
+ * place: a reader never sees half of one, and the first request stands.
+ */
+void cx_queue_miss(const struct launch *L, int flags)
+{
+	char rel[64], tmprel[96], name[24];
 	struct cx_buf nb = { name, 0, sizeof name, 0 };
 	struct kstat st;
 	if (!L->cache_dir[0] || is_true_env_value(cx_getenv(L->envp, "CACHED_EXEC_NO_WARM")))
@@ -140,14 +187,18 @@ void cx_queue_miss(const struct launch *L, int rotate)
 	int dir = cx_user_cache((struct launch *)L, 1);
 	if (dir < 0)
 		return;
-	cx_buf_hex16(&nb, L->key_hash);
+	cx_buf_hex16(&nb, L->primary_hash ? L->primary_hash : L->key_hash);
 	struct cx_buf b = { rel, 0, sizeof rel, 0 };
 	cx_buf_str(&b, "refused/");
 	cx_buf_str(&b, name);
-	if (!rotate && sys_fstatat(dir, rel, &st, AT_SYMLINK_NOFOLLOW) == 0)
+	if (!(flags & CX_QUEUE_ROTATE) && sys_fstatat(dir, rel, &st, AT_SYMLINK_NOFOLLOW) == 0)
 		return; /* refused before: retried only after --cleanup clears it */
-	int fd = create_below(L, "queue", name, O_EXCL);
-	if (fd == -EEXIST) {
+	if ((flags & CX_QUEUE_RETAKE) && retake_too_soon(L, dir, name))
+		return;
+	b.len = 0;
+	cx_buf_str(&b, "queue/");
+	cx_buf_str(&b, name);
+	if (sys_fstatat(dir, rel, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 		/*
 		 * Queued already. Normally a warmer is on it; but one that was killed
 		 * leaves its entries behind. Start another if none holds the lock and
@@ -160,6 +211,17 @@ void cx_queue_miss(const struct launch *L, int rotate)
 		start_warmer_unless_running(L);
 		return;
 	}
+	char tmpname[64];
+	struct cx_buf tb = { tmpname, 0, sizeof tmpname, 0 };
+	cx_buf_str(&tb, ".");
+	cx_buf_str(&tb, name);
+	cx_buf_str(&tb, ".");
+	cx_buf_hex16(&tb, (uint64_t)sys_getpid());
+	cx_buf_str(&tb, ".tmp");
+	struct cx_buf t = { tmprel, 0, sizeof tmprel, 0 };
+	cx_buf_str(&t, "queue/");
+	cx_buf_str(&t, tmpname);
+	int fd = create_below(L, "queue", tmpname, O_EXCL);
 	if (fd < 0)
 		return;
 	char entry[2 * CX_PATH_MAX + CX_SPEC_MAX + 32];
@@ -173,9 +235,15 @@ void cx_queue_miss(const struct launch *L, int rotate)
 		cx_buf_str(&e, L->init_spec);
 		cx_buf_put(&e, "\n", 1);
 	}
-	if (rotate)
+	if (flags & CX_QUEUE_ROTATE)
 		cx_buf_str(&e, "rotate\n");
+	if (flags & CX_QUEUE_RETAKE)
+		cx_buf_str(&e, "retake\n");
 	sys_write(fd, entry, e.len);
+	write_env(fd, L->envp);
 	sys_close(fd);
-	start_warmer_unless_running(L);
+	long linked = sys_linkat(dir, tmprel, dir, rel);
+	sys_unlinkat(dir, tmprel);
+	if (linked == 0 || linked == -EEXIST)
+		start_warmer_unless_running(L);
 }

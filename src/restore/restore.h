@@ -13,6 +13,8 @@
 #include "launcher.h"
 #include "image_format.h"
 #define META_BUF (64 * 1024)
+/* Environment dependencies: the snapshotter lists at most 200 (src/snapshot/lookups.ts MAX_ENV_DEPS). */
+#define MAX_ENV_DEPS 256
 /* File entries: READ and ABSENT ones cost a stat and no fd (python with numpy reads ~2000). */
 #define MAX_FILES 16384
 /* MAPPED files are held open until their regions are mapped. */
@@ -39,6 +41,9 @@ struct image {
 	const unsigned char *sigs, *xstate;
 	uint32_t nsigs, sig_es;
 	uint64_t xstate_len;
+	/* The environment variables it depends on (env.c). */
+	const unsigned char *envdeps;
+	uint32_t nenvdeps, envdep_es;
 };
 
 /* The fds of MAPPED files, the only files held open, by ascending file index. */
@@ -63,6 +68,8 @@ enum cx_outcome check_owner(const struct image *im, uint32_t euid);
 enum cx_outcome check_header(struct image *im, const uint64_t *auxv);
 enum cx_outcome find_sections(struct image *im);
 enum cx_outcome check_key(const struct image *im, const struct launch *L);
+/* env.c: the rest of the key step, the environment the image depends on (sets L->variant on CX_FAIL_ENV). */
+enum cx_outcome check_env(const struct image *im, struct launch *L);
 void check_age(const struct image *im, struct launch *L);
 const struct cx_region *region_at(const struct image *im, uint64_t addr, uint64_t len);
 

@@ -197,6 +197,11 @@ SYS_INLINE long sys_faccessat2(int dirfd, const char *p, int mode, int flags)
 	return sys_call4(__NR_faccessat2, dirfd, (long)p, mode, flags);
 }
 SYS_INLINE long sys_fstatfs(int fd, struct statfs_k *st) { return sys_call2(__NR_fstatfs, fd, (long)st); }
+SYS_INLINE long sys_linkat(int fromfd, const char *from, int tofd, const char *to)
+{
+	return sys_call5(__NR_linkat, fromfd, (long)from, tofd, (long)to, 0);
+}
+SYS_INLINE long sys_unlinkat(int dirfd, const char *p) { return sys_call3(__NR_unlinkat, dirfd, (long)p, 0); }
 SYS_INLINE long sys_execve(const char *p, char *const *argv, char *const *envp)
 {
 	return sys_call3(__NR_execve, (long)p, (long)argv, (long)envp);
@@ -215,6 +220,7 @@ SYS_INLINE long sys_prlimit(int pid, int res, const struct rlimit_k *set, struct
 	return sys_call4(__NR_prlimit64, pid, res, (long)set, (long)old);
 }
 SYS_INLINE long sys_capget(struct cap_header_k *h, struct cap_data_k *d) { return sys_call2(__NR_capget, (long)h, (long)d); }
+SYS_INLINE long sys_capset(struct cap_header_k *h, const struct cap_data_k *d) { return sys_call2(__NR_capset, (long)h, (long)d); }
 SYS_INLINE long sys_getgroups(int n, uint32_t *list) { return sys_call2(__NR_getgroups, n, (long)list); }
 SYS_INLINE long sys_kill(int pid, int sig) { return sys_call2(__NR_kill, pid, sig); }
 SYS_INLINE long sys_uname(struct utsname_k *u) { return sys_call1(__NR_uname, (long)u); }

@@ -100,7 +100,8 @@ export function describeInitSpec(spec: string): string {
 /** Variables that may differ between the snapshot and a restore: the adapter applies them. */
 const PER_RUN = new Set(['_', 'PWD', 'OLDPWD', 'SHLVL']);
 
-function isPerRunVariable(name: string, env: NodeJS.ProcessEnv): boolean {
+/** A variable a post-init image never depends on (the adapter applies it on every run; CACHED_EXEC_VARY_ENV adds names). */
+export function isPerRunVariable(name: string, env: NodeJS.ProcessEnv): boolean {
   if (PER_RUN.has(name) || name.startsWith('CACHED_EXEC_')) return true;
   const vary = env.CACHED_EXEC_VARY_ENV;
   return !!vary && vary.split(',').includes(name);

@@ -26,6 +26,7 @@ import { TracedChildren } from './children.js';
 import { readCString, readMem } from './mem.js';
 import { EffectJournal, type Effect, type PendingEffect } from './effects.js';
 import { IdentityUse } from './access.js';
+import { LookupTracer, announcement, type EnvLookup, type LookupFunction } from './lookups.js';
 import {
   AT, accessMode, describeCode, followToExec, killTracee, readAuxv, recordResult, streamRandom, vdsoImage, writeByte,
   type LoaderState, type PathEvent,
@@ -57,6 +58,8 @@ export interface CheckpointOptions {
   /** An empty file that gets fds 1 and 2: whatever the init or its children print lands there. */
   outputFile: string;
   deadline: number;
+  /** Trace these lookup functions until the checkpoint (lookups.ts): the variables the init reads. */
+  lookups?: readonly LookupFunction[];
 }
 
 export interface KernelSigaction {
@@ -92,6 +95,8 @@ export interface StoppedAtCheckpoint {
   resumeUntilClose: () => void;
   /** The init's children: the files they read; killAll() when done with the tracee. */
   children: TracedChildren;
+  /** With o.lookups: what the program looked up or announced until the checkpoint, in order. */
+  envLookups: EnvLookup[];
 }
 
 const O_ACCMODE = 3;
@@ -245,6 +250,10 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
   if (!entry) throw new SnapshotRefusal('internal', 'no AT_ENTRY');
   const entryByte = readMem(mem, entry, 1)[0] as number;
   writeByte(mem, entry, INT3);
+  // The program's own lookup functions now, a library's when it is mapped (before any of it runs).
+  const lookups = o.lookups ? new LookupTracer(pid, mem, o.lookups) : undefined;
+  lookups?.scan();
+  const announced: EnvLookup[] = [];
   let tscAtNextSyscall = false;
   let threaded = false;
   let hijacked: L.Regs | undefined;
@@ -341,11 +350,14 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
             if (stdioOrigin.get(k) !== k) refuse('unsupported-syscall', `the init left fd ${k} redirected: a restore uses the caller's`);
           }
           effects.active = false;
+          // The int3s go before anything is captured (the code pages are the files' again).
+          lookups?.removeAll();
           stopped = {
             pid, mem, auxv, regs, xstate, paths: [...paths], listedDirs: [...listedDirs], effects: effects.effects(),
             madeByInit: (p) => effects.madeByInit(p),
             identityAsked: [...identity.asked], loader: { ...loader },
             sigactions: new Map(sigactions), syscallCount, forks, random, resumeUntilClose, children,
+            envLookups: [...(lookups?.lookups ?? []), ...announced],
           };
           return;
         }
@@ -383,6 +395,7 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
         if (info.nr === 56 || info.nr === S.clone3) pending.thread = isThreadClone(info.nr, a, mem);
         if (FORKS.has(info.nr) && !threaded) {
           setGuards(false);
+          if (phase === 'init') lookups?.suspend();
           if (pending.thread) threaded = true;
         }
       } else if (info.op === L.SYSCALL_INFO_EXIT && pending) {
@@ -433,6 +446,7 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
             break;
           case 57 /* fork */: case 58 /* vfork */: case 56 /* clone */: case S.clone3:
             if (!threaded) setGuards(true);
+            if (!threaded && phase === 'init') lookups?.unsuspend();
             // A thread (refused at the checkpoint) keeps its real id: pthread knows it by that.
             if (rval > 0n && !p.thread) {
               forks++;
@@ -457,7 +471,11 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
             if (rval >= 0n && p.dirFd?.startsWith('/')) listedDirs.add(p.dirFd);
             break;
         }
-        if (p.path && !p.path.write && p.path.path !== '') {
+        // A library (dlopen, an extension module) is mapped before any of it runs: its lookups get an int3 now.
+        if (lookups && phase === 'init' && p.nr === NR.mmap && rval > 0n && ((p.args[2] ?? 0n) & 4n) !== 0n && !threaded) lookups.scan();
+        const told = p.path && phase === 'init' ? announcement(p.path.path, o.resumeFd) : null;
+        if (told) announced.push(told);
+        else if (p.path && !p.path.write && p.path.path !== '') {
           // readlink of something that is no symlink: it exists (EINVAL), like a successful stat.
           const result = (p.nr === NR.readlink || p.nr === NR.readlinkat) && rval === -22n ? 0 : Number(rval);
           const ev: PathEvent = { path: p.path.path, result, kind: p.path.open ? 'open' : 'probe', ...accessMode(p.nr, p.args) };
@@ -479,6 +497,7 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
       throw new SnapshotRefusal('internal', `unexpected ptrace event ${st.event} during the init`);
     }
     if (st.stopSig === L.SIGTRAP) {
+      if (phase === 'init' && lookups?.onTrap()) continue;
       const regs = L.getRegs(pid);
       if (regs.rip - 1n === entry && !tscAtNextSyscall && hijacked === undefined && readMem(mem, entry, 1)[0] === INT3) {
         writeByte(mem, entry, entryByte);

@@ -20,6 +20,7 @@ import { SnapshotRefusal } from './refusal.js';
 import { classifyStackPointer, describeAddr, readStack, type StackLayout } from './slots.js';
 import { AT, killTracee, readMem, runToEntry, type StoppedAtEntry, type TraceOptions } from './trace.js';
 import { acceptLoaderClockWords, changingWords, counterTrappable, loaderPath, type Unexplained } from './clock.js';
+import type { EnvLookup } from './lookups.js';
 
 export interface Run {
   pid: number;
@@ -52,7 +53,9 @@ function checkTimeStampReads(t: StoppedAtEntry, maps: Mapping[]): void {
   }
 }
 
-function capture(o: TraceOptions): Run & { random: Buffer } {
+type CapturedRun = Run & { random: Buffer; lookups?: EnvLookup[] };
+
+function capture(o: TraceOptions): CapturedRun {
   const t = runToEntry(o);
   try {
     const trap = t.envTrap;
@@ -65,7 +68,7 @@ function capture(o: TraceOptions): Run & { random: Buffer } {
     const loader = loaderPath(maps, t.auxv.get(AT.BASE));
     const run = {
       pid: t.pid, fsBase: t.regs.fs_base, argc: stack.argc, caps, maps, stack, random, randomOutputs: t.randomOutputs,
-      ...(loader ? { loader } : {}),
+      ...(loader ? { loader } : {}), ...(t.envLookups ? { lookups: t.envLookups } : {}),
     };
     return t.loader.rseq ? { ...run, rseq: t.loader.rseq } : run;
   } finally {
@@ -112,29 +115,61 @@ export interface Differential {
   runA: Run;
   randomCopies: number;
   /**
-   * Library constructors read the environment: the image is bound to the
-   * snapshot's environment (key.envHash) instead of being refused, and the
-   * two runs had that same environment, differing only in argv and pid.
+   * Library constructors read the environment other than through getenv
+   * (they walked `environ`): the image is bound to the snapshot's whole
+   * environment (key.envHash) instead of being refused, and the two runs had
+   * that same environment, differing only in argv and pid.
    */
   envBound: boolean;
+  /**
+   * Not bound: every getenv/secure_getenv call the constructors made, in
+   * order, with the value it returned (the same in both runs: B keeps A's
+   * values of these names and differs in every other one).
+   */
+  lookups: EnvLookup[];
 }
 
-export function differential(base: TraceOptions, envB: string[]): Differential {
+/**
+ * `perturb(keep)` is B's environment: A's with every value changed but those
+ * of the names in `keep` (what A's constructors looked up), and one more
+ * variable.
+ */
+export function differential(base: TraceOptions, perturb: (keep: ReadonlySet<string>) => string[]): Differential {
   try {
-    return { ...compareRuns(base, envB, true), envBound: false };
+    const optsA: TraceOptions = { ...optionsA(base), trapEnvironment: true, traceLookups: true };
+    const a = capture(optsA);
+    const lookupsA = a.lookups ?? [];
+    const b = capture({ ...optionsB(base, a.random), envp: perturb(new Set(lookupsA.map((l) => l.name))), trapEnvironment: true, traceLookups: true });
+    if (!sameLookups(lookupsA, b.lookups ?? [])) {
+      // Which variables are looked up depends on argv, the pid or another variable's value: no name list can key that.
+      throw new SnapshotRefusal('reads-environment', `the constructors looked up other variables in the second run (${describeLookups(lookupsA)} vs ${describeLookups(b.lookups ?? [])})`);
+    }
+    return { ...compareRuns(a, b, optsA), envBound: false, lookups: lookupsA };
   } catch (e) {
     if (!(e instanceof SnapshotRefusal) || e.code !== 'reads-environment') throw e;
-    return { ...compareRuns(base, base.envp, false), envBound: true };
+    const optsA: TraceOptions = { ...optionsA(base), trapEnvironment: false };
+    const a = capture(optsA);
+    const b = capture({ ...optionsB(base, a.random), trapEnvironment: false });
+    return { ...compareRuns(a, b, optsA), envBound: true, lookups: [] };
   }
 }
 
-function compareRuns(base: TraceOptions, envB: string[], trapEnvironment: boolean): Omit<Differential, 'envBound'> {
-  const optsA: TraceOptions = { ...base, noAslr: true, deterministic: true, trapEnvironment, randomStream: 'a', argv: [...base.argv, 'cx-diff-a'] };
-  const a = capture(optsA);
-  const b = capture({
-    ...base, noAslr: true, deterministic: true, trapEnvironment, randomStream: 'b', argv: [...base.argv, 'cx-diff-bb', 'cx-diff-bbb', 'cx-diff-bbbb'],
-    envp: envB, atRandom: a.random,
-  });
+const optionsA = (base: TraceOptions): TraceOptions =>
+  ({ ...base, noAslr: true, deterministic: true, randomStream: 'a', argv: [...base.argv, 'cx-diff-a'] });
+
+const optionsB = (base: TraceOptions, atRandom: Buffer): TraceOptions =>
+  ({ ...base, noAslr: true, deterministic: true, randomStream: 'b', argv: [...base.argv, 'cx-diff-bb', 'cx-diff-bbb', 'cx-diff-bbbb'], atRandom });
+
+function sameLookups(a: EnvLookup[], b: EnvLookup[]): boolean {
+  return a.length === b.length && a.every((l, i) => l.name === b[i]?.name && l.value === b[i]?.value);
+}
+
+function describeLookups(l: EnvLookup[]): string {
+  return l.length ? l.map((x) => x.name).join(', ') : 'none';
+}
+
+/** optsA: the options A ran with, for a third run with its inputs (explainByClock). */
+function compareRuns(a: CapturedRun, b: CapturedRun, optsA: TraceOptions): Omit<Differential, 'envBound' | 'lookups'> {
   sameLayout(a.caps, b.caps);
   const randomCopy = verbatimRandomWords(a.randomOutputs, b.randomOutputs);
   let randomCopies = 0;
@@ -189,7 +224,7 @@ function compareRuns(base: TraceOptions, envB: string[], trapEnvironment: boolea
  * what argv, the environment or the pid changed. Throws unless every
  * unexplained word is one of the loader's clock readings.
  */
-function explainByClock(unexplained: Unexplained[], a: Run & { random: Buffer }, optsA: TraceOptions,
+function explainByClock(unexplained: Unexplained[], a: CapturedRun, optsA: TraceOptions,
   page: (c: CapturedMapping, i: number) => Buffer): void {
   const detail = (u: Unexplained): string =>
     `${describeAddr(a.caps, u.addr)} differs between runs with different argv/env/pid (0x${u.va.toString(16)} vs 0x${u.vb.toString(16)})`;

@@ -5,7 +5,7 @@
  * the cache, so an image never needs them) and LD_BIND_NOW=1 is added, so every
  * relocation is resolved in the image instead of lazily in each restored run.
  */
-const LOADER_VARS = /^(LD_|GLIBC_TUNABLES$|MALLOC_)/;
+export const LOADER_VARS = /^(LD_|GLIBC_TUNABLES$|MALLOC_)/;
 
 export function snapshotEnv(env: NodeJS.ProcessEnv): string[] {
   const out: string[] = [];
@@ -18,10 +18,13 @@ export function snapshotEnv(env: NodeJS.ProcessEnv): string[] {
 }
 
 /**
- * The differential run B: every value longer (but LD_BIND_NOW's) and one more
- * variable, so envp and every string on B's stack move and a copy of any of
- * them shows up as a difference.
+ * The differential run B: every value longer (but LD_BIND_NOW's and those of
+ * the names in `keep`, which A's constructors looked up: the image is keyed
+ * on them) and one more variable, so envp and every string on B's stack move
+ * and a copy of any of them shows up as a difference.
  */
-export function perturbedEnv(envp: string[]): string[] {
-  return [...envp.map((e) => (e.startsWith('LD_BIND_NOW=') ? e : `${e}_`)), 'CX_DIFFERENTIAL_RUN=b'];
+export function perturbedEnv(envp: string[], keep: ReadonlySet<string> = new Set()): string[] {
+  const kept = (e: string): boolean => e.startsWith('LD_BIND_NOW=') || keep.has(e.slice(0, Math.max(0, e.indexOf('='))));
+  return [...envp.map((e) => (kept(e) ? e : `${e}_`)), 'CX_DIFFERENTIAL_RUN=b'];
 }
+

@@ -15,6 +15,11 @@
  * after that faults, and the fault address names the variable. The real run
  * is left alone. A fault by the loader itself would mean that assumption is
  * wrong, and refuses as well: never silently.
+ *
+ * Lookups through getenv are traced instead (lookups.ts): the trap is lifted
+ * (disarm) for exactly the duration of each call and put back (rearm) when
+ * it returns, so a lookup sees the real environment and names its variable,
+ * while code that walks `environ` itself still faults here.
  */
 import * as fs from 'node:fs';
 import * as L from '../sys/libc.js';
@@ -39,6 +44,9 @@ const TRAP_ADDRESSES = [0x3e0000000000n, 0x2e0000000000n, 0x1e0000000000n];
 
 export class EnvironmentTrap {
   private trap: { start: bigint; end: bigint } | undefined;
+  /** envp[i] as the kernel set them, while the trap is lifted. */
+  private real: Buffer | undefined;
+  private lifted = false;
 
   constructor(
     /** &envp[0] on the initial stack. */
@@ -83,8 +91,32 @@ export class EnvironmentTrap {
       }
     }
     if (!this.trap) throw new SnapshotRefusal('internal', 'no room for the environment trap');
+    this.real = readMem(mem, this.envpAddr, this.envp.length * 8);
+    this.point(mem, this.trapPointers());
+  }
+
+  /** Gives envp its real pointers back, while a traced lookup runs. */
+  disarm(mem: number): void {
+    if (!this.trap || this.lifted) return;
+    this.point(mem, this.real as Buffer);
+    this.lifted = true;
+  }
+
+  /** Points envp into the trap again once the lookup returned. */
+  rearm(mem: number): void {
+    if (!this.trap || !this.lifted) return;
+    this.point(mem, this.trapPointers());
+    this.lifted = false;
+  }
+
+  private trapPointers(): Buffer {
+    const start = (this.trap as { start: bigint }).start;
     const pointers = Buffer.alloc(this.envp.length * 8);
-    this.envp.forEach((_, i) => pointers.writeBigUInt64LE((this.trap as { start: bigint }).start + BigInt(i) * SLOT_BYTES, i * 8));
+    this.envp.forEach((_, i) => pointers.writeBigUInt64LE(start + BigInt(i) * SLOT_BYTES, i * 8));
+    return pointers;
+  }
+
+  private point(mem: number, pointers: Buffer): void {
     if (pointers.length && fs.writeSync(mem, pointers, 0, pointers.length, Number(this.envpAddr)) !== pointers.length) {
       throw new SnapshotRefusal('internal', 'cannot redirect the environment');
     }

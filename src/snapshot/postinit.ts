@@ -17,11 +17,13 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { ImageFile, ImageModel, ImageResume, ImageSlot } from '../image/format.js';
+import type { ImageEnvDep, ImageFile, ImageModel, ImageResume, ImageSlot } from '../image/format.js';
 import { RESUME_REGS } from '../image/format.js';
 import { FileKind, Ident, RegionFlag, SlotKind, StateFlag } from '../image/schema.js';
 import { keyFor } from '../cache/key.js';
-import { RESUME_FD, RESUME_FD_ENV, RESUME_MAGIC, afterInitArgv, initSpec, resumeEnvHash, type AdapterKind } from '../resume/spec.js';
+import { RESUME_FD, RESUME_FD_ENV, RESUME_MAGIC, afterInitArgv, initSpec, isPerRunVariable, resumeEnvHash, type AdapterKind } from '../resume/spec.js';
+import { retakeEntries } from '../cache/envdeps.js';
+import { BASH_LOOKUPS, LIBC_LOOKUPS, MAX_ENV_DEPS, describeLookedUp, lookupDependencies } from './lookups.js';
 import * as os from 'node:os';
 import { PAGE, captureMappings, readMaps, type CapturedMapping, type Mapping } from './capture.js';
 import { runToCheckpoint, type Identity, type StoppedAtCheckpoint } from './checkpoint.js';
@@ -33,7 +35,7 @@ import { buildRegions } from './regions.js';
 import { describeAddr } from './slots.js';
 import { AT, killTracee, type PathEvent } from './trace.js';
 import { acceptLoaderClockWords, changingWords, counterTrappable, loaderPath, type Unexplained } from './clock.js';
-import { byAddress, checkProgramUnchanged, kernelState, vdsoParts } from './snapshot.js';
+import { byAddress, checkProgramUnchanged, kernelState, vdsoParts } from './process-state.js';
 import { identityAndAccess } from './access.js';
 import { checkNotTooNew } from './fresh.js';
 import type { Effect } from './effects.js';
@@ -177,6 +179,7 @@ export function postInitModel(opts: PostInitOptions): { image: ImageModel; notes
   fs.writeFileSync(contextFile, testContext(opts.kind, opts.argv0, envp));
   const base = {
     launcher: opts.launcher, exePath, argv, envp, resumeFd: RESUME_FD, clock, randomStream: 'init', deadline, contextFile, outputFile,
+    lookups: opts.kind === 'bash' ? [...LIBC_LOOKUPS, ...BASH_LOOKUPS] : LIBC_LOOKUPS,
   };
   try {
     return postInitImage(opts, exePath, program.interpreter, keyBefore, base, startNs);
@@ -275,7 +278,8 @@ function postInitImage(opts: PostInitOptions, exePath: string, interpreter: stri
   if (identityBound) state.flags |= StateFlag.IDENTITY_BOUND;
   const key = keyFor(exePath, opts.env);
   key.initSpec = initSpec(opts.words);
-  key.envHash = resumeEnvHash(opts.env);
+  const env = initEnvironment(opts.env, a, b);
+  if (env.whole) key.envHash = resumeEnvHash(opts.env);
   checkProgramUnchanged(exePath, keyBefore, key);
   const image: ImageModel = {
     createdNs: BigInt(Date.now()) * 1_000_000n,
@@ -286,14 +290,37 @@ function postInitImage(opts: PostInitOptions, exePath: string, interpreter: stri
     state,
     vdso: vdsoParts(a.maps, state.vdsoBase),
     resume,
+    ...(env.deps.length ? { envDeps: env.deps } : {}),
+    snapshotEnv: retakeEntries(env.deps, opts.env, env.whole),
   };
   const notes = [
     `${t.syscallCount} syscalls before the checkpoint, ${t.forks} children (all finished)`,
     `${slots.length} slots, ${regions.length} regions, ${files.files.length} files`,
     `shared by every restore of this image: the address-space layout (ASLR off), the stack guard and pointer guard, random bytes and clock readings taken during the init`,
+    env.note,
   ];
   if (identityBound) notes.push(`identity-bound (served only to uid ${key.euid}): ${identityBound}`);
   return { image, notes };
+}
+
+/**
+ * What the image depends on of the environment: the variables the program
+ * looked up until the checkpoint (bash's variable table, getenv) or the
+ * adapter announced (Python's os.environ, the names an adapter cannot apply),
+ * their values or their absence, but the per-run ones the adapter applies.
+ * The whole environment but those when the init ran other programs (they
+ * read what they like, unseen), listed every variable, or read too many.
+ */
+function initEnvironment(env: NodeJS.ProcessEnv, a: Run, b: Run): { deps: ImageEnvDep[]; whole: boolean; note: string } {
+  const whole = (why: string): { deps: ImageEnvDep[]; whole: boolean; note: string } =>
+    ({ deps: [], whole: true, note: `the image serves only this environment (every variable but the per-run ones): ${why}` });
+  if (a.t.forks) return whole(`the init ran ${a.t.forks} other program(s), which may read any variable`);
+  const lookups = [...a.t.envLookups, ...b.t.envLookups];
+  if (lookups.some((l) => l.name === '*')) return whole(`the init listed every variable (${lookups.find((l) => l.name === '*')?.via})`);
+  // The adapter's own variables (__cx_*) are never the caller's.
+  const deps = lookupDependencies(lookups, env, (n) => isPerRunVariable(n, env) || n.startsWith('__cx_'));
+  if (!deps) return whole(`the init read more than ${MAX_ENV_DEPS} variables`);
+  return { deps, whole: false, note: deps.length ? `the image serves runs that agree on ${describeLookedUp(deps)}` : 'the image serves any environment (the init read no variable)' };
 }
 
 /** Directories whose listing the init read: an entry added or removed changes their mtime. */

@@ -17,6 +17,7 @@ import { SnapshotRefusal } from './refusal.js';
 import { ARCH_SET_FS, NR, RSEQ_FLAG_UNREGISTER, checkSyscall, syscallName, type PathUse } from './syscalls.js';
 import { guardedVdsoFunctions } from './vdso.js';
 import { EnvironmentTrap } from './envtrap.js';
+import { LIBC_LOOKUPS, LookupTracer, type EnvLookup } from './lookups.js';
 import { readCString, readMem } from './mem.js';
 import { ACCESS_MODE_ARG, IdentityUse } from './access.js';
 
@@ -71,6 +72,8 @@ export interface StoppedAtEntry {
   randomOutputs: Buffer[];
   /** Differential runs: the environment trap's mapping, to leave out of every comparison. */
   envTrap?: { start: bigint; end: bigint };
+  /** With traceLookups: every getenv/secure_getenv call before the entry point, in order. */
+  envLookups?: EnvLookup[];
 }
 
 export interface TraceOptions {
@@ -92,6 +95,11 @@ export interface TraceOptions {
   randomStream?: string;
   /** Differential runs: make any read of the environment after the loader's own fault (envtrap.ts). */
   trapEnvironment?: boolean;
+  /**
+   * Trace getenv/secure_getenv (lookups.ts): each call names its variable and
+   * runs with the trap lifted, so only reads that bypass them fault.
+   */
+  traceLookups?: boolean;
   deadline: number;
 }
 
@@ -126,6 +134,7 @@ export function killTracee(pid: number, memFd?: number): void {
 
 const SIGSEGV = 11;
 const INT3 = 0xcc;
+const PROT_EXEC = 4n;
 /** The n bytes of getrandom call number `call` in a named deterministic stream. */
 export function streamRandom(stream: string, call: number, n: number): Buffer {
   const parts: Buffer[] = [];
@@ -212,6 +221,11 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
       writeByte(mem, fn.addr, INT3);
     }
     writeByte(mem, entry, INT3);
+    const memFd = mem;
+    const lookups = o.traceLookups
+      ? new LookupTracer(pid, mem, LIBC_LOOKUPS, { enter: () => envTrap?.disarm(memFd), leave: () => envTrap?.rearm(memFd) })
+      : undefined;
+    lookups?.scan(); // the program and the loader: a program may define getenv itself
 
     const paths: PathEvent[] = [];
     const loader: LoaderState = { limitsRead: [] };
@@ -246,6 +260,8 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
             if (ev.kind === 'open' && info.rval >= 0n) ev.opened = fs.statSync(`/proc/${pid}/fd/${info.rval}`, { bigint: true });
             paths.push(ev);
           }
+          // A library's code is mapped before any of it runs: its getenv gets an int3 now.
+          if (lookups && pending.nr === NR.mmap && info.rval > 0n && ((pending.args[2] ?? 0n) & PROT_EXEC) !== 0n) lookups.scan();
           if (pending.nr === NR.getrandom && info.rval > 0n && o.deterministic) {
             const n = Number(info.rval);
             const bytes = streamRandom(o.randomStream ?? 'cx', randomOutputs.length, n);
@@ -260,6 +276,7 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
       }
       if (st.event !== 0) throw new SnapshotRefusal('unsupported-syscall', `unexpected ptrace event ${st.event} before the entry point`);
       if (st.stopSig === L.SIGTRAP) {
+        if (lookups?.onTrap()) continue;
         const regs = L.getRegs(pid);
         const at = regs.rip - 1n;
         const guard = guards.get(at);
@@ -268,6 +285,7 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
         }
         if (at !== entry) throw new SnapshotRefusal('unsupported-syscall', `SIGTRAP at 0x${regs.rip.toString(16)} before the entry point`);
         if (envTrap && !envTrap.armed) throw new SnapshotRefusal('internal', 'the loader made no path syscall: the environment trap was never set');
+        lookups?.removeAll();
         writeByte(mem, entry, entryByte);
         for (const [addr, g] of guards) writeByte(mem, addr, g.byte);
         regs.rip = entry;
@@ -278,7 +296,7 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
         }
         return { pid, mem, auxv, auxvBytes, regs: stopped, paths, loader, syscallCount, syscallsByNr, rdtscAt, randomOutputs,
           identityAsked: identity.asked,
-          ...(envTrap?.range ? { envTrap: envTrap.range } : {}) };
+          ...(envTrap?.range ? { envTrap: envTrap.range } : {}), ...(lookups ? { envLookups: lookups.lookups } : {}) };
       }
       if (st.stopSig === SIGSEGV && o.deterministic) {
         // rdtsc (0f 31) or rdtscp (0f 01 f9) under PR_TSC_SIGSEGV: answer with the counter.

@@ -35,6 +35,8 @@ const waitpid_ = libc.func('int waitpid(int pid, _Out_ int *status, int options)
 const kill_ = libc.func('int kill(int pid, int sig)');
 const ptrace_ = libc.func('long ptrace(int request, ...)');
 const getxattr_ = libc.func('long getxattr(const char *path, const char *name, void *value, size_t size)');
+const setxattr_ = libc.func('int setxattr(const char *path, const char *name, const void *value, size_t size, int flags)');
+const removexattr_ = libc.func('int removexattr(const char *path, const char *name)');
 const flock_ = libc.func('int flock(int fd, int op)');
 const sched_yield_ = libc.func('int sched_yield(void)');
 const Timespec = koffi.struct('cx_timespec', { tv_sec: 'int64_t', tv_nsec: 'int64_t' });
@@ -274,6 +276,31 @@ export function coarseClockResolutionNs(): bigint {
 export function hasFileCapabilities(path: string): boolean {
   const r = getxattr_(path, 'security.capability', null, 0) as number;
   return r > 0;
+}
+
+const ENODATA = 61;
+
+/** An extended attribute's value, or null when the file has none of that name. */
+export function getXattr(path: string, name: string): Buffer | null {
+  const buf = Buffer.alloc(256);
+  const r = getxattr_(path, name, buf, buf.length) as number;
+  if (r >= 0) return Buffer.from(buf.subarray(0, r));
+  const e = koffi.errno();
+  if (e === ENODATA) return null;
+  throw new SysError(`getxattr(${name})`, e);
+}
+
+/** setxattr(2) with flags 0 (create or replace). */
+export function setXattr(path: string, name: string, value: Buffer): void {
+  if ((setxattr_(path, name, value, value.length, 0) as number) !== 0) throw new SysError(`setxattr(${name})`, koffi.errno());
+}
+
+/** removexattr(2); false when there was none. */
+export function removeXattr(path: string, name: string): boolean {
+  if ((removexattr_(path, name) as number) === 0) return true;
+  const e = koffi.errno();
+  if (e === ENODATA) return false;
+  throw new SysError(`removexattr(${name})`, e);
 }
 
 /** x86_64 struct user_regs_struct (kernel ABI), 27 unsigned longs. */

@@ -8,12 +8,14 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseImage } from '../../src/image/format.js';
+import { unmetDependencies } from '../../src/cache/envdeps.js';
 import {
   PROGRAMS, baseEnv, describeWarm, dropDisableVar, installedPrograms, mapsShowImage, maskPid, readMaps,
   removeDir, resolveOnPath, run, runCold, signalWhenBlocked, runRestored, tmpCacheDir, tmpDir, warmAll, LAUNCHER,
   type RunResult, type WarmResult,
 } from '../helpers/cx.js';
-import { AWKWARD_ARGS, EXIT_CODES, bigEnv, expectSame, type Case } from '../helpers/corpus.js';
+import { AWKWARD_ARGS, EXIT_CODES, bigEnv, expectSame, expectSameViaShim, type Case } from '../helpers/corpus.js';
+import { spawnSync } from 'node:child_process';
 
 const NAMES = ['bash', 'dash', 'perl', 'python3', 'sed', 'mawk', 'gawk', 'ls', 'cat', 'cmake'];
 const progs = installedPrograms(NAMES);
@@ -22,10 +24,17 @@ const missing = NAMES.filter((n) => !progs.some((p) => p.name === n));
 const cacheDir = tmpCacheDir();
 const fixtures = tmpDir('cx-fix-');
 const env = baseEnv(cacheDir);
+/** Every corpus program also runs through a shim (the key holds PATH: warmed again for that PATH). */
+const shims = path.join(fixtures, 'shims');
+const shimEnv = { ...env, PATH: `${shims}:${env.PATH}` };
 let warmed = new Map<string, WarmResult>();
+let warmedShim = new Map<string, WarmResult>();
 
 beforeAll(async () => {
   warmed = await warmAll(progs.map((p) => p.name), env);
+  const inst = spawnSync(LAUNCHER, ['--shims-install', shims, ...progs.map((p) => p.name)], { env, encoding: 'utf8' });
+  expect(inst.status, inst.stderr).toBe(0);
+  warmedShim = await warmAll(progs.map((p) => p.name), shimEnv);
 }, 300_000);
 
 afterAll(() => {
@@ -213,15 +222,28 @@ for (const spec of progs) {
       const args = [...spec.mapsArgs, ...(takesArgs ? AWKWARD_ARGS : [])];
       const restored = await runRestored(name, args, { env: bigEnv(env) });
       expect(restored.status, restored.stderr.toString()).toBe(0);
-      // An image whose library constructors read the environment serves only that
-      // environment (key.envHash): with another one the run must be cold.
-      const envBound = fs.existsSync(image) && (parseImage(fs.readFileSync(image)).model.key.envHash ?? 0n) !== 0n;
-      expect(mapsShowImage(restored.stdout.toString(), image), `${name}: ${describeWarm(w)}`).toBe(!envBound);
+      // An image depends only on the variables its libraries' constructors looked up
+      // (ENV_DEPS), or on the whole environment when they walked it (key.envHash):
+      // it restores exactly when the big environment agrees on those.
+      const m = fs.existsSync(image) ? parseImage(fs.readFileSync(image)).model : undefined;
+      const served = !!m && !m.key.envHash && unmetDependencies(m.envDeps ?? [], bigEnv(env)).length === 0;
+      expect(mapsShowImage(restored.stdout.toString(), image), `${name}: ${describeWarm(w)}`).toBe(served);
+    });
+
+    it('restored through a shim: the image (keyed with the shim PATH) is mapped', async () => {
+      const w = warmedShim.get(name);
+      expect(w?.exists, describeWarm(w)).toBe(true);
+      const r = await run(path.join(shims, name), spec.mapsArgs, { env: shimEnv, argv0: name });
+      expect(r.status, r.stderr.toString()).toBe(0);
+      expect(mapsShowImage(r.stdout.toString(), w?.image as string), `${name} through its shim does not map ${w?.image}`).toBe(true);
     });
 
     for (const c of CORPUS[name] ?? []) {
       it(`same as cold: ${c.title}`, async () => {
         await expectSame(name, c, env);
+      });
+      it(`same through a shim: ${c.title}`, async () => {
+        await expectSameViaShim(name, c, env, shims);
       });
     }
   });

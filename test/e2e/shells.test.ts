@@ -8,10 +8,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  baseEnv, describeWarm, dropDisableVar, installedPrograms, mapsShowImage, maskPid, removeDir, runCold, runRestored,
+  LAUNCHER, baseEnv, describeWarm, dropDisableVar, installedPrograms, mapsShowImage, maskPid, removeDir, runCold, runRestored,
   signalWhenBlocked, tmpCacheDir, tmpDir, warmAll, type Env, type RunResult, type WarmResult,
 } from '../helpers/cx.js';
-import { AWKWARD_ARGS, bigEnv, expectSame, type Case } from '../helpers/corpus.js';
+import { AWKWARD_ARGS, bigEnv, expectSame, expectSameViaShim, type Case } from '../helpers/corpus.js';
+import { spawnSync } from 'node:child_process';
 
 const shells = installedPrograms(['bash', 'dash']);
 const cacheDir = tmpCacheDir();
@@ -22,10 +23,15 @@ const emptyEnv: Env = { CACHED_EXEC_DIR: cacheDir, CACHED_EXEC_NO_WARM: '1' };
 const big = bigEnv(env);
 let warmed = new Map<string, WarmResult>();
 let warmedEmpty = new Map<string, WarmResult>();
+/** The corpus also runs through shims (the key holds PATH: warmed for the shim PATH too). */
+const shims = path.join(work, 'shims');
 
 beforeAll(async () => {
   warmed = await warmAll(shells.map((s) => s.name), env);
   warmedEmpty = await warmAll(shells.map((s) => s.name), emptyEnv);
+  const inst = spawnSync(LAUNCHER, ['--shims-install', shims, ...shells.map((s) => s.name)], { env, encoding: 'utf8' });
+  expect(inst.status, inst.stderr).toBe(0);
+  await warmAll(shells.map((s) => s.name), { ...env, PATH: `${shims}:${env.PATH}` });
 }, 300_000);
 
 afterAll(() => {
@@ -127,6 +133,9 @@ for (const spec of shells) {
     for (const c of casesFor(sh)) {
       it(`same as cold: ${c.title}`, async () => {
         await expectSame(sh, { ...c, cwd: c.cwd ?? work }, env);
+      });
+      it(`same through a shim: ${c.title}`, async () => {
+        await expectSameViaShim(sh, { ...c, cwd: c.cwd ?? work }, env, shims);
       });
     }
 

@@ -4,12 +4,15 @@
  * restored with --version and --help; output and status must be identical,
  * and the launcher's own records must show the restored run as a HIT. Wide
  * rather than deep: it catches a program whose start-up state the snapshot
- * gets wrong, the worst bug this tool can have.
+ * gets wrong, the worst bug this tool can have. The same through a shim
+ * (execve of the shim, argv[0] the bare name, the shim directory first on
+ * PATH) against the program exec'd directly.
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { isMarked } from '../../src/cli/commands/shims-marker.js';
 import { decodeRunRecords } from '../../src/cache/stats.js';
 import { LAUNCHER, SYSTEM_PATH, baseEnv, removeDir, tmpCacheDir } from '../helpers/cx.js';
 
@@ -26,6 +29,8 @@ const CANDIDATES = [
 
 const cache = tmpCacheDir();
 const env = baseEnv(cache);
+const shims = path.join(cache, 'shims');
+const shimEnv = { ...env, PATH: `${shims}:${env.PATH}` };
 afterAll(() => removeDir(cache));
 
 function resolve(p: string): string | null {
@@ -82,4 +87,34 @@ describe(`sweep over ${programs.length} installed programs`, () => {
     expect(mismatches).toEqual([]);
     expect(restored).toBeGreaterThan(programs.length);
   });
+
+  it('through shims: each restored exactly like the plain program with --version and --help', () => {
+    const inst = spawnSync(LAUNCHER, ['--shims-install', shims, ...programs], { env, encoding: 'utf8', timeout: 300_000 });
+    expect(inst.status, inst.stderr).toBe(0);
+    spawnSync(LAUNCHER, ['--warm', ...programs], { env: shimEnv, encoding: 'utf8', timeout: 300_000 });
+    const images = new Set(fs.readdirSync(path.join(cache, 'images')));
+    let restored = 0;
+    const mismatches: string[] = [];
+    for (const p of programs) {
+      const key = spawnSync(LAUNCHER, ['--internal-key', p], { env: shimEnv, encoding: 'utf8' }).stdout.split(' ')[0];
+      if (!images.has(`${key}.img`)) continue; // refused
+      for (const arg of ['--version', '--help']) {
+        // The program exec'd directly, same environment, with the argv[0] the launcher passes (README, "Masquerade").
+        const real = resolve(p) as string;
+        const opts = { encoding: 'utf8' as const, timeout: 10_000, input: '', env: shimEnv };
+        const plain = spawnSync(real, [arg], { ...opts, argv0: isMarked(path.join(shims, p)) ? real : p });
+        const before = hitsSoFar();
+        const hot = spawnSync(path.join(shims, p), [arg], { ...opts, argv0: p });
+        if (hitsSoFar() !== before + 1) mismatches.push(`${p} ${arg}: not restored through the shim`);
+        if (hot.stdout !== plain.stdout || hot.stderr !== plain.stderr || hot.status !== plain.status || hot.signal !== plain.signal) {
+          mismatches.push(`${p} ${arg}: plain ${plain.status}/${plain.signal} through the shim ${hot.status}/${hot.signal}` +
+            `${hot.stdout === plain.stdout ? '' : `\n  stdout plain: ${plain.stdout.slice(0, 200)}\n  stdout shim:  ${hot.stdout.slice(0, 200)}`}` +
+            `${hot.stderr === plain.stderr ? '' : `\n  stderr plain: ${plain.stderr.slice(0, 200)}\n  stderr shim:  ${hot.stderr.slice(0, 200)}`}`);
+        }
+        restored++;
+      }
+    }
+    expect(mismatches).toEqual([]);
+    expect(restored).toBeGreaterThan(programs.length);
+  }, 300_000);
 });

@@ -37,13 +37,18 @@ describe('50 concurrent first runs with the background warmer', () => {
       const q = path.join(cache, 'queue');
       return !fs.existsSync(q) || fs.readdirSync(q).every((f) => f.startsWith('.'));
     };
-    expect(await waitFor(() => images().some((f) => f.endsWith('.img')) && queueEmpty(), 30_000)).toBe(true);
-    await new Promise((r) => setTimeout(r, 500)); // a second warmer, if one had started, would show by now
+    expect(await waitFor(() => images().some((f) => f.endsWith('.img')) && queueEmpty(), 120_000)).toBe(true);
+    // A late miss may have started another warmer: wait until none holds the lock, then count.
+    expect(await waitFor(() => spawnSync('flock', ['-n', path.join(cache, 'queue', '.warmer.lock'), 'true']).status === 0, 60_000)).toBe(true);
     expect(images().filter((f) => f.endsWith('.img'))).toHaveLength(1);
     const stats = JSON.parse(spawnSync(LAUNCHER, ['--show-stats', '--json'], { env, encoding: 'utf8' }).stdout);
     expect(stats.snapshots.taken).toBe(1);
-    expect(stats.misses).toBe(50);
-  });
+    // Which runs miss depends on scheduling: the first certainly does (no warmer starts before a
+    // miss), and a run that starts after the snapshot landed restores. Every run is counted once.
+    expect(stats.runs).toBe(50);
+    expect(stats.misses).toBeGreaterThanOrEqual(1);
+    expect(stats.misses + stats.hits + stats.fallbacks).toBe(50);
+  }, 240_000);
 
   it('the next run restores', async () => {
     const r = spawnSync(LAUNCHER, ['sed', '-n', '/\\.img/p', '/proc/self/maps'], { env, encoding: 'utf8' });

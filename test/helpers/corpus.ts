@@ -5,8 +5,10 @@
  * values that legitimately differ between two processes, such as the pid).
  */
 import { expect } from 'vitest';
+import * as path from 'node:path';
+import { isMarked } from '../../src/cli/commands/shims-marker.js';
 import {
-  observable, runCold, runRestored, type Env, type Normalize, type RunOptions, type RunResult,
+  observable, resolveOnPath, run, runCold, runRestored, type Env, type Normalize, type RunOptions, type RunResult,
 } from './cx.js';
 
 export interface Case {
@@ -72,6 +74,31 @@ export async function expectSame(prog: string, c: Case, env: Env): Promise<{ col
   c.check?.(cold, 'cold');
   c.check?.(restored, 'restored');
   return { cold, restored };
+}
+
+/**
+ * A case through a shim, as a shell runs a program found on PATH: execve of
+ * <shims>/PROG with argv[0] PROG and the shim directory first on PATH (a case
+ * without PATH: the shim's path exec'd directly, as `env -i /path/shim` does),
+ * against the real program exec'd directly with the same environment and the
+ * argv[0] the launcher's contract gives it: the caller's, or the program's path
+ * when its shim is marked self-locating (README, "Masquerade"). They must agree.
+ */
+export async function expectSameViaShim(prog: string, c: Case, env: Env, shims: string): Promise<{ plain: RunResult; shimmed: RunResult }> {
+  const base: Env = { ...(c.env ?? env) };
+  delete base.CACHED_EXEC_DISABLE;
+  const shimEnv: Env = base.PATH === undefined ? base : { ...base, PATH: `${shims}:${base.PATH}` };
+  const real = resolveOnPath(prog, base.PATH ?? '/bin:/usr/bin', false) ?? prog;
+  const argv0 = base.PATH !== undefined && isMarked(path.join(shims, prog)) ? real : prog;
+  const plain = await run(real, c.args, { env: shimEnv, input: c.input, cwd: c.cwd, argv0 });
+  const shimmed = await run(path.join(shims, prog), c.args, { env: shimEnv, input: c.input, cwd: c.cwd, argv0: prog });
+  expect(plain.timedOut, 'plain run timed out').toBe(false);
+  expect(shimmed.timedOut, 'run through the shim timed out').toBe(false);
+  const norm = c.normalize ?? [];
+  expect(observable(shimmed, ...norm), `${prog} ${c.title}: through a shim differs from the program exec'd directly`).toEqual(observable(plain, ...norm));
+  c.check?.(plain, 'cold');
+  c.check?.(shimmed, 'restored');
+  return { plain, shimmed };
 }
 
 /** Exit codes sampled over 0..255 (and one that wraps). */

@@ -19,6 +19,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { keyFor, keyHash } from '../../src/cache/key.js';
 import { decodeRunRecords } from '../../src/cache/stats.js';
+import { parseQueueEntry } from '../../src/cache/store.js';
 import { serializeImage, type ImageKey, type ImageModel } from '../../src/image/format.js';
 import { Ident, Prot, RegionFlag, SlotKind, Src, VdsoKind } from '../../src/image/schema.js';
 import { adapterKind, adapterWords, afterInitArgv, initSpec, resumeEnvHash, RESUME_MAGIC } from '../../src/resume/spec.js';
@@ -59,7 +60,6 @@ function tsKey(q: Request, env: Env, cwd = work): string {
     ...(q.preload ? { preload: q.preload } : {}),
   });
   key.initSpec = initSpec(words);
-  key.envHash = resumeEnvHash(env);
   return keyHash(key);
 }
 
@@ -109,21 +109,17 @@ describe('the launcher computes the key src/cache/key.ts does', () => {
     expect(new Set([plain, after, withFile]).size).toBe(3);
   });
 
-  it('ignores per-run variables and follows every other one', () => {
+  it('holds no environment: the image lists what its init depends on, and the restore compares that', () => {
     const args = ['--after-init', 'bash'];
     const base = launcherKey(args, env).hash;
-    const perRun = baseEnv(cache, {
-      FOO: 'bar', _: '/usr/bin/x', PWD: '/somewhere', OLDPWD: '/else', SHLVL: '7', CACHED_EXEC_ANYTHING: '1',
-      CACHED_EXEC_VARY_ENV: 'TERM_ID,OTHER_ID', TERM_ID: '42', OTHER_ID: 'x',
-    });
-    expect(launcherKey(args, perRun).hash).toBe(base);
-    expect(tsKey({ prog: 'bash' }, perRun)).toBe(base);
-    const others: Env[] = [{ FOO: 'baz' }, { FOO: 'bar', NEW: '1' }, { FOO: 'bar', TERM_ID: '42' }];
+    const others: Env[] = [
+      { FOO: 'baz' }, { FOO: 'bar', NEW: '1' }, { FOO: 'bar', TERM_ID: '42' },
+      { FOO: 'bar', _: '/usr/bin/x', PWD: '/somewhere', OLDPWD: '/else', SHLVL: '7', CACHED_EXEC_ANYTHING: '1' },
+    ];
     for (const extra of others) {
       const other = baseEnv(cache, extra);
-      const got = launcherKey(args, other).hash;
-      expect(got, JSON.stringify(extra)).not.toBe(base);
-      expect(got).toBe(tsKey({ prog: 'bash' }, other));
+      expect(launcherKey(args, other).hash, JSON.stringify(extra)).toBe(base);
+      expect(tsKey({ prog: 'bash' }, other)).toBe(base);
     }
   });
 
@@ -215,9 +211,14 @@ describe('a miss runs the adapter command cold', () => {
     const r = runPkg(['--after-init=rc.sh', 'bash', 'x'], qenv);
     expect(r.status).toBe(0);
     const key = launcherKeyOf(pkgLauncher, ['--after-init=rc.sh', 'bash'], qenv);
-    const entry = fs.readFileSync(path.join(cache, 'queue', key), 'utf8');
+    const raw = fs.readFileSync(path.join(cache, 'queue', key));
     const spec = initSpec(['-c', '. "$0"', bashAdapter, '--init', path.join(work, 'rc.sh')]);
-    expect(entry).toBe(`${path.join(bin, 'bash')}\n${qenv.PATH}\nafter-init\t${spec}\n`);
+    expect(raw.toString('latin1')).toMatch(new RegExp(`^${escapeRe(`${path.join(bin, 'bash')}\n${qenv.PATH}\nafter-init\t${spec}\nenv\n`)}`));
+    // The caller's environment follows, NUL-terminated entries: the snapshot runs in it.
+    const entry = parseQueueEntry(raw);
+    expect(entry?.initSpec).toBe(spec);
+    expect(entry?.retake).toBe(false);
+    expect(new Set(entry?.env)).toEqual(new Set(Object.entries(qenv).map(([k, v]) => `${k}=${v}`)));
     const outcomes = decodeRunRecords(fs.readFileSync(path.join(cache, 'stats', 'runs.log'))).records.map((x) => x.outcome);
     expect(outcomes).toContain('MISS');
   });
@@ -542,3 +543,7 @@ describeCc('a post-init image restores into the read it was stopped at', () => {
     expect(out).toContain(`sigaction[0].signo=${SIGUSR1}\n`);
   });
 });
+
+function escapeRe(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}

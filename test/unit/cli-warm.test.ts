@@ -17,10 +17,13 @@ import { foldStats, summarize } from '../../src/cache/stats.js';
 import { Store } from '../../src/cache/store.js';
 import { warmerLockPath } from '../../src/cache/warmer-lock.js';
 import { drain } from '../../src/cli/commands/drain-queue.js';
-import { warmOne } from '../../src/cli/commands/warm.js';
+import { MAX_VARIANTS, servingImage, warmOne } from '../../src/cli/commands/warm.js';
+import { dependency, variantSelector } from '../../src/cache/envdeps.js';
+import { cleanup, staleReason } from '../../src/cache/maintain.js';
+import type { ImageEntry } from '../../src/cache/store.js';
 import { CxError } from '../../src/common/errors.js';
 import type { TakeSnapshot } from '../../src/cli/snapshotter.js';
-import { PAGE_SIZE, type ImageModel } from '../../src/image/format.js';
+import { PAGE_SIZE, parseImage, type ImageModel } from '../../src/image/format.js';
 import { FileFlag, FileKind, Prot, Src, VdsoKind } from '../../src/image/schema.js';
 import type { SnapshotOptions, SnapshotOutcome } from '../../src/snapshot/api.js';
 
@@ -229,5 +232,97 @@ describe('system layer (--warm --system)', () => {
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/CACHED_EXEC_SYSTEM_DIR/);
     expect(spawnSync(process.execPath, [main, '--show-stats', '--system'], { env }).status).toBe(2);
+  });
+});
+
+describe('images for other environments (variants)', () => {
+  /** A snapshot whose constructors looked up CX_MODE: the image depends on it, and keeps its value for a re-take. */
+  const keyedOnMode = (o: SnapshotOptions): SnapshotOutcome => {
+    const res = ok(o);
+    if (res.ok) {
+      res.image.envDeps = [dependency('CX_MODE', o.env)];
+      res.image.snapshotEnv = o.env.CX_MODE === undefined ? [] : [`CX_MODE=${o.env.CX_MODE}`];
+    }
+    return res;
+  };
+  const withMode = (mode: string): Record<string, string> => ({ ...env, CX_MODE: mode });
+  const trueKey = (): ReturnType<typeof keyFromStat> => keyFromStat('/usr/bin/true', fs.statSync('/usr/bin/true', { bigint: true }), env);
+
+  it('the first image of a key is its primary; one for another value of a variable it depends on is a variant beside it', async () => {
+    const store = tmpStore();
+    const { snapshotter } = recorder(keyedOnMode);
+    const a = await warmOne('true', { snapshotter, store, env: withMode('a') });
+    expect(a).toMatchObject({ ok: true, key: keyHash(trueKey()) });
+    expect(a.variant).toBeUndefined();
+    const b = await warmOne('true', { snapshotter, store, env: withMode('b') });
+    expect(b.ok).toBe(true);
+    expect(b.variant).toBe(true);
+    const selector = variantSelector({}, [dependency('CX_MODE', withMode('a'))], withMode('b'));
+    expect(b.key).toBe(keyHash({ ...trueKey(), variant: selector }));
+    expect(parseImage(fs.readFileSync(b.image as string)).model.key.variant).toBe(selector);
+    // Each environment is served by its own image; a third by none yet.
+    expect(servingImage(store, trueKey(), withMode('a'))).toBe(a.image);
+    expect(servingImage(store, trueKey(), withMode('b'))).toBe(b.image);
+    expect(servingImage(store, trueKey(), withMode('c'))).toBeNull();
+    expect(store.variants(a.key as string)).toEqual([b.key]);
+    // --cleanup keeps both (a variant's file name is its key, selector included).
+    expect(staleReason(store, { ...store.listImages().find((i) => i.hash === b.key) } as ImageEntry)).toBeNull();
+  });
+
+  it('keeps at most MAX_VARIANTS variants per key, dropping the least recently used', async () => {
+    const store = tmpStore();
+    const { snapshotter } = recorder(keyedOnMode);
+    await warmOne('true', { snapshotter, store, env: withMode('primary') });
+    const keys: string[] = [];
+    for (let i = 0; i < MAX_VARIANTS + 3; i++) {
+      const r = await warmOne('true', { snapshotter, store, env: withMode(`v${i}`) });
+      expect(r.variant).toBe(true);
+      keys.push(r.key as string);
+    }
+    const primary = keyHash(trueKey());
+    const left = store.variants(primary);
+    expect(left).toHaveLength(MAX_VARIANTS);
+    expect(left).toEqual(keys.slice(-MAX_VARIANTS));
+    const onDisk = store.listImages().map((i) => i.hash);
+    expect(onDisk).toHaveLength(MAX_VARIANTS + 1);
+    for (const gone of keys.slice(0, 3)) expect(onDisk).not.toContain(gone);
+  });
+
+  it('the warmer snapshots in the environment a queue entry carries, and places the image for it', async () => {
+    const store = tmpStore();
+    const r = recorder(keyedOnMode);
+    await warmOne('true', { snapshotter: r.snapshotter, store, env: withMode('a') });
+    const primary = keyHash(trueKey());
+    expect(store.queue(primary, { exePath: '/usr/bin/true', pathEnv: env.PATH, retake: true, env: Object.entries(withMode('x\ny')).map(([k, v]) => `${k}=${v}`) })).toBe(true);
+    expect(store.queue(primary, { exePath: '/usr/bin/true', pathEnv: env.PATH })).toBe(false); // the first request stands
+    const before = Date.now();
+    const res = await drain(store, withMode('warmer-own'), r.snapshotter);
+    expect(res[0]).toMatchObject({ ok: true, variant: true });
+    expect(r.calls.at(-1)?.env.CX_MODE).toBe('x\ny');
+    expect(servingImage(store, trueKey(), withMode('x\ny'))).toBe(res[0]?.image);
+    // A re-take moves the key's record: the launcher's rate limit reads its mtime.
+    expect(fs.statSync(path.join(store.sub('retake'), primary)).mtimeMs).toBeGreaterThanOrEqual(before - 1000);
+    // The same environment again is served already: nothing is taken.
+    store.queue(primary, { exePath: '/usr/bin/true', pathEnv: env.PATH, env: [`CX_MODE=x\ny`, `PATH=${env.PATH}`] });
+    const again = await drain(store, env, r.snapshotter);
+    expect(again[0]).toMatchObject({ ok: true, skipped: true });
+  });
+});
+
+describe('--cleanup and what re-takes leave behind', () => {
+  it('removes a killed queue writer\'s temp file after an hour, and the re-take record of a key with no image left after a day', () => {
+    const store = tmpStore();
+    store.ensure('queue', 'retake');
+    const temp = path.join(store.sub('queue'), '.0123456789abcdef.00000000000004d2.tmp');
+    fs.writeFileSync(temp, 'half an entry');
+    store.setVariants('0123456789abcdef', ['fedcba9876543210'], true);
+    const now = Date.now();
+    const soon = cleanup(store, { now: now + 60_000 });
+    expect(soon.tempRemoved).not.toContain(temp);
+    expect(store.listRetake().map((r) => r.hash)).toEqual(['0123456789abcdef']);
+    const later = cleanup(store, { now: now + 25 * 3600_000 });
+    expect(later.tempRemoved).toContain(temp);
+    expect(fs.existsSync(temp)).toBe(false);
+    expect(store.listRetake()).toEqual([]);
   });
 });

@@ -204,7 +204,7 @@ describe('key', () => {
 
   it('keyBytes follows the documented record, byte for byte', () => {
     const expected = [
-      '02000000', // u32 format_version
+      '03000000', // u32 format_version
       'e8030000', // u32 euid 1000
       '0308000000000000', // u64 dev
       '87d6120000000000', // u64 ino 1234567
@@ -216,21 +216,27 @@ describe('key', () => {
       Buffer.from('/usr/bin/bash\0/usr/local/bin:/usr/bin:/bin\x006.18.0-test\0').toString('hex'),
       '0000000000000000', // u64 groups_hash (none: a system-layer key)
     ].join('');
-    expect(FORMAT_VERSION).toBe(2);
+    expect(FORMAT_VERSION).toBe(3);
     expect(keyBytes(k).toString('hex')).toBe(expected);
+    // A post-init image's init spec comes before the groups, a variant's selector after them; no environment.
+    const spec = 'after-init\x1f/x';
+    expect(keyBytes({ ...k, initSpec: spec, groupsHash: 7n, variant: 0x1122334455667788n }).toString('hex')).toBe(
+      expected.slice(0, -16) + Buffer.from(`${spec}\0`).toString('hex') + '0700000000000000' + '8877665544332211');
   });
 
   it('keyHash vectors are stable', () => {
-    expect(keyHash(k)).toBe('c58873db69606509');
-    expect(keyHash({ ...k, euid: 0 })).toBe('bcde71a369606509');
-    expect(keyHash({ ...k, pathEnv: '/usr/bin:/bin' })).toBe('dcfce92d04cf61fd');
+    expect(keyHash(k)).toBe('5ca5dd721e69ec42');
+    expect(keyHash({ ...k, euid: 0 })).toBe('7c29ff7a1e69ec42');
+    expect(keyHash({ ...k, pathEnv: '/usr/bin:/bin' })).toBe('3a5d6e9ab96c91ae');
+    expect(keyHash({ ...k, variant: 0x1234n })).toBe('4bf6db2fed17a0c0');
   });
 
   it('every key field changes the hash', () => {
     const variants: Partial<ImageKey>[] = [
       { euid: 1001 }, { exePath: '/usr/bin/bash2' }, { exeDev: 0x804n }, { exeIno: 1234568n }, { exeSize: 1265649n },
       { exeMtimeSec: 1_700_000_001n }, { exeMtimeNsec: 123456780 }, { exeCtimeSec: 1_700_000_101n }, { exeCtimeNsec: 987654320 },
-      { pathEnv: '/usr/local/bin:/usr/bin:/bin:' }, { kernelRelease: '6.18.1-test' }, { groupsHash: 1n },
+      { pathEnv: '/usr/local/bin:/usr/bin:/bin:' }, { kernelRelease: '6.18.1-test' }, { groupsHash: 1n }, { variant: 1n },
+      { initSpec: 'after-init' },
     ];
     const hashes = new Set([keyHash(k), ...variants.map((v) => keyHash({ ...k, ...v }))]);
     expect(hashes.size).toBe(variants.length + 1);

@@ -40,9 +40,12 @@ function fileRec(p: string, kind: number, flags = 0): ImageFile {
 }
 
 /** A valid image of `program` (keyed with `pathEnv`) that depends on `deps`. */
-function writeImage(store: Store, program: string, pathEnv: string, deps: { path: string; kind: number }[], envHash?: bigint): string {
-  const key = { ...keyFor(program, { PATH: pathEnv }), ...(envHash ? { envHash } : {}) };
+function writeImage(store: Store, program: string, pathEnv: string, deps: { path: string; kind: number }[], envHash?: bigint,
+  extra: Partial<Pick<ImageModel, 'snapshotEnv' | 'envDeps'>> & { initSpec?: string } = {}): string {
+  const key = { ...keyFor(program, { PATH: pathEnv }), ...(envHash ? { envHash } : {}), ...(extra.initSpec ? { initSpec: extra.initSpec } : {}) };
   const model: ImageModel = {
+    ...(extra.snapshotEnv ? { snapshotEnv: extra.snapshotEnv } : {}),
+    ...(extra.envDeps ? { envDeps: extra.envDeps } : {}),
     createdNs: BigInt(Date.now()) * 1_000_000n,
     key,
     files: [fileRec(program, FileKind.MAPPED, FileFlag.EXE), ...deps.map((d) => fileRec(d.path, d.kind))],
@@ -340,16 +343,29 @@ describe('invalidation watcher', () => {
     expect(started).toBe(1);
   });
 
-  it('with --rewarm, does not re-take an image bound to the environment (this daemon\'s is not the user\'s)', async () => {
+  it('with --rewarm, re-takes an image bound to the environment in the environment it was taken in (not this daemon\'s)', async () => {
     const { store, prog, lib, root } = world();
-    const h = writeImage(store, prog, `${root}/bin`, [{ path: lib, kind: FileKind.MAPPED }], 0x1234n);
+    const userEnv = [`PATH=${root}/bin`, 'LANG=xx_YY.UTF-8', 'P11_KIT_STRICT=1'];
+    const h = writeImage(store, prog, `${root}/bin`, [{ path: lib, kind: FileKind.MAPPED }], 0x1234n, { snapshotEnv: userEnv });
     let started = 0;
     const { log } = await startWatcher(store, { rewarm: true, rewarmDelayMs: 50, startWarmer: () => { started++; } });
     replace(lib, 'library v2');
     expect(await until(() => !exists(store, h)), log.join('\n')).toBe(true);
-    await new Promise((r) => setTimeout(r, 200));
-    expect(started).toBe(0);
-    expect(store.listQueue()).toEqual([]);
-    expect(log.join('\n')).toMatch(/not re-warming .*prog.*bound to the environment/);
+    expect(await until(() => started === 1), log.join('\n')).toBe(true);
+    const q = store.listQueue();
+    expect(q).toHaveLength(1);
+    expect(q[0]).toMatchObject({ hash: keyHash(keyFor(prog, { PATH: `${root}/bin` })), exePath: prog, env: userEnv });
+  });
+
+  it('with --rewarm, re-takes a post-init image with its init spec', async () => {
+    const { store, prog, lib, root } = world();
+    const initSpec = 'after-init\x1f/some/adapter';
+    const h = writeImage(store, prog, `${root}/bin`, [{ path: lib, kind: FileKind.MAPPED }], 0x99n, { initSpec, snapshotEnv: [`PATH=${root}/bin`] });
+    let started = 0;
+    const { log } = await startWatcher(store, { rewarm: true, rewarmDelayMs: 50, startWarmer: () => { started++; } });
+    replace(lib, 'library v2');
+    expect(await until(() => !exists(store, h)), log.join('\n')).toBe(true);
+    expect(await until(() => started === 1), log.join('\n')).toBe(true);
+    expect(store.listQueue()[0]).toMatchObject({ hash: keyHash({ ...keyFor(prog, { PATH: `${root}/bin` }), initSpec }), initSpec });
   });
 });

@@ -203,8 +203,9 @@ describe('library constructors that refuse the snapshot', () => {
     ['opens a file for writing', '#include <fcntl.h>\n#include <unistd.h>', `int fd = open("${dir}/written", O_WRONLY | O_CREAT, 0644); if (fd >= 0) close(fd);`, 'unsupported-syscall'],
     ['sets a resource limit', '#include <sys/resource.h>', 'struct rlimit r; getrlimit(RLIMIT_NOFILE, &r); setrlimit(RLIMIT_NOFILE, &r);', 'unsupported-syscall'],
     ['maps shared writable memory', '#include <sys/mman.h>', 'extern void *shm; shm = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);', 'shared-writable-mapping'],
-    ['copies an environment variable', '#include <string.h>', 'extern char env_copy[256]; const char *h = getenv("HOME"); if (h) strncpy(env_copy, h, 255);', 'env-bound'],
-    ['only looks whether a variable is set', '', 'extern int tty; tty = getenv("CX_NOT_SET_ANYWHERE") != 0;', 'env-bound'],
+    ['copies an environment variable', '#include <string.h>', 'extern char env_copy[256]; const char *h = getenv("HOME"); if (h) strncpy(env_copy, h, 255);', 'keyed:HOME'],
+    ['only looks whether a variable is set', '', 'extern int tty; tty = getenv("CX_NOT_SET_ANYWHERE") != 0;', 'keyed:CX_NOT_SET_ANYWHERE'],
+    ['looks a variable up with secure_getenv', '', 'extern int tty; tty = secure_getenv("CX_SECURE_ONE") != 0;', 'keyed:CX_SECURE_ONE'],
     ['reads the environment without getenv', '', 'extern int tty; for (char **e = envp; *e; e++) tty += (*e)[0];', 'env-bound'],
     ['keeps a pointer to an environment string without reading it', '', 'extern const char *home; home = envp[0];', 'unexplained-stack-pointer'],
     ['counts the environment', '', 'extern int tty; for (char **e = envp; *e; e++) tty++;', 'unexplained-difference'],
@@ -222,6 +223,14 @@ describe('library constructors that refuse the snapshot', () => {
         // Not refused: the image is bound to the snapshot's exact environment (key.envHash).
         expect(code(r), reason(r)).toBe('ok');
         expect(r.ok ? r.image.key.envHash ?? 0n : 0n).not.toBe(0n);
+        return;
+      }
+      if (want.startsWith('keyed:')) {
+        // Not refused, not bound to the whole environment: keyed on the variable looked up (getenv traced).
+        expect(code(r), reason(r)).toBe('ok');
+        if (!r.ok) return;
+        expect(r.image.key.envHash ?? 0n).toBe(0n);
+        expect(r.image.envDeps?.map((d) => d.name)).toEqual([want.slice('keyed:'.length)]);
         return;
       }
       expect(code(r), reason(r)).toBe(want);

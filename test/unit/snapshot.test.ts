@@ -138,16 +138,25 @@ describe('snapshots of real programs', () => {
 
   /**
    * cmake links curl, gnutls, nettle and p11-kit here, whose constructors
-   * read GNUTLS_*, NETTLE_FAT_*, P11_KIT_*, OPENSSL_ia32cap: a restore could
-   * not honour a caller that sets them, so it is refused where they are
-   * linked, and must be a complete image where they are not.
+   * look up GNUTLS_*, NETTLE_FAT_*, P11_KIT_*, OPENSSL_ia32cap with getenv:
+   * the image is keyed on those variables (their values, or their absence),
+   * not on the whole environment.
    */
-  it.runIf(fs.existsSync('/usr/bin/cmake'))('cmake: restorable, bound to the snapshot environment its libraries read', () => {
-    const r = snapshot('/usr/bin/cmake');
+  it.runIf(fs.existsSync('/usr/bin/cmake'))('cmake: restorable, keyed on the variables its libraries look up', () => {
+    const secret = `s3cr3t-${process.pid}-${Math.random().toString(36).slice(2)}`;
+    const r = snapshot('/usr/bin/cmake', { CX_SECRET_TEST: secret, OPENSSL_ia32cap: '~0x200000200000000' });
     expect(r.ok, r.ok ? '' : `${r.reason}: ${r.detail}`).toBe(true);
     if (!r.ok) return;
     expectRestorable('/usr/bin/cmake', r.image);
-    expect(r.image.key.envHash ?? 0n).not.toBe(0n);
+    expect(r.image.key.envHash ?? 0n).toBe(0n);
+    const names = r.image.envDeps?.map((d) => d.name) ?? [];
+    expect(names).toContain('OPENSSL_ia32cap');
+    expect(names.some((n) => n.startsWith('GNUTLS_'))).toBe(true);
+    expect(names).not.toContain('PATH');
+    // What a re-take needs: the values of the variables looked up, and nothing else of the environment.
+    expect(r.image.snapshotEnv).toEqual(['OPENSSL_ia32cap=~0x200000200000000']);
+    const bytes = serializeImage(r.image);
+    for (const needle of [secret, 'CX_SECRET_TEST']) expect(bytes.includes(Buffer.from(needle)), needle).toBe(false);
   });
 
   for (const exe of pythons) {

@@ -2,13 +2,16 @@
  * --drain-queue (hidden): the background warmer the launcher starts on a
  * miss (detached, niced, stdio on /dev/null). Takes the warmer lock, snapshots
  * every queued key, and exits when the queue is empty. Each queue entry holds
- * the program path and PATH the launcher keyed on; an entry whose program
- * changed since it was queued is dropped (the next run queues the new key).
+ * the program path and PATH the launcher keyed on, and the caller's
+ * environment: the snapshot runs in it, so the image (primary, or a variant
+ * beside a primary taken for another environment) serves that caller. An
+ * entry whose program changed since it was queued is dropped (the next run
+ * queues the new key).
  */
 import { keyFromStat, keyHash } from '../../cache/key.js';
 import type { QueueEntry, Store } from '../../cache/store.js';
 import { takeWarmerLock } from '../../cache/warmer-lock.js';
-import { resumeEnvHash, wordsOfSpec } from '../../resume/spec.js';
+import { wordsOfSpec } from '../../resume/spec.js';
 import { CxError } from '../../common/errors.js';
 import type { Context } from '../context.js';
 import { printJson } from '../output.js';
@@ -42,18 +45,20 @@ export async function drain(store: Store, baseEnv: NodeJS.ProcessEnv, load: () =
       for (let batch = pending(); batch.length; batch = pending()) {
         for (const q of batch) {
           attempted.add(id(q));
-          const env = { ...baseEnv, PATH: q.pathEnv };
+          const env = q.env ? { ...envObject(q.env), PATH: q.pathEnv } : { ...baseEnv, PATH: q.pathEnv };
           try {
             const r = resolveProgram(q.exePath, env);
             const afterInit = q.initSpec ? { words: wordsOfSpec(q.initSpec) } : undefined;
             const key = keyFromStat(r.path, r.stat, env, store.euid);
-            if (q.initSpec) Object.assign(key, { initSpec: q.initSpec, envHash: resumeEnvHash(env) });
+            if (q.initSpec) key.initSpec = q.initSpec;
             if (keyHash(key) !== q.hash) {
               store.removeQueued(q.hash);
               results.push({ queued: q.hash, program: q.exePath, ok: false, reason: 'changed', detail: 'program changed since it was queued' });
               continue;
             }
-            const res = await warmOne(q.exePath, { snapshotter, store, env, skipIfValid: !q.rotate, ...(afterInit ? { afterInit } : {}) });
+            const res = await warmOne(q.exePath, {
+              snapshotter, store, env, skipIfValid: !q.rotate, retake: q.retake, ...(afterInit ? { afterInit } : {}),
+            });
             results.push({ queued: q.hash, ...res });
           } catch (e) {
             if (e instanceof CxError && e.code === 'snapshotter-missing') throw e;
@@ -75,4 +80,14 @@ export async function drain(store: Store, baseEnv: NodeJS.ProcessEnv, load: () =
     // An entry queued while we released the lock saw it held and started no warmer: look again.
   }
   return results;
+}
+
+/** NAME=value entries as an environment object (the first of a repeated name wins, as getenv finds it). */
+export function envObject(entries: readonly string[]): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const e of entries) {
+    const i = e.indexOf('=');
+    if (i > 0 && !(e.slice(0, i) in env)) env[e.slice(0, i)] = e.slice(i + 1);
+  }
+  return env;
 }

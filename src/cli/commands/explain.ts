@@ -10,8 +10,11 @@ import { scriptShim, shimAdvice } from '../script-shim.js';
 import { afterInitFromOptions } from '../after-init.js';
 import type { Context } from '../context.js';
 import { keyValues, printJson } from '../output.js';
+import { markerText, readProbes, shimOnPath } from './shims-marker.js';
+import * as path from 'node:path';
 
-const OUTCOME_TEXT: Record<string, string> = {
+/** What the next run does, for every CX_OUTCOME_* (a unit test checks none is missing). */
+export const OUTCOME_TEXT: Record<string, string> = {
   HIT: 'restores from the image',
   MISS: 'cold: no image yet',
   BYPASS_DISABLED: 'cold: cached-exec is disabled',
@@ -27,15 +30,16 @@ const OUTCOME_TEXT: Record<string, string> = {
   FAIL_STALE_FILE: 'cold: a library or loader file changed since the snapshot',
   FAIL_NEGATIVE_DEP: 'cold: a path the loader found missing now exists',
   FAIL_VDSO: 'cold: vdso layout unusable',
-  FAIL_SLOT: 'cold: a slot cannot be patched',
-  FAIL_RESUME: 'cold: this process cannot take the post-init image (signal dispositions, resume fd, CPU state)',
-  FAIL_COLLISION: 'cold: the image\'s addresses are taken in this process',
+  FAIL_COLLISION: 'cold: an address range of the image is taken in this process',
   FAIL_MAP: 'cold: mapping the image failed',
-  FAIL_KERNEL_STATE: 'cold: the kernel refused the thread state',
+  FAIL_SLOT: 'cold: a slot cannot be patched',
+  FAIL_KERNEL_STATE: 'cold: the kernel refused the per-thread state (fs base, robust list, rseq)',
+  FAIL_RESUME: 'cold: this process cannot take the post-init image (signal dispositions, resume fd, CPU state)',
   BYPASS_UNTRUSTED_DIR: 'cold: the cache directory is not safely yours (owner, mode, symlink or not a directory); nothing is written there',
   FAIL_EXE: 'cold: the program reads /proc/self/exe and this process cannot make it name the program',
   BYPASS_STACK_LIMIT: 'cold: the stack limit (ulimit -s) is too small to rebuild the program\'s stack',
   FAIL_IDENTITY: 'cold: the image depends on the identity of the user who took it (another user here)',
+  FAIL_ENV: 'cold: a variable the image depends on differs in this environment, and no image for this one exists yet',
 };
 
 export function explain(ctx: Context): number {
@@ -50,18 +54,31 @@ export function explain(ctx: Context): number {
     const opts = [...ctx.options].map(([k, v]) => (v ? `${k}=${v}` : k)).join(' ');
     p.hint = p.hint.split('cached-exec --warm ').join(`cached-exec --warm ${opts} `);
   }
+  const shim = shimOnPath(prog, ctx.env);
+  const shimInfo = shim ? { ...shim, argv0: markerText(readProbes(path.dirname(shim.shim))[prog], shim.marked) } : null;
   if (ctx.json) {
-    printJson(ctx.out, p);
+    printJson(ctx.out, { ...p, shim: shimInfo });
   } else {
     const pairs: [string, string][] = [['program', p.program], ['resolved', p.resolved], ['image kind', p.imageKind]];
     if (p.interpreter) pairs.push(['interpreter', `${p.interpreter.path}${p.interpreter.arg ? ` ${p.interpreter.arg}` : ''} (a #! script: its interpreter is what gets restored)`]);
+    if (shimInfo) pairs.push(['shim', `${shimInfo.shim} (first on PATH): ${shimInfo.argv0}`]);
     pairs.push(['cache dir', p.cacheDir ?? '(none)']);
     if (p.key) pairs.push(['key', p.key]);
     if (p.image) pairs.push(['image', `${p.image}${p.layer === 'system' ? ' (system layer)' : ''}`]);
     pairs.push(['next run', `${OUTCOME_TEXT[p.outcome] ?? p.outcome}${p.rotate ? ' (then re-taken: past CACHED_EXEC_MAX_AGE)' : ''}`]);
     pairs.push(['why', `${p.outcome}: ${p.detail}`]);
+    if (p.environment) {
+      const e = p.environment;
+      if (e.whole) {
+        pairs.push(['environment', p.imageKind.startsWith('post-init')
+          ? 'the whole environment but the per-run variables (_, PWD, OLDPWD, SHLVL, CACHED_EXEC_*, CACHED_EXEC_VARY_ENV names): the init ran other programs or listed variables'
+          : 'the whole environment but _ (library constructors read it without getenv)']);
+      }
+      else if (!e.deps.length) pairs.push(['environment', 'no variable: any environment restores']);
+      for (const d of e.deps) pairs.push(['depends on', d]);
+    }
     if (p.attempts.length > 1) {
-      for (const a of p.attempts) pairs.push(['looked at', `${a.layer} ${a.image}: ${a.outcome}`]);
+      for (const a of p.attempts) pairs.push(['looked at', `${a.layer}${a.variant ? ' variant' : ''} ${a.image}: ${a.outcome}`]);
     }
     if (p.refused) pairs.push(['refused', `${p.refused.reason}${p.refused.detail ? `: ${p.refused.detail}` : ''}`]);
     else if (p.queued) pairs.push(['queued', 'yes']);

@@ -73,6 +73,8 @@ Environment:
   CACHED_EXEC_DISABLE       set (not 0): every run is cold
   CACHED_EXEC_NO_WARM       set (not 0): a miss starts no background snapshot
   CACHED_EXEC_MAX_AGE       seconds after which an image is re-taken (default 604800; 0 = never)
+  CACHED_EXEC_RETAKE_SECONDS  at most one re-take of an image for another environment, or of
+                            a stale one, per key in this many seconds (default 60)
   CACHED_EXEC_SYSTEM_DIR    read-only system image layer (root-owned), tried after the user's cache
   CACHED_EXEC_SHIMS_DIR     shim directory of --shims-* and --shell-init
                             (default ~/.local/share/cached-exec/shims)

@@ -2,6 +2,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { IMAGE_NAME_RE, keyHash } from '../../cache/key.js';
+import { describeDependency } from '../../cache/envdeps.js';
+import { describeInitSpec } from '../../resume/spec.js';
 import { readImageMeta } from '../../cache/store.js';
 import type { ImageModel, ParsedImage } from '../../image/format.js';
 import { FileFlag, Prot, RegionFlag, StateFlag, constName } from '../../image/schema.js';
@@ -75,6 +77,10 @@ export function inspectJson(file: string, parsed: ParsedImage, fileSize: number)
       euid: m.key.euid, exePath: m.key.exePath, exeDev: hex(m.key.exeDev), exeIno: num(m.key.exeIno), exeSize: num(m.key.exeSize),
       exeMtime: nsTime(m.key.exeMtimeSec, m.key.exeMtimeNsec), exeCtime: nsTime(m.key.exeCtimeSec, m.key.exeCtimeNsec),
       pathEnv: m.key.pathEnv, kernelRelease: m.key.kernelRelease,
+      ...(m.key.initSpec ? { initSpec: describeInitSpec(m.key.initSpec) } : {}),
+      ...(m.key.variant ? { variant: hex(m.key.variant) } : {}),
+      environment: m.key.envHash ? `the whole environment (sum ${hex(m.key.envHash)})`
+        : m.envDeps?.length ? m.envDeps.map((d) => describeDependency(d)).join(', ') : 'none',
     },
     files: m.files.map((f, i) => ({
       index: i, path: f.path, kind: constName('CX_FILE_', f.kind), flags: flagNames(f.flags, FileFlag),
@@ -128,6 +134,9 @@ export function inspectText(j: InspectJson, now = Date.now()): string[] {
     ['identity', `dev ${j.key.exeDev} ino ${j.key.exeIno} size ${j.key.exeSize} mtime ${j.key.exeMtime} ctime ${j.key.exeCtime}`],
     ['PATH', String(j.key.pathEnv)],
     ['kernel', String(j.key.kernelRelease)],
+    ...(j.key.initSpec ? [['init', String(j.key.initSpec)] as [string, string]] : []),
+    ...(j.key.variant ? [['variant', `${j.key.variant} (serves another environment than the key's primary image)`] as [string, string]] : []),
+    ['environment', String(j.key.environment)],
   ], '  '));
   L.push('');
   L.push(`files (${j.files.length})`);

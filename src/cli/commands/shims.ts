@@ -25,6 +25,11 @@
  * with background warming off) cannot be named and are not counted. Runs of
  * the same program under different PATHs are added up; a #! script counts for
  * its interpreter, which is what gets restored.
+ *
+ * Every install probes the program (snapshot/selflocate.ts): a program that
+ * finds its installation through argv[0] gets a shim marked self-locating
+ * (shims-marker.ts), for which the launcher passes the program's path as
+ * argv[0]. Re-running --shims-install re-probes and re-marks existing shims.
  */
 import envPaths from 'env-paths';
 import * as fs from 'node:fs';
@@ -34,6 +39,10 @@ import { readImageMeta } from '../../cache/store.js';
 import { LAUNCHER } from '../../common/package.js';
 import { resolveProgram } from '../../common/resolve.js';
 import { CxError, ioError } from '../../common/errors.js';
+import {
+  PROBES_FILE, SELFPATH_NAME, ensureSelfpathLauncher, isMarked, markerText, readProbes, recordCurrent, shimTarget, writeProbes,
+  type ProbeRecord,
+} from './shims-marker.js';
 import { printJson, table } from '../output.js';
 import type { Context } from '../context.js';
 
@@ -109,7 +118,7 @@ export function shimState(file: string): ShimState {
     const b = fs.statSync(LAUNCHER);
     if (a.dev === b.dev && a.ino === b.ino) return 'ours';
   } catch { /* dangling: judged by its target's name */ }
-  return path.basename(link) === 'cached-exec' ? 'stale' : 'foreign';
+  return path.basename(link) === 'cached-exec' || path.basename(link) === SELFPATH_NAME ? 'stale' : 'foreign';
 }
 
 /** PATH without the shim directory: where the real programs are. */
@@ -201,7 +210,25 @@ function needRoot(system: boolean, command: string): void {
   }
 }
 
-export function shimsInstall(ctx: Context): number {
+/**
+ * Runs the self-locating probe on `program` as a shim named `name` would run
+ * it. A probe that cannot run (no ptrace here) decides "not self-locating":
+ * argv[0] then reaches the program as the caller passed it, as without shims.
+ */
+async function probe(name: string, program: string, dir: string, ctx: Context): Promise<ProbeRecord> {
+  const st = fs.statSync(program, { bigint: true });
+  const base = { program, dev: String(st.dev), ino: String(st.ino), mtimeNs: String(st.mtimeNs) };
+  try {
+    const { probeSelfLocating } = await import('../../snapshot/selflocate.js');
+    const r = probeSelfLocating({ launcher: LAUNCHER, exePath: program, name, env: pathWithout(dir, ctx.env) });
+    return { ...base, selfLocating: r.selfLocating, evidence: r.evidence, stop: r.stop, ms: r.ms };
+  } catch (e) {
+    ctx.out.err(`cached-exec: ${name}: the self-locating probe failed (${(e as Error).message}): argv[0] is passed as given`);
+    return { ...base, selfLocating: false, evidence: null, stop: `probe failed: ${(e as Error).message}`, ms: 0 };
+  }
+}
+
+export async function shimsInstall(ctx: Context): Promise<number> {
   const { dir, names: operands, system } = target(ctx);
   needRoot(system, '--shims-install');
   let names = operands;
@@ -222,17 +249,27 @@ export function shimsInstall(ctx: Context): number {
   }
   for (const name of names) checkName(name);
   makeDir(dir, system);
-  const done: { name: string; shim: string; program: string | null; created: boolean; runs?: number }[] = [];
+  const probes = readProbes(dir);
+  const done: {
+    name: string; shim: string; program: string | null; created: boolean; selfLocating: boolean; probe: ProbeRecord | null; runs?: number;
+  }[] = [];
   for (const name of names) {
     const shim = path.join(dir, name);
     const state = shimState(shim);
     if (state === 'foreign') throw new CxError('io', `${shim} exists and is not a shim of cached-exec: left alone`, { path: shim });
-    if (state !== 'ours') {
-      // Atomic: a temp symlink renamed into place (over a stale shim too), so a shell never sees a half shim.
+    const program = realProgram(name, dir, ctx.env);
+    const record = program ? await probe(name, program, dir, ctx) : null;
+    if (record) probes[name] = record;
+    else delete probes[name];
+    const selfLocating = record?.selfLocating ?? false;
+    if (selfLocating) ensureSelfpathLauncher();
+    const changed = state !== 'ours' || isMarked(shim) !== selfLocating;
+    if (changed) {
+      // Atomic: a temp symlink renamed into place (over a stale or differently marked shim too), so a shell never sees a half shim.
       const tmp = path.join(dir, `.${name}.${process.pid}.tmp`);
       try {
         fs.rmSync(tmp, { force: true });
-        fs.symlinkSync(LAUNCHER, tmp);
+        fs.symlinkSync(shimTarget(selfLocating), tmp);
         fs.renameSync(tmp, shim);
       } catch (e) {
         fs.rmSync(tmp, { force: true });
@@ -240,13 +277,15 @@ export function shimsInstall(ctx: Context): number {
       }
     }
     const runs = auto?.find((p) => p.name === name)?.runs;
-    done.push({ name, shim, program: realProgram(name, dir, ctx.env), created: state !== 'ours', ...(runs === undefined ? {} : { runs }) });
+    done.push({ name, shim, program, created: changed, selfLocating, probe: record, ...(runs === undefined ? {} : { runs }) });
   }
+  writeProbes(dir, probes);
   const missing = done.filter((d) => d.program === null);
   if (ctx.json) printJson(ctx.out, { dir, shims: done });
   else {
     for (const d of done) {
-      ctx.out.line(`${d.name} -> ${d.program ?? '(not found on PATH)'}${d.runs === undefined ? '' : `  (${d.runs} runs)`}`);
+      const marker = d.program ? `  [${markerText(d.probe ?? undefined, d.selfLocating)}]` : '';
+      ctx.out.line(`${d.name} -> ${d.program ?? '(not found on PATH)'}${d.runs === undefined ? '' : `  (${d.runs} runs)`}${marker}`);
     }
     ctx.out.line(`shims in ${dir}; put it first on PATH: ${initHint(ctx, dir, system)}`);
   }
@@ -290,10 +329,15 @@ export function shimsRemove(ctx: Context): number {
       ctx.out.err(`cached-exec: ${shim}: not a shim of cached-exec, left alone`);
     }
   }
+  const probes = readProbes(dir);
+  for (const name of removed) delete probes[name];
+  try {
+    if (fs.existsSync(dir)) writeProbes(dir, probes);
+  } catch { /* a record we cannot rewrite only loses the probes' reasons */ }
   // The directory goes when it is left empty (stray temp files from a killed install included).
   try {
     const rest = fs.readdirSync(dir);
-    if (rest.every((n) => /^\..+\.\d+\.tmp$/.test(n))) {
+    if (rest.every((n) => /^\..+\.\d+\.tmp$/.test(n) || n === PROBES_FILE)) {
       for (const n of rest) fs.rmSync(path.join(dir, n), { force: true });
       fs.rmdirSync(dir);
     }
@@ -306,12 +350,21 @@ export function shimsRemove(ctx: Context): number {
 export function shimsList(ctx: Context): number {
   const { dir, names } = target(ctx);
   if (names.length) throw new CxError('usage', `--shims-list takes no program names (got '${names[0]}')`, { command: '--shims-list' });
-  const rows = listShims(dir).map(({ name, shim, state }) => ({
-    name,
-    shim,
-    program: realProgram(name, dir, ctx.env),
-    stale: state === 'stale',
-  }));
+  const probes = readProbes(dir);
+  const rows = listShims(dir).map(({ name, shim, state }) => {
+    const program = realProgram(name, dir, ctx.env);
+    const probe = probes[name];
+    return {
+      name,
+      shim,
+      program,
+      stale: state === 'stale',
+      selfLocating: isMarked(shim),
+      probe: probe ?? null,
+      /** The program changed (or another one is found now) since the probe: --shims-install decides again. */
+      probeOutdated: program !== null && !recordCurrent(probe, program),
+    };
+  });
   const onPath = (ctx.env.PATH ?? '').split(':').map((p) => path.resolve(p || '.'));
   const first = onPath[0] === dir;
   if (ctx.json) {
@@ -322,7 +375,9 @@ export function shimsList(ctx: Context): number {
   else {
     const what = (r: (typeof rows)[number]): string =>
       `${r.program ?? '(not found: command not found)'}${r.stale ? '  [stale: points to another cached-exec]' : ''}`;
-    ctx.out.line(table(rows.map((r) => [r.name, what(r)]), ['shim', 'runs']).join('\n'));
+    const argv0 = (r: (typeof rows)[number]): string => (r.program === null ? ''
+      : `${markerText(r.probe ?? undefined, r.selfLocating)}${r.probeOutdated && r.probe ? '; the program changed since: --shims-install probes it again' : ''}`);
+    ctx.out.line(table(rows.map((r) => [r.name, what(r), argv0(r)]), ['shim', 'program', 'argv[0]']).join('\n'));
   }
   ctx.out.line(first ? `${dir} is first on PATH`
     : `${dir} is ${onPath.includes(dir) ? 'on PATH but not first' : 'not on PATH'}: ${initHint(ctx, dir, ctx.modifiers.has('--system'))}`);

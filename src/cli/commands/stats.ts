@@ -4,7 +4,8 @@ import { foldStats, summarize, zeroStats, type StatsSummary } from '../../cache/
 import type { Context } from '../context.js';
 import { formatBytes, formatTime, keyValues, printJson, table } from '../output.js';
 
-const LABELS: Record<string, string> = {
+/** Row labels of the cold reasons, for every CX_OUTCOME_* but HIT and MISS (a unit test checks none is missing). */
+export const LABELS: Record<string, string> = {
   BYPASS_DISABLED: 'CACHED_EXEC_DISABLE set',
   BYPASS_LOADER_ENV: 'loader variables (LD_*, ...)',
   BYPASS_SECURE: 'privileged program',
@@ -27,6 +28,7 @@ const LABELS: Record<string, string> = {
   FAIL_EXE: '/proc/self/exe cannot name the program',
   BYPASS_STACK_LIMIT: 'stack limit too small to restore',
   FAIL_IDENTITY: "image bound to another user's identity",
+  FAIL_ENV: 'taken for another environment',
 };
 
 /** Snapshot refusals in plain words (the code stays in --json). */

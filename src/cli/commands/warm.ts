@@ -3,12 +3,13 @@
  * where the launcher will look for them. Also the engine of the background
  * warmer (--drain-queue).
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { checkImage } from '../../cache/check.js';
 import { groupsHash, keyFromStat, keyHash } from '../../cache/key.js';
 import { tryLock } from '../../cache/lock.js';
 import { enforceBounds } from '../../cache/maintain.js';
-import { appendEvent } from '../../cache/stats.js';
+import { appendEvent, foldStats } from '../../cache/stats.js';
 import type { Store } from '../../cache/store.js';
 import { serializeImage, type ImageKey } from '../../image/format.js';
 import { StateFlag } from '../../image/schema.js';
@@ -20,9 +21,16 @@ import { formatBytes, printJson } from '../output.js';
 import { LAUNCHER } from '../../common/package.js';
 import { readShebang, resolveProgram } from '../../common/resolve.js';
 import { loadSnapshotter, type TakeSnapshot } from '../snapshotter.js';
-import { initSpec, kindOfWords, resumeEnvHash } from '../../resume/spec.js';
+import { initSpec, kindOfWords } from '../../resume/spec.js';
 import { DIAGNOSABLE, initFailure } from '../init-diagnosis.js';
 import { scriptShim, shimAdvice } from '../script-shim.js';
+
+/**
+ * Variant images one key may have (images for other environments than its
+ * primary image's): beyond this the least recently used one goes, so an
+ * environment that keeps changing cannot fill the cache.
+ */
+export const MAX_VARIANTS = 8;
 
 export interface WarmResult {
   program: string;
@@ -44,6 +52,8 @@ export interface WarmResult {
   skipped?: boolean;
   /** The image depends on who took it (served to key.euid only; 0600 in the system layer). */
   identityBound?: boolean;
+  /** The image serves another environment than the key's primary image: written as a variant of it. */
+  variant?: boolean;
 }
 
 export interface WarmOptions {
@@ -53,8 +63,10 @@ export interface WarmOptions {
   env: NodeJS.ProcessEnv;
   launcher?: string;
   timeoutMs?: number;
-  /** Keep a valid image another process wrote while we waited for the key's lock. */
+  /** Keep a valid image (for this environment) another process wrote while we waited for the key's lock. */
   skipIfValid?: boolean;
+  /** A re-take the launcher asked for (a stale or other-environment fallback): noted for its rate limit. */
+  retake?: boolean;
   /** A post-init image: the adapter words (src/resume/spec.ts), as --after-init/--preload or a queue entry give them. */
   afterInit?: { words: string[] };
   /** How long to wait before the one retry of a `too-new` refusal (default 2100 ms: past a 2-second timestamp step). */
@@ -90,10 +102,8 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
     r = { name: program, path: sb.interpreter, stat: sb.stat };
   }
   const key = keyFromStat(r.path, r.stat, o.env, o.store.euid, o.store.shared ? 0n : groupsHash());
-  if (o.afterInit) {
-    key.initSpec = initSpec(o.afterInit.words);
-    key.envHash = resumeEnvHash(o.env);
-  }
+  if (o.afterInit) key.initSpec = initSpec(o.afterInit.words);
+  // The primary key: the lock, the queue entry and a refusal are by it, whichever image this becomes.
   const hash = keyHash(key);
   const base: WarmResult = { program, ok: false, resolved: r.path, key: hash, notes };
   if (o.afterInit && shim) {
@@ -111,9 +121,9 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
   const lock = tryLock(o.store.lockPath(`snapshot-${hash}`), { timeoutMs: (o.timeoutMs ?? 10_000) + 30_000, staleMs: 10 * 60_000 });
   if (!lock) throw new CxError('locked', `${program}: another snapshot of it is still running`, { program, command: '--warm' });
   try {
-    const image = o.store.imagePathForHash(hash);
-    if (o.skipIfValid && checkImage(image, { key, owner: o.store.euid, maxAgeSec: 0 }).outcome === 'HIT') {
-      return { ...base, ok: true, image, skipped: true };
+    if (o.skipIfValid) {
+      const image = servingImage(o.store, key, o.env);
+      if (image) return { ...base, ok: true, image, skipped: true };
     }
     const take = await o.snapshotter();
     const t0 = performance.now();
@@ -163,22 +173,74 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
         { program, path: r.path, command: '--warm', reason: 'changed' });
     }
     // The key exactly as the launcher computes it (its path string, PATH, euid, kernel).
-    // An environment binding (constructors read the environment) stays with the image.
-    model.key = model.key.envHash && !o.afterInit ? { ...key, envHash: model.key.envHash } : key;
+    // A binding to the whole environment stays with the image.
+    model.key = model.key.envHash ? { ...key, envHash: model.key.envHash } : { ...key };
+    // A shared layer is readable by every user: no environment of root's goes there.
+    if (o.store.shared) delete model.snapshotEnv;
+    // The primary image of the key, unless the one there is sound and serves another
+    // environment: then a variant, named by what this environment gives for its dependencies.
+    const primary = checkImage(o.store.imagePathForHash(hash), { key, owner: o.store.euid, env: o.env, maxAgeSec: 0 });
+    const selector = primary.outcome === 'FAIL_ENV' ? primary.env?.selector : undefined;
+    if (selector !== undefined) model.key.variant = selector;
+    const target = keyHash(model.key);
     const data = serializeImage(model);
     const identityBound = (model.state.flags & StateFlag.IDENTITY_BOUND) !== 0;
-    const written = o.store.writeImage(key, data, { identityBound });
+    const written = o.store.writeImage(model.key, data, { identityBound });
     o.store.clearRefused(hash);
     o.store.removeQueued(hash);
-    appendEvent(o.store, { e: 'snapshot', key: hash, bytes: written.size, ms });
-    const plan = enforceBounds(o.store, new Set([hash]));
+    const evictedVariants = recordVariant(o.store, hash, target, !!o.retake);
+    appendEvent(o.store, { e: 'snapshot', key: target, bytes: written.size, ms });
+    const plan = enforceBounds(o.store, new Set([target]));
     return {
-      ...base, ok: true, image: written.path, size: written.size, ms, notes: [...notes, ...outcome.notes],
-      evicted: plan.evict.map((e) => e.hash), identityBound,
+      ...base, ok: true, key: target, image: written.path, size: written.size, ms, notes: [...notes, ...outcome.notes],
+      evicted: [...evictedVariants, ...plan.evict.map((e) => e.hash)], identityBound, ...(target !== hash ? { variant: true } : {}),
     };
   } finally {
     lock.release();
   }
+}
+
+/** The image that would serve a run of `key` in `env` (the primary, or its variant for that environment), or null. */
+export function servingImage(store: Store, key: ImageKey, env: NodeJS.ProcessEnv): string | null {
+  const primary = store.imagePathForHash(keyHash(key));
+  const v = checkImage(primary, { key, owner: store.euid, env, maxAgeSec: 0 });
+  if (v.outcome === 'HIT') return primary;
+  if (v.outcome !== 'FAIL_ENV' || v.env?.selector === undefined) return null;
+  const vkey = { ...key, variant: v.env.selector };
+  const variant = store.imagePathForHash(keyHash(vkey));
+  return checkImage(variant, { key: vkey, owner: store.euid, env, maxAgeSec: 0 }).outcome === 'HIT' ? variant : null;
+}
+
+/**
+ * Notes a new variant of `primary` (retake/<primary>) and removes the least
+ * recently used ones beyond MAX_VARIANTS; returns the removed keys. A re-take
+ * also moves the record's time, which the launcher's rate limit reads.
+ */
+function recordVariant(store: Store, primary: string, written: string, retake: boolean): string[] {
+  const known = store.variants(primary).filter((h) => h !== written && h !== primary && fs.existsSync(store.imagePathForHash(h)));
+  if (written !== primary) known.push(written);
+  const removed: string[] = [];
+  if (known.length > MAX_VARIANTS) {
+    const usage = foldStats(store, { save: false }).usage;
+    const lastUse = (h: string): number => {
+      let t = usage[h]?.lastUse ?? 0;
+      try {
+        t = Math.max(t, fs.statSync(store.imagePathForHash(h)).mtimeMs);
+      } catch { /* gone */ }
+      return t;
+    };
+    const old = known.filter((h) => h !== written).sort((a, b) => lastUse(a) - lastUse(b)).slice(0, known.length - MAX_VARIANTS);
+    for (const h of old) {
+      let bytes = 0;
+      try {
+        bytes = fs.statSync(store.imagePathForHash(h)).size;
+      } catch { /* gone */ }
+      if (store.removeImage(h)) appendEvent(store, { e: 'evicted', key: h, bytes, reason: 'variants' });
+      removed.push(h);
+    }
+  }
+  if (written !== primary || retake || removed.length) store.setVariants(primary, known.filter((h) => !removed.includes(h)), retake);
+  return removed;
 }
 
 export async function warm(ctx: Context): Promise<number> {

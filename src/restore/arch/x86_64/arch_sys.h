@@ -48,6 +48,8 @@
 #define __NR_faccessat 269
 #define __NR_set_robust_list 273
 #define __NR_utimensat 280
+#define __NR_unlinkat 263
+#define __NR_linkat 265
 #define __NR_rseq 334
 #define __NR_dup2 33
 #define __NR_fork 57

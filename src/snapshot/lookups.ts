@@ -1,0 +1,317 @@
+/**
+ * Which environment variables a traced process looks up, seen at the lookup
+ * functions themselves: an int3 on each entry point (getenv, secure_getenv;
+ * a program's own, like bash's find_variable) found in the dynamic symbol
+ * table of every executable file the process maps, as it maps them.
+ *
+ * On a hit the tracer reads the name (the first argument), takes the int3
+ * out so the function runs unchanged, and plants one on the return address;
+ * when that fires it reads the result (for getenv: the value, or NULL) and
+ * puts the entry's int3 back. Hooks around the call let the caller lift the
+ * environment trap (envtrap.ts) for exactly the duration of a lookup, so a
+ * lookup sees the real environment while any other read of it still faults.
+ *
+ * Scanning `environ` reads every entry and says nothing about which ones
+ * matter; a lookup names its variable. That is what an image can be keyed on.
+ */
+import * as fs from 'node:fs';
+import * as L from '../sys/libc.js';
+import type { ImageEnvDep } from '../image/format.js';
+import { dependency, describeDependency } from '../cache/envdeps.js';
+import { LOADER_VARS } from './env.js';
+import { definedFunctions } from './elfsym.js';
+import { readCString, readMem } from './mem.js';
+import { SnapshotRefusal } from './refusal.js';
+
+const INT3 = 0xcc;
+/** Longest value read back: longer ones are hashed from the environment itself, which holds the same bytes. */
+const MAX_VALUE = 1 << 20;
+
+/**
+ * A lookup entry point: `value` functions return the variable's value (a C
+ * string or NULL), `name` functions look a variable up in some other form
+ * (bash's shell variables), `prefix` functions list the variables whose
+ * names start with their argument, `all` functions walk every variable.
+ */
+export interface LookupFunction {
+  name: string;
+  kind: 'value' | 'name' | 'prefix' | 'all';
+}
+
+/** The C library's: every program's constructors look variables up through these. */
+export const LIBC_LOOKUPS: readonly LookupFunction[] = [
+  { name: 'getenv', kind: 'value' },
+  { name: 'secure_getenv', kind: 'value' },
+];
+
+/**
+ * bash's own, which it exports for loadable builtins: every variable an rc
+ * file reads or assigns is looked up through one of the `name` functions
+ * (bash imports the environment into its variable table at start-up, so the
+ * init never calls getenv), and every listing of variables (declare -p,
+ * ${!prefix@}, compgen -v, the environment of a command it runs) goes through
+ * one of the `all` functions, or all_variables_matching_prefix for
+ * ${!prefix@}. (Building the environment of a command bash runs walks the
+ * exported variables through map_over too; such an init runs other programs,
+ * which binds the image to the whole environment anyway.)
+ */
+export const BASH_LOOKUPS: readonly LookupFunction[] = [
+  ...['find_variable', 'find_variable_noref', 'find_global_variable', 'find_global_variable_noref', 'find_variable_tempenv',
+    'find_variable_notempenv', 'find_variable_for_assignment', 'find_variable_last_nameref', 'find_variable_nameref_for_create',
+    'find_shell_variable', 'find_tempenv_variable'].map((name) => ({ name, kind: 'name' as const })),
+  { name: 'all_variables_matching_prefix', kind: 'prefix' },
+  ...['all_shell_variables', 'all_exported_variables', 'all_visible_variables'].map((name) => ({ name, kind: 'all' as const })),
+];
+
+export interface EnvLookup {
+  /** The variable's name; '*' for a function that walks every variable. */
+  name: string;
+  /** What a `value` lookup returned (null: not set); undefined for other kinds. */
+  value?: string | null;
+  /** The function and file it was made through, for notes. */
+  via: string;
+  /** Announced by the program (resume protocol): only whether it is set, or every variable whose name starts with `name`. */
+  form?: 'presence' | 'prefix';
+}
+
+/**
+ * The resume protocol's announcements (docs/resume-protocol.md): before its
+ * checkpoint an init may name a variable it read through means no tracer
+ * sees (a language's own copy of the environment) by probing
+ * /proc/self/fd/N/env/NAME (N the resume fd; the probe fails with ENOTDIR
+ * and changes nothing). NAME* names a prefix, * the whole environment;
+ * /proc/self/fd/N/env-set/NAME says only whether it is set matters.
+ */
+export function announcement(path: string, resumeFd: number): EnvLookup | null {
+  const base = `/proc/self/fd/${resumeFd}/`;
+  if (!path.startsWith(base)) return null;
+  const rest = path.slice(base.length);
+  const slash = rest.indexOf('/');
+  if (slash < 0) return null;
+  const kind = rest.slice(0, slash);
+  const name = rest.slice(slash + 1);
+  if (!name || name.includes('/') || name.includes('=')) return null;
+  const via = 'announced by the program';
+  if (kind === 'env-set') return name.includes('*') ? null : { name, via, form: 'presence' };
+  if (kind !== 'env') return null;
+  if (name === '*') return { name, via };
+  if (name.endsWith('*')) return name.length > 1 && !name.slice(0, -1).includes('*') ? { name: name.slice(0, -1), via, form: 'prefix' } : null;
+  return name.includes('*') ? null : { name, via };
+}
+
+interface Entry {
+  fn: LookupFunction;
+  file: string;
+  byte: number;
+  planted: boolean;
+}
+
+interface Call {
+  entry: bigint;
+  ret: bigint;
+  /** rsp at the entry: the return leaves it 8 higher. */
+  rsp: bigint;
+  name: string;
+}
+
+interface ExecMapping { start: bigint; end: bigint; offset: bigint; path: string; key: string }
+
+function executableMappings(pid: number): ExecMapping[] {
+  const out: ExecMapping[] = [];
+  for (const line of fs.readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) (\S+) (\d+)\s+(\/.*)$/.exec(line);
+    if (!m || (m[3] as string)[2] !== 'x' || m[6] === '0') continue;
+    out.push({ start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[2]}`), offset: BigInt(`0x${m[4]}`), path: m[7] as string, key: `${m[5]}:${m[6]}:${m[7]}` });
+  }
+  return out;
+}
+
+export interface LookupHooks {
+  /** A lookup starts (the outermost, when they nest). */
+  enter?: () => void;
+  /** The outermost lookup returned. */
+  leave?: () => void;
+}
+
+export class LookupTracer {
+  readonly lookups: EnvLookup[] = [];
+  private readonly entries = new Map<bigint, Entry>();
+  private readonly returns = new Map<bigint, { byte: number; users: number }>();
+  private readonly calls: Call[] = [];
+  private readonly scanned = new Set<string>();
+  private readonly byName: Map<string, LookupFunction>;
+
+  constructor(
+    private readonly pid: number,
+    private readonly mem: number,
+    functions: readonly LookupFunction[],
+    private readonly hooks: LookupHooks = {},
+  ) {
+    this.byName = new Map(functions.map((f) => [f.name, f]));
+  }
+
+  /** A lookup is running: its entry int3 is out and its return int3 in. */
+  get calling(): boolean {
+    return this.calls.length > 0;
+  }
+
+  /**
+   * Plants int3s in executable file mappings not seen before. Call at the
+   * exec stop and after every mmap that maps code: the loader maps a
+   * library before it runs any of it.
+   */
+  scan(): void {
+    const maps = executableMappings(this.pid);
+    for (const m of maps) {
+      if (this.scanned.has(m.key)) continue;
+      this.scanned.add(m.key);
+      for (const fn of definedFunctions(m.path, new Set(this.byName.keys()))) {
+        // Every executable mapping of this file was listed: the function lies in one of them.
+        const home = maps.find((x) => x.key === m.key && fn.fileOffset >= x.offset &&
+          fn.fileOffset < x.offset + (x.end - x.start));
+        if (!home) continue;
+        const addr = home.start + (fn.fileOffset - home.offset);
+        if (this.entries.has(addr)) continue; // an alias (secure_getenv, __libc_secure_getenv)
+        const byte = readMem(this.mem, addr, 1)[0] as number;
+        this.entries.set(addr, { fn: this.byName.get(fn.name) as LookupFunction, file: m.path, byte, planted: false });
+        this.plant(addr);
+      }
+    }
+  }
+
+  /**
+   * Handles a SIGTRAP stop if it is one of ours (true): an entry or a return.
+   * The tracee is left ready to continue.
+   */
+  onTrap(): boolean {
+    const regs = L.getRegs(this.pid);
+    const at = regs.rip - 1n;
+    const entry = this.entries.get(at);
+    if (entry?.planted) {
+      this.enter(at, entry, regs);
+      return true;
+    }
+    if (this.returns.has(at)) {
+      this.leave(at, regs);
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * Takes the entry int3s out while a fork copies the address space (the
+   * child would die on one: it is not traced for lookups) and puts them back.
+   * Forks never happen inside a lookup.
+   */
+  suspend(): void {
+    for (const [addr, e] of this.entries) if (e.planted) this.write(addr, e.byte);
+  }
+
+  unsuspend(): void {
+    for (const [addr, e] of this.entries) if (e.planted) this.write(addr, INT3);
+  }
+
+  /** Takes every int3 out (at the entry point, or before the tracee is captured). */
+  removeAll(): void {
+    if (this.calls.length) throw new SnapshotRefusal('internal', `stopped inside a lookup of ${this.calls[0]?.name}`);
+    for (const [addr, e] of this.entries) {
+      if (e.planted) this.write(addr, e.byte);
+      e.planted = false;
+    }
+  }
+
+  private enter(at: bigint, entry: Entry, regs: L.Regs): void {
+    let name: string;
+    try {
+      name = entry.fn.kind === 'all' ? '*' : readCString(this.mem, regs.rdi, 4096);
+    } catch {
+      throw new SnapshotRefusal('internal', `${entry.fn.name}() called with an unreadable name`);
+    }
+    const ret = readMem(this.mem, regs.rsp, 8).readBigUInt64LE(0);
+    this.write(at, entry.byte);
+    entry.planted = false;
+    const r = this.returns.get(ret);
+    if (r) r.users++;
+    else {
+      this.returns.set(ret, { byte: readMem(this.mem, ret, 1)[0] as number, users: 1 });
+      this.write(ret, INT3);
+    }
+    this.calls.push({ entry: at, ret, rsp: regs.rsp, name });
+    if (this.calls.length === 1) this.hooks.enter?.();
+    regs.rip = at;
+    L.setRegs(this.pid, regs);
+  }
+
+  private leave(at: bigint, regs: L.Regs): void {
+    const call = this.calls.at(-1);
+    if (!call || call.ret !== at || regs.rsp !== call.rsp + 8n) {
+      throw new SnapshotRefusal('internal', `a lookup's return address 0x${at.toString(16)} was reached another way`);
+    }
+    this.calls.pop();
+    const entry = this.entries.get(call.entry) as Entry;
+    const lookup: EnvLookup = { name: call.name, via: `${entry.fn.name} in ${entry.file}`, ...(entry.fn.kind === 'prefix' ? { form: 'prefix' as const } : {}) };
+    if (entry.fn.kind === 'value') lookup.value = regs.rax === 0n ? null : readCString(this.mem, regs.rax, MAX_VALUE);
+    this.lookups.push(lookup);
+    const r = this.returns.get(at) as { byte: number; users: number };
+    if (--r.users === 0) {
+      this.write(at, r.byte);
+      this.returns.delete(at);
+    }
+    if (!this.calls.some((c) => c.entry === call.entry)) this.plant(call.entry);
+    if (this.calls.length === 0) this.hooks.leave?.();
+    regs.rip = at;
+    L.setRegs(this.pid, regs);
+  }
+
+  private plant(addr: bigint): void {
+    const e = this.entries.get(addr) as Entry;
+    this.write(addr, INT3);
+    e.planted = true;
+  }
+
+  private write(addr: bigint, byte: number): void {
+    if (fs.writeSync(this.mem, Buffer.from([byte]), 0, 1, Number(addr)) !== 1) {
+      throw new SnapshotRefusal('internal', `cannot write tracee memory at 0x${addr.toString(16)}`);
+    }
+  }
+}
+
+/** More variables than this looked up: the image is bound to the whole environment instead (a list that long keys nearly as much). */
+export const MAX_ENV_DEPS = 200;
+
+/**
+ * The dependencies a list of lookups gives, in the order first looked up:
+ * each name with what `env` (the snapshot's environment as the caller gave
+ * it) has for it. The loader's own variables are left out: a run that sets
+ * one bypasses the cache. Returns null when there are too many to list.
+ * A lookup that saw another value than `env` has is a refusal: the image
+ * would be keyed on something the process did not see.
+ */
+export function lookupDependencies(lookups: readonly EnvLookup[], env: NodeJS.ProcessEnv,
+  ignore: (name: string) => boolean = () => false): ImageEnvDep[] | null {
+  if (lookups.some((l) => l.name === '*')) return null; // something listed every variable
+  const prefixes = [...new Set(lookups.filter((l) => l.form === 'prefix').map((l) => l.name))];
+  const seen = new Map<string, EnvLookup>();
+  for (const l of lookups) {
+    const key = `${l.form === 'prefix' ? '*' : ''}${l.name}`;
+    const had = seen.get(key);
+    // A value lookup of a name says more than "is it set": the value wins.
+    if (!had || (had.form === 'presence' && l.form === undefined)) seen.set(key, l);
+  }
+  const deps: ImageEnvDep[] = [];
+  for (const l of seen.values()) {
+    const name = l.name;
+    if (LOADER_VARS.test(name) || ignore(name)) continue;
+    if (l.form !== 'prefix' && prefixes.some((p) => name.startsWith(p))) continue; // the prefix covers it
+    if (l.value !== undefined && l.value !== (env[name] ?? null)) {
+      throw new SnapshotRefusal('internal', `${l.via} returned another value for ${name} than the environment given has`);
+    }
+    deps.push(dependency(name, env, l.form === 'prefix' ? 'prefix' : l.form === 'presence' ? 'presence' : 'value'));
+  }
+  return deps.length > MAX_ENV_DEPS ? null : deps;
+}
+
+/** "NAME (set), OTHER (not set)" for notes. */
+export function describeLookedUp(deps: readonly ImageEnvDep[]): string {
+  return deps.map((d) => describeDependency(d)).join(', ');
+}

@@ -1,0 +1,171 @@
+/**
+ * postLinkModel: a program stopped at its ELF entry point, as an image model.
+ *
+ *  1. refuse what cannot be restored (elf.ts: not ELF, static, foreign, privileged);
+ *  2. the differential runs A and B (diff.ts): where argc and tid copies live,
+ *     and the proof that nothing else depends on argv, environment or pid;
+ *  3. the real run: trace to the entry point with LD_BIND_NOW=1 (trace.ts,
+ *     syscalls.ts), check the process is in a state an image can stand for,
+ *     capture its address space (capture.ts), find slots (slots.ts) and
+ *     translate the differential ones (layout.ts);
+ *  4. files, regions, kernel state, vdso layout, key.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { ImageModel, ImageSlot } from '../image/format.js';
+import { SlotKind, StateFlag } from '../image/schema.js';
+import { identityAndAccess } from './access.js';
+import { checkNotTooNew } from './fresh.js';
+import { envHash, keyFor } from '../cache/key.js';
+import type { SnapshotOptions } from './api.js';
+import { captureMappings, readMaps } from './capture.js';
+import { differential, translateSlots } from './diff.js';
+import { checkProgram } from './elf.js';
+import { perturbedEnv, snapshotEnv } from './env.js';
+import { retakeEntries } from '../cache/envdeps.js';
+import { MAX_ENV_DEPS, describeLookedUp, lookupDependencies } from './lookups.js';
+import { buildFiles } from './files.js';
+import { checkSameContents } from './layout.js';
+import { byAddress, checkProgramUnchanged, kernelState, vdsoParts } from './process-state.js';
+import { SnapshotRefusal } from './refusal.js';
+import { buildRegions } from './regions.js';
+import { findCanaries, findStackSlots, readStack, type StackLayout } from './slots.js';
+import { AT, killTracee, runToEntry, type StoppedAtEntry } from './trace.js';
+import { syscallName } from './syscalls.js';
+
+const DEFAULT_TIMEOUT_MS = 10_000;
+/**
+ * Extra arguments for every run. argc copies found by the differential runs
+ * are verified in the real run by value; an unusual argc makes that check
+ * meaningful (a stray word equal to 1 is common, one equal to 38 much less).
+ */
+const ARGC_PADDING = 37;
+
+export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes: string[] } {
+  // Before anything is read: a dependency must be older than this (fresh.ts).
+  const startNs = BigInt(Date.now()) * 1_000_000n;
+  const exePath = path.resolve(opts.exePath);
+  const program = checkProgram(exePath);
+  const keyBefore = keyFor(exePath, opts.env);
+  const envp = snapshotEnv(opts.env);
+  const deadline = Date.now() + (opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+  const argv = [exePath, ...opts.argv.slice(1), ...Array.from({ length: ARGC_PADDING }, (_, i) => `cx-pad-${i}`)];
+  const base = { launcher: opts.launcher, exePath, argv, envp, noAslr: false, deadline };
+
+  // The differential runs first: a refusal there costs no real run, and the
+  // real run's tracee is then the only one alive while it is captured.
+  const diff = differential(base, (keep) => perturbedEnv(envp, keep));
+  // What the constructors looked up is the image's only tie to the environment;
+  // reads that bypassed getenv, or too many names, bind it to the whole of it.
+  const deps = diff.envBound ? null : lookupDependencies(diff.lookups, opts.env);
+
+  const t = runToEntry(base);
+  try {
+    checkEntryState(t);
+    const maps = readMaps(t.pid);
+    checkSameContents(diff.runA.maps, maps);
+    const caps = captureMappings(t.pid, t.mem, maps);
+    const stack = readStack(t, maps);
+    checkStack(stack, argv);
+    const fsBase = t.regs.fs_base;
+    const slots: ImageSlot[] = [
+      ...findStackSlots(caps, stack),
+      ...findCanaries(t, caps, fsBase),
+      ...translateSlots(diff.slots, diff.runA, caps, fsBase, stack.argc, t.pid),
+    ];
+    const seen = new Set<bigint>();
+    for (const s of slots) {
+      if (seen.has(s.addr)) throw new SnapshotRefusal('internal', `two slots at 0x${s.addr.toString(16)}`);
+      seen.add(s.addr);
+    }
+    if (!slots.some((s) => s.kind === SlotKind.ARGC_ADDR)) throw new SnapshotRefusal('internal', 'no pointer to argc found');
+    const files = buildFiles(t.paths, maps, exePath, program.interpreter);
+    const identityBound = identityAndAccess(files.files, t.paths, [], t.identityAsked);
+    checkNotTooNew(files.files, startNs);
+    const regions = buildRegions(caps, files, slots);
+    const state = kernelState(t, maps);
+    if (identityBound) state.flags |= StateFlag.IDENTITY_BOUND;
+    const key = keyFor(exePath, opts.env);
+    if (!deps) key.envHash = envHash(opts.env);
+    checkProgramUnchanged(exePath, keyBefore, key);
+    const image: ImageModel = {
+      createdNs: BigInt(Date.now()) * 1_000_000n,
+      key,
+      files: files.files,
+      regions,
+      slots: slots.sort(byAddress),
+      state,
+      vdso: vdsoParts(maps, state.vdsoBase),
+      ...(deps?.length ? { envDeps: deps } : {}),
+      // A re-take needs what the image depends on (no other variable goes into an image).
+      ...(!deps || deps.length ? { snapshotEnv: retakeEntries(deps ?? [], opts.env, !deps) } : {}),
+    };
+    const notes = [
+      `${t.syscallCount} syscalls before the entry point (${summarizeSyscalls(t)})`,
+      `${slots.length} slots, ${regions.length} regions, ${files.files.length} files`,
+    ];
+    if (identityBound) notes.push(`identity-bound (served only to uid ${key.euid}): ${identityBound}`);
+    for (const l of t.loader.limitsRead) {
+      const v = (x: bigint): string => (x === 0xffffffffffffffffn ? 'unlimited' : String(x));
+      notes.push(`resource limit ${l.resource} read before the entry point (soft ${v(l.cur)}, hard ${v(l.max)}): a caller with another limit gets values derived from this one`);
+    }
+    if (!deps) {
+      notes.push(diff.envBound
+        ? 'library constructors read the environment other than through getenv: the image serves only this exact environment'
+        : `library constructors looked up more than ${MAX_ENV_DEPS} variables: the image serves only this exact environment`);
+    } else if (deps.length) {
+      notes.push(`library constructors looked up ${describeLookedUp(deps)}: the image serves runs that agree on these`);
+    }
+    if (diff.randomCopies) {
+      notes.push(`${diff.randomCopies} words are getrandom output kept verbatim before the entry point (malloc's tcache key): shared by every restore`);
+    }
+    return { image, notes };
+  } finally {
+    killTracee(t.pid, t.mem);
+  }
+}
+
+function summarizeSyscalls(t: StoppedAtEntry): string {
+  return [...t.syscallsByNr].sort((a, b) => b[1] - a[1]).map(([nr, n]) => `${syscallName(nr)} ${n}`).join(', ');
+}
+
+/** The process must be in a state an image can stand for: the syscall policy's result, seen by the kernel. */
+function checkEntryState(t: StoppedAtEntry): void {
+  const tasks = fs.readdirSync(`/proc/${t.pid}/task`);
+  if (tasks.length !== 1) throw new SnapshotRefusal('threads', `${tasks.length} threads at the entry point`);
+  const fds = fs.readdirSync(`/proc/${t.pid}/fd`).map(Number).filter((fd) => fd > 2);
+  if (fds.length) {
+    const what = fds.map((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/${t.pid}/fd/${fd}`);
+      } catch {
+        return String(fd);
+      }
+    });
+    throw new SnapshotRefusal('open-fds', `constructors left files open: ${what.join(', ')}`);
+  }
+  const children = fs.readFileSync(`/proc/${t.pid}/task/${t.pid}/children`, 'utf8').trim();
+  if (children) throw new SnapshotRefusal('children', `child processes exist at the entry point: ${children}`);
+  // The spawn reset every disposition and the mask, so anything here was done before the entry point.
+  const status = fs.readFileSync(`/proc/${t.pid}/status`, 'utf8');
+  for (const field of ['SigPnd', 'ShdPnd', 'SigBlk', 'SigIgn', 'SigCgt', 'Seccomp']) {
+    const m = new RegExp(`^${field}:\\s*(\\S+)`, 'm').exec(status);
+    if (!m) throw new SnapshotRefusal('internal', `no ${field} in /proc/${t.pid}/status`);
+    if (/[^0]/.test(m[1] as string)) {
+      throw new SnapshotRefusal('unsupported-syscall', `signal or seccomp state at the entry point: ${field} ${m[1]}`);
+    }
+  }
+  if (t.regs.rip !== t.auxv.get(AT.ENTRY)) throw new SnapshotRefusal('internal', 'not stopped at the entry point');
+  if (t.loader.fsBase !== undefined && t.loader.fsBase !== t.regs.fs_base) {
+    throw new SnapshotRefusal('internal', 'fs_base differs from the loader\'s arch_prctl(ARCH_SET_FS)');
+  }
+  if (t.regs.rsp % 16n !== 0n) throw new SnapshotRefusal('internal', 'rsp at the entry point is not 16-byte aligned: a frame is live');
+}
+
+/** rsp must point at the kernel's argc with our argv above it: no frame of the loader is live. */
+function checkStack(s: StackLayout, argv: string[]): void {
+  if (s.argc !== argv.length || s.argvStrings.some((a, i) => a.value !== argv[i])) {
+    throw new SnapshotRefusal('internal', 'the stack at the entry point is not the kernel\'s initial frame');
+  }
+}
+
