@@ -17,7 +17,8 @@
  * are ordinary ones. Post-link: `dash -c` and `bash -c` (images taken with
  * ASLR on); post-init: `--after-init bash -c`. Each run must print "ok" and
  * exit 3, with nothing on stderr. The launcher's own statistics then say how
- * many runs restored and how many fell back cold, by reason.
+ * many runs restored and how many fell back cold, by reason. It runs a private
+ * copy of the package, so the working tree may change meanwhile.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { setInterval, clearInterval } from 'node:timers';
@@ -27,7 +28,6 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const launcher = path.join(root, 'bin', 'cached-exec');
 
 const arg = (name, dflt) => {
   const i = process.argv.indexOf(name);
@@ -37,12 +37,22 @@ const runs = arg('--runs', 100_000);
 const jobs = Math.max(2, arg('--jobs', 4));
 const keep = process.argv.includes('--keep');
 
-if (!fs.existsSync(launcher) || !fs.existsSync(path.join(root, 'dist', 'cli', 'main.js'))) {
+if (!fs.existsSync(path.join(root, 'bin', 'cached-exec')) || !fs.existsSync(path.join(root, 'dist', 'cli', 'main.js'))) {
   console.error('stress: build first (npm run build)');
   process.exit(2);
 }
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'cx-stress-'));
+// A private copy of the package: a rebuild or a checkout in the working tree during the
+// run (an hour) must not change the launcher or make the post-init image stale (its
+// adapter in shell/ is a dependency).
+const pkg = path.join(work, 'pkg');
+fs.mkdirSync(path.join(pkg, 'bin'), { recursive: true });
+fs.copyFileSync(path.join(root, 'bin', 'cached-exec'), path.join(pkg, 'bin', 'cached-exec'));
+fs.chmodSync(path.join(pkg, 'bin', 'cached-exec'), 0o755);
+for (const n of ['dist', 'shell']) fs.cpSync(path.join(root, n), path.join(pkg, n), { recursive: true });
+for (const n of ['package.json', 'node_modules']) fs.symlinkSync(path.join(root, n), path.join(pkg, n));
+const launcher = path.join(pkg, 'bin', 'cached-exec');
 const cache = path.join(work, 'cache');
 fs.mkdirSync(cache, { mode: 0o700 });
 const runner = path.join(work, 'stress-runner');
@@ -112,10 +122,12 @@ const outcomes = Object.entries(stats.outcomes).filter(([, v]) => v).map(([k, v]
 console.log(`\n${total.runs} runs in ${secs.toFixed(0)} s (${(total.runs / secs).toFixed(0)}/s): ${total.ok} correct, ` +
   `${total.crashes} crashes, ${total.wrong_status} wrong exit status, ${total.wrong_output} wrong output`);
 console.log(`launcher outcomes: ${outcomes}`);
-if (segfaults >= 0) console.log(`kernel log: ${segfaults} new segfault lines`);
+if (segfaults >= 0) {
+  console.log(`kernel log: ${segfaults} new segfault lines (the whole machine's: a test elsewhere that crashes on purpose counts too)`);
+}
 if (!keep) fs.rmSync(work, { recursive: true, force: true });
 else console.log(`kept ${work}`);
-process.exit(total.ok === total.runs && segfaults <= 0 ? 0 : 1);
+process.exit(total.ok === total.runs ? 0 : 1);
 
 /** "segfault at" lines in the kernel log (-1 when it cannot be read). */
 function kernelSegfaults() {
