@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'benchmarks/results/'] },
+  { ignores: ['dist/', 'build/', 'node_modules/', 'benchmarks/results/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -1,5 +1,5 @@
 #!/bin/bash
-# A small deterministic script for `./bin/cached-exec bash examples/hello.sh`.
+# A small deterministic script for `cached-exec bash examples/hello.sh`.
 # Its output is the same whether bash started cold or was restored from an image.
 
 greet() {

@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeFileAtomic } from '../image/format.js';
-import { CliError } from '../cli/errors.js';
+import { CxError } from '../common/errors.js';
 
 export interface CacheConfig {
   /** Upper bound of the images' total size in bytes; 0 = no bound. */
@@ -54,17 +54,17 @@ const UNITS: Record<string, number> = {
 export function parseSize(text: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?\s*$/i.exec(text);
   if (!m) {
-    throw new CliError('usage', `invalid size '${text}' (examples: 500M, 2G, 1.5GiB, 0 for no limit)`, { reason: 'size' });
+    throw new CxError('usage', `invalid size '${text}' (examples: 500M, 2G, 1.5GiB, 0 for no limit)`, { reason: 'size' });
   }
   const value = Number(m[1]);
   const unit = (m[2] ?? (/b\s*$/i.test(text) ? 'b' : '')).toLowerCase();
   const factor = UNITS[unit];
-  if (factor === undefined) throw new CliError('usage', `invalid size unit in '${text}'`, { reason: 'size' });
+  if (factor === undefined) throw new CxError('usage', `invalid size unit in '${text}'`, { reason: 'size' });
   return Math.round(value * factor);
 }
 
 /** A non-negative integer count; "0" means no limit. */
 export function parseCount(text: string): number {
-  if (!/^\s*\d+\s*$/.test(text)) throw new CliError('usage', `invalid count '${text}' (a whole number, 0 for no limit)`, { reason: 'count' });
+  if (!/^\s*\d+\s*$/.test(text)) throw new CxError('usage', `invalid count '${text}' (a whole number, 0 for no limit)`, { reason: 'count' });
   return Number(text);
 }

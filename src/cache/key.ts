@@ -76,11 +76,17 @@ export function keyHash(k: ImageKey): string {
 
 /** Same rule as the launcher: CACHED_EXEC_DIR, else env-paths' cache dir. */
 export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.CACHED_EXEC_DIR) return env.CACHED_EXEC_DIR;
-  const home = env.HOME || os.homedir();
+  return cacheDirOrigin(env).dir;
+}
+
+/** cacheDir() and the variable that chose it, for error messages. */
+export function cacheDirOrigin(env: NodeJS.ProcessEnv = process.env): { dir: string; from: string } {
+  if (env.CACHED_EXEC_DIR) return { dir: env.CACHED_EXEC_DIR, from: `CACHED_EXEC_DIR=${env.CACHED_EXEC_DIR}` };
   // env-paths('cached-exec', {suffix: ''}).cache on Linux; spelled out here so the
   // C side (which has no env-paths) visibly follows the same rule.
-  return path.join(env.XDG_CACHE_HOME || path.join(home, '.cache'), 'cached-exec');
+  if (env.XDG_CACHE_HOME) return { dir: path.join(env.XDG_CACHE_HOME, 'cached-exec'), from: `XDG_CACHE_HOME=${env.XDG_CACHE_HOME}` };
+  if (env.HOME) return { dir: path.join(env.HOME, '.cache', 'cached-exec'), from: `HOME=${env.HOME}` };
+  return { dir: path.join(os.homedir(), '.cache', 'cached-exec'), from: 'your home directory' };
 }
 
 export function imagePath(dir: string, k: ImageKey): string {

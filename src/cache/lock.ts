@@ -12,7 +12,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CliError, ioError } from '../cli/errors.js';
+import { CxError, ioError } from '../common/errors.js';
 
 export interface LockOptions {
   /** Give up after this long (default 10 s). 0: try once. */
@@ -125,10 +125,10 @@ export function tryLock(file: string, opts: LockOptions = {}): Lock | null {
   }
 }
 
-/** Runs `fn` under the lock; throws CliError('locked') when it cannot be taken. */
+/** Runs `fn` under the lock; throws CxError('locked') when it cannot be taken. */
 export function withLock<T>(file: string, fn: () => T, opts: LockOptions = {}): T {
   const lock = tryLock(file, opts);
-  if (!lock) throw new CliError('locked', `lock ${file} is held by another process`, { path: file });
+  if (!lock) throw new CxError('locked', `lock ${file} is held by another process`, { path: file });
   try {
     return fn();
   } finally {

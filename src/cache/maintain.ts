@@ -10,7 +10,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { LRUCache } from 'lru-cache';
-import { CliError } from '../cli/errors.js';
+import { CxError } from '../common/errors.js';
 import { checkImage } from './check.js';
 import { readConfig, type CacheConfig } from './config.js';
 import { keyFromStat, keyHash } from './key.js';
@@ -103,7 +103,7 @@ export function staleReason(store: Store, im: ImageEntry): { reason: string; det
   try {
     parsed = readImageMeta(im.path).parsed;
   } catch (e) {
-    return { reason: 'corrupt', detail: e instanceof CliError ? e.shortMessage : String(e) };
+    return { reason: 'corrupt', detail: e instanceof CxError ? e.shortMessage : String(e) };
   }
   if (parsed.problems.length) return { reason: 'corrupt', detail: parsed.problems.join('; ') };
   const key = parsed.model.key;

@@ -65,7 +65,7 @@ export function decodeRunRecords(buf: Buffer): { records: RunRecord[]; bad: numb
 
 export type EventName =
   | 'snapshot' // an image was written
-  | 'refused' // the snapshotter refused (reason = RefusalCode)
+  | 'refused' // the snapshotter refused (reason = RefusalCode, or init-failed/init-output when the CLI ran the init to find out)
   | 'evicted' // removed to keep the cache within its bounds
   | 'invalidated' // removed because no run could use it any more (reason says why)
   | 'cleared'; // removed by --clear

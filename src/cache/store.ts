@@ -20,11 +20,11 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CliError, ioError } from '../cli/errors.js';
+import { CxError, ioError } from '../common/errors.js';
 import { parseImage, problemWithData, writeFileAtomic, type ImageKey, type ParsedImage } from '../image/format.js';
 import { HEADER, sizeOf } from '../image/schema.js';
 import { decodeStruct } from '../image/codec.js';
-import { IMAGE_NAME_RE, cacheDir, keyHash } from './key.js';
+import { IMAGE_NAME_RE, cacheDir, cacheDirOrigin, keyHash } from './key.js';
 
 export type SubDir = 'images' | 'stats' | 'queue' | 'refused' | 'locks' | 'retake';
 
@@ -159,6 +159,64 @@ export class Store {
     return new Store(cacheDir(env));
   }
 
+  /**
+   * The user's cache for an admin command: forEnv(), checked first with
+   * assertUsable() so that a cache directory the launcher cannot use is an
+   * error, not an empty cache.
+   */
+  static checkedForEnv(env: NodeJS.ProcessEnv = process.env): Store {
+    const { dir, from } = cacheDirOrigin(env);
+    const store = new Store(dir);
+    store.assertUsable(from);
+    return store;
+  }
+
+  /**
+   * Throws CxError('cache-dir') when the launcher would not use this
+   * directory (src/restore/cachedir.c: cx_open_trusted_dir): a relative path
+   * (each run happens in another cwd), a symlink, something that is not a
+   * directory, a directory owned by someone else or writable by group or
+   * others. Each run would be cold, so an admin command says so instead. A directory that does not exist yet is
+   * fine (it is an empty cache, created on the first write). `from` names the
+   * setting that chose the directory.
+   */
+  assertUsable(from: string): void {
+    // "CACHED_EXEC_DIR=x is ..." when the variable names the directory itself, else "the cache directory x (from HOME=y) is ...".
+    const what = from.endsWith(`=${this.dir}`) ? from : `the cache directory ${this.dir} (from ${from})`;
+    if (!path.isAbsolute(this.dir)) {
+      throw new CxError('cache-dir', `${what} is a relative path: set an absolute one ` +
+        '(the launcher runs every program cold with a relative cache directory)', { path: this.dir, reason: 'relative' });
+    }
+    let st: fs.Stats;
+    try {
+      st = fs.lstatSync(this.dir);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return;
+      if (code === 'ENOTDIR') {
+        throw new CxError('cache-dir', `${what} cannot be a directory: a part of its path is a file`,
+          { path: this.dir, reason: 'not-a-directory' });
+      }
+      throw ioError('cannot use the cache directory', this.dir, e);
+    }
+    if (st.isSymbolicLink()) {
+      throw new CxError('cache-dir', `${what} is a symbolic link: the launcher does not follow one there (every run would be ` +
+        `cold): use the directory it points to (${safeRealpath(this.dir)})`, { path: this.dir, reason: 'symlink' });
+    }
+    if (!st.isDirectory()) {
+      throw new CxError('cache-dir', `${what} is not a directory: ` +
+        'set CACHED_EXEC_DIR to a directory (or to a path that does not exist yet)', { path: this.dir, reason: 'not-a-directory' });
+    }
+    if (st.uid !== this.euid) {
+      throw new CxError('cache-dir', `${what} is owned by uid ${st.uid}, not by you ` +
+        `(uid ${this.euid}): the launcher does not use it`, { path: this.dir, reason: 'owner' });
+    }
+    if (st.mode & 0o022) {
+      throw new CxError('cache-dir', `${what} is writable by group or others (mode ${(st.mode & 0o777).toString(8)}): ` +
+        `the launcher does not use it; make it private: chmod ${this.dirMode.toString(8)} ${this.dir}`, { path: this.dir, reason: 'mode' });
+    }
+  }
+
   sub(name: SubDir): string {
     return path.join(this.dir, name);
   }
@@ -210,9 +268,9 @@ export class Store {
     } catch (e) {
       throw ioError('cannot stat cache directory', dir, e);
     }
-    if (!st.isDirectory()) throw new CliError('cache-dir', `${dir} is not a directory`, { path: dir });
+    if (!st.isDirectory()) throw new CxError('cache-dir', `${dir} is not a directory`, { path: dir });
     if (st.uid !== this.euid) {
-      throw new CliError('cache-dir', `${dir} is owned by uid ${st.uid}, not by you (uid ${this.euid}): not using it`,
+      throw new CxError('cache-dir', `${dir} is owned by uid ${st.uid}, not by you (uid ${this.euid}): not using it`,
         { path: dir, reason: 'owner' });
     }
     if ((st.mode & 0o777) !== this.dirMode) {
@@ -422,6 +480,14 @@ export class Store {
   }
 }
 
+function safeRealpath(p: string): string {
+  try {
+    return fs.realpathSync(p);
+  } catch {
+    return 'a missing target';
+  }
+}
+
 /** Why the launcher would refuse a cache directory with this stat, or null. */
 export function dirProblem(st: fs.Stats, euid: number): string | null {
   if (!st.isDirectory()) return 'not a directory';
@@ -468,7 +534,7 @@ export function verifyImageData(file: string, parsed: ParsedImage): boolean {
 /**
  * Reads and parses only an image's metadata (header, section table, sections),
  * not its page data: enough for --list, --explain and --cleanup on big images.
- * Throws CliError('bad-image') for a file that is not an image.
+ * Throws CxError('bad-image') for a file that is not an image.
  */
 export function readImageMeta(file: string): { parsed: ParsedImage; fileSize: number } {
   let fd: number;
@@ -481,7 +547,7 @@ export function readImageMeta(file: string): { parsed: ParsedImage; fileSize: nu
     const fileSize = fs.fstatSync(fd).size;
     const head = Buffer.alloc(sizeOf(HEADER));
     if (fs.readSync(fd, head, 0, head.length, 0) < head.length) {
-      throw new CliError('bad-image', `${file}: too short to be an image`, { path: file, reason: 'truncated' });
+      throw new CxError('bad-image', `${file}: too short to be an image`, { path: file, reason: 'truncated' });
     }
     const h = decodeStruct(HEADER, head, 0);
     const metaSize = Number(h.meta_size);
@@ -490,9 +556,9 @@ export function readImageMeta(file: string): { parsed: ParsedImage; fileSize: nu
       try {
         parseImage(head);
       } catch (e) {
-        throw new CliError('bad-image', `${file}: ${(e as Error).message}`, { path: file, reason: 'header', cause: e });
+        throw new CxError('bad-image', `${file}: ${(e as Error).message}`, { path: file, reason: 'header', cause: e });
       }
-      throw new CliError('bad-image', `${file}: metadata size ${metaSize} does not fit the file (${fileSize} bytes)`,
+      throw new CxError('bad-image', `${file}: metadata size ${metaSize} does not fit the file (${fileSize} bytes)`,
         { path: file, reason: 'truncated' });
     }
     const meta = Buffer.alloc(metaSize);
@@ -504,8 +570,8 @@ export function readImageMeta(file: string): { parsed: ParsedImage; fileSize: nu
       if (h.file_size !== BigInt(fileSize)) parsed.problems.push(`file size ${fileSize} != recorded ${h.file_size}`);
       return { parsed, fileSize };
     } catch (e) {
-      if (e instanceof CliError) throw e;
-      throw new CliError('bad-image', `${file}: ${(e as Error).message}`, { path: file, reason: 'header', cause: e });
+      if (e instanceof CxError) throw e;
+      throw new CxError('bad-image', `${file}: ${(e as Error).message}`, { path: file, reason: 'header', cause: e });
     }
   } finally {
     fs.closeSync(fd);

@@ -2,9 +2,10 @@
  * --after-init[=FILE] and --preload LIST for the admin commands (--warm,
  * --explain): the adapter words the launcher would use for PROG.
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { adapterKind, adapterWords } from '../resume/spec.js';
-import { CliError } from './errors.js';
+import { CxError } from '../common/errors.js';
 import type { Context } from './context.js';
 
 /** undefined when no --after-init was given. */
@@ -12,14 +13,43 @@ export function afterInitFromOptions(ctx: Context, program: string): { words: st
   const init = ctx.options.get('--after-init');
   const preload = ctx.options.get('--preload');
   if (init === undefined) {
-    if (preload !== undefined) throw new CliError('usage', '--preload needs --after-init', { reason: '--preload' });
+    if (preload !== undefined) throw new CxError('usage', '--preload needs --after-init', { reason: '--preload' });
     return undefined;
   }
   const kind = adapterKind(program);
   if (kind === 'generic' && (init || preload)) {
-    throw new CliError('usage', '--after-init=FILE and --preload need bash or python', { reason: '--after-init' });
+    throw new CxError('usage', '--after-init=FILE and --preload need bash or python', { reason: '--after-init' });
   }
-  if (preload !== undefined && kind !== 'python') throw new CliError('usage', '--preload needs python', { reason: '--preload' });
+  if (preload !== undefined && kind !== 'python') throw new CxError('usage', '--preload needs python', { reason: '--preload' });
   const initFile = init ? path.resolve(init) : undefined;
+  if (initFile) assertReadableFile(initFile, init as string);
   return { words: adapterWords(kind, { ...(initFile ? { initFile } : {}), ...(preload ? { preload } : {}) }) };
+}
+
+/** The init file must exist before anything is snapshotted: a missing one would only show up as the init's error output. */
+function assertReadableFile(file: string, given: string): void {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+    fs.accessSync(file, fs.constants.R_OK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' || code === 'ENOTDIR' ? 'does not exist' : code === 'EACCES' ? 'is not readable' : `cannot be read (${code})`;
+    throw new CxError('io', `--after-init=${given}: the init file ${file} ${why}; nothing was snapshotted`,
+      { path: file, reason: code ?? 'io', cause: e });
+  }
+  if (!st.isFile()) {
+    throw new CxError('io', `--after-init=${given}: ${file} is not a regular file; nothing was snapshotted`, { path: file, reason: 'not-a-file' });
+  }
+}
+
+/** "--after-init[=FILE] [--preload LIST]" as the user would type them, from the adapter words. */
+export function afterInitOptionText(words: string[]): string {
+  const arg = (flag: string): string | undefined => {
+    const i = words.indexOf(flag);
+    return i >= 0 ? words[i + 1] : undefined;
+  };
+  const file = arg('--init');
+  const preload = arg('--preload');
+  return [file ? `--after-init=${file}` : '--after-init', ...(preload ? [`--preload ${preload}`] : [])].join(' ');
 }

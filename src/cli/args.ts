@@ -5,7 +5,7 @@
  * `--name value` are both accepted for commands that take one value; `--`
  * ends options so operands may start with '-'.
  */
-import { CliError } from './errors.js';
+import { CxError } from '../common/errors.js';
 
 export type Arity = 'none' | 'one' | 'one-or-more' | 'optional' | 'any';
 
@@ -68,7 +68,7 @@ export function parseArgs(argv: readonly string[], specs: readonly CommandSpec[]
     const word = argv[i] as string;
     if (endOfOptions || !word.startsWith('-') || word === '-') {
       if (!command) {
-        throw new CliError('usage', `'${word}' is not an option; to run a program: cached-exec PROG [ARGS...]`);
+        throw new CxError('usage', `'${word}' is not an option; to run a program: cached-exec PROG [ARGS...]`);
       }
       operands.push(word);
       continue;
@@ -87,12 +87,12 @@ export function parseArgs(argv: readonly string[], specs: readonly CommandSpec[]
     const spec = byName.get(name);
     if (spec) {
       if (command) {
-        throw new CliError('usage', `${commandWord} and ${name} cannot be combined: one command at a time`);
+        throw new CxError('usage', `${commandWord} and ${name} cannot be combined: one command at a time`);
       }
       command = spec;
       commandWord = name;
       if (inline !== undefined) {
-        if (spec.arity === 'none') throw new CliError('usage', `${spec.name} takes no value`, { command: spec.name });
+        if (spec.arity === 'none') throw new CxError('usage', `${spec.name} takes no value`, { command: spec.name });
         operands.push(inline);
       } else if (spec.arity === 'one' && i + 1 < argv.length && !(argv[i + 1] as string).startsWith('--')) {
         operands.push(argv[++i] as string);
@@ -107,37 +107,37 @@ export function parseArgs(argv: readonly string[], specs: readonly CommandSpec[]
       if (inline !== undefined) options.set(name, inline);
       else if (INLINE_ONLY.has(name)) options.set(name, '');
       else if (i + 1 < argv.length) options.set(name, argv[++i] as string);
-      else throw new CliError('usage', `${name} needs a value`, { reason: name });
+      else throw new CxError('usage', `${name} needs a value`, { reason: name });
       continue;
     }
-    throw new CliError('usage', `unknown option '${name}' (see cached-exec --help)`, { reason: name });
+    throw new CxError('usage', `unknown option '${name}' (see cached-exec --help)`, { reason: name });
   }
   if (!command) {
-    throw new CliError('usage', 'no program or command given (usage: cached-exec PROG [ARGS...], or see cached-exec --help)');
+    throw new CxError('usage', 'no program or command given (usage: cached-exec PROG [ARGS...], or see cached-exec --help)');
   }
   for (const m of options.keys()) {
     if (!(command.options ?? []).includes(m)) {
-      throw new CliError('usage', `${m} does not apply to ${command.name}`, { command: command.name, reason: m });
+      throw new CxError('usage', `${m} does not apply to ${command.name}`, { command: command.name, reason: m });
     }
   }
   for (const m of modifiers) {
     if (!(command.modifiers ?? []).includes(m)) {
-      throw new CliError('usage', `${m} does not apply to ${command.name}`, { command: command.name, reason: m });
+      throw new CxError('usage', `${m} does not apply to ${command.name}`, { command: command.name, reason: m });
     }
   }
   const n = operands.length;
   const what = command.operand ?? 'an argument';
   if (command.arity === 'none' && n > 0) {
-    throw new CliError('usage', `${command.name} takes no arguments (got '${operands[0]}')`, { command: command.name });
+    throw new CxError('usage', `${command.name} takes no arguments (got '${operands[0]}')`, { command: command.name });
   }
   if (command.arity === 'one' && n !== 1) {
-    throw new CliError('usage', `${command.name} needs exactly one ${what}`, { command: command.name });
+    throw new CxError('usage', `${command.name} needs exactly one ${what}`, { command: command.name });
   }
   if (command.arity === 'optional' && n > 1) {
-    throw new CliError('usage', `${command.name} takes at most one ${what}`, { command: command.name });
+    throw new CxError('usage', `${command.name} takes at most one ${what}`, { command: command.name });
   }
   if (command.arity === 'one-or-more' && n === 0) {
-    throw new CliError('usage', `${command.name} needs at least one ${what}`, { command: command.name });
+    throw new CxError('usage', `${command.name} needs at least one ${what}`, { command: command.name });
   }
   return { command, operands, json, modifiers, options };
 }

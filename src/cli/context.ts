@@ -1,6 +1,6 @@
 /** What every admin command gets: parsed arguments, output, environment, the store. */
 import { Store } from '../cache/store.js';
-import { CliError } from './errors.js';
+import { CxError } from '../common/errors.js';
 import type { Out } from './output.js';
 
 export interface Context {
@@ -11,7 +11,11 @@ export interface Context {
   modifiers: Set<string>;
   /** Valued options (--after-init[=FILE], --preload LIST). */
   options: Map<string, string>;
-  /** The user's cache (CACHED_EXEC_DIR, XDG_CACHE_HOME, HOME), created lazily by the commands that write. */
+  /**
+   * The user's cache (CACHED_EXEC_DIR, XDG_CACHE_HOME, HOME), created lazily by
+   * the commands that write; an unusable one (relative, a file, another
+   * user's) throws CxError('cache-dir') on first use.
+   */
   store: () => Store;
 }
 
@@ -24,11 +28,13 @@ export type Command = (ctx: Context) => Promise<number> | number;
  */
 export function systemStore(env: NodeJS.ProcessEnv): Store {
   const dir = env.CACHED_EXEC_SYSTEM_DIR;
-  if (!dir) throw new CliError('usage', '--system needs CACHED_EXEC_SYSTEM_DIR to name the system image directory', { reason: '--system' });
+  if (!dir) throw new CxError('usage', '--system needs CACHED_EXEC_SYSTEM_DIR to name the system image directory', { reason: '--system' });
   if ((process.geteuid?.() ?? 0) !== 0) {
-    throw new CliError('cache-dir', `the system layer ${dir} is root's: run this as root`, { path: dir, reason: 'owner' });
+    throw new CxError('cache-dir', `the system layer ${dir} is root's: run this as root`, { path: dir, reason: 'owner' });
   }
-  return new Store(dir, 0, { shared: true });
+  const store = new Store(dir, 0, { shared: true });
+  store.assertUsable(`CACHED_EXEC_SYSTEM_DIR=${dir}`);
+  return store;
 }
 
 export function makeContext(partial: Partial<Context> & Pick<Context, 'out'>): Context {
@@ -41,7 +47,7 @@ export function makeContext(partial: Partial<Context> & Pick<Context, 'out'>): C
     operands: [],
     modifiers,
     options: new Map(),
-    store: () => (store ??= modifiers.has('--system') ? systemStore(env) : Store.forEnv(env)),
+    store: () => (store ??= modifiers.has('--system') ? systemStore(env) : Store.checkedForEnv(env)),
     ...partial,
   };
 }

@@ -12,6 +12,7 @@ import { drainQueue } from './commands/drain-queue.js';
 import { explain } from './commands/explain.js';
 import { describeFormatCommand, helpText, version } from './commands/info.js';
 import { inspect } from './commands/inspect.js';
+import { install, uninstall } from './commands/install.js';
 import { cleanup, clear, list, maxEntries, maxSize } from './commands/manage.js';
 import { shellInit } from './commands/shell-init.js';
 import { shimsInstall, shimsList, shimsRemove } from './commands/shims.js';
@@ -19,7 +20,7 @@ import { showStats, zeroStatsCommand } from './commands/stats.js';
 import { warm } from './commands/warm.js';
 import { watchCommand } from './commands/watch.js';
 import { makeContext, type Command, type Context } from './context.js';
-import { CliError } from './errors.js';
+import { CxError } from '../common/errors.js';
 import { printJson, stdio, type Out } from './output.js';
 
 interface Entry extends CommandSpec {
@@ -35,8 +36,10 @@ export const COMMANDS: readonly Entry[] = [
   { name: '--explain', arity: 'one', operand: 'PROG', json: true, run: explain, options: ['--after-init', '--preload'],
     summary: 'key, image path, and whether the next run of PROG restores (and if not, why); ' +
       'with --after-init[=FILE] [--preload MOD,...] for the post-init image' },
-  { name: '--inspect', arity: 'one', operand: 'IMAGE', json: true, run: inspect,
-    summary: 'dump an image: header, key, files, regions, slots, state, vdso' },
+  { name: '--inspect', arity: 'one', operand: 'IMAGE|KEY|PROG', json: true, run: inspect, modifiers: ['--system'],
+    options: ['--after-init', '--preload'],
+    summary: 'dump an image: header, key, files, regions, slots, state, vdso; given by its file, its key from --list ' +
+      '(or the first digits of it), or a program (the image its next run uses; --after-init[=FILE] [--preload LIST] for the post-init one)' },
   { name: '--show-stats', aliases: ['-s'], arity: 'none', json: true, run: showStats,
     summary: 'hits, misses, cold fallbacks by reason, snapshots, evictions, size and limits' },
   { name: '--zero-stats', aliases: ['-z'], arity: 'none', json: true, run: zeroStatsCommand,
@@ -58,8 +61,14 @@ export const COMMANDS: readonly Entry[] = [
     summary: 'remove the named shims (all when none is named)' },
   { name: '--shims-list', arity: 'any', operand: '[DIR]', json: true, run: shimsList, modifiers: ['--system', '--dir'],
     summary: 'shims and the programs they run' },
-  { name: '--shell-init', arity: 'any', operand: 'SHELL [DIR]', json: false, run: shellInit, modifiers: ['--system', '--dir'],
-    summary: 'print shell code that puts the shim directory first on PATH: eval "$(cached-exec --shell-init bash)"' },
+  { name: '--shell-init', arity: 'any', operand: '[SHELL] [DIR]', json: false, run: shellInit, modifiers: ['--system', '--dir'],
+    summary: 'print shell code that puts the shim directory first on PATH: eval "$(cached-exec --shell-init bash)"; ' +
+      'SHELL is bash (the default), zsh, sh, dash or ksh' },
+  { name: '--install', arity: 'optional', operand: '[DIR]', json: true, run: install,
+    summary: 'put cached-exec on your PATH: a symlink DIR/cached-exec to this launcher (DIR: ~/.local/bin); ' +
+      'idempotent, never replaces a file that is not a link to a cached-exec' },
+  { name: '--uninstall', arity: 'optional', operand: '[DIR]', json: true, run: uninstall,
+    summary: 'remove that link (only if it is one to a cached-exec)' },
   { name: '--watch', arity: 'none', json: false, run: watchCommand, modifiers: ['--rewarm'],
     summary: 'daemon: delete images as soon as a library, probed path, PATH entry or package they depend on changes ' +
       '(--rewarm: snapshot them again)' },
@@ -85,8 +94,8 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     const ctx = makeContext({ out, env, json: parsed.json, operands: parsed.operands, modifiers: parsed.modifiers, options: parsed.options });
     return await entry.run(ctx);
   } catch (e) {
-    const err = e instanceof CliError ? e
-      : new CliError('internal', `internal error: ${(e as Error)?.stack ?? String(e)}`, { cause: e });
+    const err = e instanceof CxError ? e
+      : new CxError('internal', `internal error: ${(e as Error)?.stack ?? String(e)}`, { cause: e });
     if (json) printJson(out, { error: err.toJSON() });
     else out.err(err.message);
     return err.exitCode;

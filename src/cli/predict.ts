@@ -11,7 +11,7 @@ import { Store } from '../cache/store.js';
 import type { ImageKey } from '../image/format.js';
 import { initSpec } from '../resume/spec.js';
 import { describeDependency } from '../cache/envdeps.js';
-import { readShebang, resolveProgram } from './resolve.js';
+import { readShebang, resolveProgram } from '../common/resolve.js';
 import type * as fs from 'node:fs';
 
 export interface Attempt {
@@ -136,6 +136,9 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
   return finish(base, user, v.outcome, v.detail, v, a, program, env);
 }
 
+/** Refusals that no change of the user's can undo: the program's kind or rights. */
+const PERMANENT_REFUSALS = new Set(['not-elf', 'static-binary', 'foreign-arch', 'privileged']);
+
 function finish(p: Prediction, user: Store, outcome: OutcomeName, detail: string, v: Verdict | null, a: Attempt | null,
   program: string, env: NodeJS.ProcessEnv): Prediction {
   p.outcome = outcome;
@@ -159,7 +162,9 @@ function finish(p: Prediction, user: Store, outcome: OutcomeName, detail: string
   }
   const warm = `cached-exec --warm ${p.interpreter ? p.interpreter.path : program}`;
   if (outcome === 'MISS') {
-    p.hint = p.refused ? `the snapshotter refused it (${p.refused.reason}); --cleanup clears refusals older than a day`
+    p.hint = p.refused ? (PERMANENT_REFUSALS.has(p.refused.reason)
+      ? `it cannot be snapshotted (${p.refused.reason}, see 'refused'): its runs stay cold`
+      : `remove the cause named under 'refused', then '${warm}' tries again (--cleanup also forgets refusals after a day)`)
       : p.queued ? 'queued: a background warmer will take the snapshot' : `run '${warm}' (or run it once: the miss queues a snapshot)`;
   } else if (outcome === 'FAIL_ENV') {
     p.hint = p.queued ? 'queued: the background warmer takes an image for this environment (a variant beside the existing one)'

@@ -6,7 +6,7 @@
  * module-resolution stack trace.
  */
 import type { SnapshotOptions, SnapshotOutcome } from '../snapshot/api.js';
-import { CliError } from './errors.js';
+import { CxError } from '../common/errors.js';
 
 export type TakeSnapshot = (opts: SnapshotOptions) => SnapshotOutcome | Promise<SnapshotOutcome>;
 
@@ -23,16 +23,16 @@ export async function loadSnapshotter(specifier: string = MODULE): Promise<TakeS
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ERR_MODULE_NOT_FOUND' && String((e as Error).message).includes('snapshot')) {
-      throw new CliError('snapshotter-missing',
+      throw new CxError('snapshotter-missing',
         'the snapshotter is not built into this installation (dist/snapshot/snapshot.js is missing); run "npm run build"',
         { reason: 'module-not-found', cause: e });
     }
-    throw new CliError('snapshotter-missing', `the snapshotter failed to load: ${(e as Error).message ?? String(e)}`,
+    throw new CxError('snapshotter-missing', `the snapshotter failed to load: ${(e as Error).message ?? String(e)}`,
       { reason: code ?? 'load-error', cause: e });
   }
   const fn = (mod as { takeSnapshot?: unknown }).takeSnapshot;
   if (typeof fn !== 'function') {
-    throw new CliError('snapshotter-missing', 'the snapshotter module does not export takeSnapshot()', { reason: 'no-export' });
+    throw new CxError('snapshotter-missing', 'the snapshotter module does not export takeSnapshot()', { reason: 'no-export' });
   }
   const take = fn as TakeSnapshot;
   if (specifier === MODULE) loaded = take;

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { decodeStruct, encodeStruct } from './codec.js';
 import {
   ABI_HASH, ARCH_X86_64, ENV_DEP, FILE, FORMAT_VERSION, HEADER, INTEGRITY, KEY, MAGIC, REGION, RESUME, SECTION, SIGACTION, SLOT, STATE,
-  VDSO_PART, ResumeFlag, Section, SecFlag, Src, hash64, sizeOf, type StructDef,
+  VDSO_PART, FileKind, ResumeFlag, Section, SecFlag, Src, hash64, sizeOf, type StructDef,
 } from './schema.js';
 
 export const PAGE_SIZE = 4096;
@@ -94,6 +94,9 @@ export interface ImageFile {
   ctimeNsec: number;
   mode: number;
   flags: number; // FileFlag
+  /** Owner: written and read back for ACCESS entries only (a directory on the way to a dependency). */
+  uid?: number;
+  gid?: number;
 }
 
 export interface ImageRegion {
@@ -235,7 +238,7 @@ export function serializeImage(img: ImageModel): Buffer {
   const files = encodeArray(FILE, img.files.map((fl) => ({
     path: strings.add(fl.path), kind: fl.kind, dev: fl.dev, ino: fl.ino, size: fl.size,
     mtime_sec: fl.mtimeSec, ctime_sec: fl.ctimeSec, mtime_nsec: fl.mtimeNsec, ctime_nsec: fl.ctimeNsec,
-    mode: fl.mode, flags: fl.flags,
+    mode: fl.mode, flags: fl.flags, uid: fl.uid ?? 0, gid: fl.gid ?? 0,
   })));
   const st = img.state;
   const state = encodeStruct(STATE, {
@@ -412,6 +415,7 @@ export function parseImage(buf: Buffer): ParsedImage {
       path: readStr(strings, n(r.path)), kind: n(r.kind), dev: b(r.dev), ino: b(r.ino), size: b(r.size),
       mtimeSec: b(r.mtime_sec), mtimeNsec: n(r.mtime_nsec), ctimeSec: b(r.ctime_sec), ctimeNsec: n(r.ctime_nsec),
       mode: n(r.mode), flags: n(r.flags),
+      ...(n(r.kind) === FileKind.ACCESS ? { uid: n(r.uid), gid: n(r.gid) } : {}),
     })),
     regions: records(Section.REGIONS, REGION).map((r) => ({
       addr: b(r.addr), len: b(r.len), offset: b(r.offset), prot: n(r.prot), source: n(r.source), file: n(r.file), flags: n(r.flags),

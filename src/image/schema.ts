@@ -80,7 +80,7 @@ export const CONSTANTS: readonly ConstGroup[] = [
     values: {
       PATCHED: 1, // holds slots: mapped writable, patched, then mprotect()ed to prot
       HEAP: 2, // part of the brk heap (informational)
-      STACK: 4, // post-init: the program's stack; resume.stack_reserve bytes of growth room are mapped below it
+      STACK: 4, // post-init: the program's stack, all its regions: mapped as one MAP_GROWSDOWN mapping, so it grows as RLIMIT_STACK allows
     },
   },
   {
@@ -264,6 +264,8 @@ export const FILE: StructDef = {
     f('ctime_nsec', 'u32', ''),
     f('mode', 'u32', 'st_mode'),
     f('flags', 'u32', 'CX_FILEFLAG_*'),
+    f('uid', 'u32', 'st_uid (compared for ACCESS entries)'),
+    f('gid', 'u32', 'st_gid (compared for ACCESS entries)'),
   ],
 };
 
@@ -337,7 +339,7 @@ export const RESUME: StructDef = {
     f('xfeatures', 'u64', 'XCR0 the xstate was saved under; the restoring CPU must have the same'),
     f('sigmask', 'u64', 'blocked signals at the checkpoint'),
     f('ignored_at_start', 'u64', 'signals ignored when the snapshot started (the caller must match)'),
-    f('stack_reserve', 'u64', 'bytes of zero memory to map below the STACK region (stack growth)'),
+    f('stack_reserve', 'u64', 'informational: the growth room the snapshot assumed (the launcher follows RLIMIT_STACK instead)'),
     f('xstate_size', 'u32', 'bytes of the XSTATE section (XSAVE standard format)'),
     f('resume_fd', 'u32', 'the descriptor the context is delivered on'),
     f('umask', 'u32', 'with CX_RESUMEFLAG_SET_UMASK'),

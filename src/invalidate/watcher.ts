@@ -54,8 +54,8 @@ import { staleReason } from '../cache/maintain.js';
 import { retakeEnvironment } from '../cache/envdeps.js';
 import { appendEvent } from '../cache/stats.js';
 import type { ImageEntry, Store } from '../cache/store.js';
-import { PACKAGE_ROOT } from '../cli/paths.js';
-import { resolveProgram } from '../cli/resolve.js';
+import { CLI_MAIN } from '../common/package.js';
+import { resolveProgram } from '../common/resolve.js';
 import { DepIndex, canonical, canonicalDir, imageDeps, nearestExistingDir, type ImageDeps } from './deps.js';
 
 export const PACKAGE_DB = ['/var/lib/dpkg/status', '/var/lib/dpkg/info'];
@@ -396,7 +396,7 @@ export class InvalidationWatcher {
       return;
     }
     try {
-      const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, 'dist', 'cli', 'main.js'), '--drain-queue'], {
+      const child = spawn(process.execPath, [CLI_MAIN, '--drain-queue'], {
         detached: true,
         stdio: 'ignore',
         env: { ...env, CACHED_EXEC_DIR: this.o.store.dir },

@@ -56,6 +56,11 @@ enum cx_outcome check_files(const struct image *im, struct file_fds *fds, int *e
 			if (sys_stat(p, &st) < 0 || !same_identity(f, &st))
 				return CX_FAIL_STALE_FILE;
 			break;
+		case CX_FILE_ACCESS:
+			/* A directory on the way to a dependency: who may pass it must not have changed. */
+			if (sys_stat(p, &st) < 0 || st.st_mode != f->mode || st.st_uid != f->uid || st.st_gid != f->gid)
+				return CX_FAIL_STALE_FILE;
+			break;
 		case CX_FILE_ABSENT: {
 			long r = sys_stat(p, &st);
 			if (r != -ENOENT && r != -ENOTDIR)

@@ -19,11 +19,13 @@ const char *image_str(const struct image *im, uint32_t off)
 /* ------------------------------------------------------------------------ */
 /* Step 1: read and check the image.                                        */
 
-enum cx_outcome read_meta(struct image *im, const char *file, uint64_t *buf)
+enum cx_outcome read_meta(struct image *im, int dirfd, const char *file, uint64_t *buf)
 {
-	im->fd = (int)sys_openat(AT_FDCWD, file, O_RDONLY | O_CLOEXEC, 0);
+	im->fd = cx_open_below(dirfd, file, O_RDONLY, 0);
 	if (im->fd == -ENOENT || im->fd == -ENOTDIR)
 		return CX_MISS;
+	if (im->fd == -EINVAL || im->fd == -ELOOP)
+		return CX_FAIL_OWNER; /* a FIFO, a device or a symlink where an image should be: not ours to trust */
 	if (im->fd < 0)
 		return CX_FAIL_IMAGE_IO;
 	if (sys_fstat(im->fd, &im->st) < 0)

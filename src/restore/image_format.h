@@ -6,7 +6,7 @@
 
 #define CX_FORMAT_VERSION 3u
 #define CX_MAGIC 0x31474d4958455843ull
-#define CX_ABI_HASH 0x88dad47cu
+#define CX_ABI_HASH 0xeafe0afdu
 #define CX_ARCH_X86_64 62u
 
 /* Section types. Unknown types are skipped unless flagged REQUIRED. */
@@ -226,8 +226,10 @@ struct cx_file {
 	uint32_t ctime_nsec;
 	uint32_t mode; /* st_mode */
 	uint32_t flags; /* CX_FILEFLAG_* */
+	uint32_t uid; /* st_uid (compared for ACCESS entries) */
+	uint32_t gid; /* st_gid (compared for ACCESS entries) */
 };
-_Static_assert(sizeof(struct cx_file) == 64, "cx_file size");
+_Static_assert(sizeof(struct cx_file) == 72, "cx_file size");
 _Static_assert(offsetof(struct cx_file, path) == 0, "cx_file.path");
 _Static_assert(offsetof(struct cx_file, kind) == 4, "cx_file.kind");
 _Static_assert(offsetof(struct cx_file, dev) == 8, "cx_file.dev");
@@ -239,6 +241,8 @@ _Static_assert(offsetof(struct cx_file, mtime_nsec) == 48, "cx_file.mtime_nsec")
 _Static_assert(offsetof(struct cx_file, ctime_nsec) == 52, "cx_file.ctime_nsec");
 _Static_assert(offsetof(struct cx_file, mode) == 56, "cx_file.mode");
 _Static_assert(offsetof(struct cx_file, flags) == 60, "cx_file.flags");
+_Static_assert(offsetof(struct cx_file, uid) == 64, "cx_file.uid");
+_Static_assert(offsetof(struct cx_file, gid) == 68, "cx_file.gid");
 
 /* One mmap at restore. Sorted by address, non-overlapping, page-aligned. */
 struct cx_region {
@@ -359,7 +363,7 @@ struct cx_resume {
 	uint64_t xfeatures; /* XCR0 the xstate was saved under; the restoring CPU must have the same */
 	uint64_t sigmask; /* blocked signals at the checkpoint */
 	uint64_t ignored_at_start; /* signals ignored when the snapshot started (the caller must match) */
-	uint64_t stack_reserve; /* bytes of zero memory to map below the STACK region (stack growth) */
+	uint64_t stack_reserve; /* informational: the growth room the snapshot assumed (the launcher follows RLIMIT_STACK instead) */
 	uint32_t xstate_size; /* bytes of the XSTATE section (XSAVE standard format) */
 	uint32_t resume_fd; /* the descriptor the context is delivered on */
 	uint32_t umask; /* with CX_RESUMEFLAG_SET_UMASK */

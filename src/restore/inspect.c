@@ -71,7 +71,7 @@ int cx_inspect(const char *file)
 	__builtin_memset(&im, 0, sizeof im);
 	o.b = (struct cx_buf){ o.buf, 0, sizeof o.buf, 0 };
 	uint64_t auxv[4] = { AT_PAGESZ, CX_PAGE, AT_NULL, 0 };
-	enum cx_outcome r = read_meta(&im, file, buf);
+	enum cx_outcome r = read_meta(&im, AT_FDCWD, file, buf);
 	if (r == CX_HIT)
 		r = check_header(&im, auxv);
 	if (r == CX_HIT)

@@ -26,6 +26,52 @@ enum cx_outcome set_kernel_state(const struct image *im)
 	return CX_HIT;
 }
 
+static char *copy_string(char *to, const char *s)
+{
+	size_t n = cx_strlen(s) + 1;
+	__builtin_memcpy(to, s, n);
+	return to + n;
+}
+
+/* Bytes of argv and environment strings a post-init restore copies (resume_params). */
+static uint64_t resume_strings_size(const struct launch *L)
+{
+	uint64_t n = 0;
+	for (int i = 0; i < L->user_argc; i++)
+		n += cx_strlen(L->user_argv[i]) + 1;
+	for (char **e = L->envp; *e; e++)
+		n += cx_strlen(*e) + 1;
+	return n;
+}
+
+/*
+ * Post-init: the kernel's stack of this process, to unmap once the program
+ * has its own. It starts at most 128 KiB (the kernel's initial expansion)
+ * below the lowest word the kernel or stack.c wrote and ends at the page of
+ * AT_EXECFN's string. Nothing else can lie in that span but something of
+ * the image's, mapped there MAP_FIXED: the span stops above it.
+ */
+static void kernel_stack_span(const struct image *im, const struct launch *L, uint64_t *addr, uint64_t *len)
+{
+	const char *execfn = (const char *)cx_auxv_get(L->auxv, AT_EXECFN);
+	uint64_t low = (uint64_t)(L->prog_sp < L->sp ? L->prog_sp : L->sp);
+	*addr = *len = 0;
+	if (!execfn)
+		return;
+	uint64_t top = ((uint64_t)execfn + cx_strlen(execfn) + 1 + CX_PAGE - 1) & ~(CX_PAGE - 1);
+	uint64_t lo = (low & ~(CX_PAGE - 1)) - (128ull << 10) - CX_PAGE;
+	for (uint32_t i = 0; i < im->nregions; i++) {
+		const struct cx_region *r = REGION_AT(im, i);
+		uint64_t end = r->addr + r->len;
+		if (r->addr < top && end > lo)
+			lo = end; /* an image region is below the stack's pages in this span (it cannot overlap them) */
+	}
+	if (lo < top) {
+		*addr = lo;
+		*len = top - lo;
+	}
+}
+
 static uint64_t strings_end(char **v, int n, uint64_t dflt)
 {
 	if (n <= 0)
@@ -38,7 +84,8 @@ static uint64_t strings_end(char **v, int n, uint64_t dflt)
  * thread, and what /proc/PID/cmdline shows: the caller's argv of the program
  * (bash s.sh a), not the adapter's command.
  */
-static void resume_params(const struct image *im, const struct launch *L, struct tramp_params *p, unsigned char *code)
+static void resume_params(const struct image *im, const struct launch *L, struct tramp_params *p, unsigned char *code,
+			  char *strings)
 {
 	const struct cx_resume *r = im->resume;
 	p->resume = 1;
@@ -54,8 +101,16 @@ static void resume_params(const struct image *im, const struct launch *L, struct
 	}
 	cx_arch_resume_params(im, p, code);
 	p->mm.start_stack = r->rsp;
-	p->mm.arg_start = L->user_argc ? (uint64_t)L->user_argv[0] : p->mm.env_start;
-	p->mm.arg_end = strings_end(L->user_argv, L->user_argc, p->mm.arg_start);
+	/* /proc/PID/cmdline and environ: copies here, so the kernel's stack can go (kernel_stack_span). */
+	char *at = strings;
+	p->mm.arg_start = (uint64_t)at;
+	for (int i = 0; i < L->user_argc; i++)
+		at = copy_string(at, L->user_argv[i]);
+	p->mm.arg_end = p->mm.env_start = (uint64_t)at;
+	for (char **e = L->envp; *e; e++)
+		at = copy_string(at, *e);
+	p->mm.env_end = (uint64_t)at;
+	kernel_stack_span(im, L, &p->kstack_addr, &p->kstack_len);
 }
 
 static void print_dry_run(const struct image *im, const struct launch *L)
@@ -107,17 +162,41 @@ int exe_settable(struct launch *L)
 	return L->caps != CX_CAPS_NONE;
 }
 
-enum cx_outcome jump(const struct image *im, struct launch *L, int exe_fd)
+/*
+ * The trampoline's block: parameters, its scratch stack, (post-init) copies
+ * of the caller's argv and environment strings, and a page for its code.
+ * Allocated once every region is mapped, so the kernel places it where the
+ * image wants nothing. Its path field is also the program's AT_EXECFN (the
+ * launcher's was the shim's or cached-exec's path; a cold run of the program
+ * gets the path it was exec'd by, which is L->path): the block stays mapped
+ * for the program's lifetime, like the kernel's stack strings do.
+ */
+enum cx_outcome tramp_alloc(const struct image *im, struct launch *L, struct tramp_block *t)
 {
 	const uint64_t xstate_room = im->resume ? im->resume->xstate_size + 64 : 0;
 	/* 512 bytes at the end are the trampoline's own stack. */
-	const uint64_t params_len = (sizeof(struct tramp_params) + xstate_room + 512 + CX_PAGE - 1) & ~(CX_PAGE - 1);
+	t->params_len = (sizeof(struct tramp_params) + xstate_room + 512 + CX_PAGE - 1) & ~(CX_PAGE - 1);
+	t->strings_len = im->resume ? (resume_strings_size(L) + CX_PAGE - 1) & ~(CX_PAGE - 1) : 0;
 	const uint64_t code_len = (uint64_t)(cx_tramp_end - cx_tramp_begin);
-	long m = sys_mmap(0, params_len + CX_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	long m = sys_mmap(0, t->params_len + t->strings_len + CX_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (mmap_failed(m) || code_len > CX_PAGE)
 		return CX_FAIL_MAP;
+	t->base = (uint64_t)m;
 	struct tramp_params *p = (struct tramp_params *)m;
-	unsigned char *code = (unsigned char *)m + params_len;
+	struct cx_buf b = { p->path, 0, sizeof p->path, 0 };
+	cx_buf_str(&b, L->path);
+	L->execfn = p->path;
+	return CX_HIT;
+}
+
+enum cx_outcome jump(const struct image *im, struct launch *L, int exe_fd, const struct tramp_block *t)
+{
+	const uint64_t params_len = t->params_len, strings_len = t->strings_len;
+	const uint64_t code_len = (uint64_t)(cx_tramp_end - cx_tramp_begin);
+	const uint64_t m = t->base;
+	struct tramp_params *p = (struct tramp_params *)m;
+	char *strings = (char *)m + params_len;
+	unsigned char *code = (unsigned char *)m + params_len + strings_len;
 	for (uint64_t i = 0; i < code_len; i++)
 		code[i] = (unsigned char)cx_tramp_begin[i];
 
@@ -164,13 +243,11 @@ enum cx_outcome jump(const struct image *im, struct launch *L, int exe_fd)
 	p->entry = s->entry;
 	p->rtld_fini = s->rtld_fini;
 	p->sp = (uint64_t)L->prog_sp;
-	struct cx_buf b = { p->path, 0, sizeof p->path, 0 };
-	cx_buf_str(&b, L->path);
-	p->cold_path = (uint64_t)p->path;
+	p->cold_path = (uint64_t)p->path; /* filled by tramp_alloc */
 	p->cold_argv = (uint64_t)L->prog_argv;
 	p->cold_envp = (uint64_t)L->envp;
 	if (im->resume)
-		resume_params(im, L, p, code);
+		resume_params(im, L, p, code, strings);
 	if (sys_mprotect((uint64_t)code, CX_PAGE, PROT_READ | PROT_EXEC) < 0)
 		return CX_FAIL_MAP;
 	if (L->dry_run) {
@@ -180,6 +257,7 @@ enum cx_outcome jump(const struct image *im, struct launch *L, int exe_fd)
 	cx_record(L, CX_HIT);
 	if (L->rotate)
 		cx_queue_miss(L, 1);
+	cx_close_dirs(L);
 	__asm__ volatile("jmp *%1" : : "D"(p), "r"(code) : "memory");
 	__builtin_unreachable();
 }

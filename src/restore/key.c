@@ -126,12 +126,16 @@ int compute_key(struct launch *L, const char *dir, uint32_t euid, int system)
 	L->key_hash = cx_hash64(buf, n, CX_FNV_OFFSET);
 	if (!L->variant)
 		L->primary_hash = L->key_hash;
+	struct cx_buf r = { L->image_rel, 0, sizeof L->image_rel, 0 };
+	cx_buf_str(&r, "images/");
+	cx_buf_hex16(&r, L->key_hash);
+	cx_buf_str(&r, ".img");
+	/* The full path only names the image in messages and --internal-key: every open goes through the dir fd. */
 	struct cx_buf b = { L->image, 0, sizeof L->image, 0 };
 	cx_buf_str(&b, dir);
-	cx_buf_str(&b, "/images/");
-	cx_buf_hex16(&b, L->key_hash);
-	cx_buf_str(&b, ".img");
-	return b.overflow ? -1 : 0;
+	cx_buf_str(&b, "/");
+	cx_buf_str(&b, L->image_rel);
+	return b.overflow || r.overflow ? -1 : 0;
 }
 
 /*
@@ -140,13 +144,14 @@ int compute_key(struct launch *L, const char *dir, uint32_t euid, int system)
  * Returns only when it did not restore; a missing variant leaves the
  * primary's reason (and its key, which statistics and the queue name).
  */
-static enum cx_outcome try_layer(struct launch *L, const char *dir, uint32_t euid, int system)
+static enum cx_outcome try_layer(struct launch *L, const char *dir, uint32_t euid, int system, int dirfd)
 {
 	L->variant = 0;
 	L->system_layer = system;
 	if (compute_key(L, dir, euid, system))
 		return CX_BYPASS_NO_CACHE_DIR;
-	enum cx_outcome o = cx_restore(L);
+	L->layer_fd = dirfd;
+	enum cx_outcome o = cx_restore(L); /* returns only when it did not restore */
 	if (o != CX_FAIL_ENV || compute_key(L, dir, euid, system))
 		return o;
 	enum cx_outcome v = cx_restore(L);
@@ -163,23 +168,24 @@ static enum cx_outcome try_layer(struct launch *L, const char *dir, uint32_t eui
  */
 enum cx_outcome restore_layers(struct launch *L)
 {
-	enum cx_outcome o = CX_BYPASS_NO_CACHE_DIR;
 	/* At boot there may be no HOME, hence no user cache: the system layer still serves. */
-	if (L->cache_dir[0]) {
-		o = try_layer(L, L->cache_dir, L->euid, 0);
+	int user = cx_user_cache(L, 0);
+	enum cx_outcome o = !L->cache_dir[0] ? CX_BYPASS_NO_CACHE_DIR : user == -ENOENT ? CX_MISS : CX_BYPASS_UNTRUSTED_DIR;
+	if (user >= 0) {
+		o = try_layer(L, L->cache_dir, L->euid, 0, user);
 		if (o != CX_MISS)
 			return o;
 	}
-	const char *sys_dir = cx_getenv(L->envp, "CACHED_EXEC_SYSTEM_DIR");
-	if (!sys_dir || !sys_dir[0])
-		return o;
-	enum cx_outcome s = try_layer(L, sys_dir, 0, 1);
-	if (s != CX_MISS && s != CX_BYPASS_NO_CACHE_DIR)
-		return s;
-	if (!L->cache_dir[0])
-		return CX_BYPASS_NO_CACHE_DIR;
+	int sys = cx_system_layer(L);
+	if (sys >= 0) {
+		enum cx_outcome s = try_layer(L, cx_getenv(L->envp, "CACHED_EXEC_SYSTEM_DIR"), 0, 1, sys);
+		if (s != CX_MISS && s != CX_BYPASS_NO_CACHE_DIR)
+			return s;
+	}
+	/* A miss is queued in the user's cache (when it can be trusted): its key, not the system layer's. */
 	L->variant = 0;
 	L->system_layer = 0;
-	compute_key(L, L->cache_dir, L->euid, 0);
-	return CX_MISS;
+	if (L->cache_dir[0] && compute_key(L, L->cache_dir, L->euid, 0))
+		return CX_BYPASS_NO_CACHE_DIR;
+	return o;
 }

@@ -186,11 +186,29 @@ static __attribute__((noreturn)) void run_resolved(struct launch *L)
 	cx_cold_exec(L);
 }
 
+/*
+ * argv[0] becomes the program's path where it would lead to the launcher
+ * (resolve.c argv0_names_launcher). A restored program keeps pointers to its
+ * argv strings, so the new one goes onto the kernel's stack (stack.c); when
+ * that cannot be done the run is cold, which needs only the pointer.
+ */
+static void fix_argv0(struct launch *L, const char *shim)
+{
+	if (!L->prog_argc || !argv0_names_launcher(L, L->prog_argv[0], shim))
+		return;
+	char *path[1] = { L->path };
+	if (L->no_restore || cx_reshape_stack(L, 1, path, 1, 1) < 0) {
+		L->prog_argv[0] = L->path;
+		L->no_restore = 1;
+	}
+}
+
 static __attribute__((noreturn)) void run(struct launch *L)
 {
 	int rc = resolve(L);
 	if (rc)
 		sys_exit_group(rc);
+	fix_argv0(L, L->shim ? L->shim : L->first_shim);
 	run_resolved(L);
 }
 
@@ -216,6 +234,9 @@ static __attribute__((noreturn)) void after_init(struct launch *L, int first, in
 	int rc = resolve(L);
 	if (rc)
 		sys_exit_group(rc);
+	/* The user's argv[0] is what the adapter applies: the same rule as fix_argv0 (the context copies the strings). */
+	if (L->user_argc && argv0_names_launcher(L, L->user_argv[0], L->first_shim))
+		L->user_argv[0] = L->path;
 	char *argv2[L->argc + CX_MAX_WORDS + 2];
 	if (after_init_command(L, &q, argv2, !key_only) < 0) {
 		if (key_only)
@@ -230,13 +251,38 @@ static __attribute__((noreturn)) void after_init(struct launch *L, int first, in
 	run_resolved(L);
 }
 
+/*
+ * Whether the kernel ran the launcher as a #! interpreter: argv[0] (the #!
+ * line's path) is the launcher and AT_EXECFN (the script) is not. argv[1] is
+ * the script's path then, the same string as AT_EXECFN: a cheap test first,
+ * so ordinary shim runs pay no stat of /proc/self/exe.
+ */
+static int script_run(struct launch *L, const char *execfn)
+{
+	struct kstat interp, fn, self;
+	if (!cx_streq(L->argv[1], execfn) && !cx_startswith(cx_basename(L->argv[0]), "cached-exec"))
+		return 0;
+	if (sys_stat("/proc/self/exe", &self) < 0 || sys_stat(execfn, &fn) < 0)
+		return 0;
+	if (fn.st_dev == self.st_dev && fn.st_ino == self.st_ino)
+		return 0;
+	if (!cx_startswith(cx_basename(L->argv[0]), "cached-exec") &&
+	    (sys_stat(L->argv[0], &interp) < 0 || interp.st_dev != self.st_dev || interp.st_ino != self.st_ino))
+		return 0;
+	L->self_known = 1;
+	L->self_dev = self.st_dev;
+	L->self_ino = self.st_ino;
+	return 1;
+}
+
 __attribute__((noreturn, used)) void cx_main(uint64_t *sp, int own_stack)
 {
 	struct launch L;
 	/* Zero the small fields only: the path buffers are big and every page costs a fault. */
 	__builtin_memset(&L, 0, offsetof(struct launch, path));
-	L.path[0] = L.cache_dir[0] = L.image[0] = 0;
+	L.path[0] = L.cache_dir[0] = L.image[0] = L.first_shim[0] = 0;
 	L.own_stack = own_stack;
+	L.cache_fd = L.sys_fd = CX_FD_UNKNOWN;
 	/* On the kernel's stack the program's frame cannot be rebuilt under the launcher's own: cold only. */
 	L.no_restore = !own_stack;
 	L.sp = sp;
@@ -253,23 +299,28 @@ __attribute__((noreturn, used)) void cx_main(uint64_t *sp, int own_stack)
 
 	/*
 	 * The launcher as a script's #! interpreter: the kernel ran the script
-	 * (AT_EXECFN names it) and argv[0] is the interpreter path from the #!
-	 * line. That is the prefix form, not a shim named like the script.
+	 * (AT_EXECFN names it, and argv[1] is its path) and argv[0] is the
+	 * interpreter path from the #! line. "#!/path/cached-exec PROG" is the
+	 * prefix form; "#!/path/shims/NAME" is the shim NAME, not a shim named
+	 * like the script.
 	 */
-	if (!cx_startswith(invoked, "cached-exec") && L.argc > 1 && cx_startswith(cx_basename(L.argv[0]), "cached-exec")) {
-		struct kstat fn, self;
-		if (sys_stat(execfn, &fn) == 0 && sys_stat("/proc/self/exe", &self) == 0 &&
-		    (fn.st_dev != self.st_dev || fn.st_ino != self.st_ino)) {
+	const char *shim = execfn;
+	if (!cx_startswith(invoked, "cached-exec") && L.argc > 1 && execfn && script_run(&L, execfn)) {
+		L.execfn_not_self = 1;
+		if (cx_startswith(cx_basename(L.argv[0]), "cached-exec")) {
 			invoked = "cached-exec";
-			L.execfn_not_self = 1;
+		} else {
+			invoked = cx_basename(L.argv[0]);
+			shim = L.argv[0];
 		}
 	}
 	if (!cx_startswith(invoked, "cached-exec")) {
-		/* Masquerade: a symlink named like the program. argv stays the caller's. */
+		/* Masquerade: a symlink named like the program. argv stays the caller's (but see fix_argv0). */
 		L.name = invoked;
 		L.prog_argc = L.argc;
 		L.prog_argv = L.argv;
 		L.prog_sp = sp;
+		L.shim = shim;
 		run(&L);
 	}
 	if (L.argc < 2)

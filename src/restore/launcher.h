@@ -54,11 +54,16 @@ struct launch {
 	uint64_t *prog_sp;
 
 	const char *name; /* what to resolve */
+	const char *shim; /* masquerade: the shim this run came through (AT_EXECFN, or the #! line's path) */
+	const char *execfn; /* the program's AT_EXECFN once a restore placed it (jump.c tramp_alloc) */
 	struct kstat st; /* identity of the program */
 	uint64_t self_dev, self_ino;
 	int self_known;
 	int execfn_not_self; /* run as a #! interpreter: AT_EXECFN is the script */
 
+	int cache_fd, sys_fd; /* cachedir.c: CX_FD_UNKNOWN until opened, then an fd or -errno */
+	int layer_fd; /* the directory the current key's image is in */
+	char image_rel[32]; /* "images/<key>.img", below layer_fd */
 	uint64_t key_hash;
 	uint32_t euid;
 	uint32_t key_euid; /* owner the image must have: euid, or 0 for the system layer */
@@ -95,12 +100,21 @@ struct launch {
 	char path[CX_PATH_MAX]; /* resolved program */
 	char cache_dir[CX_PATH_MAX];
 	char image[CX_PATH_MAX];
+	char first_shim[CX_PATH_MAX]; /* resolve(): the first PATH candidate that was the launcher, or "" */
 	/* --after-init only. Words live here, not in .rodata: the trampoline's cold exec runs after the launcher is unmapped. */
 	char init_spec[CX_SPEC_MAX];
 	char adapter[CX_PATH_MAX];
 	char init_file[CX_PATH_MAX];
 	char word_text[64];
 };
+
+/* cachedir.c: trusted directories and the files below them. */
+#define CX_FD_UNKNOWN (-100000)
+int cx_open_trusted_dir(const char *path, uint32_t owner);
+int cx_user_cache(struct launch *L, int create);
+int cx_system_layer(struct launch *L);
+int cx_open_below(int dirfd, const char *rel, int flags, int mode);
+void cx_close_dirs(struct launch *L);
 
 /* launcher.c */
 __attribute__((noreturn)) void cx_cold_exec(struct launch *L);
@@ -110,6 +124,8 @@ const char *cx_errno_text(long e);
 int is_self(struct launch *L, const struct kstat *st);
 int resolve(struct launch *L);
 int shebang(struct launch *L, char *script, size_t cap);
+int is_selfpath_shim(const char *shim);
+int argv0_names_launcher(struct launch *L, const char *argv0, const char *shim);
 
 /* key.c: bypass rules, the cache directory, the key, and the layers tried in order. */
 enum cx_outcome bypass_reason(struct launch *L);

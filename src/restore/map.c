@@ -96,8 +96,14 @@ enum cx_outcome map_regions(const struct image *im, const struct file_fds *fds)
 		if (o != CX_HIT)
 			return o;
 		uint32_t j = i + 1;
+		if (first->flags & CX_REGION_STACK) {
+			i++; /* map_stack's */
+			continue;
+		}
 		for (; j < im->nregions; j++) {
 			const struct cx_region *n = REGION_AT(im, j);
+			if (n->flags & CX_REGION_STACK)
+				break;
 			if ((o = region_source(im, fds, n, &nfd, &noff)) != CX_HIT)
 				return o;
 			if (n->addr != first->addr + len || n->source != first->source || nfd != fd ||
@@ -126,31 +132,112 @@ enum cx_outcome map_regions(const struct image *im, const struct file_fds *fds)
 	return CX_HIT;
 }
 
-/*
- * Post-init: the stack was captured as a plain mapping, which does not grow.
- * Room below it, as the kernel's stack would have had (MAP_NORESERVE: only
- * what the program touches costs memory).
- */
-enum cx_outcome map_stack_reserve(const struct image *im)
+/* [lo, hi) of the STACK regions (post-init), which must be contiguous; 0 when none. */
+static enum cx_outcome stack_span(const struct image *im, uint64_t *lo, uint64_t *hi)
 {
-	uint64_t reserve = im->resume->stack_reserve;
-	for (uint32_t i = 0; reserve && i < im->nregions; i++) {
+	*lo = *hi = 0;
+	for (uint32_t i = 0; i < im->nregions; i++) {
 		const struct cx_region *r = REGION_AT(im, i);
 		if (!(r->flags & CX_REGION_STACK))
 			continue;
-		if (reserve > r->addr)
+		if (*hi && r->addr != *hi)
 			return CX_FAIL_HEADER;
-		uint64_t at = r->addr - reserve;
-		long m = sys_mmap(at, reserve, PROT_READ | PROT_WRITE,
-				  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
-		if (m == -EEXIST)
-			return CX_FAIL_COLLISION;
-		if (mmap_failed(m))
-			return CX_FAIL_MAP;
-		if ((uint64_t)m != at) {
-			sys_munmap((uint64_t)m, reserve);
-			return CX_FAIL_COLLISION;
-		}
+		if (!*hi)
+			*lo = r->addr;
+		*hi = r->addr + r->len;
 	}
 	return CX_HIT;
+}
+
+/*
+ * Post-init: the image's stack becomes one MAP_GROWSDOWN mapping holding the
+ * captured bytes, so it grows exactly as a cold program's stack would: the
+ * kernel applies the caller's RLIMIT_STACK to it, and stops it at the guard
+ * gap of the mapping below.
+ */
+enum cx_outcome map_stack(const struct image *im)
+{
+	uint64_t lo, hi;
+	enum cx_outcome o = stack_span(im, &lo, &hi);
+	if (o != CX_HIT || !hi)
+		return o == CX_HIT ? CX_FAIL_HEADER : o;
+	long m = sys_mmap(lo, hi - lo, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN | MAP_FIXED_NOREPLACE, -1, 0);
+	if (m == -EEXIST)
+		return CX_FAIL_COLLISION;
+	if (mmap_failed(m))
+		return CX_FAIL_MAP;
+	if ((uint64_t)m != lo) {
+		sys_munmap((uint64_t)m, hi - lo);
+		return CX_FAIL_COLLISION;
+	}
+	for (uint32_t i = 0; i < im->nregions; i++) {
+		const struct cx_region *r = REGION_AT(im, i);
+		int fd;
+		uint64_t off;
+		if (!(r->flags & CX_REGION_STACK) || r->source == CX_SRC_ZERO)
+			continue;
+		if (r->source != CX_SRC_DATA || region_source(im, 0, r, &fd, &off) != CX_HIT)
+			return CX_FAIL_HEADER;
+		if (sys_pread(fd, (void *)r->addr, r->len, (long)off) != (long)r->len)
+			return CX_FAIL_MAP;
+	}
+	return CX_HIT;
+}
+
+/* Whether [lo, hi) and [a, a + len) overlap. */
+static int overlaps(uint64_t lo, uint64_t hi, uint64_t a, uint64_t len) { return a < hi && a + len > lo; }
+
+/*
+ * Room for the stack to grow, checked before anything is mapped. A cold
+ * program's stack can grow to RLIMIT_STACK, and the kernel keeps its mmap
+ * area at least 128 MiB (mm/util.c's MIN_GAP) below the stack; an image's
+ * regions sit where the snapshot's layout put them, so they might land in
+ * that room. Post-link: nothing of the image within max(RLIMIT_STACK,
+ * 128 MiB) below this process's stack (4 GiB when unlimited). Post-init: the
+ * image brings its own stack; the vdso this process moves must not sit where
+ * that stack grows (its kernel stack is unmapped before the program runs).
+ */
+enum cx_outcome check_stack_room(const struct image *im, const struct launch *L)
+{
+	struct rlimit_k lim;
+	const char *execfn = (const char *)cx_auxv_get(L->auxv, AT_EXECFN);
+	if (!execfn || sys_prlimit(0, RLIMIT_STACK, 0, &lim) < 0)
+		return CX_FAIL_MAP;
+	uint64_t top = ((uint64_t)execfn + cx_strlen(execfn) + 1 + CX_PAGE - 1) & ~(CX_PAGE - 1);
+	uint64_t vdso_at = im->state->vdso_base, vlo = 0, vhi = 0;
+	for (uint32_t i = 0; i < im->nvdso; i++) {
+		const struct cx_vdso_part *v = VDSO_AT(im, i);
+		if (i == 0 || vdso_at + (uint64_t)v->offset < vlo)
+			vlo = vdso_at + (uint64_t)v->offset;
+		if (i == 0 || vdso_at + (uint64_t)v->offset + v->size > vhi)
+			vhi = vdso_at + (uint64_t)v->offset + v->size;
+	}
+	if (!im->resume) {
+		uint64_t room = lim.cur == RLIM_INFINITY ? 4ull << 30 : lim.cur;
+		if (room < 128ull << 20)
+			room = 128ull << 20;
+		uint64_t lo = top > room ? top - room : 0;
+		for (uint32_t i = 0; i < im->nregions; i++) {
+			const struct cx_region *r = REGION_AT(im, i);
+			if (overlaps(lo, top, r->addr, r->len))
+				return CX_FAIL_COLLISION;
+		}
+		return overlaps(lo, top, vlo, vhi - vlo) ? CX_FAIL_COLLISION : CX_HIT;
+	}
+	uint64_t slo, shi, below = 0;
+	enum cx_outcome o = stack_span(im, &slo, &shi);
+	if (o != CX_HIT || !shi)
+		return o == CX_HIT ? CX_FAIL_HEADER : o;
+	for (uint32_t i = 0; i < im->nregions; i++) {
+		const struct cx_region *r = REGION_AT(im, i);
+		if (r->addr + r->len <= slo && r->addr + r->len > below)
+			below = r->addr + r->len;
+	}
+	/* Growth room: RLIMIT_STACK and the kernel's guard gap, or all there is down to the image's next region. */
+	uint64_t room = slo - below;
+	if (lim.cur != RLIM_INFINITY && lim.cur + (1ull << 20) < room)
+		room = lim.cur + (1ull << 20);
+	/* This process's kernel stack may lie there: the trampoline unmaps it (jump.c kernel_stack_span). */
+	return overlaps(slo - room, shi, vlo, vhi - vlo) ? CX_FAIL_COLLISION : CX_HIT;
 }

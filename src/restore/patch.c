@@ -37,9 +37,9 @@ static enum cx_outcome slot_value(const struct launch *L, const struct cx_slot *
 	case CX_SLOT_PLATFORM:
 	case CX_SLOT_BASE_PLATFORM:
 	case CX_SLOT_EXECFN:
-		str = (const char *)cx_auxv_get(L->auxv, s->kind == CX_SLOT_PLATFORM	   ? AT_PLATFORM
-							 : s->kind == CX_SLOT_BASE_PLATFORM ? AT_BASE_PLATFORM
-											     : AT_EXECFN);
+		/* AT_EXECFN: the program's path (tramp_alloc's copy once placed; checked against L->path before). */
+		str = s->kind == CX_SLOT_EXECFN ? (L->execfn ? L->execfn : L->path)
+		      : (const char *)cx_auxv_get(L->auxv, s->kind == CX_SLOT_PLATFORM ? AT_PLATFORM : AT_BASE_PLATFORM);
 		if (!str || a > cx_strlen(str))
 			return CX_FAIL_SLOT;
 		*out = (uint64_t)str + a;
@@ -194,7 +194,7 @@ enum cx_outcome protect_regions(const struct image *im)
 }
 
 /* Step 7: the auxv describes the program, not the launcher. */
-void patch_auxv(const struct image *im, uint64_t *auxv)
+void patch_auxv(const struct image *im, const struct launch *L, uint64_t *auxv)
 {
 	const struct cx_state *s = im->state;
 	const uint64_t *start = auxv;
@@ -205,6 +205,10 @@ void patch_auxv(const struct image *im, uint64_t *auxv)
 		case AT_ENTRY: auxv[1] = s->at_entry; break;
 		case AT_BASE: auxv[1] = s->at_base; break;
 		case AT_SYSINFO_EHDR: auxv[1] = s->vdso_base; break;
+		case AT_EXECFN:
+			if (L->execfn)
+				auxv[1] = (uint64_t)L->execfn;
+			break;
 		case AT_SECURE:
 			/* Set only by the launcher's own file capability, which the program does not get. */
 			if (!secure_by_ids(start))

@@ -4,40 +4,33 @@
  *
  * Both must stay cheap (they are on every run's path) and must never change
  * what the program sees: no fd survives into the program, no child of ours is
- * left for the program to reap, no failure here changes the outcome.
+ * left for the program to reap, no failure here changes the outcome. Both
+ * write only below the user's cache directory as cachedir.c verified it:
+ * a directory that failed its checks gets no write at all.
  */
 #include "launcher.h"
 #include "image_format.h"
 
-static int dir_path(struct cx_buf *b, const struct launch *L, const char *sub, const char *leaf)
+/*
+ * Opens `sub`/`leaf` below the user's cache for writing, creating the cache
+ * and the subdirectory on first use. -errno when there is nowhere safe.
+ */
+static int create_below(const struct launch *L, const char *sub, const char *leaf, int flags)
 {
-	b->len = 0;
-	b->overflow = 0;
-	cx_buf_str(b, L->cache_dir);
-	cx_buf_str(b, sub);
-	if (leaf)
-		cx_buf_str(b, leaf);
-	return b->overflow ? -1 : 0;
-}
-
-static void mkdirs(const struct launch *L, const char *sub)
-{
-	char p[CX_PATH_MAX];
-	struct cx_buf b = { p, 0, sizeof p, 0 };
-	/* Only the cache dir itself and one level below: the parent is the user's. */
-	sys_mkdir(L->cache_dir, 0700);
-	if (dir_path(&b, L, sub, 0) == 0)
-		sys_mkdir(p, 0700);
-}
-
-/* Opens `file` (inside the cache subdirectory `sub`) for writing, creating the directories on first use. */
-static int create_in(const struct launch *L, const char *sub, const char *file, int extra_flags)
-{
-	int flags = O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | extra_flags;
-	int fd = (int)sys_openat(AT_FDCWD, file, flags, 0600);
+	char rel[64];
+	struct cx_buf b = { rel, 0, sizeof rel, 0 };
+	int dir = cx_user_cache((struct launch *)L, 1);
+	if (dir < 0)
+		return dir;
+	cx_buf_str(&b, sub);
+	cx_buf_str(&b, "/");
+	cx_buf_str(&b, leaf);
+	if (b.overflow)
+		return -EINVAL;
+	int fd = cx_open_below(dir, rel, O_WRONLY | O_CREAT | flags, 0600);
 	if (fd == -ENOENT) {
-		mkdirs(L, sub);
-		fd = (int)sys_openat(AT_FDCWD, file, flags, 0600);
+		sys_mkdirat(dir, sub, 0700);
+		fd = cx_open_below(dir, rel, O_WRONLY | O_CREAT | flags, 0600);
 	}
 	return fd;
 }
@@ -54,11 +47,7 @@ uint64_t cx_now_ns(struct launch *L)
 
 void cx_record(const struct launch *L, enum cx_outcome outcome)
 {
-	char p[CX_PATH_MAX];
-	struct cx_buf b = { p, 0, sizeof p, 0 };
-	if (!L->cache_dir[0] || dir_path(&b, L, "/stats/runs.log", 0))
-		return;
-	int fd = create_in(L, "/stats", p, O_APPEND);
+	int fd = create_below(L, "stats", "runs.log", O_APPEND);
 	if (fd < 0)
 		return;
 	struct cx_stat_record r = {
@@ -114,11 +103,7 @@ static void spawn_warmer(const struct launch *L)
 /* A running warmer holds the lock and rescans the queue before it exits. */
 static void start_warmer_unless_running(const struct launch *L)
 {
-	char p[CX_PATH_MAX];
-	struct cx_buf b = { p, 0, sizeof p, 0 };
-	if (dir_path(&b, L, "/queue/.warmer.lock", 0))
-		return;
-	int lk = (int)sys_openat(AT_FDCWD, p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	int lk = create_below(L, "queue", ".warmer.lock", 0);
 	if (lk < 0)
 		return;
 	long busy = sys_flock(lk, LOCK_EX | LOCK_NB);
@@ -126,13 +111,10 @@ static void start_warmer_unless_running(const struct launch *L)
 	if (busy != 0)
 		return;
 	/* Remember when: see the already-queued case in cx_queue_miss. */
-	if (dir_path(&b, L, "/queue/.spawned", 0) == 0) {
-		int fd = create_in(L, "/queue", p, O_TRUNC);
-		if (fd >= 0) {
-			sys_write(fd, "", 0);
-			sys_close(fd);
-			sys_utimensat(AT_FDCWD, p, 0, 0);
-		}
+	int fd = create_below(L, "queue", ".spawned", O_TRUNC);
+	if (fd >= 0) {
+		sys_utimensat(fd, 0, 0, 0); /* futimens(fd, now) */
+		sys_close(fd);
 	}
 	spawn_warmer(L);
 }
@@ -143,10 +125,10 @@ static void start_warmer_unless_running(const struct launch *L)
  * it notes as the mtime of retake/K: an environment that keeps changing
  * cannot keep the warmer busy (the warmer caps the variants kept per key).
  */
-static int retake_too_soon(const struct launch *L, const char *name)
+static int retake_too_soon(const struct launch *L, int dir, const char *name)
 {
-	char p[CX_PATH_MAX];
-	struct cx_buf b = { p, 0, sizeof p, 0 };
+	char rel[64];
+	struct cx_buf b = { rel, 0, sizeof rel, 0 };
 	struct kstat st;
 	uint64_t wait = 60;
 	const char *v = cx_getenv(L->envp, "CACHED_EXEC_RETAKE_SECONDS");
@@ -155,7 +137,9 @@ static int retake_too_soon(const struct launch *L, const char *name)
 		for (; *v >= '0' && *v <= '9' && wait < 1000000000; v++)
 			wait = wait * 10 + (uint64_t)(*v - '0');
 	}
-	if (dir_path(&b, L, "/retake/", name) || sys_stat(p, &st) < 0)
+	cx_buf_str(&b, "retake/");
+	cx_buf_str(&b, name);
+	if (b.overflow || sys_fstatat(dir, rel, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return 0;
 	return cx_now_ns((struct launch *)L) < ((uint64_t)st.st_mtime_sec + wait) * 1000000000ull;
 }
@@ -191,50 +175,55 @@ static void write_env(int fd, char **envp)
  */
 void cx_queue_miss(const struct launch *L, int flags)
 {
-	char p[CX_PATH_MAX], tmp[CX_PATH_MAX], name[24], tmpname[64];
-	struct cx_buf b = { p, 0, sizeof p, 0 };
-	struct cx_buf t = { tmp, 0, sizeof tmp, 0 };
+	char rel[64], leaf[64], tmp[80], name[24];
 	struct cx_buf nb = { name, 0, sizeof name, 0 };
-	struct cx_buf tb = { tmpname, 0, sizeof tmpname, 0 };
+	struct kstat st;
 	if (!L->cache_dir[0] || is_true_env_value(cx_getenv(L->envp, "CACHED_EXEC_NO_WARM")))
 		return;
 	/* The entry is line-based: an init file whose name holds a newline cannot be queued. */
 	for (const char *c = L->after_init ? L->init_spec : ""; *c; c++)
 		if (*c == '\n')
 			return;
+	int dir = cx_user_cache((struct launch *)L, 1);
+	if (dir < 0)
+		return;
 	cx_buf_hex16(&nb, L->primary_hash ? L->primary_hash : L->key_hash);
-	if (dir_path(&b, L, "/refused/", name))
-		return;
-	if (!(flags & CX_QUEUE_ROTATE) && sys_faccessat(p, 0) == 0)
+	struct cx_buf b = { rel, 0, sizeof rel, 0 };
+	cx_buf_str(&b, "refused/");
+	cx_buf_str(&b, name);
+	if (!(flags & CX_QUEUE_ROTATE) && sys_fstatat(dir, rel, &st, AT_SYMLINK_NOFOLLOW) == 0)
 		return; /* refused before: retried only after --cleanup clears it */
-	if ((flags & CX_QUEUE_RETAKE) && retake_too_soon(L, name))
+	if ((flags & CX_QUEUE_RETAKE) && retake_too_soon(L, dir, name))
 		return;
-	if (dir_path(&b, L, "/queue/", name))
-		return;
-	if (sys_faccessat(p, 0) == 0) {
+	b.len = 0;
+	cx_buf_str(&b, "queue/");
+	cx_buf_str(&b, name);
+	if (sys_fstatat(dir, rel, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 		/*
 		 * Queued already. Normally a warmer is on it; but one that was killed
 		 * leaves its entries behind. Start another if none holds the lock and
 		 * no launcher started one in the last two seconds (concurrent misses of
 		 * one program must not start a warmer each while the first boots).
 		 */
-		struct kstat st;
-		if (dir_path(&b, L, "/queue/.spawned", 0))
-			return;
-		if (sys_stat(p, &st) == 0 &&
+		if (sys_fstatat(dir, "queue/.spawned", &st, AT_SYMLINK_NOFOLLOW) == 0 &&
 		    cx_now_ns((struct launch *)L) < (st.st_mtime_sec + 2) * 1000000000ull)
 			return;
 		start_warmer_unless_running(L);
 		return;
 	}
-	cx_buf_str(&tb, ".");
-	cx_buf_str(&tb, name);
-	cx_buf_str(&tb, ".");
-	cx_buf_hex16(&tb, (uint64_t)sys_getpid());
-	cx_buf_str(&tb, ".tmp");
-	if (dir_path(&t, L, "/queue/", tmpname))
+	/* The temp name: queue/.<key>.<pid>.tmp (--cleanup removes one a killed launcher left). */
+	struct cx_buf lb = { leaf, 0, sizeof leaf, 0 };
+	cx_buf_str(&lb, ".");
+	cx_buf_str(&lb, name);
+	cx_buf_str(&lb, ".");
+	cx_buf_hex16(&lb, (uint64_t)sys_getpid());
+	cx_buf_str(&lb, ".tmp");
+	struct cx_buf t = { tmp, 0, sizeof tmp, 0 };
+	cx_buf_str(&t, "queue/");
+	cx_buf_str(&t, leaf);
+	if (b.overflow || lb.overflow || t.overflow)
 		return;
-	int fd = create_in(L, "/queue", tmp, O_EXCL);
+	int fd = create_below(L, "queue", leaf, O_EXCL);
 	if (fd < 0)
 		return;
 	char entry[2 * CX_PATH_MAX + CX_SPEC_MAX + 32];
@@ -255,8 +244,8 @@ void cx_queue_miss(const struct launch *L, int flags)
 	sys_write(fd, entry, e.len);
 	write_env(fd, L->envp);
 	sys_close(fd);
-	long linked = sys_linkat(tmp, p);
-	sys_unlinkat(tmp);
+	long linked = sys_linkat(dir, tmp, dir, rel);
+	sys_unlinkat(dir, tmp);
 	if (linked == 0 || linked == -EEXIST)
 		start_warmer_unless_running(L);
 }

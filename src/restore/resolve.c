@@ -40,6 +40,43 @@ int is_self(struct launch *L, const struct kstat *st)
 	return st->st_dev == L->self_dev && st->st_ino == L->self_ino;
 }
 
+/*
+ * Whether `shim` is a shim marked self-locating: a symlink to the launcher
+ * through <pkg>/bin/cached-exec-selfpath (cached-exec --shims-install sets
+ * that up for programs that find their installation through argv[0]).
+ */
+int is_selfpath_shim(const char *shim)
+{
+	char target[CX_PATH_MAX];
+	long n = sys_readlink(shim, target, sizeof target - 1);
+	if (n <= 0)
+		return 0;
+	target[n] = 0;
+	return cx_streq(cx_basename(target), "cached-exec-selfpath");
+}
+
+/*
+ * What the program sees as argv[0]: the caller's, untouched, unless it
+ * leads to the launcher instead of the program. A program that locates
+ * itself through argv[0] (gcc searches PATH for it and resolves symlinks
+ * to find its libexec directory) would find the launcher's installation:
+ *  - argv[0] is a path to the launcher (a #! line naming a shim, a caller
+ *    exec'ing a shim by its path): it becomes the program's path;
+ *  - argv[0] is a bare name whose first PATH entry is a shim marked
+ *    self-locating (is_selfpath_shim): the same. Unmarked shims keep bare
+ *    names as typed: "ls: cannot access" must not become "/usr/bin/ls: ...".
+ * `shim`: the shim this run came through (masquerade), or the first PATH
+ * entry that was a shim (prefix form), or 0.
+ */
+int argv0_names_launcher(struct launch *L, const char *argv0, const char *shim)
+{
+	struct kstat st;
+	for (const char *p = argv0; *p; p++)
+		if (*p == '/')
+			return sys_stat(argv0, &st) == 0 && is_self(L, &st);
+	return shim && shim[0] && cx_streq(cx_basename(shim), argv0) && is_selfpath_shim(shim);
+}
+
 /* 0 when found (L->path, L->st filled), else the exit status to use. */
 int resolve(struct launch *L)
 {
@@ -79,7 +116,15 @@ int resolve(struct launch *L)
 		cx_buf_str(&b, name);
 		if (!b.overflow) {
 			struct kstat st;
-			if (sys_stat(L->path, &st) == 0 && !is_self(L, &st)) {
+			if (sys_stat(L->path, &st) < 0) {
+				/* not here: on to the next entry */
+			} else if (is_self(L, &st)) {
+				/* A shim comes first on PATH: the program's own PATH search for its name finds it. */
+				if (!L->first_shim[0]) {
+					struct cx_buf sb = { L->first_shim, 0, sizeof L->first_shim, 0 };
+					cx_buf_str(&sb, L->path);
+				}
+			} else {
 				if ((st.st_mode & S_IFMT) == S_IFREG && sys_faccessat(L->path, 1 /* X_OK */) == 0) {
 					L->st = st;
 					return 0;
@@ -101,6 +146,19 @@ int resolve(struct launch *L)
 }
 
 /*
+ * Whether execve would let this process run `path` (its effective ids, as
+ * the kernel checks; faccessat2's AT_EACCESS, else faccessat's real ids).
+ * A script without the x bit must fail with 126 like a shell says, not run.
+ */
+static int may_exec(const char *path)
+{
+	long r = sys_faccessat2(AT_FDCWD, path, 1 /* X_OK */, AT_EACCESS);
+	if (r == -ENOSYS)
+		r = sys_faccessat(path, 1 /* X_OK */);
+	return r == 0;
+}
+
+/*
  * A #! script: do what the kernel would (binfmt_script) so the interpreter can
  * be restored: argv becomes interpreter [arg] script-path args... Returns 0 when
  * L now describes the interpreter run. The line must fit the kernel's 256-byte
@@ -109,10 +167,17 @@ int resolve(struct launch *L)
 int shebang(struct launch *L, char *script, size_t cap)
 {
 	char line[256];
-	int fd = (int)sys_openat(AT_FDCWD, L->path, O_RDONLY | O_CLOEXEC, 0);
+	/* What execve demands first: may run it (x bit for the euid), not on a noexec mount. */
+	if (!may_exec(L->path))
+		return -1;
+	int fd = (int)sys_openat(AT_FDCWD, L->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;
-	long n = sys_read(fd, line, sizeof line - 1);
+	struct kstat st;
+	struct statfs_k fs;
+	long n = -1;
+	if (sys_fstat(fd, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG && sys_fstatfs(fd, &fs) == 0 && !(fs.f_flags & ST_NOEXEC))
+		n = sys_read(fd, line, sizeof line - 1);
 	sys_close(fd);
 	if (n < 3 || line[0] != '#' || line[1] != '!')
 		return -1;
@@ -144,8 +209,7 @@ int shebang(struct launch *L, char *script, size_t cap)
 	}
 	if (!interp[0] || interp[0] != '/')
 		return -1;
-	struct kstat st;
-	if (sys_stat(interp, &st) < 0 || (st.st_mode & S_IFMT) != S_IFREG || is_self(L, &st))
+	if (sys_stat(interp, &st) < 0 || (st.st_mode & S_IFMT) != S_IFREG || is_self(L, &st) || !may_exec(interp))
 		return -1;
 	struct cx_buf b = { script, 0, cap, 0 };
 	cx_buf_str(&b, L->path);

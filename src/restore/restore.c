@@ -19,12 +19,13 @@ enum cx_outcome cx_restore(struct launch *L)
 	struct file_fds fds;
 	int exe_fd = -1, files_open = 0, resume_fd = -1;
 	struct image im;
+	struct tramp_block tramp;
 	enum cx_outcome o;
 	__builtin_memset(&im, 0, sizeof im);
 	im.fd = -1;
 	fds.n = 0;
 
-	if ((o = read_meta(&im, L->image, buf)) != CX_HIT)
+	if ((o = read_meta(&im, L->layer_fd, L->image_rel, buf)) != CX_HIT)
 		goto out;
 	if ((o = check_owner(&im, L->key_euid)) != CX_HIT)
 		goto out;
@@ -36,6 +37,15 @@ enum cx_outcome cx_restore(struct launch *L)
 		goto out;
 	if ((o = check_env(&im, L)) != CX_HIT)
 		goto out;
+	/*
+	 * An image that depends on who took it (identity queries, files others
+	 * cannot read) serves that user only: a system-layer image taken by root
+	 * is not another user's.
+	 */
+	if ((im.state->flags & CX_STATE_IDENTITY_BOUND) && im.key->euid != L->euid) {
+		o = CX_FAIL_IDENTITY;
+		goto out;
+	}
 	check_age(&im, L);
 	/* A program that reads /proc/self/exe would find the launcher there: only where it can be set. */
 	if ((im.state->flags & CX_STATE_READS_EXE) && !exe_settable(L)) {
@@ -49,12 +59,16 @@ enum cx_outcome cx_restore(struct launch *L)
 	files_open = 1;
 	if ((o = check_files(&im, &fds, &exe_fd)) != CX_HIT)
 		goto out;
+	if ((o = check_stack_room(&im, L)) != CX_HIT)
+		goto out;
 	/* Past this point the address space changes: only a cold exec can follow a failure. */
 	if ((o = move_vdso(&im, L->auxv)) != CX_HIT)
 		goto out;
 	if ((o = map_regions(&im, &fds)) != CX_HIT)
 		goto out;
-	if (im.resume && (o = map_stack_reserve(&im)) != CX_HIT)
+	if (im.resume && (o = map_stack(&im)) != CX_HIT)
+		goto out;
+	if ((o = tramp_alloc(&im, L, &tramp)) != CX_HIT)
 		goto out;
 	close_files(&fds, exe_fd, im.fd);
 	im.fd = -1;
@@ -64,10 +78,10 @@ enum cx_outcome cx_restore(struct launch *L)
 		goto out;
 	if ((o = protect_regions(&im)) != CX_HIT)
 		goto out;
-	patch_auxv(&im, L->auxv);
+	patch_auxv(&im, L, L->auxv);
 	if ((o = set_kernel_state(&im)) != CX_HIT)
 		goto out;
-	o = jump(&im, L, exe_fd);
+	o = jump(&im, L, exe_fd, &tramp);
 out:
 	/* Nothing may leak into the cold-exec'd program: close every fd opened here. */
 	if (files_open) {

@@ -63,7 +63,7 @@ static inline int mmap_failed(long r) { return r < 0 && r > -4096; }
 
 /* image.c: step 1, read and check the image. */
 const char *image_str(const struct image *im, uint32_t off);
-enum cx_outcome read_meta(struct image *im, const char *file, uint64_t *buf);
+enum cx_outcome read_meta(struct image *im, int dirfd, const char *file, uint64_t *buf);
 enum cx_outcome check_owner(const struct image *im, uint32_t euid);
 enum cx_outcome check_header(struct image *im, const uint64_t *auxv);
 enum cx_outcome find_sections(struct image *im);
@@ -85,18 +85,23 @@ void close_files(struct file_fds *fds, int keep, int extra);
 int map_prot(const struct cx_region *r);
 enum cx_outcome move_vdso(const struct image *im, const uint64_t *auxv);
 enum cx_outcome map_regions(const struct image *im, const struct file_fds *fds);
-enum cx_outcome map_stack_reserve(const struct image *im);
+enum cx_outcome map_stack(const struct image *im);
+enum cx_outcome check_stack_room(const struct image *im, const struct launch *L);
 
 /* patch.c: steps 5-7, slots, protections, auxv. */
 enum cx_outcome check_slots(const struct image *im, struct launch *L);
 enum cx_outcome patch_slots(const struct image *im, struct launch *L);
 enum cx_outcome protect_regions(const struct image *im);
-void patch_auxv(const struct image *im, uint64_t *auxv);
+void patch_auxv(const struct image *im, const struct launch *L, uint64_t *auxv);
 
 /* jump.c: steps 8-9, kernel state and the trampoline; returns only on failure. */
 enum cx_outcome set_kernel_state(const struct image *im);
 int exe_settable(struct launch *L);
-enum cx_outcome jump(const struct image *im, struct launch *L, int exe_fd);
+struct tramp_block {
+	uint64_t base, params_len, strings_len;
+};
+enum cx_outcome tramp_alloc(const struct image *im, struct launch *L, struct tramp_block *t);
+enum cx_outcome jump(const struct image *im, struct launch *L, int exe_fd, const struct tramp_block *t);
 
 /* arch/<arch>/: what differs between machines. */
 enum cx_outcome cx_arch_check_resume_cpu(const struct image *im);

@@ -50,6 +50,7 @@
 #define O_APPEND 02000
 #define O_CLOEXEC 02000000
 #define O_NOFOLLOW 0400000
+#define O_PATH 010000000
 
 #define PROT_READ 1
 #define PROT_WRITE 2
@@ -59,6 +60,7 @@
 #define MAP_FIXED 0x10
 #define MAP_ANONYMOUS 0x20
 #define MAP_NORESERVE 0x4000
+#define MAP_GROWSDOWN 0x0100
 #define MAP_FIXED_NOREPLACE 0x100000
 #define MREMAP_MAYMOVE 1
 #define MREMAP_FIXED 2
@@ -77,12 +79,15 @@
 #define ENOTDIR 20
 #define EPERM 1
 #define EBADF 9
+#define EINVAL 22
+#define ELOOP 40
 
 #define S_IFMT 0170000
 #define S_IFREG 0100000
 #define S_IFDIR 0040000
 #define S_ISUID 04000
 #define S_ISGID 02000
+#define S_ISVTX 01000
 
 #define AT_NULL 0
 #define AT_PHDR 3
@@ -127,6 +132,19 @@ struct cap_data_k {
 #define CAP_SYS_ADMIN 21
 #define CAP_CHECKPOINT_RESTORE 40
 #define PR_SET_DUMPABLE 4
+
+/* fstatfs: the 64-bit struct statfs (same on every 64-bit architecture). */
+struct statfs_k {
+	int64_t f_type, f_bsize;
+	uint64_t f_blocks, f_bfree, f_bavail, f_files, f_ffree;
+	int32_t f_fsid[2];
+	int64_t f_namelen, f_frsize, f_flags;
+	int64_t f_spare[4];
+};
+_Static_assert(sizeof(struct statfs_k) == 120, "struct statfs");
+#define ST_NOEXEC 8
+#define AT_EACCESS 0x200
+#define ENOSYS 38
 
 struct rlimit_k {
 	uint64_t cur, max;
@@ -174,8 +192,16 @@ SYS_INLINE long sys_mremap(uint64_t old, uint64_t oldlen, uint64_t newlen, int f
 	return sys_call5(__NR_mremap, (long)old, (long)oldlen, (long)newlen, flags, (long)newaddr);
 }
 SYS_INLINE long sys_faccessat(const char *p, int mode) { return sys_call3(__NR_faccessat, AT_FDCWD, (long)p, mode); }
-SYS_INLINE long sys_linkat(const char *from, const char *to) { return sys_call5(__NR_linkat, AT_FDCWD, (long)from, AT_FDCWD, (long)to, 0); }
-SYS_INLINE long sys_unlinkat(const char *p) { return sys_call3(__NR_unlinkat, AT_FDCWD, (long)p, 0); }
+SYS_INLINE long sys_linkat(int olddir, const char *from, int newdir, const char *to)
+{
+	return sys_call5(__NR_linkat, olddir, (long)from, newdir, (long)to, 0);
+}
+SYS_INLINE long sys_unlinkat(int dir, const char *p) { return sys_call3(__NR_unlinkat, dir, (long)p, 0); }
+SYS_INLINE long sys_faccessat2(int dirfd, const char *p, int mode, int flags)
+{
+	return sys_call4(__NR_faccessat2, dirfd, (long)p, mode, flags);
+}
+SYS_INLINE long sys_fstatfs(int fd, struct statfs_k *st) { return sys_call2(__NR_fstatfs, fd, (long)st); }
 SYS_INLINE long sys_execve(const char *p, char *const *argv, char *const *envp)
 {
 	return sys_call3(__NR_execve, (long)p, (long)argv, (long)envp);
@@ -233,7 +259,11 @@ SYS_INLINE long sys_dup2(int a, int b)
 SYS_INLINE long sys_fork(void) { return sys_call5(__NR_clone, 17 /* SIGCHLD */, 0, 0, 0, 0); }
 SYS_INLINE long sys_wait4(int pid, int *status, int opts) { return sys_call4(__NR_wait4, pid, (long)status, opts, 0); }
 SYS_INLINE long sys_flock(int fd, int op) { return sys_call2(__NR_flock, fd, op); }
-SYS_INLINE long sys_mkdir(const char *p, int mode) { return sys_call3(__NR_mkdirat, AT_FDCWD, (long)p, mode); }
+SYS_INLINE long sys_mkdirat(int dirfd, const char *p, int mode) { return sys_call3(__NR_mkdirat, dirfd, (long)p, mode); }
+SYS_INLINE long sys_fstatat(int dirfd, const char *p, struct kstat *st, int flags)
+{
+	return sys_call4(__NR_newfstatat, dirfd, (long)p, (long)st, flags);
+}
 SYS_INLINE long sys_setsid(void) { return sys_call0(__NR_setsid); }
 SYS_INLINE long sys_setpriority(int which, int who, int prio) { return sys_call3(__NR_setpriority, which, who, prio); }
 SYS_INLINE long sys_clock_gettime(int clk, struct timespec_k *ts) { return sys_call2(__NR_clock_gettime, clk, (long)ts); }

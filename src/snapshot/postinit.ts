@@ -51,7 +51,7 @@ export interface PostInitOptions {
 }
 
 const DEFAULT_TIMEOUT_MS = 60_000;
-/** Room for the stack to grow below the captured part, like the kernel's RLIMIT_STACK default. */
+/** Informational (format field): the launcher lets the stack grow as RLIMIT_STACK allows (MAP_GROWSDOWN). */
 const STACK_RESERVE = 8n * 1024n * 1024n;
 
 /** Sentinels for the process's own ids: as many digits as the largest pid, so any real id fits where one was written as text. */
@@ -220,9 +220,10 @@ function postInitImage(opts: PostInitOptions, exePath: string, interpreter: stri
   const files = buildFiles([...t.paths, ...a.childPaths], a.maps, exePath, interpreter);
   addListedDirectories(files.files, t.listedDirs);
   const regions = buildRegions(a.caps, files, slots);
-  const stackRegion = regions.filter((r) => r.addr >= a.stack.start && r.addr < a.stack.end).sort((x, y) => (x.addr < y.addr ? -1 : 1))[0];
-  if (!stackRegion) throw new SnapshotRefusal('internal', 'no region for the stack');
-  stackRegion.flags |= RegionFlag.STACK;
+  // The launcher maps the stack's regions as one growing mapping (RLIMIT_STACK applies as to a cold stack).
+  const stackRegions = regions.filter((r) => r.addr >= a.stack.start && r.addr < a.stack.end);
+  if (!stackRegions.length) throw new SnapshotRefusal('internal', 'no region for the stack');
+  for (const r of stackRegions) r.flags |= RegionFlag.STACK;
 
   const umaskA = parseInt(a.status.get('Umask') ?? '', 8);
   const umaskB = parseInt(b.status.get('Umask') ?? '', 8);

@@ -9,9 +9,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { SYSTEM_PATH } from '../../src/bench/programs.js';
+import { SYSTEM_PATH } from '../../benchmarks/harness/programs.js';
 
-export { SYSTEM_PATH, PROGRAMS, installedPrograms, programSpec, resolveOnPath } from '../../src/bench/programs.js';
+export { SYSTEM_PATH, PROGRAMS, installedPrograms, programSpec, resolveOnPath } from '../../benchmarks/harness/programs.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const LAUNCHER = path.join(ROOT, 'bin', 'cached-exec');

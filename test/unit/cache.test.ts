@@ -16,8 +16,8 @@ import { lockIsStale, tryLock, withLock } from '../../src/cache/lock.js';
 import { planEviction, type AgedImage } from '../../src/cache/maintain.js';
 import { RECORD_SIZE, appendEvent, decodeRunRecords, foldStats, summarize, zeroStats } from '../../src/cache/stats.js';
 import { Store, readImageMeta } from '../../src/cache/store.js';
-import { CliError } from '../../src/cli/errors.js';
-import { resolveProgram } from '../../src/cli/resolve.js';
+import { CxError } from '../../src/common/errors.js';
+import { resolveProgram } from '../../src/common/resolve.js';
 import { encodeStruct, decodeStruct } from '../../src/image/codec.js';
 import { PAGE_SIZE, serializeImage, type ImageKey, type ImageModel } from '../../src/image/format.js';
 import {
@@ -103,12 +103,12 @@ describe('store', () => {
     s.ensure();
     expect(fs.statSync(dir).mode & 0o777).toBe(0o700);
     const other = new Store(dir, euid + 1);
-    expect(() => other.ensure()).toThrow(CliError);
+    expect(() => other.ensure()).toThrow(CxError);
     try {
       other.ensure();
     } catch (e) {
-      expect((e as CliError).code).toBe('cache-dir');
-      expect((e as CliError).path).toBe(dir);
+      expect((e as CxError).code).toBe('cache-dir');
+      expect((e as CxError).path).toBe(dir);
     }
     const file = path.join(tmp(), 'file');
     fs.writeFileSync(file, '');
@@ -202,7 +202,7 @@ describe('config and sizes', () => {
     expect(parseSize('64Ki')).toBe(65536);
     expect(parseSize('10k')).toBe(10_000);
     expect(parseSize('4096B')).toBe(4096);
-    for (const bad of ['', 'lots', '-1G', '1X', '1 G G']) expect(() => parseSize(bad), bad).toThrow(CliError);
+    for (const bad of ['', 'lots', '-1G', '1X', '1 G G']) expect(() => parseSize(bad), bad).toThrow(CxError);
     expect(parseCount('12')).toBe(12);
     expect(() => parseCount('1.5')).toThrow(/count/);
   });
@@ -364,7 +364,7 @@ describe('keys and resolution agree with the launcher', () => {
         resolveProgram(prog, env);
         expect.unreachable();
       } catch (e) {
-        expect((e as CliError).exitCode).toBe(code);
+        expect((e as CxError).exitCode).toBe(code);
       }
     }
   });

@@ -21,7 +21,7 @@ import { MAX_VARIANTS, servingImage, warmOne } from '../../src/cli/commands/warm
 import { dependency, variantSelector } from '../../src/cache/envdeps.js';
 import { cleanup, staleReason } from '../../src/cache/maintain.js';
 import type { ImageEntry } from '../../src/cache/store.js';
-import { CliError } from '../../src/cli/errors.js';
+import { CxError } from '../../src/common/errors.js';
 import type { TakeSnapshot } from '../../src/cli/snapshotter.js';
 import { PAGE_SIZE, parseImage, type ImageModel } from '../../src/image/format.js';
 import { FileFlag, FileKind, Prot, Src, VdsoKind } from '../../src/image/schema.js';
@@ -128,12 +128,12 @@ describe('warmOne', () => {
     expect(r.key).toBe(keyHash(keyFromStat('/bin/sh', fs.statSync('/bin/sh', { bigint: true }), env)));
   });
 
-  it('a program that is not found is a CliError with status 127 and no snapshot', async () => {
+  it('a program that is not found is a CxError with status 127 and no snapshot', async () => {
     const store = tmpStore();
     const { calls, snapshotter } = recorder((o) => ok(o));
     const e = await warmOne('cx-no-such-program', { snapshotter, store, env }).catch((x: unknown) => x);
-    expect(e).toBeInstanceOf(CliError);
-    expect((e as CliError).exitCode).toBe(127);
+    expect(e).toBeInstanceOf(CxError);
+    expect((e as CxError).exitCode).toBe(127);
     expect(calls).toHaveLength(0);
   });
 

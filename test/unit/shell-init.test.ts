@@ -66,7 +66,7 @@ describe('--shell-init output', () => {
       expect(r.stdout).toBe(`${shellInitSnippet(s, '/home/u/.local/share/cached-exec/shims')}\n`);
       expect(r.stdout).toContain(s === 'zsh' ? '\nrehash' : '\nhash -r');
     }
-    expect((await cli(['--shell-init'], env)).stdout).toBe(`${shellInitSnippet('sh', '/home/u/.local/share/cached-exec/shims')}\n`);
+    expect((await cli(['--shell-init'], env)).stdout).toBe(`${shellInitSnippet('bash', '/home/u/.local/share/cached-exec/shims')}\n`);
   });
 
   it('names the directory the --shims-* commands use', async () => {

@@ -240,7 +240,8 @@ describe('library constructors that refuse the snapshot', () => {
     const t0 = Date.now();
     const r = snap(exe, 1500);
     expect(code(r)).toBe('timeout');
-    expect(Date.now() - t0).toBeLessThan(5000);
+    // It gives up instead of hanging: bounded generously, since both cores may be busy (a timing is not the point).
+    expect(Date.now() - t0).toBeLessThan(60_000);
   });
 
   it('a constructor blocked in a syscall times out too', () => {

@@ -12,10 +12,10 @@ import { keyFromStat, keyHash } from '../../cache/key.js';
 import type { QueueEntry, Store } from '../../cache/store.js';
 import { takeWarmerLock } from '../../cache/warmer-lock.js';
 import { wordsOfSpec } from '../../resume/spec.js';
-import { CliError } from '../errors.js';
+import { CxError } from '../../common/errors.js';
 import type { Context } from '../context.js';
 import { printJson } from '../output.js';
-import { resolveProgram } from '../resolve.js';
+import { resolveProgram } from '../../common/resolve.js';
 import { loadSnapshotter, type TakeSnapshot } from '../snapshotter.js';
 import { warmOne, type WarmResult } from './warm.js';
 
@@ -61,8 +61,8 @@ export async function drain(store: Store, baseEnv: NodeJS.ProcessEnv, load: () =
             });
             results.push({ queued: q.hash, ...res });
           } catch (e) {
-            if (e instanceof CliError && e.code === 'snapshotter-missing') throw e;
-            const err = e instanceof CliError ? e : new CliError('internal', String((e as Error).message ?? e), { cause: e });
+            if (e instanceof CxError && e.code === 'snapshotter-missing') throw e;
+            const err = e instanceof CxError ? e : new CxError('internal', String((e as Error).message ?? e), { cause: e });
             results.push({ queued: q.hash, program: q.exePath, ok: false, reason: err.code, detail: err.shortMessage });
             // Do not retry this key on every miss: a refusal file stops the launcher queueing it (until --cleanup).
             if (err.code !== 'locked') {

@@ -3,7 +3,10 @@
  * and if not why. Exit status 0 when it would restore, 1 when it would run
  * cold, 126/127 when PROG cannot be run at all (like the launcher).
  */
+import { launcherCacheDir } from '../../cache/key.js';
+import { Store } from '../../cache/store.js';
 import { predictRun } from '../predict.js';
+import { scriptShim, shimAdvice } from '../script-shim.js';
 import { afterInitFromOptions } from '../after-init.js';
 import type { Context } from '../context.js';
 import { keyValues, printJson } from '../output.js';
@@ -31,6 +34,9 @@ const OUTCOME_TEXT: Record<string, string> = {
 
 export function explain(ctx: Context): number {
   const prog = ctx.operands[0] as string;
+  // A cache directory the launcher cannot use is an error here as for every admin command
+  // (none at all is a prediction: every run is cold).
+  if (launcherCacheDir(ctx.env) !== null) Store.checkedForEnv(ctx.env);
   const afterInit = afterInitFromOptions(ctx, prog);
   const p = predictRun(prog, ctx.env, undefined, afterInit);
   if (afterInit && p.hint) {
@@ -64,6 +70,9 @@ export function explain(ctx: Context): number {
     if (p.refused) pairs.push(['refused', `${p.refused.reason}${p.refused.detail ? `: ${p.refused.detail}` : ''}`]);
     else if (p.queued) pairs.push(['queued', 'yes']);
     if (p.hint) pairs.push(['hint', p.hint]);
+    // A version manager's shim restores as its interpreter (env, bash), not as what it starts.
+    const shim = p.interpreter && !afterInit ? scriptShim(p.resolved, prog) : null;
+    if (shim?.manager) pairs.push(['note', shimAdvice(prog, shim, '')]);
     ctx.out.line(keyValues(pairs).join('\n'));
   }
   return p.restores ? 0 : 1;

@@ -3,7 +3,7 @@ import { ABI_HASH, CONSTANTS, FORMAT_VERSION, MAGIC, STRUCTS, describeFormat, la
 import type { CommandSpec } from '../args.js';
 import type { Context } from '../context.js';
 import { hex, printJson } from '../output.js';
-import { packageVersion } from '../paths.js';
+import { packageVersion } from '../../common/package.js';
 
 export function version(ctx: Context): number {
   if (ctx.json) {
@@ -58,6 +58,9 @@ export function helpText(specs: readonly CommandSpec[]): string {
   return `Usage:
   cached-exec PROG [ARGS...]      run PROG, restored from its image when one exists
   cached-exec -- PROG [ARGS...]   the same, for a PROG whose name starts with '-'
+  cached-exec --after-init[=FILE] [--preload MOD,...] PROG [ARGS...]
+                                  run PROG resumed after its init (bash: FILE sourced;
+                                  python: modules imported), docs/resume-protocol.md
   ln -s /path/to/cached-exec DIR/PROG   a shim: running DIR/PROG runs the real PROG from
                                   further along PATH, restored when possible
   cached-exec OPTION...           administer the cache (below)
@@ -66,13 +69,19 @@ Options (all accept --json for machine-readable output where it makes sense):
 ${cmds.join('\n')}
 
 Environment:
-  CACHED_EXEC_DIR           cache directory (default \${XDG_CACHE_HOME:-~/.cache}/cached-exec)
+  CACHED_EXEC_DIR           cache directory, an absolute path (default \${XDG_CACHE_HOME:-~/.cache}/cached-exec)
   CACHED_EXEC_DISABLE       set (not 0): every run is cold
   CACHED_EXEC_NO_WARM       set (not 0): a miss starts no background snapshot
   CACHED_EXEC_MAX_AGE       seconds after which an image is re-taken (default 604800; 0 = never)
   CACHED_EXEC_RETAKE_SECONDS  at most one re-take of an image for another environment, or of
                             a stale one, per key in this many seconds (default 60)
   CACHED_EXEC_SYSTEM_DIR    read-only system image layer (root-owned), tried after the user's cache
+  CACHED_EXEC_SHIMS_DIR     shim directory of --shims-* and --shell-init
+                            (default ~/.local/share/cached-exec/shims)
+  CACHED_EXEC_VARY_ENV      post-init images: comma-separated variables that may differ from the
+                            snapshot's without selecting another image (applied after the restore)
+  CACHED_EXEC_DEBUG_INIT_OUTPUT  set: --warm --after-init shows what the init printed
+                            (output during the init is a refusal)
   LD_*, GLIBC_TUNABLES, MALLOC_*   present: the run is cold (they change what the loader does)
 
 Exit status of options: 0 success; 1 failure (--warm: some program refused; --explain: the

@@ -1,4 +1,5 @@
-/** --inspect IMAGE: a human-readable (or --json) dump of one image's metadata. */
+/** --inspect IMAGE|KEY|PROG: a human-readable (or --json) dump of one image's metadata. */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { IMAGE_NAME_RE, keyHash } from '../../cache/key.js';
 import { describeDependency } from '../../cache/envdeps.js';
@@ -6,7 +7,10 @@ import { describeInitSpec } from '../../resume/spec.js';
 import { readImageMeta } from '../../cache/store.js';
 import type { ImageModel, ParsedImage } from '../../image/format.js';
 import { FileFlag, Prot, RegionFlag, StateFlag, constName } from '../../image/schema.js';
+import { CxError } from '../../common/errors.js';
+import { afterInitFromOptions } from '../after-init.js';
 import type { Context } from '../context.js';
+import { predictRun } from '../predict.js';
 import { formatAge, formatBytes, formatTime, hex, keyValues, printJson, table } from '../output.js';
 
 const flagNames = (bits: number, names: Readonly<Record<string, number>>): string[] => {
@@ -176,8 +180,48 @@ export function inspectText(j: InspectJson, now = Date.now()): string[] {
   return L;
 }
 
+/**
+ * The image file --inspect means by its operand, tried in this order: an
+ * existing file (a path, as before); the key --list shows, or a unique prefix
+ * of at least 4 hex digits of one, in the user's cache (the system layer with
+ * --system); a program name or path, whose image is the one its next run
+ * would use (--after-init/--preload select the post-init one, as for
+ * --explain).
+ */
+export function findImage(ctx: Context, operand: string): string {
+  if (operand.includes('/') && fs.existsSync(operand) && fs.statSync(operand).isFile()) return operand;
+  if (/^[0-9a-f]{4,16}$/.test(operand)) {
+    const matches = ctx.store().listImages().filter((im) => im.hash.startsWith(operand));
+    if (matches.length === 1) return (matches[0] as { path: string }).path;
+    if (matches.length > 1) {
+      throw new CxError('usage', `${operand} is the start of ${matches.length} keys (${matches.map((m) => m.hash).join(', ')}): give more digits`,
+        { command: '--inspect', reason: 'ambiguous' });
+    }
+  }
+  if (!operand.includes('/') && fs.existsSync(operand) && fs.statSync(operand).isFile()) return operand;
+  let p;
+  try {
+    p = predictRun(operand, ctx.env, ctx.store().euid, afterInitFromOptions(ctx, operand));
+  } catch (e) {
+    if (e instanceof CxError && e.code === 'not-found') {
+      throw new CxError('not-found', operand.includes('/') ? `${operand}: No such file or directory`
+        : `${operand}: no such image file, image key (see --list) or program`, { command: '--inspect', program: operand });
+    }
+    throw e;
+  }
+  const wanted = ctx.modifiers.has('--system') ? 'system' : 'user';
+  const attempt = p.attempts.filter((a) => a.layer === wanted).at(-1);
+  if (!attempt || !fs.existsSync(attempt.image)) {
+    const opts = [...ctx.options].map(([k, v]) => (v ? `${k}=${v}` : k)).join(' ');
+    throw new CxError('bad-image', `${operand}: no image yet${attempt ? ` (key ${attempt.key}, ${attempt.image})` : ''}; ` +
+      `take one with: cached-exec --warm ${opts ? `${opts} ` : ''}${p.interpreter ? p.interpreter.path : operand}`,
+    { command: '--inspect', program: operand, reason: 'no-image', ...(attempt ? { path: attempt.image } : {}) });
+  }
+  return attempt.image;
+}
+
 export function inspect(ctx: Context): number {
-  const file = ctx.operands[0] as string;
+  const file = findImage(ctx, ctx.operands[0] as string);
   const { parsed, fileSize } = readImageMeta(file);
   const j = inspectJson(file, parsed, fileSize);
   if (ctx.json) printJson(ctx.out, j);

@@ -4,7 +4,7 @@ import { parseCount, parseSize, readConfig, writeConfig } from '../../cache/conf
 import { cleanup as runCleanup, clearCache, enforceBounds, withUsage } from '../../cache/maintain.js';
 import { foldStats } from '../../cache/stats.js';
 import { readImageMeta } from '../../cache/store.js';
-import { CliError } from '../errors.js';
+import { CxError } from '../../common/errors.js';
 import type { Context } from '../context.js';
 import { formatAge, formatBytes, printJson, table } from '../output.js';
 
@@ -19,6 +19,16 @@ export interface ListEntry {
   uses: number;
   regions: number | null;
   valid: boolean;
+  /** What else selects the image besides the program: the PATH it was taken for... */
+  pathEnv: string | null;
+  /** ...the init that ran before a post-init image's checkpoint ("after-init --init FILE"), null for post-link... */
+  init: string | null;
+  /**
+   * ...and the environment: the key's env hash (hex) when the image serves one
+   * environment only (post-link images whose constructors read it; every
+   * post-init image), else null.
+   */
+  envHash: string | null;
 }
 
 export function listEntries(ctx: Context): ListEntry[] {
@@ -29,15 +39,24 @@ export function listEntries(ctx: Context): ListEntry[] {
     let created = im.mtimeMs;
     let regions: number | null = null;
     let valid = false;
+    let pathEnv: string | null = null;
+    let init: string | null = null;
+    let envHash: string | null = null;
     try {
       const { parsed } = readImageMeta(im.path);
       const k = parsed.model.key;
-      program = k.initSpec ? `${k.exePath} [${describeInitSpec(k.initSpec)}]` : k.exePath;
+      program = k.exePath;
+      pathEnv = k.pathEnv;
+      init = k.initSpec ? describeInitSpec(k.initSpec) : null;
+      envHash = k.envHash ? k.envHash.toString(16).padStart(16, '0') : null;
       created = Number(parsed.model.createdNs / 1_000_000n) || im.mtimeMs;
       regions = parsed.model.regions.length;
       valid = parsed.problems.length === 0;
     } catch { /* listed as damaged */ }
-    return { key: im.hash, program, image: im.path, size: im.size, created, lastUsed: im.lastUsed, uses: im.uses, regions, valid };
+    return {
+      key: im.hash, program, image: im.path, size: im.size, created, lastUsed: im.lastUsed, uses: im.uses, regions, valid,
+      pathEnv, init, envHash,
+    };
   }).sort((a, b) => b.lastUsed - a.lastUsed || a.key.localeCompare(b.key));
 }
 
@@ -52,13 +71,33 @@ export function list(ctx: Context): number {
     return 0;
   }
   const now = Date.now();
+  // Rows for one program differ by PATH (part of every key), init or environment: show
+  // those compactly. PATHs get letters explained below the table.
+  const paths = [...new Set(entries.map((e) => e.pathEnv).filter((p): p is string => p !== null))];
+  const letter = (p: string | null): string => (p === null ? '-' : pathLabel(paths.indexOf(p)));
+  const anyInit = entries.some((e) => e.init);
+  const anyEnv = entries.some((e) => e.envHash);
   ctx.out.line(table(entries.map((e) => [
-    e.program ?? '(damaged image)', formatBytes(e.size), formatAge(now - e.created), String(e.uses),
+    e.program ?? '(damaged image)',
+    ...(anyInit ? [e.init ?? '-'] : []),
+    letter(e.pathEnv),
+    ...(anyEnv ? [e.envHash ? `${e.init ? 'keyed' : 'bound'} ${e.envHash.slice(0, 6)}` : '-'] : []),
+    formatBytes(e.size), formatAge(now - e.created), String(e.uses),
     e.uses ? `${formatAge(now - e.lastUsed)} ago` : 'never', e.key,
-  ]), ['program', 'size', 'age', 'uses', 'last use', 'key']).join('\n'));
+  ]), ['program', ...(anyInit ? ['init'] : []), 'PATH', ...(anyEnv ? ['env'] : []), 'size', 'age', 'uses', 'last use', 'key']).join('\n'));
   const total = entries.reduce((a, e) => a + e.size, 0);
   ctx.out.line(`${entries.length} image(s), ${formatBytes(total)}`);
+  for (const [i, p] of paths.entries()) ctx.out.line(`PATH ${pathLabel(i)}: ${p === '' ? '(unset)' : p}`);
+  if (anyEnv) {
+    ctx.out.line('env: the image serves one environment only (bound: its constructors read it; keyed: a post-init image); ' +
+      '--explain PROG says whether yours matches');
+  }
   return 0;
+}
+
+/** A, B, ..., Z, AA, AB, ... */
+function pathLabel(i: number): string {
+  return (i >= 26 ? pathLabel(Math.floor(i / 26) - 1) : '') + String.fromCharCode(65 + (i % 26));
 }
 
 export function clear(ctx: Context): number {
@@ -109,12 +148,12 @@ function setLimit(ctx: Context, field: 'maxSize' | 'maxEntries', value: number):
 
 export function maxSize(ctx: Context): number {
   const text = ctx.operands[0];
-  if (text === undefined) throw new CliError('usage', '--max-size needs a SIZE', { command: '--max-size' });
+  if (text === undefined) throw new CxError('usage', '--max-size needs a SIZE', { command: '--max-size' });
   return setLimit(ctx, 'maxSize', parseSize(text));
 }
 
 export function maxEntries(ctx: Context): number {
   const text = ctx.operands[0];
-  if (text === undefined) throw new CliError('usage', '--max-entries needs a COUNT', { command: '--max-entries' });
+  if (text === undefined) throw new CxError('usage', '--max-entries needs a COUNT', { command: '--max-entries' });
   return setLimit(ctx, 'maxEntries', parseCount(text));
 }

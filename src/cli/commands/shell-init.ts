@@ -15,7 +15,7 @@
  * shell/cached-exec.sh is the same code for users who prefer to source a file.
  */
 import * as path from 'node:path';
-import { CliError } from '../errors.js';
+import { CxError } from '../../common/errors.js';
 import type { Context } from '../context.js';
 import { shimsDir, splitDirOperand } from './shims.js';
 
@@ -50,16 +50,16 @@ function isShell(s: string): s is Shell {
 }
 
 /**
- * `--shell-init [SHELL] [[--dir] DIR]`: SHELL defaults to sh (the code is the
- * same for every shell but zsh's rehash); DIR (an operand with a '/') or
+ * `--shell-init [SHELL] [[--dir] DIR]`: SHELL defaults to bash (the code is
+ * the same for every shell but zsh's rehash); DIR (an operand with a '/') or
  * --system chooses the shim directory as for the --shims-* commands.
  */
 export function shellInit(ctx: Context): number {
   const { dir, names } = splitDirOperand(ctx);
-  if (names.length > 1) throw new CliError('usage', `--shell-init takes one SHELL, got '${names.join(' ')}'`, { command: '--shell-init' });
-  const shell = names[0] ?? 'sh';
+  if (names.length > 1) throw new CxError('usage', `--shell-init takes one SHELL, got '${names.join(' ')}'`, { command: '--shell-init' });
+  const shell = names[0] ?? 'bash';
   if (!isShell(shell)) {
-    throw new CliError('usage', `--shell-init knows ${SHELLS.join(', ')}, not '${shell}'`, { command: '--shell-init', reason: shell });
+    throw new CxError('usage', `--shell-init knows ${SHELLS.join(', ')}, not '${shell}'`, { command: '--shell-init', reason: shell });
   }
   ctx.out.line(shellInitSnippet(shell, path.resolve(dir ?? shimsDir(ctx.env, ctx.modifiers.has('--system')))));
   return 0;

@@ -31,9 +31,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { foldStats } from '../../cache/stats.js';
 import { readImageMeta } from '../../cache/store.js';
-import { LAUNCHER } from '../paths.js';
-import { resolveProgram } from '../resolve.js';
-import { CliError, ioError } from '../errors.js';
+import { LAUNCHER } from '../../common/package.js';
+import { resolveProgram } from '../../common/resolve.js';
+import { CxError, ioError } from '../../common/errors.js';
 import { printJson, table } from '../output.js';
 import type { Context } from '../context.js';
 
@@ -54,12 +54,12 @@ export function shimsDir(env: NodeJS.ProcessEnv, system = false): string {
 export function splitDirOperand(ctx: Context): { dir: string | undefined; names: string[] } {
   const dirs = ctx.operands.filter((o) => o.includes('/'));
   const names = ctx.operands.filter((o) => !o.includes('/'));
-  if (dirs.length > 1) throw new CliError('usage', `one shim directory at a time, got ${dirs.join(' and ')}`);
+  if (dirs.length > 1) throw new CxError('usage', `one shim directory at a time, got ${dirs.join(' and ')}`);
   if (ctx.modifiers.has('--dir') && !dirs.length) {
-    throw new CliError('usage', '--dir needs a directory path containing a \'/\' (e.g. --dir ./shims)');
+    throw new CxError('usage', '--dir needs a directory path containing a \'/\' (e.g. --dir ./shims)');
   }
   if (dirs.length && ctx.modifiers.has('--system')) {
-    throw new CliError('usage', '--system and a shim directory cannot be combined', { path: dirs[0] });
+    throw new CxError('usage', '--system and a shim directory cannot be combined', { path: dirs[0] });
   }
   return { dir: dirs[0] === undefined ? undefined : path.resolve(dirs[0]), names };
 }
@@ -72,11 +72,11 @@ function target(ctx: Context): { dir: string; names: string[]; system: boolean }
 
 function checkName(name: string): void {
   if (!name || name.includes('/') || name === '.' || name === '..' || name.startsWith('-')) {
-    throw new CliError('usage', `'${name}' is not a program name`, { program: name });
+    throw new CxError('usage', `'${name}' is not a program name`, { program: name });
   }
   // The launcher takes any basename starting with "cached-exec" as its own name (prefix form).
   if (name.startsWith('cached-exec')) {
-    throw new CliError('usage', `a shim named '${name}' would be the launcher itself, not a program`, { program: name });
+    throw new CxError('usage', `a shim named '${name}' would be the launcher itself, not a program`, { program: name });
   }
 }
 
@@ -94,9 +94,9 @@ const validName = (name: string): boolean => {
  * shim (a symlink to some other or missing `.../cached-exec`: an older
  * checkout, a moved install), something else, or nothing.
  */
-type ShimState = 'ours' | 'stale' | 'foreign' | 'absent';
+export type ShimState = 'ours' | 'stale' | 'foreign' | 'absent';
 
-function shimState(file: string): ShimState {
+export function shimState(file: string): ShimState {
   let link: string;
   try {
     if (!fs.lstatSync(file).isSymbolicLink()) return 'foreign';
@@ -189,7 +189,7 @@ function makeDir(dir: string, system: boolean): void {
   if (system) {
     const st = fs.statSync(dir);
     if (!st.isDirectory() || st.uid !== 0 || (st.mode & 0o022) !== 0) {
-      throw new CliError('io', `${dir} must be a directory owned by root and writable by root only ` +
+      throw new CxError('io', `${dir} must be a directory owned by root and writable by root only ` +
         '(boot scripts put it first on PATH)', { path: dir });
     }
   }
@@ -197,7 +197,7 @@ function makeDir(dir: string, system: boolean): void {
 
 function needRoot(system: boolean, command: string): void {
   if (system && !isRoot()) {
-    throw new CliError('usage', `${command} --system changes the boot scripts' shim directory: run it as root`, { command });
+    throw new CxError('usage', `${command} --system changes the boot scripts' shim directory: run it as root`, { command });
   }
 }
 
@@ -207,9 +207,9 @@ export function shimsInstall(ctx: Context): number {
   let names = operands;
   let auto: ProgramRuns[] | undefined;
   if (ctx.modifiers.has('--auto')) {
-    if (names.length > 1) throw new CliError('usage', '--auto takes one count N (the programs are chosen from the statistics)');
+    if (names.length > 1) throw new CxError('usage', '--auto takes one count N (the programs are chosen from the statistics)');
     const n = names.length ? Number(names[0]) : DEFAULT_AUTO;
-    if (!Number.isInteger(n) || n <= 0) throw new CliError('usage', `--auto takes a count, not '${names[0]}'`);
+    if (!Number.isInteger(n) || n <= 0) throw new CxError('usage', `--auto takes a count, not '${names[0]}'`);
     auto = mostRun(ctx, n);
     names = auto.map((p) => p.name);
     if (!names.length) {
@@ -218,7 +218,7 @@ export function shimsInstall(ctx: Context): number {
       return 0;
     }
   } else if (!names.length) {
-    throw new CliError('usage', '--shims-install needs PROG... or --auto [N]', { command: '--shims-install' });
+    throw new CxError('usage', '--shims-install needs PROG... or --auto [N]', { command: '--shims-install' });
   }
   for (const name of names) checkName(name);
   makeDir(dir, system);
@@ -226,7 +226,7 @@ export function shimsInstall(ctx: Context): number {
   for (const name of names) {
     const shim = path.join(dir, name);
     const state = shimState(shim);
-    if (state === 'foreign') throw new CliError('io', `${shim} exists and is not a shim of cached-exec: left alone`, { path: shim });
+    if (state === 'foreign') throw new CxError('io', `${shim} exists and is not a shim of cached-exec: left alone`, { path: shim });
     if (state !== 'ours') {
       // Atomic: a temp symlink renamed into place (over a stale shim too), so a shell never sees a half shim.
       const tmp = path.join(dir, `.${name}.${process.pid}.tmp`);
@@ -305,7 +305,7 @@ export function shimsRemove(ctx: Context): number {
 
 export function shimsList(ctx: Context): number {
   const { dir, names } = target(ctx);
-  if (names.length) throw new CliError('usage', `--shims-list takes no program names (got '${names[0]}')`, { command: '--shims-list' });
+  if (names.length) throw new CxError('usage', `--shims-list takes no program names (got '${names[0]}')`, { command: '--shims-list' });
   const rows = listShims(dir).map(({ name, shim, state }) => ({
     name,
     shim,

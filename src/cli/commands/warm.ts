@@ -13,14 +13,16 @@ import { appendEvent, foldStats } from '../../cache/stats.js';
 import type { Store } from '../../cache/store.js';
 import { serializeImage, type ImageKey } from '../../image/format.js';
 import type { RefusalCode } from '../../snapshot/api.js';
-import { CliError } from '../errors.js';
-import { afterInitFromOptions } from '../after-init.js';
+import { CxError } from '../../common/errors.js';
+import { afterInitFromOptions, afterInitOptionText } from '../after-init.js';
 import type { Context } from '../context.js';
 import { formatBytes, printJson } from '../output.js';
-import { LAUNCHER } from '../paths.js';
-import { readShebang, resolveProgram } from '../resolve.js';
+import { LAUNCHER } from '../../common/package.js';
+import { readShebang, resolveProgram } from '../../common/resolve.js';
 import { loadSnapshotter, type TakeSnapshot } from '../snapshotter.js';
 import { initSpec, kindOfWords } from '../../resume/spec.js';
+import { DIAGNOSABLE, initFailure } from '../init-diagnosis.js';
+import { scriptShim, shimAdvice } from '../script-shim.js';
 
 /**
  * Variant images one key may have (images for other environments than its
@@ -72,14 +74,17 @@ function sameIdentity(a: ImageKey, b: ImageKey): boolean {
     a.exeCtimeSec === b.exeCtimeSec && a.exeCtimeNsec === b.exeCtimeNsec;
 }
 
-/** Snapshots one program and stores its image. Throws CliError for resolution and I/O errors. */
+/** Snapshots one program and stores its image. Throws CxError for resolution and I/O errors. */
 export async function warmOne(program: string, o: WarmOptions): Promise<WarmResult> {
   let r = resolveProgram(program, o.env, o.launcher ?? LAUNCHER);
   const notes: string[] = [];
+  const shim = scriptShim(r.path, program);
   // A #! script has no image of its own: the launcher restores its interpreter, so warm that.
   const sb = o.afterInit ? null : readShebang(r.path, o.launcher ?? LAUNCHER);
   if (sb) {
     notes.push(`${r.path} is a #! script: warmed its interpreter ${sb.interpreter}`);
+    // A version manager's shim: the interpreter (env, bash) is not what the user meant to cache.
+    if (shim?.manager) notes.push(shimAdvice(program, shim, ''));
     r = { name: program, path: sb.interpreter, stat: sb.stat };
   }
   const key = keyFromStat(r.path, r.stat, o.env, o.store.euid, o.store.shared ? 0n : groupsHash());
@@ -87,11 +92,20 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
   // The primary key: the lock, the queue entry and a refusal are by it, whichever image this becomes.
   const hash = keyHash(key);
   const base: WarmResult = { program, ok: false, resolved: r.path, key: hash, notes };
+  if (o.afterInit && shim) {
+    // A post-init image needs the interpreter itself: a script that execs it never reaches the checkpoint.
+    const detail = shimAdvice(program, shim, afterInitOptionText(o.afterInit.words));
+    try {
+      o.store.markRefused(hash, 'not-elf', detail);
+    } catch { /* only retried */ }
+    appendEvent(o.store, { e: 'refused', key: hash, reason: 'not-elf', ms: 0 });
+    return { ...base, reason: 'not-elf', detail };
+  }
 
   // One snapshot per key at a time; a killed holder's lock is recovered (lock.ts).
   o.store.ensure('images', 'locks');
   const lock = tryLock(o.store.lockPath(`snapshot-${hash}`), { timeoutMs: (o.timeoutMs ?? 10_000) + 30_000, staleMs: 10 * 60_000 });
-  if (!lock) throw new CliError('locked', `${program}: another snapshot of it is still running`, { program, command: '--warm' });
+  if (!lock) throw new CxError('locked', `${program}: another snapshot of it is still running`, { program, command: '--warm' });
   try {
     if (o.skipIfValid) {
       const image = servingImage(o.store, key, o.env);
@@ -110,22 +124,28 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
         ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
       });
     } catch (e) {
-      throw new CliError('internal', `${program}: the snapshotter failed: ${(e as Error).message ?? String(e)}`,
+      throw new CxError('internal', `${program}: the snapshotter failed: ${(e as Error).message ?? String(e)}`,
         { program, command: '--warm', cause: e });
     }
     const ms = Math.round(outcome.ms ?? performance.now() - t0);
     if (!outcome.ok) {
+      // A post-init refusal is most often the init itself failing (a missing module, an
+      // error in the rc file): run it once cold to say so in its own words.
+      const failure = o.afterInit && DIAGNOSABLE.has(outcome.reason)
+        ? initFailure(r.path, program, o.afterInit.words, o.env) : null;
+      const detail = failure ? `${failure.text} (the snapshot stopped at: ${outcome.detail})` : outcome.detail;
+      const reason = failure ? failure.reason : outcome.reason;
       try {
-        o.store.markRefused(hash, outcome.reason, outcome.detail);
+        o.store.markRefused(hash, reason, detail);
       } catch { /* a refusal we cannot remember is only retried */ }
-      appendEvent(o.store, { e: 'refused', key: hash, reason: outcome.reason, ms });
-      return { ...base, ms, reason: outcome.reason, detail: outcome.detail };
+      appendEvent(o.store, { e: 'refused', key: hash, reason, ms });
+      return { ...base, ms, reason, detail };
     }
     const model = outcome.image;
     // The program must be the file we keyed: a change during the snapshot would
     // make an image for one file under the key of another.
     if (!sameIdentity(model.key, key)) {
-      throw new CliError('internal', `${program}: ${r.path} changed while it was being snapshotted; try again`,
+      throw new CxError('internal', `${program}: ${r.path} changed while it was being snapshotted; try again`,
         { program, path: r.path, command: '--warm', reason: 'changed' });
     }
     // The key exactly as the launcher computes it (its path string, PATH, euid, kernel).
@@ -207,7 +227,7 @@ export async function warm(ctx: Context): Promise<number> {
       const afterInit = afterInitFromOptions(ctx, program);
       res = await warmOne(program, { snapshotter: () => loadSnapshotter(), store, env: ctx.env, ...(afterInit ? { afterInit } : {}) });
     } catch (e) {
-      if (!(e instanceof CliError)) throw e;
+      if (!(e instanceof CxError)) throw e;
       res = { program, ok: false, reason: e.code, detail: e.shortMessage, error: e.toJSON() };
       if (e.code === 'cache-dir' || e.code === 'snapshotter-missing') {
         // Nothing else can succeed either.
@@ -220,7 +240,7 @@ export async function warm(ctx: Context): Promise<number> {
     if (ctx.json) continue;
     if (res.ok) {
       ctx.out.line(`${program}: ${res.image} (${formatBytes(res.size ?? 0)}, ${res.ms} ms)`);
-      for (const n of res.notes ?? []) if (n.includes('#! script')) ctx.out.line(`  ${n}`);
+      for (const n of res.notes ?? []) if (n.includes('#! script') || n.includes('shell-script shim')) ctx.out.line(`  ${n}`);
       if (res.evicted?.length) ctx.out.line(`  evicted ${res.evicted.length} least recently used image(s) to stay within the size limit`);
     } else if (res.error) {
       ctx.out.err(`cached-exec: ${res.detail}`);

@@ -33,6 +33,8 @@
 #define __NR_getgroups 115
 #define __NR_prlimit64 302
 #define __NR_capget 125
+#define __NR_faccessat2 439
+#define __NR_fstatfs 138
 #define __NR_capset 126
 #define __NR_ptrace 101
 #define __NR_personality 135

@@ -61,6 +61,12 @@ struct tramp_params {
 	struct cap_header_k cap_hdr;
 	struct cap_data_k cap_raised[2];
 	struct cap_data_k cap_none[2];
+	/*
+	 * Post-init: the kernel's stack of this process, no longer used (the
+	 * program has the image's stack, /proc/PID/cmdline and environ point at
+	 * copies in this block): unmapped so the image's stack can grow there.
+	 */
+	uint64_t kstack_addr, kstack_len;
 };
 /* The assembly below addresses these fields by offset. */
 _Static_assert(offsetof(struct tramp_params, mm) == 16, "tramp mm");
@@ -92,6 +98,8 @@ _Static_assert(offsetof(struct tramp_params, caps_raise) == 7064, "tramp caps ra
 _Static_assert(offsetof(struct tramp_params, cap_hdr) == 7072, "tramp cap header");
 _Static_assert(offsetof(struct tramp_params, cap_raised) == 7080, "tramp caps raised");
 _Static_assert(offsetof(struct tramp_params, cap_none) == 7104, "tramp caps none");
+_Static_assert(offsetof(struct tramp_params, kstack_addr) == 7128, "tramp kernel stack");
+_Static_assert(offsetof(struct tramp_params, kstack_len) == 7136, "tramp kernel stack length");
 enum { R_R15, R_R14, R_R13, R_R12, R_RBP, R_RBX, R_R11, R_R10, R_R9, R_R8, R_RAX, R_RCX, R_RDX, R_RSI, R_RDI, R_RSP };
 _Static_assert(R_RSP == 15 && R_R12 == 3, "regs order the assembly loads");
 

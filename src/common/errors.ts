@@ -1,10 +1,11 @@
 /**
- * The one error type of the admin CLI (and of the cache modules it calls).
+ * The one error type of cached-exec's TypeScript side: the admin CLI, the
+ * cache modules and the watcher throw it (it lives below all of them).
  *
  * Like execa's errors, every field is flat and documented so callers (and the
  * `--json` output) can branch on them without parsing messages:
  *
- *   code          stable machine-readable cause (see CliErrorCode)
+ *   code          stable machine-readable cause (see CxErrorCode)
  *   exitCode      what `cached-exec` exits with when this error ends the command
  *   shortMessage  one line for humans, without the "cached-exec: " prefix
  *   command       the admin command that failed (e.g. "--warm"), if any
@@ -13,11 +14,11 @@
  *   reason        a finer cause: a snapshot RefusalCode, an errno code, ...
  *   cause         the underlying error, if any (standard Error.cause)
  *
- * `message` is "cached-exec: " + shortMessage, so an uncaught CliError still
+ * `message` is "cached-exec: " + shortMessage, so an uncaught CxError still
  * reads like the launcher's own messages.
  */
 
-export type CliErrorCode =
+export type CxErrorCode =
   | 'usage' // bad command line (exit 2)
   | 'not-found' // program not found on PATH (exit 127, like a shell)
   | 'not-executable' // found but not executable (exit 126)
@@ -29,7 +30,7 @@ export type CliErrorCode =
   | 'locked' // a lock could not be taken in time
   | 'internal'; // a bug: please report
 
-export interface CliErrorOptions {
+export interface CxErrorOptions {
   exitCode?: number;
   command?: string;
   program?: string;
@@ -38,7 +39,7 @@ export interface CliErrorOptions {
   cause?: unknown;
 }
 
-const DEFAULT_EXIT: Record<CliErrorCode, number> = {
+const DEFAULT_EXIT: Record<CxErrorCode, number> = {
   usage: 2,
   'not-found': 127,
   'not-executable': 126,
@@ -51,9 +52,9 @@ const DEFAULT_EXIT: Record<CliErrorCode, number> = {
   internal: 1,
 };
 
-export class CliError extends Error {
-  override readonly name = 'CliError';
-  readonly code: CliErrorCode;
+export class CxError extends Error {
+  override readonly name = 'CxError';
+  readonly code: CxErrorCode;
   readonly exitCode: number;
   readonly shortMessage: string;
   readonly command: string | undefined;
@@ -61,7 +62,7 @@ export class CliError extends Error {
   readonly path: string | undefined;
   readonly reason: string | undefined;
 
-  constructor(code: CliErrorCode, shortMessage: string, opts: CliErrorOptions = {}) {
+  constructor(code: CxErrorCode, shortMessage: string, opts: CxErrorOptions = {}) {
     super(`cached-exec: ${shortMessage}`, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.code = code;
     this.exitCode = opts.exitCode ?? DEFAULT_EXIT[code];
@@ -83,11 +84,11 @@ export class CliError extends Error {
   }
 }
 
-/** Wraps a Node file system error as a CliError('io') naming the path. */
-export function ioError(what: string, file: string, e: unknown, opts: CliErrorOptions = {}): CliError {
+/** Wraps a Node file system error as a CxError('io') naming the path. */
+export function ioError(what: string, file: string, e: unknown, opts: CxErrorOptions = {}): CxError {
   const errno = (e as NodeJS.ErrnoException | undefined)?.code;
   const text = e instanceof Error ? e.message.replace(/^[A-Z]+: /, '') : String(e);
-  return new CliError('io', `${what} ${file}: ${errno ? errnoText(errno) : text}`, {
+  return new CxError('io', `${what} ${file}: ${errno ? errnoText(errno) : text}`, {
     ...opts, path: file, reason: errno ?? opts.reason, cause: e,
   });
 }

@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --quick] [--no-hyperfine] [--out DIR] [--only bash,dash]
+ * npm run bench [-- --quick] [--no-hyperfine] [--out DIR | --update-committed] [--only bash,dash]
  *
  * Start-up of real programs, cold vs restored vs static builds (where
  * installed) vs LD_BIND_NOW=1 cold, side by side in one run: each group is run
@@ -8,23 +8,25 @@
  * miss path (launcher present, no image), restore work alone (dry run), image
  * sizes and snapshot times, a many-small-commands workload with and without
  * shims, and the PSS of 20 concurrent instances. Writes
- * benchmarks/results/latest.{md,svg,json}.
+ * latest.{md,svg,json} into build/bench/results/ (ignored by git), or with
+ * --update-committed into benchmarks/results/ and the README's performance
+ * table (readme-table.ts): committed figures change only on request.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { parseImage } from '../image/format.js';
-import { decodeRunRecords } from '../cache/stats.js';
+import { parseImage } from '../../src/image/format.js';
+import { decodeRunRecords } from '../../src/cache/stats.js';
 import { machine } from './machine.js';
 import { PROGRAMS, SYSTEM_PATH, resolveOnPath, type ProgramSpec } from './programs.js';
 import { writeReports, consoleReport } from './report.js';
 import { buildNative, runInterleaved, type Command, type Native, type RowKind } from './runner.js';
 import { pairedRatio, summarize, type Ratio } from './stats.js';
 import type { Group, ImageInfo, PssResult, Results, Row, Target, Workload } from './types.js';
+import { updateReadme } from './readme-table.js';
+import { COMMITTED_RESULTS, LOCAL_RESULTS, ROOT } from './root.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const LAUNCHER = path.join(ROOT, 'bin', 'cached-exec');
 
 interface Options {
@@ -32,23 +34,39 @@ interface Options {
   hyperfine: boolean;
   out: string;
   only: string[] | null;
+  /** Write benchmarks/results/ and the README's table (a full run only). */
+  updateCommitted: boolean;
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { quick: false, hyperfine: true, out: path.join(ROOT, 'benchmarks', 'results'), only: null };
+  const o: Options = { quick: false, hyperfine: true, out: LOCAL_RESULTS, only: null, updateCommitted: false };
+  let outGiven = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--quick') o.quick = true;
     else if (a === '--no-hyperfine') o.hyperfine = false;
-    else if (a === '--out') o.out = path.resolve(argv[++i] ?? o.out);
+    else if (a === '--out') {
+      o.out = path.resolve(argv[++i] ?? o.out);
+      outGiven = true;
+    } else if (a === '--update-committed') o.updateCommitted = true;
     else if (a === '--only') o.only = (argv[++i] ?? '').split(',').filter(Boolean);
     else if (a === '--help' || a === '-h') {
-      console.log('usage: npm run bench [-- --quick] [--no-hyperfine] [--out DIR] [--only prog,prog]');
+      console.log('usage: npm run bench [-- --quick] [--no-hyperfine] [--out DIR | --update-committed] [--only prog,prog]\n' +
+        `  results go to ${path.relative(process.cwd(), LOCAL_RESULTS) || '.'} (ignored by git) unless --out DIR;\n` +
+        '  --update-committed (a full run: no --quick, no --only) writes benchmarks/results/ and the README table');
       process.exit(0);
     } else {
       console.error(`bench: unknown option ${a}`);
       process.exit(2);
     }
+  }
+  if (o.updateCommitted) {
+    // The committed figures are what the README cites: only a complete, full run may replace them.
+    if (o.quick || o.only || outGiven) {
+      console.error('bench: --update-committed needs a full run (no --quick, --only or --out)');
+      process.exit(2);
+    }
+    o.out = COMMITTED_RESULTS;
   }
   return o;
 }
@@ -685,6 +703,10 @@ async function main(): Promise<void> {
   };
   console.log(consoleReport(results));
   const written = writeReports(results, opts.out);
+  if (opts.updateCommitted) {
+    updateReadme(path.join(ROOT, 'README.md'), results);
+    written.push(path.join(ROOT, 'README.md'));
+  }
   log(`wrote ${written.map((f) => path.relative(process.cwd(), f)).join(', ')}`);
   fs.rmSync(tmp, { recursive: true, force: true });
 }

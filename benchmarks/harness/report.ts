@@ -62,7 +62,7 @@ export function markdown(res: Results, svgName: string): string {
   const L: string[] = [];
   L.push(`# cached-exec benchmark results${res.quick ? ' (quick run)' : ''}`);
   L.push('');
-  L.push(`Produced by \`npm run bench${res.quick ? ' -- --quick' : ''}\` on ${m.date} in ${res.elapsedS.toFixed(0)} s. How to read this: [../README.md](../README.md).`);
+  L.push(`Produced by \`npm run bench${res.quick ? ' -- --quick' : ''}\` on ${m.date} in ${res.elapsedS.toFixed(0)} s. How to read this: \`benchmarks/README.md\`.`);
   L.push('');
   L.push('| machine | |');
   L.push('|---|---|');

@@ -11,8 +11,8 @@
  *  - Not found: 127, "command not found"; only non-executable candidates: 126.
  */
 import * as fs from 'node:fs';
-import { CliError } from './errors.js';
-import { LAUNCHER } from './paths.js';
+import { CxError } from './errors.js';
+import { LAUNCHER } from './package.js';
 
 export interface Resolved {
   /** The name the user gave. */
@@ -55,16 +55,16 @@ function executable(p: string): boolean {
 
 /** Resolves `name` like execvp under `env`'s PATH, skipping the launcher. */
 export function resolveProgram(name: string, env: NodeJS.ProcessEnv = process.env, launcher = LAUNCHER): Resolved {
-  if (name === '') throw new CliError('not-found', ': No such file or directory', { program: name });
+  if (name === '') throw new CxError('not-found', ': No such file or directory', { program: name });
   if (name.includes('/')) {
     try {
       return { name, path: name, stat: fs.statSync(name, { bigint: true }) };
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ENOTDIR') {
-        throw new CliError('not-found', `${name}: No such file or directory`, { program: name, path: name, reason: code });
+        throw new CxError('not-found', `${name}: No such file or directory`, { program: name, path: name, reason: code });
       }
-      throw new CliError('not-executable', `${name}: ${code === 'EACCES' ? 'Permission denied' : 'cannot execute'}`,
+      throw new CxError('not-executable', `${name}: ${code === 'EACCES' ? 'Permission denied' : 'cannot execute'}`,
         { program: name, path: name, reason: code });
     }
   }
@@ -77,8 +77,8 @@ export function resolveProgram(name: string, env: NodeJS.ProcessEnv = process.en
     if (st.isFile() && executable(candidate)) return { name, path: candidate, stat: st };
     sawNonExecutable = true;
   }
-  if (sawNonExecutable) throw new CliError('not-executable', `${name}: Permission denied`, { program: name });
-  throw new CliError('not-found', `${name}: command not found`, { program: name });
+  if (sawNonExecutable) throw new CxError('not-executable', `${name}: Permission denied`, { program: name });
+  throw new CxError('not-found', `${name}: command not found`, { program: name });
 }
 
 export interface Shebang {

@@ -7,7 +7,7 @@
  * mapped MAP_PRIVATE from the image file, so the image path appears in its maps
  * (and `ls -l /proc/self/map_files/` shows it as a link target); a cold process
  * never maps the image. Pure data plus PATH resolution: no dependencies, shared
- * by test/helpers and src/bench.
+ * by test/helpers and the benchmark harness (main.ts).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';

@@ -1,7 +1,7 @@
 /**
  * Where the package lives, found from this module's own location so it works
- * both compiled (dist/cli/paths.js) and from source under vitest
- * (src/cli/paths.ts): both are two levels below the package root.
+ * both compiled (dist/common/package.js) and from source under vitest
+ * (src/common/package.ts): both are two levels below the package root.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -11,6 +11,9 @@ export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.
 
 /** Absolute path of the native launcher, bin/cached-exec. */
 export const LAUNCHER = path.join(PACKAGE_ROOT, 'bin', 'cached-exec');
+
+/** The admin CLI's entry point, which the launcher runs for `cached-exec --...` (and the watcher for --drain-queue). */
+export const CLI_MAIN = path.join(PACKAGE_ROOT, 'dist', 'cli', 'main.js');
 
 let cachedVersion: string | undefined;
 
