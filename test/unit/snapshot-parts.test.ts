@@ -5,7 +5,8 @@
  */
 import * as fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { RegionFlag, SlotKind, Src } from '../../src/image/schema.js';
+import { EnvDepFlag, RegionFlag, SlotKind, Src } from '../../src/image/schema.js';
+import { announcement, initLookups, lookupDependencies } from '../../src/snapshot/lookups.js';
 import type { CapturedMapping, Mapping } from '../../src/snapshot/capture.js';
 import { readMaps, sameFileAsMapping } from '../../src/snapshot/capture.js';
 import { checkSameContents, translate } from '../../src/snapshot/layout.js';
@@ -186,5 +187,39 @@ describe('mapped file identity', () => {
     const selfSt = fs.statSync(self.path, { bigint: true });
     expect(sameFileAsMapping(self, selfSt)).toBe(true);
     expect(sameFileAsMapping({ ...self, inode: Number(st.ino) + 1 }, st)).toBe(false);
+  });
+});
+
+describe('environment lookups', () => {
+  const via = 'test';
+  it('reads the resume protocol\'s announcements, and nothing else', () => {
+    expect(announcement('/proc/self/fd/100/env/APP_MODE', 100)).toEqual({ name: 'APP_MODE', via: 'announced by the program' });
+    expect(announcement('/proc/self/fd/100/env/PYTHON*', 100)).toMatchObject({ name: 'PYTHON', form: 'prefix' });
+    expect(announcement('/proc/self/fd/100/env-set/TERM', 100)).toMatchObject({ name: 'TERM', form: 'presence' });
+    expect(announcement('/proc/self/fd/100/env/*', 100)).toMatchObject({ name: '*' });
+    expect(announcement('/proc/self/fd/100/init', 100)).toMatchObject({ form: 'init' });
+    for (const p of ['/proc/self/fd/101/env/X', '/proc/self/fd/100/env/', '/proc/self/fd/100/env/A/B', '/proc/self/fd/100/env/A=B',
+      '/proc/self/fd/100/env/A*B', '/proc/self/fd/100/other/X', '/etc/passwd', '/proc/self/fd/100/env-set/A*']) {
+      expect(announcement(p, 100), p).toBeNull();
+    }
+  });
+
+  it('counts assignments only from the init\'s start (an interpreter imports the environment through them)', () => {
+    const l = [{ name: 'A', assign: true as const, via }, { name: 'B', via }, { name: '', form: 'init' as const, via }, { name: 'C', assign: true as const, via }];
+    expect(initLookups(l).map((x) => x.name)).toEqual(['B', 'C']);
+    expect(initLookups([{ name: 'A', assign: true as const, via }]).map((x) => x.name)).toEqual(['A']); // no mark: everything counts
+  });
+
+  it('gives each name once, the value over mere presence, covered names under their prefix, no loader variables', () => {
+    const env = { A: '1', PYTHONX: '2', LD_BIND_NOW: '1' };
+    const deps = lookupDependencies([
+      { name: 'A', via, form: 'presence' }, { name: 'A', value: '1', via }, { name: 'B', value: null, via }, { name: 'B', value: null, via },
+      { name: 'PYTHONPATH', value: null, via }, { name: 'PYTHON', form: 'prefix', via }, { name: 'LD_BIND_NOW', value: '1', via },
+      { name: 'PWD', via },
+    ], env, (n) => n === 'PWD');
+    expect(deps?.map((d) => [d.name, d.flags])).toEqual([['A', EnvDepFlag.PRESENT], ['B', 0], ['PYTHON', EnvDepFlag.PREFIX]]);
+    expect(lookupDependencies([{ name: '*', via }], env)).toBeNull();
+    expect(lookupDependencies(Array.from({ length: 201 }, (_, i) => ({ name: `V${i}`, value: null, via })), {})).toBeNull();
+    expect(() => lookupDependencies([{ name: 'A', value: 'other', via }], env)).toThrow(SnapshotRefusal);
   });
 });
