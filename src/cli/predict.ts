@@ -106,6 +106,9 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
     const image = path.join(dir, 'images', `${hash}.img`);
     const checks = { env, runEuid: euid, verifyData: true, exeSettable: settable() };
     const v = checkImage(image, { key, owner, ...checks });
+    if (layer === 'system' && v.outcome === 'FAIL_IMAGE_IO' && v.detail.endsWith('EACCES') && euid !== 0) {
+      v.detail += ' (root\'s own image: it depends on who took it, so it is 0600 and serves root only)';
+    }
     const a: Attempt = { layer, program: exe, key: hash, image, outcome: v.outcome, detail: v.detail };
     base.attempts.push(a);
     const selector = v.outcome === 'FAIL_ENV' ? v.env?.selector : undefined;
@@ -212,7 +215,7 @@ function finish(p: Prediction, user: Store, outcome: OutcomeName, detail: string
     p.hint = 'images must be owned by you and not writable by group or others';
   } else if (outcome === 'FAIL_CHECKSUM' && detail.includes('--cleanup')) {
     p.hint = `the image's data is damaged: 'cached-exec --cleanup' removes it, '${warm}' re-takes it`;
-  } else if (outcome === 'FAIL_IDENTITY') {
+  } else if (outcome === 'FAIL_IDENTITY' || (outcome === 'FAIL_IMAGE_IO' && detail.includes('serves root only'))) {
     p.hint = `the system layer's image is root's own; '${warm}' takes one for you in your cache (tried first)`;
   } else if (outcome === 'BYPASS_UNTRUSTED_DIR') {
     p.hint = 'the cache directory must be an absolute path to a real directory (not a symlink) owned by you, mode 0700';

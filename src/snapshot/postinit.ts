@@ -208,13 +208,18 @@ function refuseEffects(effects: Effect[]): void {
 }
 
 function postInitImage(opts: PostInitOptions, exePath: string, interpreter: string, keyBefore: ReturnType<typeof keyFor>,
-  base: Omit<Parameters<typeof runToCheckpoint>[0], 'identity' | 'umask' | 'atRandom'>, startNs: bigint): { image: ImageModel; notes: string[] } {
+  base: Omit<Parameters<typeof runToCheckpoint>[0], 'identity' | 'umask' | 'atRandom'>, firstStartNs: bigint): { image: ImageModel; notes: string[] } {
+  let startNs = firstStartNs;
   const runA = (atRandom?: Buffer): Run => capture({ ...base, identity: sentinels(0), umask: 0o022, ...(atRandom ? { atRandom } : {}) });
   const runPair = (): [Run, Run] => {
     let a = runA();
     // A first run that wrote caches (Python's bytecode on a first import) left them for
     // the runs after it: once more. An init that changes something every time is refused.
-    if (a.t.effects.length) a = runA();
+    if (a.t.effects.length) {
+      // What the first run wrote is read by the next: the image's dependencies date from here.
+      startNs = BigInt(Date.now()) * 1_000_000n;
+      a = runA();
+    }
     refuseEffects(a.t.effects);
     const b = capture({ ...base, identity: sentinels(1), umask: 0o077, atRandom: a.t.random });
     refuseEffects(b.t.effects);

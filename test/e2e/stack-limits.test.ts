@@ -31,6 +31,14 @@ function limited(limit: number | 'unlimited', file: string, args: string[], e: E
 }
 const cold = (e: Env): Env => ({ ...e, CACHED_EXEC_DISABLE: '1' });
 
+/** Restores the launcher recorded since the last call (its own statistics: proof from outside the program). */
+function hitsSinceLast(): number {
+  const s = spawnSync(LAUNCHER, ['--show-stats', '--json'], { env, encoding: 'utf8' });
+  const hits = (JSON.parse(s.stdout) as { outcomes: Record<string, number> }).outcomes.HIT ?? 0;
+  spawnSync(LAUNCHER, ['--zero-stats'], { env });
+  return hits;
+}
+
 beforeAll(async () => {
   if (!enabled) return;
   dashWarm = await warm('dash', env);
@@ -85,8 +93,10 @@ describe.runIf(enabled)('a restored post-init program\'s stack obeys RLIMIT_STAC
     const args = ['--after-init', 'bash', ...recursion(12_000)];
     const reference = await limited('unlimited', LAUNCHER, args, cold(env));
     expect(reference.stdout.toString()).toBe('bottom\ndone\n');
+    hitsSinceLast();
     const r = await limited('unlimited', LAUNCHER, args, env);
     expect(observable(r)).toEqual(observable(reference));
+    expect(hitsSinceLast()).toBe(1); // it was a restore
   }, 500_000);
 
   it('ulimit -s 2048: a recursion that needs more crashes with SIGSEGV, as cold', async () => {
@@ -94,8 +104,10 @@ describe.runIf(enabled)('a restored post-init program\'s stack obeys RLIMIT_STAC
     expect((await limited(8192 * 1024, LAUNCHER, args, cold(env))).stdout.toString()).toBe('bottom\ndone\n'); // fits 8 MiB
     const reference = await limited(2048 * 1024, LAUNCHER, args, cold(env));
     expect(reference.signal).toBe('SIGSEGV');
+    hitsSinceLast();
     const r = await limited(2048 * 1024, LAUNCHER, args, env);
     expect(observable(r)).toEqual(observable(reference));
+    expect(hitsSinceLast()).toBe(1);
   }, 300_000);
 
   it('the default limit restores the image (so the cases above test restores)', async () => {

@@ -91,6 +91,7 @@ describe.runIf(enabled)('the system layer serves other users only what anyone co
     // It was the system image the run looked at (and could not open), not a miss.
     const looked = await asUser({}, ['--explain', `--after-init=${secretInit}`, 'bash'], e);
     expect(looked.stdout.toString()).toContain(`looked at   system ${image}: FAIL_IMAGE_IO`);
+    expect(looked.stdout.toString()).toMatch(/EACCES \(root's own image: it depends on who took it, so it is 0600 and serves root only\)/);
     // The user cannot even open it (what grep -a found before).
     const grep = await runAs({}, '/bin/grep', ['-c', '-a', 'cx-root-secret', image], { env: e });
     expect(grep.status, text(grep)).toBe(2);
