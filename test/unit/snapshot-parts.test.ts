@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { EnvDepFlag, RegionFlag, SlotKind, Src } from '../../src/image/schema.js';
 import { announcement, initLookups, lookupDependencies } from '../../src/snapshot/lookups.js';
+import { acceptLoaderClockWords } from '../../src/snapshot/clock.js';
 import type { CapturedMapping, Mapping } from '../../src/snapshot/capture.js';
 import { readMaps, sameFileAsMapping } from '../../src/snapshot/capture.js';
 import { checkSameContents, translate } from '../../src/snapshot/layout.js';
@@ -221,5 +222,21 @@ describe('environment lookups', () => {
     expect(lookupDependencies([{ name: '*', via }], env)).toBeNull();
     expect(lookupDependencies(Array.from({ length: 201 }, (_, i) => ({ name: `V${i}`, value: null, via })), {})).toBeNull();
     expect(() => lookupDependencies([{ name: 'A', value: 'other', via }], env)).toThrow(SnapshotRefusal);
+  });
+});
+
+describe('the loader\'s clock words (rdtsc not trappable)', () => {
+  const loader = '/lib64/ld-linux-x86-64.so.2';
+  const caps = [{ start: 0x1000n, end: 0x2000n, path: loader }, { start: 0x2000n, end: 0x3000n, path: '/lib/libx.so' }] as unknown as CapturedMapping[];
+  const detail = (u: { addr: bigint }): string => `0x${u.addr.toString(16)}`;
+  it('accepts a word that changed between two runs with the same inputs, in the loader only', () => {
+    expect(acceptLoaderClockWords([{ addr: 0x1008n, va: 1, vb: 2 }], new Set([0x1008n]), caps, loader, detail)).toBe(1);
+    expect(() => acceptLoaderClockWords([{ addr: 0x2008n, va: 1, vb: 2 }], new Set([0x2008n]), caps, loader, detail)).toThrow(/clock reading/);
+    expect(() => acceptLoaderClockWords([{ addr: 0x1010n, va: 1, vb: 2 }], new Set([0x1008n]), caps, loader, detail)).toThrow(SnapshotRefusal);
+  });
+  it('accepts the high half of a counter reading whose low half changed (it changes once in 2^32 ticks)', () => {
+    expect(acceptLoaderClockWords([{ addr: 0x100cn, va: 0, vb: 1 }], new Set([0x1008n]), caps, loader, detail)).toBe(1);
+    // Not across two 8-byte words.
+    expect(() => acceptLoaderClockWords([{ addr: 0x1010n, va: 0, vb: 1 }], new Set([0x100cn]), caps, loader, detail)).toThrow(SnapshotRefusal);
   });
 });
