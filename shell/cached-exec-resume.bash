@@ -586,7 +586,10 @@ __cx_user=("$@")
 builtin set --
 
 # The init runs under the options it would have had (those bash started
-# with); the options it leaves are kept for the user's code.
+# with); the options it leaves are kept for the user's code. For a snapshot,
+# its start is marked (docs/resume-protocol.md): the variables bash assigned
+# before it are the environment it imported, not dependencies.
+[[ -v CACHED_EXEC_RESUME_FD && -e /proc/self/fd/$CACHED_EXEC_RESUME_FD/init ]]
 for __cx_i in "${__cx_inits[@]}"; do
   __cx_restore
   builtin . "$__cx_i"

@@ -48,7 +48,7 @@ export const ARCH_X86_64 = 62; // EM_X86_64
 export const CONSTANTS: readonly ConstGroup[] = [
   {
     prefix: 'CX_SECTION_',
-    doc: 'Section types. Unknown types are skipped unless flagged REQUIRED.',
+    doc: 'Section types. Unknown types are skipped unless flagged REQUIRED. ENV_DEPS (REQUIRED when present): cx_env_dep records. SNAPSHOT_ENV (never REQUIRED, never in a shared layer): NAME=value strings, NUL-terminated, the snapshot\'s values of the variables the image depends on (all of them when key.env_hash binds the whole environment), which a re-take runs with; the restorer does not read it.',
     values: {
       KEY: 1, STRINGS: 2, FILES: 3, REGIONS: 4, SLOTS: 5, STATE: 6, VDSO: 7, RESUME: 8, SIGACTIONS: 9, XSTATE: 10, INTEGRITY: 11,
       ENV_DEPS: 12, // cx_env_dep records: the variables the image depends on (checked against the run's environment)
@@ -349,7 +349,7 @@ export const RESUME: StructDef = {
 
 export const ENV_DEP: StructDef = {
   name: 'cx_env_dep',
-  doc: 'An environment variable the image depends on: looked up by a constructor or the init, or one the adapter cannot apply. value_hash as the snapshot saw it: 0 not set, else cx_hash64 of the value (1 if that is 0); see CX_ENVDEP_* for the other forms.',
+  doc: 'One record of the ENV_DEPS section: an environment variable the image depends on (looked up by a constructor or the init, or one the adapter cannot apply). value_hash as the snapshot saw it: 0 not set, else cx_hash64 of the value (1 if that is 0); see CX_ENVDEP_* for the other forms. The run\'s value is that of the first NAME= entry of its environment. A run that differs in any record may use the variant image named by the selector (key.variant).',
   fields: [
     f('name', 'u32', 'string offset: the variable name (a prefix with CX_ENVDEP_PREFIX)'),
     f('flags', 'u32', 'CX_ENVDEP_*'),

@@ -6,10 +6,10 @@
 
 #define CX_FORMAT_VERSION 3u
 #define CX_MAGIC 0x31474d4958455843ull
-#define CX_ABI_HASH 0xeafe0afdu
+#define CX_ABI_HASH 0x252466e0u
 #define CX_ARCH_X86_64 62u
 
-/* Section types. Unknown types are skipped unless flagged REQUIRED. */
+/* Section types. Unknown types are skipped unless flagged REQUIRED. ENV_DEPS (REQUIRED when present): cx_env_dep records. SNAPSHOT_ENV (never REQUIRED, never in a shared layer): NAME=value strings, NUL-terminated, the snapshot's values of the variables the image depends on (all of them when key.env_hash binds the whole environment), which a re-take runs with; the restorer does not read it. */
 #define CX_SECTION_KEY 1u
 #define CX_SECTION_STRINGS 2u
 #define CX_SECTION_FILES 3u
@@ -425,7 +425,7 @@ _Static_assert(sizeof(struct cx_integrity) == 16, "cx_integrity size");
 _Static_assert(offsetof(struct cx_integrity, data_hash) == 0, "cx_integrity.data_hash");
 _Static_assert(offsetof(struct cx_integrity, data_len) == 8, "cx_integrity.data_len");
 
-/* An environment variable the image depends on: looked up by a constructor or the init, or one the adapter cannot apply. value_hash as the snapshot saw it: 0 not set, else cx_hash64 of the value (1 if that is 0); see CX_ENVDEP_* for the other forms. */
+/* One record of the ENV_DEPS section: an environment variable the image depends on (looked up by a constructor or the init, or one the adapter cannot apply). value_hash as the snapshot saw it: 0 not set, else cx_hash64 of the value (1 if that is 0); see CX_ENVDEP_* for the other forms. The run's value is that of the first NAME= entry of its environment. A run that differs in any record may use the variant image named by the selector (key.variant). */
 struct cx_env_dep {
 	uint32_t name; /* string offset: the variable name (a prefix with CX_ENVDEP_PREFIX) */
 	uint32_t flags; /* CX_ENVDEP_* */

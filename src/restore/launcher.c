@@ -109,6 +109,16 @@ static __attribute__((noreturn)) void traceme(struct launch *L, int i)
 		sys_capset(&h, none);
 		sys_prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
 	}
+	/*
+	 * Until the tracer sees the SIGSTOP below and sets PTRACE_O_EXITKILL, a
+	 * tracer killed now (a warmer SIGKILLed) would leave this process stopped
+	 * forever: die with the parent instead (kept across the exec, like
+	 * EXITKILL). A parent already gone shows as another ppid.
+	 */
+	long parent = sys_getppid();
+	sys_prctl(1 /* PR_SET_PDEATHSIG */, 9 /* SIGKILL */, 0, 0, 0);
+	if (sys_getppid() != parent)
+		sys_exit_group(127);
 	if (sys_ptrace(PTRACE_TRACEME, 0, 0, 0) < 0) {
 		cx_error("--internal-traceme", "ptrace(TRACEME) failed");
 		sys_exit_group(2);

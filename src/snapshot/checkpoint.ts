@@ -474,7 +474,8 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
         // A library (dlopen, an extension module) is mapped before any of it runs: its lookups get an int3 now.
         if (lookups && phase === 'init' && p.nr === NR.mmap && rval > 0n && ((p.args[2] ?? 0n) & 4n) !== 0n && !threaded) lookups.scan();
         const told = p.path && phase === 'init' ? announcement(p.path.path, o.resumeFd) : null;
-        if (told) announced.push(told);
+        if (told && lookups) lookups.note(told);
+        else if (told) announced.push(told);
         else if (p.path && !p.path.write && p.path.path !== '') {
           // readlink of something that is no symlink: it exists (EINVAL), like a successful stat.
           const result = (p.nr === NR.readlink || p.nr === NR.readlinkat) && rval === -22n ? 0 : Number(rval);

@@ -30,12 +30,14 @@ const MAX_VALUE = 1 << 20;
 /**
  * A lookup entry point: `value` functions return the variable's value (a C
  * string or NULL), `name` functions look a variable up in some other form
- * (bash's shell variables), `prefix` functions list the variables whose
- * names start with their argument, `all` functions walk every variable.
+ * (bash's shell variables), `assign` functions set or unset one (counted
+ * from the init's start only: bash imports the environment through them),
+ * `prefix` functions list the variables whose names start with their
+ * argument, `all` functions walk every variable.
  */
 export interface LookupFunction {
   name: string;
-  kind: 'value' | 'name' | 'prefix' | 'all';
+  kind: 'value' | 'name' | 'assign' | 'prefix' | 'all';
 }
 
 /** The C library's: every program's constructors look variables up through these. */
@@ -46,7 +48,7 @@ export const LIBC_LOOKUPS: readonly LookupFunction[] = [
 
 /**
  * bash's own, which it exports for loadable builtins: every variable an rc
- * file reads or assigns is looked up through one of the `name` functions
+ * file reads, assigns or unsets goes through one of the `name` functions
  * (bash imports the environment into its variable table at start-up, so the
  * init never calls getenv), and every listing of variables (declare -p,
  * ${!prefix@}, compgen -v, the environment of a command it runs) goes through
@@ -56,9 +58,16 @@ export const LIBC_LOOKUPS: readonly LookupFunction[] = [
  * which binds the image to the whole environment anyway.)
  */
 export const BASH_LOOKUPS: readonly LookupFunction[] = [
+  // Every one of these takes the variable's name as its first argument (bash 5.2's variables.h, arrayfunc.h).
   ...['find_variable', 'find_variable_noref', 'find_global_variable', 'find_global_variable_noref', 'find_variable_tempenv',
     'find_variable_notempenv', 'find_variable_for_assignment', 'find_variable_last_nameref', 'find_variable_nameref_for_create',
-    'find_shell_variable', 'find_tempenv_variable'].map((name) => ({ name, kind: 'name' as const })),
+    'find_shell_variable', 'find_tempenv_variable', 'find_variable_no_invisible', 'find_variable_nameref_for_assignment',
+    'find_global_variable_last_nameref', 'find_or_make_array_variable'].map((name) => ({ name, kind: 'name' as const })),
+  // Assignments and unsets: a plain NAME=value goes to bind_variable without a lookup.
+  ...['bind_variable', 'bind_global_variable', 'bind_int_variable', 'bind_var_to_int', 'bind_array_variable',
+    'builtin_bind_variable', 'builtin_bind_var_to_int', 'assign_array_from_string', 'unbind_variable', 'unbind_variable_noref',
+    'unbind_global_variable', 'unbind_global_variable_noref', 'unbind_nameref', 'makunbound', 'set_var_read_only',
+    'set_var_attribute'].map((name) => ({ name, kind: 'assign' as const })),
   { name: 'all_variables_matching_prefix', kind: 'prefix' },
   ...['all_shell_variables', 'all_exported_variables', 'all_visible_variables'].map((name) => ({ name, kind: 'all' as const })),
 ];
@@ -70,8 +79,14 @@ export interface EnvLookup {
   value?: string | null;
   /** The function and file it was made through, for notes. */
   via: string;
-  /** Announced by the program (resume protocol): only whether it is set, or every variable whose name starts with `name`. */
-  form?: 'presence' | 'prefix';
+  /**
+   * Announced by the program (resume protocol): only whether it is set, or
+   * every variable whose name starts with `name`; 'init' marks where the init
+   * starts (no variable: assignments before it are the start-up's).
+   */
+  form?: 'presence' | 'prefix' | 'init';
+  /** Made by an `assign` function: the variable was set or unset. */
+  assign?: true;
 }
 
 /**
@@ -80,12 +95,15 @@ export interface EnvLookup {
  * sees (a language's own copy of the environment) by probing
  * /proc/self/fd/N/env/NAME (N the resume fd; the probe fails with ENOTDIR
  * and changes nothing). NAME* names a prefix, * the whole environment;
- * /proc/self/fd/N/env-set/NAME says only whether it is set matters.
+ * /proc/self/fd/N/env-set/NAME says only whether it is set matters;
+ * /proc/self/fd/N/init marks the start of the init (an interpreter's own
+ * start-up assigns every variable it imports, which is no dependency).
  */
 export function announcement(path: string, resumeFd: number): EnvLookup | null {
   const base = `/proc/self/fd/${resumeFd}/`;
   if (!path.startsWith(base)) return null;
   const rest = path.slice(base.length);
+  if (rest === 'init') return { name: '', via: 'announced by the program', form: 'init' };
   const slash = rest.indexOf('/');
   if (slash < 0) return null;
   const kind = rest.slice(0, slash);
@@ -211,6 +229,11 @@ export class LookupTracer {
     for (const [addr, e] of this.entries) if (e.planted) this.write(addr, INT3);
   }
 
+  /** Adds what the program announced, in order with its lookups. */
+  note(l: EnvLookup): void {
+    this.lookups.push(l);
+  }
+
   /** Takes every int3 out (at the entry point, or before the tracee is captured). */
   removeAll(): void {
     if (this.calls.length) throw new SnapshotRefusal('internal', `stopped inside a lookup of ${this.calls[0]?.name}`);
@@ -249,7 +272,10 @@ export class LookupTracer {
     }
     this.calls.pop();
     const entry = this.entries.get(call.entry) as Entry;
-    const lookup: EnvLookup = { name: call.name, via: `${entry.fn.name} in ${entry.file}`, ...(entry.fn.kind === 'prefix' ? { form: 'prefix' as const } : {}) };
+    const lookup: EnvLookup = {
+      name: call.name, via: `${entry.fn.name} in ${entry.file}`,
+      ...(entry.fn.kind === 'prefix' ? { form: 'prefix' as const } : {}), ...(entry.fn.kind === 'assign' ? { assign: true as const } : {}),
+    };
     if (entry.fn.kind === 'value') lookup.value = regs.rax === 0n ? null : readCString(this.mem, regs.rax, MAX_VALUE);
     this.lookups.push(lookup);
     const r = this.returns.get(at) as { byte: number; users: number };
@@ -290,9 +316,10 @@ export const MAX_ENV_DEPS = 200;
 export function lookupDependencies(lookups: readonly EnvLookup[], env: NodeJS.ProcessEnv,
   ignore: (name: string) => boolean = () => false): ImageEnvDep[] | null {
   if (lookups.some((l) => l.name === '*')) return null; // something listed every variable
-  const prefixes = [...new Set(lookups.filter((l) => l.form === 'prefix').map((l) => l.name))];
+  const counted = lookups.filter((l) => l.form !== 'init');
+  const prefixes = [...new Set(counted.filter((l) => l.form === 'prefix').map((l) => l.name))];
   const seen = new Map<string, EnvLookup>();
-  for (const l of lookups) {
+  for (const l of counted) {
     const key = `${l.form === 'prefix' ? '*' : ''}${l.name}`;
     const had = seen.get(key);
     // A value lookup of a name says more than "is it set": the value wins.
@@ -309,6 +336,19 @@ export function lookupDependencies(lookups: readonly EnvLookup[], env: NodeJS.Pr
     deps.push(dependency(name, env, l.form === 'prefix' ? 'prefix' : l.form === 'presence' ? 'presence' : 'value'));
   }
   return deps.length > MAX_ENV_DEPS ? null : deps;
+}
+
+/**
+ * One run's lookups that count: assignments before the init's start (the
+ * 'init' announcement) are the interpreter importing the environment, not
+ * the init's; everything counts when there is no such mark.
+ */
+export function initLookups(lookups: readonly EnvLookup[]): EnvLookup[] {
+  let inInit = !lookups.some((l) => l.form === 'init');
+  return lookups.filter((l) => {
+    if (l.form === 'init') inInit = true;
+    return l.form !== 'init' && (inInit || !l.assign);
+  });
 }
 
 /** "NAME (set), OTHER (not set)" for notes. */

@@ -23,7 +23,7 @@ import { FileKind, Ident, RegionFlag, SlotKind, StateFlag } from '../image/schem
 import { keyFor } from '../cache/key.js';
 import { RESUME_FD, RESUME_FD_ENV, RESUME_MAGIC, afterInitArgv, initSpec, isPerRunVariable, resumeEnvHash, type AdapterKind } from '../resume/spec.js';
 import { retakeEntries } from '../cache/envdeps.js';
-import { BASH_LOOKUPS, LIBC_LOOKUPS, MAX_ENV_DEPS, describeLookedUp, lookupDependencies } from './lookups.js';
+import { BASH_LOOKUPS, LIBC_LOOKUPS, MAX_ENV_DEPS, describeLookedUp, initLookups, lookupDependencies } from './lookups.js';
 import * as os from 'node:os';
 import { PAGE, captureMappings, readMaps, type CapturedMapping, type Mapping } from './capture.js';
 import { runToCheckpoint, type Identity, type StoppedAtCheckpoint } from './checkpoint.js';
@@ -315,7 +315,7 @@ function initEnvironment(env: NodeJS.ProcessEnv, a: Run, b: Run): { deps: ImageE
   const whole = (why: string): { deps: ImageEnvDep[]; whole: boolean; note: string } =>
     ({ deps: [], whole: true, note: `the image serves only this environment (every variable but the per-run ones): ${why}` });
   if (a.t.forks) return whole(`the init ran ${a.t.forks} other program(s), which may read any variable`);
-  const lookups = [...a.t.envLookups, ...b.t.envLookups];
+  const lookups = [...initLookups(a.t.envLookups), ...initLookups(b.t.envLookups)];
   if (lookups.some((l) => l.name === '*')) return whole(`the init listed every variable (${lookups.find((l) => l.name === '*')?.via})`);
   // The adapter's own variables (__cx_*) are never the caller's.
   const deps = lookupDependencies(lookups, env, (n) => isPerRunVariable(n, env) || n.startsWith('__cx_'));

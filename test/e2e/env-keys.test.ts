@@ -248,11 +248,12 @@ describe('post-init images keyed on what the init read', () => {
   const lib = path.join(home, 'lib.sh');
   const writeInit = (version: string): void => {
     fs.writeFileSync(lib, `lib_version() { echo "lib ${version}"; }\n`);
-    fs.writeFileSync(rc, `. "${lib}"\ngreeting="hello \${GREETING_NAME:-world}"\n[ -n "$RC_DEBUG" ] && rc_debug=on\n`);
+    // RC_MODE is set by the init over the caller's value: cold runs always see "rc".
+    fs.writeFileSync(rc, `. "${lib}"\ngreeting="hello \${GREETING_NAME:-world}"\n[ -n "$RC_DEBUG" ] && rc_debug=on\nRC_MODE=rc\n`);
   };
   writeInit('one');
-  const env = baseEnv(cache, { HOME: home, GREETING_NAME: 'alice' });
-  const after = [`--after-init=${rc}`, 'bash', '-c', 'echo "$greeting ${rc_debug:-off} $(lib_version) $1" $$', 'name', 'arg'];
+  const env = baseEnv(cache, { HOME: home, GREETING_NAME: 'alice', RC_MODE: 'snapshot' });
+  const after = [`--after-init=${rc}`, 'bash', '-c', 'echo "$greeting ${rc_debug:-off} $RC_MODE $(lib_version) $1" $$', 'name', 'arg'];
   const body = (out: string): string => out.replace(/ \d+\n$/, '\n');
 
   it('warms, then restores from another directory with an unrelated variable and no CACHED_EXEC_VARY_ENV', async () => {
@@ -260,19 +261,21 @@ describe('post-init images keyed on what the init read', () => {
     expect(w.status, w.stderr).toBe(0);
     const before = records(cache).length;
     const r = await run(LAUNCHER, after, { env: { ...env, PWD: elsewhere, UNRELATED: 'x', ...hyperfine() }, cwd: elsewhere });
-    expect(r.stdout.toString()).toBe(`hello alice off lib one arg ${r.pid}\n`);
+    expect(r.stdout.toString()).toBe(`hello alice off rc lib one arg ${r.pid}\n`);
     expect(records(cache).slice(before).map((x) => x.outcome)).toEqual(['HIT']);
     const explain = cx(['--explain', `--after-init=${rc}`, 'bash'], { ...env, UNRELATED: 'x' }).stdout;
     expect(explain).toMatch(/depends on +GREETING_NAME \(set\): matches/);
     expect(explain).toMatch(/depends on +RC_DEBUG \(not set\): matches/);
   });
 
-  it('a variable the init read, changed or set, gives the cold output (right), not the image', () => {
-    for (const [e, want] of [[{ GREETING_NAME: 'bob' }, 'hello bob off'], [{ RC_DEBUG: '1' }, 'hello alice on']] as const) {
+  it('a variable the init read or assigned, changed or set, gives the cold output (right), not the image', () => {
+    // (A restore would apply the caller's RC_MODE over the init's assignment.)
+    for (const [e, want] of [[{ GREETING_NAME: 'bob' }, 'hello bob off'], [{ RC_DEBUG: '1' }, 'hello alice on'], [{ RC_MODE: 'caller' }, 'hello alice off']] as const) {
       const r = cx(after, { ...env, ...e });
-      expect(body(r.stdout)).toBe(`${want} lib one arg\n`);
+      expect(body(r.stdout)).toBe(`${want} rc lib one arg\n`);
       expect(lastOutcome(cache)).toBe('FAIL_ENV');
     }
+    expect(cx(['--explain', `--after-init=${rc}`, 'bash'], env).stdout).toMatch(/depends on +RC_MODE \(set\): matches/);
   });
 
   it('an edit of a sourced file: one cold run with the new content, then the warmer re-takes it and runs restore it', async () => {
@@ -281,12 +284,12 @@ describe('post-init images keyed on what the init read', () => {
     await new Promise((r) => setTimeout(r, 1100)); // a new mtime even on coarse timestamps
     writeInit('two');
     const first = cx(after, warmEnv);
-    expect(body(first.stdout)).toBe('hello alice off lib two arg\n');
+    expect(body(first.stdout)).toBe('hello alice off rc lib two arg\n');
     expect(lastOutcome(cache)).toBe('FAIL_STALE_FILE');
     const restoredTwo = (): boolean => {
       const n = records(cache).length;
       const r = cx(after, env);
-      return body(r.stdout) === 'hello alice off lib two arg\n' && records(cache).slice(n).some((x) => x.outcome === 'HIT');
+      return body(r.stdout) === 'hello alice off rc lib two arg\n' && records(cache).slice(n).some((x) => x.outcome === 'HIT');
     };
     expect(await waitFor(restoredTwo, 60_000), `not restored after the re-take (${lastOutcome(cache)})`).toBe(true);
   });

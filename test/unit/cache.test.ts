@@ -297,7 +297,7 @@ describe('statistics', () => {
     const r = spawnSync(launcher, ['--show-stats'], { env: { PATH: process.env.PATH, CACHED_EXEC_DIR: s.dir }, encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
     for (const words of [
-      /cache dir not yours or unsafe \(nothing written\) +1/, /\/proc\/self\/exe cannot name the program +1/,
+      /cache dir not yours or unsafe \(nothing written\) +1/, /reads \/proc\/self\/exe \(no capability\) +1/,
       /stack limit too small to restore +1/, /image bound to another user's identity +1/,
       /too-new: a dependency changed just before \(retried\) +1/, /side-effects: the init changed files, sockets or processes +1/,
       /future-timestamp: a dependency dated ahead +1/,

@@ -5,7 +5,9 @@
  */
 import * as fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { RegionFlag, SlotKind, Src } from '../../src/image/schema.js';
+import { EnvDepFlag, RegionFlag, SlotKind, Src } from '../../src/image/schema.js';
+import { announcement, initLookups, lookupDependencies } from '../../src/snapshot/lookups.js';
+import { acceptLoaderClockWords } from '../../src/snapshot/clock.js';
 import type { CapturedMapping, Mapping } from '../../src/snapshot/capture.js';
 import { readMaps, sameFileAsMapping } from '../../src/snapshot/capture.js';
 import { checkSameContents, translate } from '../../src/snapshot/layout.js';
@@ -57,7 +59,7 @@ describe('syscall policy', () => {
     expect(check(NR.prlimit64, 0, 7, 0x7ffd0000, 0)).toBe('unsupported-syscall');
     expect(check(NR.madvise, 0x7f0000000000, 4096, 10 /* MADV_DONTFORK */)).toBe('unsupported-syscall');
     expect(check(NR.membarrier, 8 /* REGISTER_PRIVATE_EXPEDITED */, 0)).toBe('unsupported-syscall');
-    for (const nr of [NR.getcwd, NR.getppid, NR.uname, NR.clock_gettime, NR.gettimeofday, NR.time, NR.getgid]) {
+    for (const nr of [NR.getcwd, NR.getppid, NR.uname, NR.clock_gettime, NR.gettimeofday, NR.time]) {
       expect(check(nr, 0, 0), `syscall ${nr}`).toBe('unsupported-syscall');
     }
     for (const nr of [56 /* clone */, 57 /* fork */, 58 /* vfork */, 59 /* execve */, 41 /* socket */, 135 /* personality */,
@@ -186,5 +188,55 @@ describe('mapped file identity', () => {
     const selfSt = fs.statSync(self.path, { bigint: true });
     expect(sameFileAsMapping(self, selfSt)).toBe(true);
     expect(sameFileAsMapping({ ...self, inode: Number(st.ino) + 1 }, st)).toBe(false);
+  });
+});
+
+describe('environment lookups', () => {
+  const via = 'test';
+  it('reads the resume protocol\'s announcements, and nothing else', () => {
+    expect(announcement('/proc/self/fd/100/env/APP_MODE', 100)).toEqual({ name: 'APP_MODE', via: 'announced by the program' });
+    expect(announcement('/proc/self/fd/100/env/PYTHON*', 100)).toMatchObject({ name: 'PYTHON', form: 'prefix' });
+    expect(announcement('/proc/self/fd/100/env-set/TERM', 100)).toMatchObject({ name: 'TERM', form: 'presence' });
+    expect(announcement('/proc/self/fd/100/env/*', 100)).toMatchObject({ name: '*' });
+    expect(announcement('/proc/self/fd/100/init', 100)).toMatchObject({ form: 'init' });
+    for (const p of ['/proc/self/fd/101/env/X', '/proc/self/fd/100/env/', '/proc/self/fd/100/env/A/B', '/proc/self/fd/100/env/A=B',
+      '/proc/self/fd/100/env/A*B', '/proc/self/fd/100/other/X', '/etc/passwd', '/proc/self/fd/100/env-set/A*']) {
+      expect(announcement(p, 100), p).toBeNull();
+    }
+  });
+
+  it('counts assignments only from the init\'s start (an interpreter imports the environment through them)', () => {
+    const l = [{ name: 'A', assign: true as const, via }, { name: 'B', via }, { name: '', form: 'init' as const, via }, { name: 'C', assign: true as const, via }];
+    expect(initLookups(l).map((x) => x.name)).toEqual(['B', 'C']);
+    expect(initLookups([{ name: 'A', assign: true as const, via }]).map((x) => x.name)).toEqual(['A']); // no mark: everything counts
+  });
+
+  it('gives each name once, the value over mere presence, covered names under their prefix, no loader variables', () => {
+    const env = { A: '1', PYTHONX: '2', LD_BIND_NOW: '1' };
+    const deps = lookupDependencies([
+      { name: 'A', via, form: 'presence' }, { name: 'A', value: '1', via }, { name: 'B', value: null, via }, { name: 'B', value: null, via },
+      { name: 'PYTHONPATH', value: null, via }, { name: 'PYTHON', form: 'prefix', via }, { name: 'LD_BIND_NOW', value: '1', via },
+      { name: 'PWD', via },
+    ], env, (n) => n === 'PWD');
+    expect(deps?.map((d) => [d.name, d.flags])).toEqual([['A', EnvDepFlag.PRESENT], ['B', 0], ['PYTHON', EnvDepFlag.PREFIX]]);
+    expect(lookupDependencies([{ name: '*', via }], env)).toBeNull();
+    expect(lookupDependencies(Array.from({ length: 201 }, (_, i) => ({ name: `V${i}`, value: null, via })), {})).toBeNull();
+    expect(() => lookupDependencies([{ name: 'A', value: 'other', via }], env)).toThrow(SnapshotRefusal);
+  });
+});
+
+describe('the loader\'s clock words (rdtsc not trappable)', () => {
+  const loader = '/lib64/ld-linux-x86-64.so.2';
+  const caps = [{ start: 0x1000n, end: 0x2000n, path: loader }, { start: 0x2000n, end: 0x3000n, path: '/lib/libx.so' }] as unknown as CapturedMapping[];
+  const detail = (u: { addr: bigint }): string => `0x${u.addr.toString(16)}`;
+  it('accepts a word that changed between two runs with the same inputs, in the loader only', () => {
+    expect(acceptLoaderClockWords([{ addr: 0x1008n, va: 1, vb: 2 }], new Set([0x1008n]), caps, loader, detail)).toBe(1);
+    expect(() => acceptLoaderClockWords([{ addr: 0x2008n, va: 1, vb: 2 }], new Set([0x2008n]), caps, loader, detail)).toThrow(/clock reading/);
+    expect(() => acceptLoaderClockWords([{ addr: 0x1010n, va: 1, vb: 2 }], new Set([0x1008n]), caps, loader, detail)).toThrow(SnapshotRefusal);
+  });
+  it('accepts the high half of a counter reading whose low half changed (it changes once in 2^32 ticks)', () => {
+    expect(acceptLoaderClockWords([{ addr: 0x100cn, va: 0, vb: 1 }], new Set([0x1008n]), caps, loader, detail)).toBe(1);
+    // Not across two 8-byte words.
+    expect(() => acceptLoaderClockWords([{ addr: 0x1010n, va: 0, vb: 1 }], new Set([0x100cn]), caps, loader, detail)).toThrow(SnapshotRefusal);
   });
 });

@@ -25,10 +25,14 @@ export interface ListEntry {
   init: string | null;
   /**
    * ...and the environment: the key's env hash (hex) when the image serves one
-   * environment only (post-link images whose constructors read it; every
-   * post-init image), else null.
+   * whole environment only (constructors that walked it, an init that ran other
+   * programs), else null...
    */
   envHash: string | null;
+  /** ...the number of variables it depends on (ENV_DEPS; --explain lists them)... */
+  envDeps: number;
+  /** ...and whether it is a variant: an image for another environment than the key's primary image. */
+  variant: boolean;
 }
 
 export function listEntries(ctx: Context): ListEntry[] {
@@ -42,6 +46,8 @@ export function listEntries(ctx: Context): ListEntry[] {
     let pathEnv: string | null = null;
     let init: string | null = null;
     let envHash: string | null = null;
+    let envDeps = 0;
+    let variant = false;
     try {
       const { parsed } = readImageMeta(im.path);
       const k = parsed.model.key;
@@ -49,13 +55,15 @@ export function listEntries(ctx: Context): ListEntry[] {
       pathEnv = k.pathEnv;
       init = k.initSpec ? describeInitSpec(k.initSpec) : null;
       envHash = k.envHash ? k.envHash.toString(16).padStart(16, '0') : null;
+      envDeps = parsed.model.envDeps?.length ?? 0;
+      variant = !!k.variant;
       created = Number(parsed.model.createdNs / 1_000_000n) || im.mtimeMs;
       regions = parsed.model.regions.length;
       valid = parsed.problems.length === 0;
     } catch { /* listed as damaged */ }
     return {
       key: im.hash, program, image: im.path, size: im.size, created, lastUsed: im.lastUsed, uses: im.uses, regions, valid,
-      pathEnv, init, envHash,
+      pathEnv, init, envHash, envDeps, variant,
     };
   }).sort((a, b) => b.lastUsed - a.lastUsed || a.key.localeCompare(b.key));
 }
@@ -76,12 +84,16 @@ export function list(ctx: Context): number {
   const paths = [...new Set(entries.map((e) => e.pathEnv).filter((p): p is string => p !== null))];
   const letter = (p: string | null): string => (p === null ? '-' : pathLabel(paths.indexOf(p)));
   const anyInit = entries.some((e) => e.init);
-  const anyEnv = entries.some((e) => e.envHash);
+  const anyEnv = entries.some((e) => e.envHash || e.envDeps || e.variant);
+  const envCell = (e: ListEntry): string => {
+    const what = e.envHash ? `whole ${e.envHash.slice(0, 6)}` : e.envDeps ? `${e.envDeps} var${e.envDeps === 1 ? '' : 's'}` : '-';
+    return e.variant ? `variant, ${what}` : what;
+  };
   ctx.out.line(table(entries.map((e) => [
     e.program ?? '(damaged image)',
     ...(anyInit ? [e.init ?? '-'] : []),
     letter(e.pathEnv),
-    ...(anyEnv ? [e.envHash ? `${e.init ? 'keyed' : 'bound'} ${e.envHash.slice(0, 6)}` : '-'] : []),
+    ...(anyEnv ? [envCell(e)] : []),
     formatBytes(e.size), formatAge(now - e.created), String(e.uses),
     e.uses ? `${formatAge(now - e.lastUsed)} ago` : 'never', e.key,
   ]), ['program', ...(anyInit ? ['init'] : []), 'PATH', ...(anyEnv ? ['env'] : []), 'size', 'age', 'uses', 'last use', 'key']).join('\n'));
@@ -89,8 +101,9 @@ export function list(ctx: Context): number {
   ctx.out.line(`${entries.length} image(s), ${formatBytes(total)}`);
   for (const [i, p] of paths.entries()) ctx.out.line(`PATH ${pathLabel(i)}: ${p === '' ? '(unset)' : p}`);
   if (anyEnv) {
-    ctx.out.line('env: the image serves one environment only (bound: its constructors read it; keyed: a post-init image); ' +
-      '--explain PROG says whether yours matches');
+    ctx.out.line('env: what the image depends on of the environment: N vars (the variables its program or init read), ' +
+      'whole (one whole environment: it was read without lookups, or an init ran other programs); variant: an image for ' +
+      'another environment beside the key\'s first; --explain PROG says whether yours matches');
   }
   return 0;
 }

@@ -25,7 +25,7 @@ export const LABELS: Record<string, string> = {
   FAIL_KERNEL_STATE: 'kernel state refused',
   FAIL_RESUME: 'post-init resume state differs',
   BYPASS_UNTRUSTED_DIR: 'cache dir not yours or unsafe (nothing written)',
-  FAIL_EXE: '/proc/self/exe cannot name the program',
+  FAIL_EXE: 'reads /proc/self/exe (no capability)',
   BYPASS_STACK_LIMIT: 'stack limit too small to restore',
   FAIL_IDENTITY: "image bound to another user's identity",
   FAIL_ENV: 'taken for another environment',
