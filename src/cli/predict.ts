@@ -146,7 +146,9 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
       return { v, a };
     }
     const s = tryLayer('system', sysDir, withInit(keyFromStat(exe, st, env, 0, 0n)), 0, exe);
-    return s.v.outcome !== 'MISS' ? s : { v, a };
+    // As key.c: a system image that is not this user's to use leaves the user's own miss (which is queued).
+    const notOurs = ['FAIL_IDENTITY', 'FAIL_IMAGE_IO', 'FAIL_OWNER'].includes(s.v.outcome);
+    return s.v.outcome !== 'MISS' && !notOurs ? s : { v, a };
   };
 
   const bypass = bypassReason(env, r.stat);

@@ -179,7 +179,13 @@ enum cx_outcome restore_layers(struct launch *L)
 	int sys = cx_system_layer(L);
 	if (sys >= 0) {
 		enum cx_outcome s = try_layer(L, sys, cx_getenv(L->envp, "CACHED_EXEC_SYSTEM_DIR"), 0, 1);
-		if (s != CX_MISS && s != CX_BYPASS_NO_CACHE_DIR)
+		/*
+		 * A system image that is not this user's to use (root's identity-bound
+		 * image, unreadable or refused as such) is the user's miss: their own
+		 * image is queued, as with no system image at all.
+		 */
+		int not_ours = s == CX_FAIL_IDENTITY || s == CX_FAIL_IMAGE_IO || s == CX_FAIL_OWNER;
+		if (s != CX_MISS && s != CX_BYPASS_NO_CACHE_DIR && !not_ours)
 			return s;
 	}
 	/* A miss is queued in the user's cache (when it can be trusted): its primary key, not the system layer's. */

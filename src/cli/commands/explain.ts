@@ -78,7 +78,11 @@ export function explain(ctx: Context): number {
       for (const d of e.deps) pairs.push(['depends on', d]);
     }
     if (p.attempts.length > 1) {
-      for (const a of p.attempts) pairs.push(['looked at', `${a.layer}${a.variant ? ' variant' : ''} ${a.image}: ${a.outcome}`]);
+      // A system image passed over (root's own, not this user's) says why; the verdict below is the user's.
+      for (const a of p.attempts) {
+        const why = a.layer === 'system' && a.outcome !== 'MISS' && a.outcome !== p.outcome && a.detail ? ` (${a.outcome}: ${a.detail})` : '';
+        pairs.push(['looked at', `${a.layer}${a.variant ? ' variant' : ''} ${a.image}: ${a.outcome}${why}`]);
+      }
     }
     if (p.refused) pairs.push(['refused', `${p.refused.reason}${p.refused.detail ? `: ${p.refused.detail}` : ''}`]);
     else if (p.queued) pairs.push(['queued', 'yes']);
