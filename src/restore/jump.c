@@ -53,12 +53,13 @@ static uint64_t resume_strings_size(const struct launch *L)
  */
 static void kernel_stack_span(const struct image *im, const struct launch *L, uint64_t *addr, uint64_t *len)
 {
-	const char *execfn = (const char *)cx_auxv_get(L->auxv, AT_EXECFN);
-	uint64_t low = (uint64_t)(L->prog_sp < L->sp ? L->prog_sp : L->sp);
+	/* Not from L->auxv: by now its AT_EXECFN points at the trampoline's block (patch_auxv). */
+	uint64_t top = L->kstack_top;
+	/* --after-init rebuilds no frame (prog_sp unset): then the kernel's own is the lowest word. */
+	uint64_t low = (uint64_t)(L->prog_sp && L->prog_sp < L->sp ? L->prog_sp : L->sp);
 	*addr = *len = 0;
-	if (!execfn)
+	if (!top)
 		return;
-	uint64_t top = ((uint64_t)execfn + cx_strlen(execfn) + 1 + CX_PAGE - 1) & ~(CX_PAGE - 1);
 	uint64_t lo = (low & ~(CX_PAGE - 1)) - (128ull << 10) - CX_PAGE;
 	for (uint32_t i = 0; i < im->nregions; i++) {
 		const struct cx_region *r = REGION_AT(im, i);
@@ -113,7 +114,7 @@ static void resume_params(const struct image *im, const struct launch *L, struct
 	kernel_stack_span(im, L, &p->kstack_addr, &p->kstack_len);
 }
 
-static void print_dry_run(const struct image *im, const struct launch *L)
+static void print_dry_run(const struct image *im, const struct launch *L, const struct tramp_params *p)
 {
 	/* Benchmarks: how long everything up to the jump took, and its size. */
 	struct timespec_k ts;
@@ -133,6 +134,8 @@ static void print_dry_run(const struct image *im, const struct launch *L)
 		cx_buf_u64(&o, im->nsigs, 10);
 		cx_buf_str(&o, " xstate=");
 		cx_buf_u64(&o, im->resume->xstate_size, 10);
+		cx_buf_str(&o, " kstack=");
+		cx_buf_u64(&o, p->kstack_len, 10); /* the kernel's stack the trampoline would unmap */
 	}
 	cx_buf_str(&o, "\n");
 	cx_write_all(2, line, o.len);
@@ -251,7 +254,7 @@ enum cx_outcome jump(const struct image *im, struct launch *L, int exe_fd, const
 	if (sys_mprotect((uint64_t)code, CX_PAGE, PROT_READ | PROT_EXEC) < 0)
 		return CX_FAIL_MAP;
 	if (L->dry_run) {
-		print_dry_run(im, L);
+		print_dry_run(im, L, p);
 		sys_exit_group(0);
 	}
 	cx_record(L, CX_HIT);

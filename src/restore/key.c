@@ -67,7 +67,7 @@ static uint64_t groups_hash(struct launch *L)
 	long n = sys_getgroups(65536, buf + 2);
 	if (n < 0)
 		n = 0;
-	buf[0] = (uint32_t)sys_getegid();
+	buf[0] = (uint32_t)cx_auxv_get(L->auxv, AT_EGID); /* the kernel's, at exec: one syscall less */
 	buf[1] = (uint32_t)n;
 	L->groups_hash = cx_hash64(buf, 8 + 4 * (size_t)n, CX_FNV_OFFSET);
 	return L->groups_hash;

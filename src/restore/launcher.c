@@ -319,6 +319,7 @@ __attribute__((noreturn, used)) void cx_main(uint64_t *sp, int own_stack)
 	while (*e)
 		e++;
 	L.auxv = (uint64_t *)(e + 1);
+	L.kstack_top = cx_kernel_stack_top(L.auxv);
 
 	const char *execfn = (const char *)cx_auxv_get(L.auxv, AT_EXECFN);
 	const char *invoked = execfn ? cx_basename(execfn) : (L.argc ? cx_basename(L.argv[0]) : "cached-exec");

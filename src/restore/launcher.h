@@ -71,6 +71,8 @@ struct launch {
 	uint64_t key_groups; /* what the key holds: groups_hash, or 0 in the system layer */
 	const char *path_env;
 	int own_stack; /* running on CX_LAUNCHER_STACK, not the kernel's stack (start.c) */
+	uint64_t kstack_top; /* cx_kernel_stack_top() at start */
+	uint64_t stack_limit; /* cx_stack_limit(): 0 until asked */
 	int caps_known, caps; /* exe_settable(): CX_CAPS_* */
 	int dry_run; /* --internal-restore-dry: stop before the jump */
 	int no_restore; /* the stack could not be rebuilt: cold only */
@@ -161,6 +163,8 @@ int cx_inspect(const char *image);
 
 /* stack.c: rebuild the initial stack for the program (drop launcher args, insert #! argv). */
 int cx_reshape_stack(struct launch *L, int drop, char *const *insert, int ninsert, int copy_strings);
+uint64_t cx_kernel_stack_top(const uint64_t *auxv);
+uint64_t cx_stack_limit(struct launch *L);
 
 /* record.c */
 void cx_record(const struct launch *L, enum cx_outcome outcome);

@@ -198,13 +198,12 @@ static int overlaps(uint64_t lo, uint64_t hi, uint64_t a, uint64_t len) { return
  * image brings its own stack; the vdso this process moves must not sit where
  * that stack grows (its kernel stack is unmapped before the program runs).
  */
-enum cx_outcome check_stack_room(const struct image *im, const struct launch *L)
+enum cx_outcome check_stack_room(const struct image *im, struct launch *L)
 {
-	struct rlimit_k lim;
-	const char *execfn = (const char *)cx_auxv_get(L->auxv, AT_EXECFN);
-	if (!execfn || sys_prlimit(0, RLIMIT_STACK, 0, &lim) < 0)
+	struct rlimit_k lim = { cx_stack_limit(L), 0 };
+	uint64_t top = L->kstack_top;
+	if (!top || !lim.cur)
 		return CX_FAIL_MAP;
-	uint64_t top = ((uint64_t)execfn + cx_strlen(execfn) + 1 + CX_PAGE - 1) & ~(CX_PAGE - 1);
 	uint64_t vdso_at = im->state->vdso_base, vlo = 0, vhi = 0;
 	for (uint32_t i = 0; i < im->nvdso; i++) {
 		const struct cx_vdso_part *v = VDSO_AT(im, i);

@@ -86,7 +86,7 @@ int map_prot(const struct cx_region *r);
 enum cx_outcome move_vdso(const struct image *im, const uint64_t *auxv);
 enum cx_outcome map_regions(const struct image *im, const struct file_fds *fds);
 enum cx_outcome map_stack(const struct image *im);
-enum cx_outcome check_stack_room(const struct image *im, const struct launch *L);
+enum cx_outcome check_stack_room(const struct image *im, struct launch *L);
 
 /* patch.c: steps 5-7, slots, protections, auxv. */
 enum cx_outcome check_slots(const struct image *im, struct launch *L);

@@ -23,15 +23,33 @@ static uint64_t reshape_tmp[TMP_WORDS + 2];
  * up to RLIMIT_STACK (and a SIGSEGV beyond). The stack ends at the page
  * holding AT_EXECFN's string, the last thing the kernel put there.
  */
-static int fits_stack_limit(const struct launch *L, const uint64_t *new_sp)
+static int fits_stack_limit(struct launch *L, const uint64_t *new_sp)
+{
+	uint64_t lim = cx_stack_limit(L);
+	if (!L->kstack_top || !lim)
+		return 0;
+	uint64_t need = L->kstack_top - ((uint64_t)new_sp & ~(CX_PAGE - 1));
+	return lim == RLIM_INFINITY || need + CX_PAGE <= lim;
+}
+
+/*
+ * The page after AT_EXECFN's string, the last thing the kernel put on its
+ * stack: where that stack ends. Read once at start (cx_main), before a
+ * restore points AT_EXECFN elsewhere. 0 when there is no AT_EXECFN.
+ */
+uint64_t cx_kernel_stack_top(const uint64_t *auxv)
+{
+	const char *execfn = (const char *)cx_auxv_get(auxv, AT_EXECFN);
+	return execfn ? ((uint64_t)execfn + cx_strlen(execfn) + 1 + CX_PAGE - 1) & ~(CX_PAGE - 1) : 0;
+}
+
+/* RLIMIT_STACK's soft limit (RLIM_INFINITY when unlimited), asked once; 0 when it cannot be read. */
+uint64_t cx_stack_limit(struct launch *L)
 {
 	struct rlimit_k lim;
-	const char *execfn = (const char *)cx_auxv_get(L->auxv, AT_EXECFN);
-	if (!execfn || sys_prlimit(0, RLIMIT_STACK, 0, &lim) < 0)
-		return 0;
-	uint64_t top = ((uint64_t)execfn + cx_strlen(execfn) + 1 + CX_PAGE - 1) & ~(CX_PAGE - 1);
-	uint64_t need = top - ((uint64_t)new_sp & ~(CX_PAGE - 1));
-	return lim.cur == RLIM_INFINITY || need + CX_PAGE <= lim.cur;
+	if (!L->stack_limit && sys_prlimit(0, RLIMIT_STACK, 0, &lim) == 0)
+		L->stack_limit = lim.cur ? lim.cur : 1;
+	return L->stack_limit;
 }
 
 static void copy_words(uint64_t *d, const uint64_t *s, size_t n)

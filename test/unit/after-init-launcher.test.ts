@@ -483,7 +483,10 @@ describeCc('a post-init image restores into the read it was stopped at', () => {
     write(postInitModel(cpu, key));
     const r = spawnSync(LAUNCHER, ['--internal-restore-dry', '--after-init', 'mytool'], { env, cwd, encoding: 'utf8' });
     expect(r.status).toBe(0);
-    expect(r.stderr).toMatch(/^restore_ns=\d+ regions=4 files=0 slots=3 post_init=1 sigactions=1 xstate=\d+\n$/);
+    expect(r.stderr).toMatch(/^restore_ns=\d+ regions=4 files=0 slots=3 post_init=1 sigactions=1 xstate=\d+ kstack=\d+\n$/);
+    // The process's kernel stack is unmapped before the program runs (its own stack grows there): at least the
+    // kernel's 128 KiB initial expansion of it.
+    expect(Number(/kstack=(\d+)/.exec(r.stderr)?.[1])).toBeGreaterThanOrEqual(128 * 1024);
   });
 
   const failures: [string, () => ImageModel, (args: string[]) => Promise<Run>, string, string?][] = [
