@@ -61,7 +61,8 @@ for (const f of ['bin/cached-exec', 'dist/cli/main.js', 'dist/cache/stats.js']) 
 }
 const { decodeRunRecords } = await import(path.join(root, 'dist', 'cache', 'stats.js'));
 const OUTPUT_CAP = 1 << 20;
-const ARGS = ['--version'];
+/** The invocations compared, cold against restored (`--quick`: the first only). */
+const INVOCATIONS = argv.includes('--quick') ? [['--version']] : [['--version'], ['--help']];
 
 /**
  * Never run, whatever the arguments: what could change the system or others' files
@@ -146,8 +147,7 @@ function candidates() {
       if (kind === 'foreign') { skip('foreign ELF', name); continue; }
       if (kind === 'static') { skip('static ELF', name); continue; }
       if (who === 'nobody' && !(st.mode & 0o001)) { skip('not executable by nobody', name); continue; }
-      if (denied(name, real)) { skip('denylisted', name); continue; }
-      out.push({ name, file, real, musl: kind === 'dynamic-musl' });
+      out.push({ name, file, real, musl: kind === 'dynamic-musl', denied: denied(name, real) });
     }
   }
   return { list: out.slice(0, limit), skipped, dirs: [...dirsSeen] };
@@ -185,8 +185,9 @@ const warmEnv = { ...baseEnv, PWD: warmCwd };
 const unrelated = `UNRELATED_${process.pid}_${Math.floor(Math.random() * 1e6)}`;
 const runEnv = { ...baseEnv, PWD: elsewhere, [unrelated]: 'x' };
 
-const asUser = who === 'nobody' ? ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups', '--'] : [];
-const wrap = (cmd) => ['unshare', '--net', '--ipc', '--uts', '--', ...asUser, ...cmd];
+// Absolute paths: the strace check below counts execve calls, and a PATH search would add failed ones.
+const asUser = who === 'nobody' ? ['/usr/bin/setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups', '--'] : [];
+const wrap = (cmd) => ['/usr/bin/unshare', '--net', '--ipc', '--uts', '--', ...asUser, ...cmd];
 
 if (who === 'nobody') {
   // What an unprivileged user's setup would be: root gave the launcher the capability that
@@ -278,45 +279,88 @@ const show = (r) => ({
   stdout: r.stdout.toString('utf8').slice(0, 400), stderr: r.stderr.toString('utf8').slice(0, 400),
 });
 
-const tRun = Date.now();
-const results = [];
-const warmed = programs.filter((p) => warm.get(p.name)?.ok);
-for (const [i, p] of warmed.entries()) {
-  const cmd = [p.name, ...ARGS];
+/** One invocation, cold then through the launcher, compared. */
+async function compareRun(p, args) {
+  const cmd = [p.name, ...args];
   const cold = await run(cmd, runEnv);
   const hot = await run([launcher, ...cmd], runEnv);
   readRunsLog();
-  const outcome = outcomeByPid.get(hot.pid) ?? 'NO-RECORD';
-  const res = { name: p.name, file: p.file, outcome, verdict: 'same' };
+  const res = { args: args.join(' '), outcome: outcomeByPid.get(hot.pid) ?? 'NO-RECORD', verdict: 'same' };
   if (cold.killed || hot.killed) {
     res.verdict = cold.killed && hot.killed ? 'unjudged (both killed)' : 'killed-one';
-    res.cold = show(cold);
-    res.restored = show(hot);
+    Object.assign(res, { cold: show(cold), restored: show(hot) });
   } else if (!same(cold, hot)) {
     // Is the program itself nondeterministic (a time, a pid, a random name)?
     const cold2 = await run(cmd, runEnv);
     res.verdict = same(cold, cold2) ? 'MISMATCH' : 'nondeterministic';
-    res.cold = show(cold);
-    res.restored = show(hot);
+    Object.assign(res, { cold: show(cold), restored: show(hot) });
     if (res.verdict === 'nondeterministic') res.cold2 = show(cold2);
   }
-  if (outcome !== 'HIT') {
-    const [f, ...a] = wrap([launcher, '--explain', p.name]);
-    const e = spawnSync(f, a, { env: runEnv, cwd: elsewhere, encoding: 'utf8', timeout: 60_000 });
-    res.explain = (e.stdout ?? '').split('\n').filter((l) => /^(next run|why|environment|refused)\s/.test(l)).map((l) => l.replace(/\s+/, ' '));
+  return res;
+}
+
+/**
+ * A denylisted program is never run: `--internal-restore-dry` does the whole restore
+ * and exits before the jump, and strace makes every execve after the launcher's own
+ * fail (the cold exec a failed restore would do), so the program cannot start even
+ * then. Restored = the dry run's report line and no execve attempted after it.
+ */
+function dryRestore(p, cacheDir = cache) {
+  const traceFile = path.join(work, `strace-dry-${p.name}`);
+  const cmd = wrap([launcher, '--internal-restore-dry', p.name, '--version']);
+  // The wrappers and the launcher exec in turn, then a cold exec would follow. strace does not
+  // count its own start-up execve (the first), so the launcher's is number `wrappers` and
+  // the cold exec's `wrappers + 1`; the self-test below proves the count.
+  const wrappers = cmd.slice(0, cmd.indexOf(launcher)).filter((c) => c.startsWith('/usr/bin/')).length;
+  const r = spawnSync('strace', ['-f', '-qq', '-e', 'trace=execve', '-e', `inject=execve:error=EPERM:when=${wrappers + 1}+`, '-o', traceFile, ...cmd],
+    { env: { ...runEnv, CACHED_EXEC_DIR: cacheDir }, cwd: elsewhere, encoding: 'utf8', timeout: 60_000, stdio: ['ignore', 'pipe', 'pipe'] });
+  const execs = fs.readFileSync(traceFile, 'utf8').split('\n').filter((l) => l.includes('execve('));
+  // The launcher reports on stderr.
+  const restored = r.status === 0 && /^restore_ns=\d+ /.test(r.stderr) && execs.length === wrappers + 1;
+  const res = { args: '(dry restore, not run)', outcome: restored ? 'HIT' : 'DRY-NOT-RESTORED', verdict: 'not run', execveAfterLauncher: execs.length - wrappers - 1 };
+  if (!restored) Object.assign(res, { status: r.status, signal: r.signal, stdout: r.stdout?.slice(0, 400), stderr: r.stderr?.slice(0, 400), execs });
+  return res;
+}
+
+/** A dry run with no image must not run the program: its cold exec fails, injected. */
+function dryRestoreSelfTest() {
+  const empty = userDir('empty-cache');
+  const r = dryRestore({ name: 'echo' }, empty);
+  const injected = r.execs?.length === 4 || (r.execs?.length === 3 && who === 'root');
+  if (r.outcome === 'HIT' || r.stdout !== '' || !injected || !r.execs.at(-1).includes('(INJECTED)')) {
+    fail(`strace's execve injection did not stop a cold exec: ${JSON.stringify(r)}`);
   }
+}
+
+function explain(p) {
+  const [f, ...a] = wrap([launcher, '--explain', p.name]);
+  const e = spawnSync(f, a, { env: runEnv, cwd: elsewhere, encoding: 'utf8', timeout: 60_000 });
+  return (e.stdout ?? '').split('\n').filter((l) => /^(next run|why|environment|refused)\s/.test(l)).map((l) => l.replace(/\s+/, ' '));
+}
+
+if (programs.some((p) => p.denied)) dryRestoreSelfTest();
+const tRun = Date.now();
+const results = [];
+const warmed = programs.filter((p) => warm.get(p.name)?.ok);
+for (const [i, p] of warmed.entries()) {
+  const res = { name: p.name, file: p.file, denied: p.denied, runs: [] };
+  if (p.denied) res.runs.push(dryRestore(p));
+  else for (const args of INVOCATIONS) res.runs.push(await compareRun(p, args));
+  res.outcome = res.runs.find((r) => r.outcome !== 'HIT')?.outcome ?? 'HIT';
+  if (res.outcome !== 'HIT') res.explain = explain(p);
   results.push(res);
   if ((i + 1) % 50 === 0 || i + 1 === warmed.length) {
-    log(`run: ${i + 1}/${warmed.length}, ${results.filter((r) => r.outcome === 'HIT').length} restored, ${results.filter((r) => r.verdict === 'MISMATCH').length} mismatches`);
+    const runs = results.flatMap((r) => r.runs);
+    log(`run: ${i + 1}/${warmed.length}, ${results.filter((r) => r.outcome === 'HIT').length} restored, ${runs.filter((r) => r.verdict === 'MISMATCH').length} mismatches`);
   }
 }
 const runSecs = (Date.now() - tRun) / 1000;
 
 // ---------------------------------------------------------------- proof from outside
 /** strace -f -e trace=execve: a restored run execs the launcher and nothing after it. */
-async function straceCheck(p) {
+function straceCheck(p) {
   const traceFile = path.join(work, `strace-${p.name}`);
-  const [f, ...a] = wrap([launcher, p.name, ...ARGS]);
+  const [f, ...a] = wrap([launcher, p.name, ...INVOCATIONS[0]]);
   spawnSync('strace', ['-f', '-qq', '-e', 'trace=execve', '-o', traceFile, f, ...a], { env: runEnv, cwd: elsewhere, stdio: 'ignore', timeout: 60_000 });
   const lines = fs.readFileSync(traceFile, 'utf8').split('\n').filter((l) => l.includes('execve(') && !l.includes('= -1'));
   const execs = lines.map((l) => /execve\("([^"]*)"/.exec(l)?.[1]).filter(Boolean);
@@ -324,13 +368,14 @@ async function straceCheck(p) {
   readRunsLog();
   return { name: p.name, execs, restored: execs.includes(launcher) && afterLauncher.length === 0 };
 }
-const hits = results.filter((r) => r.outcome === 'HIT');
-const notHits = results.filter((r) => r.outcome !== 'HIT');
+const ran = results.filter((r) => !r.denied);
+const hits = ran.filter((r) => r.outcome === 'HIT');
+const notHits = ran.filter((r) => r.outcome !== 'HIT');
 const spot = [];
 const sample = [...hits.filter((_, i) => i % Math.max(1, Math.floor(hits.length / spotChecks)) === 0).slice(0, spotChecks), ...notHits.slice(0, 2)];
 for (const r of sample) {
-  const c = await straceCheck(r);
-  spot.push({ ...c, launcherSaid: r.outcome, agrees: c.restored === (r.outcome === 'HIT') });
+  const c = straceCheck(r);
+  spot.push({ ...c, launcherSaid: r.runs[0].outcome, agrees: c.restored === (r.runs[0].outcome === 'HIT') });
 }
 
 // ---------------------------------------------------------------- report
@@ -344,27 +389,43 @@ const refusals = Object.fromEntries(Object.entries(group(refused, (r) => r.reaso
   count: rs.length,
   details: Object.fromEntries(Object.entries(group(rs, (r) => normalise(r.detail ?? ''))).map(([d, xs]) => [d, xs.map((x) => x.name)])),
 }]));
-const misses = Object.fromEntries(Object.entries(group(notHits, (r) => r.outcome)).map(([o, rs]) => [o, {
+const notRestored = results.filter((r) => r.outcome !== 'HIT');
+const misses = Object.fromEntries(Object.entries(group(notRestored, (r) => r.outcome)).map(([o, rs]) => [o, {
   count: rs.length, programs: rs.map((r) => ({ name: r.name, explain: r.explain })),
 }]));
+const compared = ran.flatMap((r) => r.runs.map((x) => ({ name: r.name, ...x })));
+const dry = results.filter((r) => r.denied);
 const totalSecs = (Date.now() - t0) / 1000;
 const pct = (a, b) => (b ? Math.round((1000 * a) / b) / 10 : 0);
+const restoredAll = results.filter((r) => r.outcome === 'HIT').length;
 const report = {
   machine: machineInfo(),
-  options: { as: who, path: searchPath, args: ARGS, timeoutMs, limit: Number.isFinite(limit) ? limit : null, only: only ? [...only] : null, unrelatedVariable: unrelated },
+  options: {
+    as: who, path: searchPath, invocations: INVOCATIONS.map((a) => a.join(' ')), timeoutMs,
+    limit: Number.isFinite(limit) ? limit : null, only: only ? [...only] : null, unrelatedVariable: unrelated,
+  },
   durationSeconds: { total: Math.round(totalSecs), warm: Math.round(warmSecs), run: Math.round(runSecs) },
-  candidates: { dirs, programs: programs.length, skipped: Object.fromEntries(Object.entries(skipped).map(([k, v]) => [k, { count: v.length, names: v }])) },
+  candidates: {
+    dirs, programs: programs.length, denylisted: programs.filter((p) => p.denied).map((p) => p.name),
+    skipped: Object.fromEntries(Object.entries(skipped).map(([k, v]) => [k, { count: v.length, names: v }])),
+  },
   warm: { attempted: programs.length, warmed: warmed.length, share: pct(warmed.length, programs.length), refusals },
   restore: {
-    warmed: warmed.length, restored: hits.length, share: pct(hits.length, warmed.length), notRestored: misses,
+    warmed: warmed.length, restored: restoredAll, share: pct(restoredAll, warmed.length),
+    run: { warmed: ran.length, restored: hits.length, share: pct(hits.length, ran.length) },
+    dry: { warmed: dry.length, restored: dry.filter((r) => r.outcome === 'HIT').length, share: pct(dry.filter((r) => r.outcome === 'HIT').length, dry.length) },
+    notRestored: misses,
   },
   compare: {
-    same: results.filter((r) => r.verdict === 'same').length,
-    mismatches: results.filter((r) => r.verdict === 'MISMATCH'),
-    nondeterministic: results.filter((r) => r.verdict === 'nondeterministic').map((r) => r.name),
-    killed: results.filter((r) => r.verdict.startsWith('unjudged') || r.verdict === 'killed-one').map((r) => ({ name: r.name, verdict: r.verdict, cold: r.cold?.killed, restored: r.restored?.killed })),
+    runs: compared.length,
+    same: compared.filter((r) => r.verdict === 'same').length,
+    mismatches: compared.filter((r) => r.verdict === 'MISMATCH'),
+    nondeterministic: compared.filter((r) => r.verdict === 'nondeterministic').map((r) => `${r.name} ${r.args}`),
+    killed: compared.filter((r) => r.verdict.startsWith('unjudged') || r.verdict === 'killed-one')
+      .map((r) => ({ name: `${r.name} ${r.args}`, verdict: r.verdict, cold: r.cold?.killed, restored: r.restored?.killed })),
   },
   spotChecks: spot,
+  programs: results.map((r) => ({ name: r.name, outcome: r.outcome, runs: r.outcome === 'HIT' ? r.runs.map((x) => `${x.args}: ${x.outcome}, ${x.verdict}`) : r.runs })),
 };
 
 const outDir = updateCommitted ? path.join(root, 'benchmarks', 'results') : path.join(root, 'build', 'coverage-sweep');
@@ -375,7 +436,7 @@ log(`wrote ${path.join(outDir, 'coverage-sweep.{json,md}')}`);
 process.stdout.write(markdown(report));
 if (!keep) fs.rmSync(work, { recursive: true, force: true });
 else log(`kept ${work}`);
-process.exit(report.compare.mismatches.length || spot.some((s) => !s.agrees) ? 1 : 0);
+process.exit(report.compare.mismatches.length || spot.some((x) => !x.agrees) ? 1 : 0);
 
 // ---------------------------------------------------------------- helpers
 function normalise(detail) {
@@ -385,30 +446,41 @@ function normalise(detail) {
 function markdown(r) {
   const lines = [];
   const m = r.machine;
+  const list = (names, n = 12) => `${names.slice(0, n).join(', ')}${names.length > n ? `, … (${names.length})` : ''}`;
   lines.push('# Coverage sweep', '');
-  lines.push(`\`npm run coverage-sweep\` at commit ${m.commit} on ${m.date} (${m.cpu}, ${m.cores} cores; ${m.kernel}, glibc ${m.glibc}), as ${r.options.as}, \`PROG ${r.options.args.join(' ')}\`; ${r.durationSeconds.total} s (warm ${r.durationSeconds.warm} s, runs ${r.durationSeconds.run} s).`, '');
-  lines.push(`- **Warms**: ${r.warm.warmed} of ${r.warm.attempted} dynamically linked ELF programs (${r.warm.share}%).`);
-  lines.push(`- **Restores** from another directory with an unrelated variable added: ${r.restore.restored} of ${r.restore.warmed} warmed (${r.restore.share}%).`);
-  lines.push(`- **Restored vs cold** (stdout, stderr, exit status): ${r.compare.mismatches.length} mismatches; ${r.compare.same} identical, ${r.compare.nondeterministic.length} nondeterministic even cold, ${r.compare.killed.length} killed (timeout or output cap).`);
-  lines.push(`- **Proof from outside** (\`strace -f -e trace=execve\`): ${r.spotChecks.filter((s) => s.agrees).length} of ${r.spotChecks.length} runs agree with the launcher's records.`, '');
+  lines.push(`\`npm run coverage-sweep\` at commit ${m.commit} on ${m.date} (${m.cpu}, ${m.cores} cores; ${m.kernel}, glibc ${m.glibc}), as ${r.options.as}` +
+    `${r.options.as === 'nobody' ? ' (launcher with `--install-capability`)' : ''}; ${r.durationSeconds.total} s (warm ${r.durationSeconds.warm} s, runs ${r.durationSeconds.run} s). ` +
+    `Every dynamically linked ELF program on PATH (${r.candidates.dirs.join(':')}), deduplicated by real path; run from another directory with \`${r.options.unrelatedVariable.replace(/_\d+_\d+$/, '_…')}=x\` added.`, '');
+  lines.push(`- **Warms**: ${r.warm.warmed} of ${r.warm.attempted} (${r.warm.share}%).`);
+  lines.push(`- **Restores** from another directory with an unrelated variable: ${r.restore.restored} of ${r.restore.warmed} warmed (${r.restore.share}%): ` +
+    `${r.restore.run.restored} of ${r.restore.run.warmed} run with ${r.options.invocations.map((i) => `\`${i}\``).join(' and ')}, ` +
+    `${r.restore.dry.restored} of ${r.restore.dry.warmed} denylisted ones restored dry (never run: \`--internal-restore-dry\`, every later execve failed by strace).`);
+  lines.push(`- **Restored vs cold** (stdout, stderr, exit status), ${r.compare.runs} runs: **${r.compare.mismatches.length} mismatches**; ${r.compare.same} identical, ` +
+    `${r.compare.nondeterministic.length} differ between two cold runs too (not judged), ${r.compare.killed.length} killed (timeout or output cap, not judged).`);
+  lines.push(`- **Proof from outside** (\`strace -f -e trace=execve\`: a restore execs only the launcher): ${r.spotChecks.filter((s) => s.agrees).length} of ${r.spotChecks.length} sampled runs agree with the launcher's records.`, '');
   if (r.compare.mismatches.length) {
     lines.push('## MISMATCHES (bugs)', '');
-    for (const x of r.compare.mismatches) lines.push(`- \`${x.name}\` (${x.outcome}): cold ${JSON.stringify(x.cold)}, restored ${JSON.stringify(x.restored)}`);
+    for (const x of r.compare.mismatches) lines.push(`- \`${x.name} ${x.args}\` (${x.outcome}): cold ${JSON.stringify(x.cold)}, restored ${JSON.stringify(x.restored)}`);
     lines.push('');
   }
-  lines.push('## Refused at warm time', '', '| reason | programs | details (programs) |', '|---|---:|---|');
+  lines.push('## Refused at warm time', '', '| reason | programs | details: programs |', '|---|---:|---|');
   for (const [reason, g] of Object.entries(r.warm.refusals)) {
-    const d = Object.entries(g.details).map(([k, v]) => `${k}: ${v.slice(0, 12).join(', ')}${v.length > 12 ? `, … (${v.length})` : ''}`).join('<br>');
+    const d = Object.entries(g.details).map(([k, v]) => `${k}: ${list(v)}`).join('<br>');
     lines.push(`| ${reason} | ${g.count} | ${d.replace(/\|/g, '\\|')} |`);
   }
-  lines.push('', '## Warmed but not restored', '', '| outcome | programs | programs (why) |', '|---|---:|---|');
-  for (const [o, g] of Object.entries(r.restore.notRestored)) {
-    lines.push(`| ${o} | ${g.count} | ${g.programs.map((p) => `${p.name}${p.explain?.length ? ` (${p.explain.join('; ')})` : ''}`).join('<br>').replace(/\|/g, '\\|')} |`);
+  lines.push('', '## Warmed but not restored', '');
+  if (!Object.keys(r.restore.notRestored).length) lines.push('None.');
+  else {
+    lines.push('| outcome | programs | programs (why) |', '|---|---:|---|');
+    for (const [o, g] of Object.entries(r.restore.notRestored)) {
+      lines.push(`| ${o} | ${g.count} | ${g.programs.map((p) => `${p.name}${p.explain?.length ? ` (${p.explain.join('; ')})` : ''}`).join('<br>').replace(/\|/g, '\\|')} |`);
+    }
   }
   lines.push('', '## Not swept', '');
   for (const [k, v] of Object.entries(r.candidates.skipped)) lines.push(`- ${k}: ${v.count}`);
-  if (r.compare.nondeterministic.length) lines.push('', `Nondeterministic cold (not judged): ${r.compare.nondeterministic.join(', ')}.`);
-  if (r.compare.killed.length) lines.push('', `Killed (not judged): ${r.compare.killed.map((k) => `${k.name} (${k.cold ?? '-'}/${k.restored ?? '-'})`).join(', ')}.`);
+  lines.push(`- denylisted (warmed and restored dry, never run): ${r.candidates.denylisted.length}`);
+  if (r.compare.nondeterministic.length) lines.push('', `Differ between two cold runs (not judged): ${r.compare.nondeterministic.join(', ')}.`);
+  if (r.compare.killed.length) lines.push('', `Killed (not judged; cold/restored): ${r.compare.killed.map((k) => `${k.name} (${k.cold ?? '-'}/${k.restored ?? '-'})`).join(', ')}.`);
   lines.push('');
   return lines.join('\n');
 }
