@@ -409,7 +409,11 @@ const report = {
     dirs, programs: programs.length, denylisted: programs.filter((p) => p.denied).map((p) => p.name),
     skipped: Object.fromEntries(Object.entries(skipped).map(([k, v]) => [k, { count: v.length, names: v }])),
   },
-  warm: { attempted: programs.length, warmed: warmed.length, share: pct(warmed.length, programs.length), refusals },
+  warm: {
+    attempted: programs.length, warmed: warmed.length, share: pct(warmed.length, programs.length), refusals,
+    // Images restored only where the launcher can set /proc/self/exe (root, or the file capability): cold (FAIL_EXE) for others.
+    readsExe: warmed.filter((p) => warm.get(p.name).notes?.some((n) => n.includes('/proc/self/exe'))).map((p) => p.name),
+  },
   restore: {
     warmed: warmed.length, restored: restoredAll, share: pct(restoredAll, warmed.length),
     run: { warmed: ran.length, restored: hits.length, share: pct(hits.length, ran.length) },
@@ -451,7 +455,8 @@ function markdown(r) {
   lines.push(`\`npm run coverage-sweep\` at commit ${m.commit} on ${m.date} (${m.cpu}, ${m.cores} cores; ${m.kernel}, glibc ${m.glibc}), as ${r.options.as}` +
     `${r.options.as === 'nobody' ? ' (launcher with `--install-capability`)' : ''}; ${r.durationSeconds.total} s (warm ${r.durationSeconds.warm} s, runs ${r.durationSeconds.run} s). ` +
     `Every dynamically linked ELF program on PATH (${r.candidates.dirs.join(':')}), deduplicated by real path; run from another directory with \`${r.options.unrelatedVariable.replace(/_\d+_\d+$/, '_…')}=x\` added.`, '');
-  lines.push(`- **Warms**: ${r.warm.warmed} of ${r.warm.attempted} (${r.warm.share}%).`);
+  lines.push(`- **Warms**: ${r.warm.warmed} of ${r.warm.attempted} (${r.warm.share}%). ${r.warm.readsExe.length} of the images (${Math.round((100 * r.warm.readsExe.length) / (r.warm.warmed || 1))}%) ` +
+    'read `/proc/self/exe` (their program or a library names it): they restore for root or with `--install-capability`, and run cold (`FAIL_EXE`) for other users without it.');
   lines.push(`- **Restores** from another directory with an unrelated variable: ${r.restore.restored} of ${r.restore.warmed} warmed (${r.restore.share}%): ` +
     `${r.restore.run.restored} of ${r.restore.run.warmed} run with ${r.options.invocations.map((i) => `\`${i}\``).join(' and ')}, ` +
     `${r.restore.dry.restored} of ${r.restore.dry.warmed} denylisted ones restored dry (never run: \`--internal-restore-dry\`, every later execve failed by strace).`);
