@@ -7,7 +7,8 @@
  * same invocation (stdout, stderr, exit status). Not part of `npm test`.
  *
  *   npm run coverage-sweep -- [--limit N] [--only a,b,...] [--as nobody|root]
- *        [--timeout S] [--spot-checks N] [--keep] [--update-committed]
+ *        [--timeout S] [--spot-checks N] [--quick] [--path DIRS] [--out DIR] [--keep]
+ *        [--update-committed]
  *
  *   --limit N          the first N candidates (in PATH order) only
  *   --only LIST        these program names only (comma-separated)
@@ -16,15 +17,22 @@
  *                      up) or root
  *   --timeout S        seconds per run (default 5)
  *   --spot-checks N    restored runs re-run under `strace -f -e trace=execve` (default 8)
- *   --update-committed write benchmarks/results/coverage-sweep.{json,md} (else build/coverage-sweep/)
+ *   --quick            compare `--version` only (default: `--version` and `--help`)
+ *   --path DIRS        the directories to sweep, in PATH order (default: $PATH)
+ *   --out DIR          where to write coverage-sweep.{json,md} (default build/coverage-sweep/)
+ *   --update-committed write them to benchmarks/results/ instead
+ *   --keep             keep the work directory (the cache, the strace logs)
  *
- * Safety: programs run with `--version` only, stdin /dev/null, no controlling
- * terminal (own session), an empty scratch cwd and HOME, as nobody (default), in
- * new network, IPC and UTS namespaces (`unshare --net --ipc --uts`: no network, the
- * host name cannot change), killed with their process group after the timeout or
- * past 1 MiB of output. A denylist skips programs that could change the system
- * whatever their arguments, or that are not worth the risk (below). Warming runs only
- * the loader and library constructors (the snapshot stops at the entry point).
+ * Safety: programs run with `--version` and `--help` only, stdin /dev/null, no
+ * controlling terminal (own session), an empty scratch cwd and HOME, as nobody
+ * (default), in new network, IPC and UTS namespaces (`unshare --net --ipc --uts`: no
+ * network, the host name cannot change), killed with their process group after the
+ * timeout or past 1 MiB of output. Programs on the denylist (below: what could change
+ * the system whatever its arguments) are never run: they are warmed (a snapshot runs
+ * only the loader and library constructors, stopped at the entry point, and refuses
+ * any write before it) and restored dry (`--internal-restore-dry`: the whole restore,
+ * then exit before the jump) under strace, which fails every execve after the
+ * launcher's own, so not even a cold fallback can start them.
  *
  * The launcher's own records (stats/runs.log, one record per run with its pid)
  * say whether a run restored; a sample is proven from outside with strace: a
@@ -432,7 +440,7 @@ const report = {
   programs: results.map((r) => ({ name: r.name, outcome: r.outcome, runs: r.outcome === 'HIT' ? r.runs.map((x) => `${x.args}: ${x.outcome}, ${x.verdict}`) : r.runs })),
 };
 
-const outDir = updateCommitted ? path.join(root, 'benchmarks', 'results') : path.join(root, 'build', 'coverage-sweep');
+const outDir = updateCommitted ? path.join(root, 'benchmarks', 'results') : path.resolve(opt('--out', path.join(root, 'build', 'coverage-sweep')));
 fs.mkdirSync(outDir, { recursive: true });
 fs.writeFileSync(path.join(outDir, 'coverage-sweep.json'), JSON.stringify(report, null, 2) + '\n');
 fs.writeFileSync(path.join(outDir, 'coverage-sweep.md'), markdown(report));
