@@ -123,6 +123,18 @@ function elfKind(file) {
   }
 }
 
+/** Every directory above `file` lets others search it (nobody reaches the file by this path). */
+function othersReach(file) {
+  for (let d = path.dirname(file); ; d = path.dirname(d)) {
+    try {
+      if (!(fs.statSync(d).mode & 0o001)) return false;
+    } catch {
+      return false;
+    }
+    if (d === '/') return true;
+  }
+}
+
 function candidates() {
   const seenReal = new Set();
   const seenName = new Set();
@@ -145,16 +157,16 @@ function candidates() {
       if (!st.isFile() || !(st.mode & 0o111)) continue;
       if (seenName.has(name)) continue; // shadowed: `name` runs an earlier one
       seenName.add(name);
+      if (only && !only.has(name)) continue;
       if (seenReal.has(real)) { skip('duplicate (same file as an earlier name)', name); continue; }
       seenReal.add(real);
-      if (only && !only.has(name)) continue;
       if (st.mode & 0o6000) { skip('setuid/setgid', name); continue; }
       let kind;
       try { kind = elfKind(file); } catch { skip('unreadable', name); continue; }
       if (kind === 'non-elf') { skip('not ELF (scripts)', name); continue; }
       if (kind === 'foreign') { skip('foreign ELF', name); continue; }
       if (kind === 'static') { skip('static ELF', name); continue; }
-      if (who === 'nobody' && !(st.mode & 0o001)) { skip('not executable by nobody', name); continue; }
+      if (who === 'nobody' && !(st.mode & 0o001 && othersReach(file) && othersReach(real))) { skip('not reachable or executable by nobody', name); continue; }
       out.push({ name, file, real, musl: kind === 'dynamic-musl', denied: denied(name, real) });
     }
   }
