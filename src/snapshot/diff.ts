@@ -289,7 +289,8 @@ function explainedPointer(va: bigint, vb: bigint, sa: StackLayout, sb: StackLayo
  */
 export function translateSlots(found: NonPointerSlot[], a: Run, real: CapturedMapping[], fsC: bigint, argc: number, pid: number,
   clockReads: ClockRead[]): ImageSlot[] {
-  if (found.some((s) => s.clock)) checkSameReads(a.clockReads, clockReads, 'the differential and the real run');
+  // Always: a reading the real run took and A did not (another environment) was never checked for what it left.
+  checkSameReads(a.clockReads, clockReads, 'the differential and the real run');
   return found.map((s) => {
     const addr = translate(s.addr, a.maps, real, a.fsBase, fsC);
     const m = real.find((x) => addr >= x.start && addr < x.end);
