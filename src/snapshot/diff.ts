@@ -21,7 +21,7 @@ import { classifyStackPointer, describeAddr, readStack, type StackLayout } from 
 import { AT, killTracee, readMem, runToEntry, type StoppedAtEntry, type TraceOptions } from './trace.js';
 import { acceptLoaderClockWords, changingWords, counterTrappable, loaderPath, type Unexplained } from './clock.js';
 import type { EnvLookup } from './lookups.js';
-import { CLOCK_OFFSET_B_NS, checkSameReads, clockNow, clockValue, matchClockWord, shiftedClock, type ClockBase, type ClockRead } from './vdso-clock.js';
+import { checkSameReads, clockB, clockNow, clockValue, matchClockWord, type ClockBase, type ClockRead } from './vdso-clock.js';
 
 export interface Run {
   pid: number;
@@ -166,7 +166,7 @@ const optionsA = (base: TraceOptions, clock: ClockBase): TraceOptions =>
 
 const optionsB = (base: TraceOptions, atRandom: Buffer, clock: ClockBase): TraceOptions =>
   ({ ...base, noAslr: true, deterministic: true, randomStream: 'b', argv: [...base.argv, 'cx-diff-bb', 'cx-diff-bbb', 'cx-diff-bbbb'], atRandom,
-    clock: shiftedClock(clock, CLOCK_OFFSET_B_NS) });
+    clock: clockB(clock) });
 
 function sameLookups(a: EnvLookup[], b: EnvLookup[]): boolean {
   return a.length === b.length && a.every((l, i) => l.name === b[i]?.name && l.value === b[i]?.value);

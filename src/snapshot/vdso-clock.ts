@@ -8,14 +8,15 @@
  * the snapshot's time in every restored process. Instead of refusing, the
  * differential runs get *different* clocks, far apart (A: now; B: 400 days
  * and an odd fraction of a second later, so dates, days of the week and every
- * unit differ), and every word that differs between them must be explained:
+ * unit differ) and running at different paces (so durations differ), and
+ * every word that differs between them must be explained:
  *  - a verbatim copy of one reading, in one of a few units (s, ms, µs, ns of
  *    the whole value, or the µs/ns part of a timeval/timespec), 4 or 8 bytes
  *    wide (truncated): a CLOCK slot, which the restore fills with its own
  *    clock_gettime of the same clock, so the program holds what a cold
  *    start at that moment would have read;
- *  - anything else computed from the time (a seed, a date, a hash of it) is
- *    `unexplained-difference`, refused as before.
+ *  - anything else computed from the time (a seed, a date, a duration, a
+ *    calibration) is `unexplained-difference`, refused as before.
  * A read that leaves no trace at all needs no slot. Only clocks a restore
  * can read for itself are answered (CLOCK_REALTIME, MONOTONIC, BOOTTIME and
  * their coarse/raw/alarm/TAI kin); a process or thread CPU clock refuses, as
@@ -45,21 +46,29 @@ const SEC = 1_000_000_000n;
 
 /** B's clocks run this far ahead of A's: more than a year, with every sub-unit different. */
 export const CLOCK_OFFSET_B_NS = 400n * 86_400n * 1_000_000_000n + 12_345_678_901_234n + 777n;
-/** Each reading moves the answering clock on by this much (two reads never return the same value). */
+/**
+ * Each reading moves the answering clock on by a step (two reads never
+ * return the same value). B's step is another than A's, so what a
+ * constructor computes from elapsed time (a calibration loop, a duration)
+ * differs too, and is refused.
+ */
 const STEP_NS = 1_000n;
+const STEP_B_NS = 2_719n;
 
-/** The clock a traced run answers from: a realtime and a monotonic base; each read moves both by STEP_NS. */
+/** The clock a traced run answers from: a realtime and a monotonic base; each read moves both by step ns. */
 export interface ClockBase {
   realtime: bigint;
   monotonic: bigint;
+  step: bigint;
 }
 
 export function clockNow(): ClockBase {
-  return { realtime: BigInt(Date.now()) * 1_000_000n, monotonic: process.hrtime.bigint() };
+  return { realtime: BigInt(Date.now()) * 1_000_000n, monotonic: process.hrtime.bigint(), step: STEP_NS };
 }
 
-export function shiftedClock(c: ClockBase, by: bigint): ClockBase {
-  return { realtime: c.realtime + by, monotonic: c.monotonic + by };
+/** Run B's clock: far ahead of A's, and running at another pace. */
+export function clockB(a: ClockBase): ClockBase {
+  return { realtime: a.realtime + CLOCK_OFFSET_B_NS, monotonic: a.monotonic + CLOCK_OFFSET_B_NS, step: STEP_B_NS };
 }
 
 /**
@@ -72,7 +81,7 @@ export function answerVdsoClock(name: string, regs: L.Regs, mem: number, base: C
     if (!WALL_CLOCKS.has(clock)) {
       throw new SnapshotRefusal('unsupported-syscall', `vdso ${name}() of clock ${clock} (a CPU-time clock) before the entry point: a restore cannot give back what it read`);
     }
-    const ns = (REALTIME_LIKE.has(clock) ? base.realtime : base.monotonic) + BigInt(reads.length + 1) * STEP_NS;
+    const ns = (REALTIME_LIKE.has(clock) ? base.realtime : base.monotonic) + BigInt(reads.length + 1) * base.step;
     reads.push({ fn: name, clock, ns });
     return ns;
   };

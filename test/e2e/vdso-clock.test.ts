@@ -9,9 +9,9 @@
  *  - private libraries whose constructors keep a reading: verbatim copies
  *    (ms, s, timespec, timeval, realtime and monotonic, 4 and 8 bytes) are
  *    restored with the restoring process's own time (so a restored run prints
- *    what a cold one prints); a value computed from the time (a seed), or a
- *    process CPU clock, is refused and the program runs cold; a reading that
- *    left no trace restores;
+ *    what a cold one prints); a value computed from the time (a seed, a
+ *    duration), or a process CPU clock, is refused and the program runs cold;
+ *    a reading that left no trace restores;
  *  - the same as an unprivileged user.
  */
 import { spawnSync } from 'node:child_process';
@@ -20,7 +20,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeRunRecords } from '../../src/cache/stats.js';
 import {
-  LAUNCHER, baseEnv, cc, haveCc, mapsShowImage, observable, readMaps, removeDir, resolveOnPath, runCold, runRestored,
+  LAUNCHER, baseEnv, cc, haveCc, mapsShowImage, observable, procState, readMaps, removeDir, resolveOnPath, runCold, runRestored,
   tmpCacheDir, tmpDir, waitFor, type Env, type RunResult,
 } from '../helpers/cx.js';
 import { NOBODY, NOGROUP, canSwitchUser, ownedDir, runAs, userEnv, userPackage } from '../helpers/users.js';
@@ -115,24 +115,41 @@ describe('gdb and glib programs restore (glib keeps its slice allocator\'s start
     await new Promise((r) => setTimeout(r, 3000)); // a stale value would now be 3 s old
     const dir = fs.mkdtempSync(path.join(work, 'watched-'));
     let pid = -1;
+    const started = Date.now(); // the snapshot's stamp is 3 s older than this, a restored run's is newer
     const done = runRestored('gio', ['monitor', dir], {
       env, cwd: work, timeoutMs: 60_000,
       onSpawn: (child) => {
         pid = child.pid ?? -1;
       },
     });
-    // gio monitor blocks: read its maps and the kept word from outside while it waits.
-    expect(await waitFor(() => mapsShowImage(readMaps(pid), image), 20_000), 'gio monitor was not restored').toBe(true);
+    // gio monitor blocks (state S, waiting for events): read its maps and the kept word from outside then.
+    // Earlier, the launcher may still be mapping the image's regions.
+    const slot = slots[0] as { addr: bigint };
+    let kept: number | undefined;
+    const readKept = (): boolean => {
+      if (procState(pid) !== 'S' || !mapsShowImage(readMaps(pid), image)) return false;
+      try {
+        const fd = fs.openSync(`/proc/${pid}/mem`, 'r');
+        try {
+          const b = Buffer.alloc(4);
+          if (fs.readSync(fd, b, 0, 4, Number(slot.addr)) !== 4) return false;
+          kept = b.readUInt32LE(0);
+        } finally {
+          fs.closeSync(fd);
+        }
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    expect(await waitFor(readKept, 20_000), 'gio monitor was not restored').toBe(true);
     const maps = readMaps(pid);
-    const fd = fs.openSync(`/proc/${pid}/mem`, 'r');
-    const b = Buffer.alloc(4);
-    fs.readSync(fd, b, 0, 4, Number((slots[0] as { addr: bigint }).addr));
-    fs.closeSync(fd);
-    const ageMs = (Number(BigInt(Date.now()) % 2n ** 32n) - b.readUInt32LE(0) + 2 ** 32) % 2 ** 32;
+    // glib keeps ms in 32 bits: compare modulo 2^32 (the clock's ms resolution allows a step of slack).
+    const sinceStart = ((kept as number) - Number(BigInt(started - 5) % 2n ** 32n) + 2 ** 32) % 2 ** 32;
     process.kill(pid, 'SIGTERM');
     await done;
     expect(mapsShowImage(maps, image)).toBe(true);
-    expect(ageMs, 'glib\'s stamp is this run\'s time in ms').toBeLessThan(2500);
+    expect(sinceStart, 'glib\'s stamp is this run\'s time in ms, not the snapshot\'s').toBeLessThan(2 ** 31);
   }, 120_000);
 });
 
@@ -196,6 +213,18 @@ __attribute__((constructor)) static void init(void) {
 const char *cx_report(void) { return cx_seed ? "seeded" : "zero"; }
 `;
 
+/** A duration measured between two readings (a calibration): the runs' clocks run at different paces. */
+const ELAPSED = `#include <time.h>
+long long cx_elapsed_ns;
+__attribute__((constructor)) static void init(void) {
+  struct timespec a, b;
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  clock_gettime(CLOCK_MONOTONIC, &b);
+  cx_elapsed_ns = (b.tv_sec - a.tv_sec) * 1000000000LL + (b.tv_nsec - a.tv_nsec);
+}
+const char *cx_report(void) { return cx_elapsed_ns >= 0 ? "measured" : "?"; }
+`;
+
 /** The CPU time the process used so far: a restore cannot give it back. */
 const CPU = `#include <time.h>
 long long cx_cpu_ns;
@@ -231,7 +260,7 @@ describe.runIf(haveCc())('a private library whose constructor reads the clock', 
   beforeAll(() => {
     fs.mkdirSync(lib);
     fs.writeFileSync(path.join(lib, 'main.c'), MAIN);
-    for (const [name, src] of Object.entries({ keep: KEEP, seed: SEED, cpu: CPU, notrace: NO_TRACE })) progs[name] = build(name, src);
+    for (const [name, src] of Object.entries({ keep: KEEP, seed: SEED, elapsed: ELAPSED, cpu: CPU, notrace: NO_TRACE })) progs[name] = build(name, src);
   });
 
   it('verbatim readings (realtime, monotonic; ms, s, timespec, timeval; 4 and 8 bytes) restore with this run\'s time', async () => {
@@ -259,6 +288,12 @@ describe.runIf(haveCc())('a private library whose constructor reads the clock', 
     const r = await runRestored(prog, ['maps'], { env, cwd: work });
     expect(r.stdout.toString().split('\n')[0]).toBe('seeded');
     expect(mapsShowImage(r.stdout.toString(), imageOf(prog))).toBe(false);
+  }, 120_000);
+
+  it('a duration measured between two readings is refused', () => {
+    const w = cx(['--warm', progs.elapsed as string]);
+    expect(w.status).not.toBe(0);
+    expect(w.stderr).toMatch(/refused \(unexplained-difference\)/);
   }, 120_000);
 
   it('a process CPU clock read is refused', () => {
