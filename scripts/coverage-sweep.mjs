@@ -310,11 +310,18 @@ async function compareRun(p, args) {
     res.verdict = cold.killed && hot.killed ? 'unjudged (both killed)' : 'killed-one';
     Object.assign(res, { cold: show(cold), restored: show(hot) });
   } else if (!same(cold, hot)) {
-    // Is the program itself nondeterministic (a time, a pid, a random name)?
-    const cold2 = await run(cmd, runEnv);
-    res.verdict = same(cold, cold2) ? 'MISMATCH' : 'nondeterministic';
+    // Is the program itself nondeterministic (a time, a pid, a random name, the order in
+    // which its children print: groff)? Up to 5 more cold runs: one that differs from the
+    // first, or one that equals the restored run, says so.
+    res.verdict = 'MISMATCH';
     Object.assign(res, { cold: show(cold), restored: show(hot) });
-    if (res.verdict === 'nondeterministic') res.cold2 = show(cold2);
+    for (let k = 0; k < 5 && res.verdict === 'MISMATCH'; k++) {
+      const again = await run(cmd, runEnv);
+      if (!again.killed && (!same(cold, again) || same(again, hot))) {
+        res.verdict = 'nondeterministic';
+        res.coldAgain = show(again);
+      }
+    }
   }
   return res;
 }
@@ -402,12 +409,14 @@ function straceCheck(p) {
   spawnSync('strace', ['-f', '-qq', '-e', 'trace=execve', '-o', traceFile, f, ...a], { env: runEnv, cwd: elsewhere, stdio: 'ignore', timeout: 60_000 });
   const lines = fs.readFileSync(traceFile, 'utf8').split('\n').filter((l) => l.includes('execve(') && !l.includes('= -1'));
   const execs = lines.map((l) => /execve\("([^"]*)"/.exec(l)?.[1]).filter(Boolean);
+  // The launcher's own record of this very run (its pid is the one that exec'd it).
+  const pid = Number(/^(\d+)\s/.exec(lines.find((l) => l.includes(`execve("${launcher}"`)) ?? '')?.[1]);
   // A cold fallback execs the program's own file after the launcher; a restored program may
   // exec others itself (gcc-ranlib runs ranlib), never itself in this sample.
   const afterLauncher = execs.slice(execs.indexOf(launcher) + 1);
   const self = new Set([p.file, fs.realpathSync(p.file)]);
   readRunsLog();
-  return { name: p.name, execs, restored: execs.includes(launcher) && !afterLauncher.some((e) => self.has(e)) };
+  return { name: p.name, execs, restored: execs.includes(launcher) && !afterLauncher.some((e) => self.has(e)), launcherSaid: outcomeByPid.get(pid) ?? 'NO-RECORD' };
 }
 const ran = results.filter((r) => !r.denied);
 const hits = ran.filter((r) => r.outcome === 'HIT');
@@ -416,7 +425,7 @@ const spot = [];
 const sample = [...hits.filter((_, i) => i % Math.max(1, Math.floor(hits.length / spotChecks)) === 0).slice(0, spotChecks), ...notHits.slice(0, 2)];
 for (const r of sample) {
   const c = straceCheck(r);
-  spot.push({ ...c, launcherSaid: r.runs[0].outcome, agrees: c.restored === (r.runs[0].outcome === 'HIT') });
+  spot.push({ ...c, agrees: c.restored === (c.launcherSaid === 'HIT') });
 }
 
 // ---------------------------------------------------------------- report
@@ -503,7 +512,7 @@ function markdown(r) {
     `${r.restore.run.restored} of ${r.restore.run.warmed} run with ${r.options.invocations.map((i) => `\`${i}\``).join(' and ')}, ` +
     `${r.restore.dry.restored} of ${r.restore.dry.warmed} denylisted ones restored dry (never run: \`--internal-restore-dry\`, every later execve failed by strace).`);
   lines.push(`- **Restored vs cold** (stdout, stderr, exit status), ${r.compare.runs} runs: **${r.compare.mismatches.length} mismatches**; ${r.compare.same} identical, ` +
-    `${r.compare.nondeterministic.length} differ between two cold runs too (not judged), ${r.compare.killed.length} killed (timeout or output cap, not judged).`);
+    `${r.compare.nondeterministic.length} nondeterministic (cold runs differ among themselves, or one equals the restored run: not judged), ${r.compare.killed.length} killed (timeout or output cap, not judged).`);
   if (r.rewarmed.length) {
     lines.push(`- **Went stale during the sweep** (a dependency or the program got a new identity between its warm and its run: cold and right, ` +
       `then warmed again once): ${r.rewarmed.length}, e.g. ${r.rewarmed.slice(0, 3).map((x) => `${x.name} (${x.why})`).join('; ')}.`);
@@ -530,7 +539,7 @@ function markdown(r) {
   lines.push('', '## Not swept', '');
   for (const [k, v] of Object.entries(r.candidates.skipped)) lines.push(`- ${k}: ${v.count}`);
   lines.push(`- denylisted (warmed and restored dry, never run): ${r.candidates.denylisted.length}`);
-  if (r.compare.nondeterministic.length) lines.push('', `Differ between two cold runs (not judged): ${r.compare.nondeterministic.join(', ')}.`);
+  if (r.compare.nondeterministic.length) lines.push('', `Nondeterministic (not judged): ${r.compare.nondeterministic.join(', ')}.`);
   if (r.compare.killed.length) lines.push('', `Killed (not judged; cold/restored): ${r.compare.killed.map((k) => `${k.name} (${k.cold ?? '-'}/${k.restored ?? '-'})`).join(', ')}.`);
   lines.push('');
   return lines.join('\n');
