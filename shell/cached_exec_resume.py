@@ -725,6 +725,11 @@ def _after(how):
     kind, d = _STATE.get('kind'), _STATE.get('globals')
     if kind is None:
         return
+    # _STATE was frozen with the adapter (gc.freeze) and the adapter's module
+    # is no longer in sys.modules: nothing would ever clear it, so a reference
+    # kept there would keep the program's globals alive past the exit. Python
+    # clears __main__ at exit: __del__ methods run, files left open are flushed.
+    del _STATE['globals']
     if kind == 's':
         _flush_std()  # _PyRun_SimpleFileObject's flush_io()
         if how == 0:
