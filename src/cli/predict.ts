@@ -177,7 +177,7 @@ function systemDirProblem(dir: string): string | null {
 }
 
 /** Refusals that no change of the user's can undo: the program's kind or rights. */
-const PERMANENT_REFUSALS = new Set(['not-elf', 'static-binary', 'foreign-arch', 'privileged']);
+const PERMANENT_REFUSALS = new Set(['not-elf', 'static-binary', 'foreign-arch', 'unported-arch', 'privileged']);
 
 function finish(p: Prediction, user: Store, outcome: OutcomeName, detail: string, v: Verdict | null, a: Attempt | null,
   program: string, env: NodeJS.ProcessEnv): Prediction {
