@@ -9,13 +9,14 @@
  *   node test/arm64/foreign-image.mjs IMAGE arch|page_size VALUE
  */
 import * as fs from 'node:fs';
+import process from 'node:process';
 import { serializeImage } from '../../dist/image/format.js';
 import { decodeStruct } from '../../dist/image/codec.js';
 import { HEADER, Prot, Src, StateFlag, VdsoKind, hash64, layout } from '../../dist/image/schema.js';
 
 const [image, field, value] = process.argv.slice(2);
 if (!image || !['arch', 'page_size'].includes(field) || !/^\d+$/.test(value ?? '')) {
-  console.error('usage: foreign-image.mjs IMAGE arch|page_size VALUE');
+  process.stderr.write('usage: foreign-image.mjs IMAGE arch|page_size VALUE\n');
   process.exit(2);
 }
 const page = 65536; // a multiple of every page size

@@ -10,7 +10,9 @@
  * Works on x86_64 too. The key is computed as the launcher does
  * (keyFromStat) and compared with its --internal-key by the caller.
  */
+import { Buffer } from 'node:buffer';
 import * as fs from 'node:fs';
+import process from 'node:process';
 import { keyFromStat } from '../../dist/cache/key.js';
 import { serializeImage } from '../../dist/image/format.js';
 import { systemPageSize } from '../../dist/image/machine.js';
@@ -18,7 +20,7 @@ import { FileFlag, FileKind, Prot, Src, VdsoKind } from '../../dist/image/schema
 
 const [prog, image] = process.argv.slice(2);
 if (!prog || !image) {
-  console.error('usage: marker-image.mjs PROG IMAGE');
+  process.stderr.write('usage: marker-image.mjs PROG IMAGE\n');
   process.exit(2);
 }
 const page = BigInt(systemPageSize());
@@ -98,4 +100,4 @@ const b = serializeImage({
 const tmp = `${image}.${process.pid}.tmp`;
 fs.writeFileSync(tmp, b, { mode: 0o600 });
 fs.renameSync(tmp, image);
-console.log(`${image}: ${regions.length} regions, entry 0x${entry.toString(16)}, page ${page}`);
+process.stdout.write(`${image}: ${regions.length} regions, entry 0x${entry.toString(16)}, page ${page}\n`);
