@@ -118,7 +118,13 @@ export const CONSTANTS: readonly ConstGroup[] = [
       BASE_PLATFORM: 13, // AT_BASE_PLATFORM string + arg
       PROCESS_ID: 14, // post-init: this process's id of kind arg (CX_IDENT_*), binary, width 4
       PROCESS_ID_TEXT: 15, // post-init: the same in decimal, NUL-terminated, in a field of (arg >> 8) bytes
+      CLOCK: 16, // post-link: a constructor's clock reading: clock_gettime(arg & 0xff) in form (arg >> 8) & 0xff (CX_CLOCKFORM_*), width 4 or 8 (truncated)
     },
+  },
+  {
+    prefix: 'CX_CLOCKFORM_',
+    doc: 'How a CLOCK slot holds its reading ((arg >> 8) & 0xff).',
+    values: { NS: 0, US: 1, MS: 2, SEC: 3, NSEC_OF_SEC: 4, USEC_OF_SEC: 5 },
   },
   {
     prefix: 'CX_IDENT_',
@@ -507,7 +513,10 @@ export const FileFlag = group('CX_FILEFLAG_') as Readonly<{ EXE: number }>;
 export const SlotKind = group('CX_SLOT_') as Readonly<{
   ARGC_ADDR: number; ARGV: number; ENVP: number; AUXV: number; ARGV_STR: number; ARGV_BASENAME: number;
   PLATFORM: number; RANDOM: number; EXECFN: number; ARGC: number; TID: number; CANARY: number;
-  BASE_PLATFORM: number; PROCESS_ID: number; PROCESS_ID_TEXT: number;
+  BASE_PLATFORM: number; PROCESS_ID: number; PROCESS_ID_TEXT: number; CLOCK: number;
+}>;
+export const ClockForm = group('CX_CLOCKFORM_') as Readonly<{
+  NS: number; US: number; MS: number; SEC: number; NSEC_OF_SEC: number; USEC_OF_SEC: number;
 }>;
 export const Ident = group('CX_IDENT_') as Readonly<{ PID: number; PPID: number; PGID: number; SID: number }>;
 export const EnvDepFlag = group('CX_ENVDEP_') as Readonly<{ PRESENT: number; ANY_VALUE: number; PREFIX: number }>;

@@ -6,7 +6,7 @@
 
 #define CX_FORMAT_VERSION 3u
 #define CX_MAGIC 0x31474d4958455843ull
-#define CX_ABI_HASH 0xa3d51538u
+#define CX_ABI_HASH 0x142c4c68u
 #define CX_ARCH_X86_64 62u
 #define CX_ARCH_AARCH64 183u
 
@@ -68,6 +68,15 @@
 #define CX_SLOT_BASE_PLATFORM 13u
 #define CX_SLOT_PROCESS_ID 14u
 #define CX_SLOT_PROCESS_ID_TEXT 15u
+#define CX_SLOT_CLOCK 16u
+
+/* How a CLOCK slot holds its reading ((arg >> 8) & 0xff). */
+#define CX_CLOCKFORM_NS 0u
+#define CX_CLOCKFORM_US 1u
+#define CX_CLOCKFORM_MS 2u
+#define CX_CLOCKFORM_SEC 3u
+#define CX_CLOCKFORM_NSEC_OF_SEC 4u
+#define CX_CLOCKFORM_USEC_OF_SEC 5u
 
 /* Which process identity a PROCESS_ID slot holds (arg & 0xff). */
 #define CX_IDENT_PID 0u

@@ -32,6 +32,7 @@ import { buildRegions } from './regions.js';
 import { findCanaries, findStackSlots, readStack, type StackLayout } from './slots.js';
 import { AT, killTracee, runToEntry, type StoppedAtEntry } from './trace.js';
 import { syscallName } from './syscalls.js';
+import { clockNow } from './vdso-clock.js';
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 /**
@@ -59,7 +60,8 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
   // reads that bypassed getenv, or too many names, bind it to the whole of it.
   const deps = diff.envBound ? null : lookupDependencies(diff.lookups, opts.env);
 
-  const t = runToEntry(base);
+  // The real run reads the real time (answered, to verify the clock slots against it).
+  const t = runToEntry({ ...base, clock: clockNow() });
   try {
     checkEntryState(t);
     const maps = readMaps(t.pid);
@@ -71,7 +73,7 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
     const slots: ImageSlot[] = [
       ...findStackSlots(caps, stack),
       ...findCanaries(t, caps, fsBase),
-      ...translateSlots(diff.slots, diff.runA, caps, fsBase, stack.argc, t.pid),
+      ...translateSlots(diff.slots, diff.runA, caps, fsBase, stack.argc, t.pid, t.clockReads),
     ];
     const seen = new Set<bigint>();
     for (const s of slots) {
@@ -115,6 +117,12 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
         : `library constructors looked up more than ${MAX_ENV_DEPS} variables: the image serves only this exact environment`);
     } else if (deps.length) {
       notes.push(`library constructors looked up ${describeLookedUp(deps)}: the image serves runs that agree on these`);
+    }
+    const clockSlots = diff.slots.filter((s) => s.clock);
+    if (clockSlots.length) {
+      notes.push(`library constructors kept ${clockSlots.length} clock reading(s) (${clockSlots.map((s) => s.clock?.what).join('; ')}): each restore writes its own time there`);
+    } else if (t.clockReads.length) {
+      notes.push(`library constructors read the clock ${t.clockReads.length} time(s) and kept nothing of it`);
     }
     if (diff.randomCopies) {
       notes.push(`${diff.randomCopies} words are getrandom output kept verbatim before the entry point (malloc's tcache key): shared by every restore`);
