@@ -13,7 +13,8 @@
 # 4. The aarch64 restorer on a hand-written image of a static program (the
 #    marker probe): restored output differs from cold only by the marker the
 #    image changed; the image in its maps, no execve in strace; root and uid 1000.
-# 5. What the launcher costs (timing notes).
+# 5. The counter-trap probe (cntvct_el0) answers as the kernel allows.
+# 6. What the launcher costs (timing notes).
 CX=/cx/bin/cached-exec
 export PATH=/usr/local/bin:/usr/bin:/bin
 export LC_ALL=C
@@ -158,6 +159,22 @@ check marker-restore-root marker_restore root
 o=$(last_outcome)
 cx_note marker-outcome "$o"
 check marker-restore-unprivileged marker_restore cx
+
+# The counter-trap probe the snapshotter's clock.ts asks (arch/aarch64/start.c):
+# PR_SET_TSC is EINVAL for arm64 before Linux 6.12 (the read of cntvct_el0 runs
+# on: exit 0), and traps from 6.12 (killed by SIGSEGV).
+counter_probe() {
+	"$CX" --internal-tsc-probe
+	rc=$?
+	rel=$(uname -r)
+	echo "kernel $rel: --internal-tsc-probe exit $rc"
+	cx_note counter-trap "kernel $rel: exit $rc"
+	case $rel in
+	6.1.*) [ "$rc" = 0 ] ;;
+	*) [ "$rc" = 139 ] ;;
+	esac
+}
+check counter-trap-probe counter_probe
 
 # What the launcher adds to a cold run under TCG (median of 20; see docs/arm64.md for the caveat).
 timing() {
