@@ -16,6 +16,12 @@ static enum cx_outcome slot_value(const struct launch *L, const struct cx_slot *
 	case CX_SLOT_ARGC_ADDR:
 		*out = (uint64_t)L->prog_sp;
 		return CX_HIT;
+	case CX_SLOT_BELOW_ARGC:
+		/* Dead stack: the same distance below argc as in a cold run. */
+		if (a == 0 || a >= (uint64_t)L->prog_sp)
+			return CX_FAIL_SLOT;
+		*out = (uint64_t)L->prog_sp - a;
+		return CX_HIT;
 	case CX_SLOT_ARGV:
 		if (a > (uint64_t)L->prog_argc)
 			return CX_FAIL_SLOT;

@@ -21,6 +21,7 @@ import { classifyStackPointer, describeAddr, readStack, type StackLayout } from 
 import { AT, killTracee, readMem, runToEntry, type StoppedAtEntry, type TraceOptions } from './trace.js';
 import { acceptLoaderClockWords, changingWords, counterTrappable, loaderPath, type Unexplained } from './clock.js';
 import type { EnvLookup } from './lookups.js';
+import { deadStackWords, type DeadStackWord } from './dead-stack.js';
 
 export interface Run {
   pid: number;
@@ -112,6 +113,8 @@ export interface NonPointerSlot {
  */
 export interface Differential {
   slots: NonPointerSlot[];
+  /** Pointers below argc in A (dead-stack.ts), at the same distance in B. */
+  deadStack: DeadStackWord[];
   runA: Run;
   randomCopies: number;
   /**
@@ -176,7 +179,9 @@ function compareRuns(a: CapturedRun, b: CapturedRun, optsA: TraceOptions): Omit<
   const files = new Map<string, number>();
   const slots: NonPointerSlot[] = [];
   const unexplained: Unexplained[] = [];
+  let deadStack: DeadStackWord[];
   try {
+    deadStack = deadStackWords(a, b, (c, i) => pageContent(c, i, files));
     a.caps.forEach((ca, mi) => {
       const cb = b.caps[mi] as CapturedMapping;
       for (let i = 0; i < ca.classes.length; i++) {
@@ -215,7 +220,7 @@ function compareRuns(a: CapturedRun, b: CapturedRun, optsA: TraceOptions): Omit<
   } finally {
     for (const fd of files.values()) fs.closeSync(fd);
   }
-  return { slots, runA: a, randomCopies };
+  return { slots, deadStack, runA: a, randomCopies };
 }
 
 /**
