@@ -32,6 +32,8 @@ import { buildRegions } from './regions.js';
 import { findCanaries, findStackSlots, readStack, type StackLayout } from './slots.js';
 import { AT, killTracee, runToEntry, type StoppedAtEntry } from './trace.js';
 import { syscallName } from './syscalls.js';
+import { loaderIsLibc } from './libc-loader.js';
+import { checkDeadStackSlots } from './dead-stack.js';
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 /**
@@ -50,7 +52,8 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
   const envp = snapshotEnv(opts.env);
   const deadline = Date.now() + (opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
   const argv = [exePath, ...opts.argv.slice(1), ...Array.from({ length: ARGC_PADDING }, (_, i) => `cx-pad-${i}`)];
-  const base = { launcher: opts.launcher, exePath, argv, envp, noAslr: false, deadline };
+  const libcLoader = loaderIsLibc(program.interpreter);
+  const base = { launcher: opts.launcher, exePath, argv, envp, noAslr: false, deadline, loaderIsLibc: libcLoader };
 
   // The differential runs first: a refusal there costs no real run, and the
   // real run's tracee is then the only one alive while it is captured.
@@ -73,17 +76,22 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
       ...findCanaries(t, caps, fsBase),
       ...translateSlots(diff.slots, diff.runA, caps, fsBase, stack.argc, t.pid),
     ];
+    checkDeadStackSlots(diff.deadStack, diff.runA, caps, fsBase, slots);
     const seen = new Set<bigint>();
     for (const s of slots) {
       if (seen.has(s.addr)) throw new SnapshotRefusal('internal', `two slots at 0x${s.addr.toString(16)}`);
       seen.add(s.addr);
     }
-    if (!slots.some((s) => s.kind === SlotKind.ARGC_ADDR)) throw new SnapshotRefusal('internal', 'no pointer to argc found');
+    // glibc's loader keeps one (__libc_stack_end): its absence means the scan missed something.
+    // A loader that is its libc keeps none: its start code gets sp (libc-loader.ts).
+    if (!libcLoader && !slots.some((s) => s.kind === SlotKind.ARGC_ADDR)) throw new SnapshotRefusal('internal', 'no pointer to argc found');
     const files = buildFiles(t.paths, maps, exePath, program.interpreter);
     const identityBound = identityAndAccess(files.files, t.paths, [], t.identityAsked);
     checkNotTooNew(files.files, startNs);
     const regions = buildRegions(caps, files, slots);
     const state = kernelState(t, maps);
+    // rdx is rtld_fini only for a loader that passes one; musl's leaves a dead stack address there (libc-loader.ts).
+    if (libcLoader) state.rtldFini = 0n;
     if (identityBound) state.flags |= StateFlag.IDENTITY_BOUND;
     const key = keyFor(exePath, opts.env);
     if (!deps) key.envHash = envHash(opts.env);
