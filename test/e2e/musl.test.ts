@@ -260,6 +260,32 @@ describe('musl programs warm and restore', () => {
     expect(restored.stdout.toString()).toMatch(/^sum=\d+ argc=2\n$/);
   });
 
+  it('a musl library\'s constructor runs in the restored process (musl runs none before the entry point) and sees the caller\'s environment', async () => {
+    const src = path.join(work, 'ctor.c');
+    fs.writeFileSync(src, String.raw`
+#include <stdio.h>
+#include <stdlib.h>
+const char *ctor_seen = "not run";
+__attribute__((constructor)) static void init(void) {
+	const char *v = getenv("CX_CTOR");
+	ctor_seen = v ? v : "(unset)";
+	fputs("constructor ran\n", stderr);
+}`);
+    muslGcc(['-shared', '-fPIC', '-o', path.join(work, 'libctor.so'), src]);
+    const user = build('usector', 'extern const char *ctor_seen;\nint puts(const char *);\nint main(void) { puts(ctor_seen); return 0; }\n',
+      [`-L${work}`, '-lctor', `-Wl,-rpath,${work}`]);
+    const w = await warm(user, { ...env, CX_CTOR: 'at-snapshot' });
+    warmed.set('usector', w);
+    expect(w.exists, describeWarm(w)).toBe(true);
+    for (const value of ['caller', undefined]) {
+      const runEnv: Env = value === undefined ? env : { ...env, CX_CTOR: value };
+      const { cold, restored } = await coldAndRestored('usector', [], undefined, runEnv);
+      expect(observable(restored)).toEqual(observable(cold));
+      expect(restored.stdout.toString()).toBe(`${value ?? '(unset)'}\n`);
+      expect(restored.stderr.toString()).toBe('constructor ran\n');
+    }
+  });
+
   it('exit statuses and deaths by signal are the same as cold', async () => {
     for (const [args, status, signal] of [[[], 7, null], [['exit', '42'], 42, null], [['abort'], null, 'SIGABRT'], [['term'], null, 'SIGTERM']] as const) {
       const { cold, restored } = await coldAndRestored('dies', [...args]);
