@@ -20,6 +20,7 @@ import {
   LAUNCHER, baseEnv, describeWarm, launcherKey, mapsShowImage, observable, procState, readMaps, removeDir, run,
   runRestored, tmpCacheDir, tmpDir, waitFor, warm, type Env, type RunResult, type WarmResult,
 } from '../helpers/cx.js';
+import { NOBODY, copyPackage, giveToNobody, nobodyDir, runAs, type PackageCopy } from '../helpers/unprivileged.js';
 
 const MUSL_LOADER = '/lib/ld-musl-x86_64.so.1';
 const cache = tmpCacheDir();
@@ -333,6 +334,37 @@ __attribute__((constructor)) static void init(void) {
     expect(restored).toEqual([LAUNCHER]);
     const cold = execsUnderStrace([LAUNCHER, prog('hello')], { ...env, CACHED_EXEC_DISABLE: '1' });
     expect(cold).toEqual([LAUNCHER, prog('hello')]);
+  });
+});
+
+describe('as an unprivileged user', () => {
+  let pkg: PackageCopy | undefined;
+  let home: string | undefined;
+  afterAll(() => {
+    removeDir(pkg?.root);
+    removeDir(home);
+  });
+
+  it('nobody warms and restores a musl program with a copy of the package and its own cache', () => {
+    pkg = copyPackage();
+    home = nobodyDir('cx-musl-nobody-');
+    fs.chmodSync(home, 0o755); // the program in it must be executable by nobody
+    const cacheDir = path.join(home, 'cache');
+    fs.mkdirSync(cacheDir, { mode: 0o700 });
+    const p = path.join(home, 'envargv');
+    fs.copyFileSync(prog('envargv'), p);
+    fs.chmodSync(p, 0o755);
+    giveToNobody(home);
+    expect(fs.statSync(cacheDir).uid).toBe(NOBODY.uid);
+    const userEnv: Env = { ...baseEnv(cacheDir), HOME: home, CX_MUSL_VALUE: 'nobody' };
+    const w = runAs('nobody', pkg.launcher, ['--warm', p], { env: userEnv });
+    expect(w.status, `${w.stdout}${w.stderr}`).toBe(0);
+    const cold = runAs('nobody', p, ['x y'], { env: userEnv });
+    const restored = runAs('nobody', pkg.launcher, [p, 'x y'], { env: userEnv });
+    expect(restored).toEqual(cold);
+    expect(restored.stdout).toContain('CX_MUSL_VALUE=nobody\n');
+    const log = fs.readFileSync(path.join(cacheDir, 'stats', 'runs.log'));
+    expect(decodeRunRecords(log).records.map((r) => r.outcome)).toEqual(['HIT']);
   });
 });
 
