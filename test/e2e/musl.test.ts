@@ -105,6 +105,19 @@ int main(int argc, char **argv) {
 	if (argc > 1 && !strcmp(argv[1], "term")) { fflush(stdout); raise(SIGTERM); }
 	return argc > 2 ? atoi(argv[2]) : 7;
 }`,
+  // The stack protector guard (x86_64: %fs:0x28), which musl's __init_ssp sets from AT_RANDOM after the entry point.
+  canary: String.raw`
+#include <stdio.h>
+#include <string.h>
+#include <sys/auxv.h>
+int main(void) {
+	unsigned long guard, want;
+	__asm__ ("mov %%fs:0x28, %0" : "=r"(guard));
+	memcpy(&want, (void *)getauxval(AT_RANDOM), sizeof want);
+	((unsigned char *)&want)[1] = 0;
+	printf("guard %016lx from-own-AT_RANDOM=%d\n", guard, guard == want);
+	return 0;
+}`,
   readin: String.raw`
 #include <stdio.h>
 #include <ctype.h>
@@ -253,6 +266,18 @@ describe('musl programs warm and restore', () => {
       expect(observable(restored)).toEqual(observable(cold));
       expect(restored.status).toBe(0);
     }
+  });
+
+  it('the stack guard is this process\'s own: set by musl after the entry point from the restored process\'s AT_RANDOM', async () => {
+    const guards = new Set<string>();
+    for (let i = 0; i < 3; i++) {
+      const { result, outcome } = await outcomeOf(() => runRestored(prog('canary'), [], { env }));
+      expect(outcome).toBe('HIT');
+      const m = /^guard ([0-9a-f]{16}) from-own-AT_RANDOM=1\n$/.exec(result.stdout.toString());
+      expect(m, result.stdout.toString()).not.toBeNull();
+      guards.add((m as RegExpExecArray)[1] as string);
+    }
+    expect(guards.size).toBe(3);
   });
 
   it('heavy malloc/realloc/free (brk and mmap) gives the same result', async () => {
