@@ -118,6 +118,7 @@ export const CONSTANTS: readonly ConstGroup[] = [
       PROCESS_ID: 14, // post-init: this process's id of kind arg (CX_IDENT_*), binary, width 4
       PROCESS_ID_TEXT: 15, // post-init: the same in decimal, NUL-terminated, in a field of (arg >> 8) bytes
       BELOW_ARGC: 16, // &argc - arg: a pointer into the stack below the entry point's sp (the loader's finished frames: musl's saved_addends)
+      RANDOM_COPY: 17, // the 8 bytes at AT_RANDOM + arg (arg 0..8), a verbatim copy (musl's malloc secret: AT_RANDOM bytes 8-15)
     },
   },
   {
@@ -505,7 +506,7 @@ export const FileFlag = group('CX_FILEFLAG_') as Readonly<{ EXE: number }>;
 export const SlotKind = group('CX_SLOT_') as Readonly<{
   ARGC_ADDR: number; ARGV: number; ENVP: number; AUXV: number; ARGV_STR: number; ARGV_BASENAME: number;
   PLATFORM: number; RANDOM: number; EXECFN: number; ARGC: number; TID: number; CANARY: number;
-  BASE_PLATFORM: number; PROCESS_ID: number; PROCESS_ID_TEXT: number; BELOW_ARGC: number;
+  BASE_PLATFORM: number; PROCESS_ID: number; PROCESS_ID_TEXT: number; BELOW_ARGC: number; RANDOM_COPY: number;
 }>;
 export const Ident = group('CX_IDENT_') as Readonly<{ PID: number; PPID: number; PGID: number; SID: number }>;
 export const EnvDepFlag = group('CX_ENVDEP_') as Readonly<{ PRESENT: number; ANY_VALUE: number; PREFIX: number }>;

@@ -65,6 +65,15 @@ static enum cx_outcome slot_value(const struct launch *L, const struct cx_slot *
 			((struct launch *)L)->tid = (uint32_t)sys_gettid();
 		*out = L->tid;
 		return CX_HIT;
+	case CX_SLOT_RANDOM_COPY: {
+		/* A secret the loader copied from AT_RANDOM: this process's own, as a cold run's. */
+		uint64_t r = cx_auxv_get(L->auxv, AT_RANDOM), v;
+		if (!r || a > 8)
+			return CX_FAIL_SLOT;
+		__builtin_memcpy(&v, (const void *)(r + a), 8);
+		*out = v;
+		return CX_HIT;
+	}
 	case CX_SLOT_CANARY: {
 		/* A fresh guard for this process: no frame is live at the entry point. */
 		uint64_t r = cx_auxv_get(L->auxv, AT_RANDOM), v;

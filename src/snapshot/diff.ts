@@ -54,9 +54,9 @@ function checkTimeStampReads(t: StoppedAtEntry, maps: Mapping[]): void {
   }
 }
 
-type CapturedRun = Run & { random: Buffer; lookups?: EnvLookup[] };
+export type CapturedRun = Run & { random: Buffer; lookups?: EnvLookup[] };
 
-function capture(o: TraceOptions): CapturedRun {
+export function capture(o: TraceOptions): CapturedRun {
   const t = runToEntry(o);
   try {
     const trap = t.envTrap;
@@ -77,7 +77,7 @@ function capture(o: TraceOptions): CapturedRun {
   }
 }
 
-function pageContent(c: CapturedMapping, i: number, fileCache: Map<string, number>): Buffer {
+export function pageContent(c: CapturedMapping, i: number, fileCache: Map<string, number>): Buffer {
   const d = c.data.get(i);
   if (d) return d;
   const buf = Buffer.alloc(PAGE);
@@ -93,7 +93,7 @@ function pageContent(c: CapturedMapping, i: number, fileCache: Map<string, numbe
 }
 
 /** The two ASLR-off runs must have mapped the same things at the same addresses. */
-function sameLayout(a: CapturedMapping[], b: CapturedMapping[]): void {
+export function sameLayout(a: CapturedMapping[], b: CapturedMapping[]): void {
   const same = a.length === b.length && a.every((m, i) => {
     const n = b[i] as CapturedMapping;
     return m.start === n.start && m.end === n.end && m.path === n.path && m.perms === n.perms && m.offset === n.offset;
@@ -113,9 +113,11 @@ export interface NonPointerSlot {
  */
 export interface Differential {
   slots: NonPointerSlot[];
+  /** The options run A had: a further run with A's inputs (random-copies.ts). */
+  optsA: TraceOptions;
   /** Pointers below argc in A (dead-stack.ts), at the same distance in B. */
   deadStack: DeadStackWord[];
-  runA: Run;
+  runA: CapturedRun;
   randomCopies: number;
   /**
    * Library constructors read the environment other than through getenv
@@ -147,13 +149,13 @@ export function differential(base: TraceOptions, perturb: (keep: ReadonlySet<str
       // Which variables are looked up depends on argv, the pid or another variable's value: no name list can key that.
       throw new SnapshotRefusal('reads-environment', `the constructors looked up other variables in the second run (${describeLookups(lookupsA)} vs ${describeLookups(b.lookups ?? [])})`);
     }
-    return { ...compareRuns(a, b, optsA), envBound: false, lookups: lookupsA };
+    return { ...compareRuns(a, b, optsA), optsA, envBound: false, lookups: lookupsA };
   } catch (e) {
     if (!(e instanceof SnapshotRefusal) || e.code !== 'reads-environment') throw e;
     const optsA: TraceOptions = { ...optionsA(base), trapEnvironment: false };
     const a = capture(optsA);
     const b = capture({ ...optionsB(base, a.random), trapEnvironment: false });
-    return { ...compareRuns(a, b, optsA), envBound: true, lookups: [] };
+    return { ...compareRuns(a, b, optsA), optsA, envBound: true, lookups: [] };
   }
 }
 
@@ -172,7 +174,7 @@ function describeLookups(l: EnvLookup[]): string {
 }
 
 /** optsA: the options A ran with, for a third run with its inputs (explainByClock). */
-function compareRuns(a: CapturedRun, b: CapturedRun, optsA: TraceOptions): Omit<Differential, 'envBound' | 'lookups'> {
+function compareRuns(a: CapturedRun, b: CapturedRun, optsA: TraceOptions): Omit<Differential, 'envBound' | 'lookups' | 'optsA'> {
   sameLayout(a.caps, b.caps);
   const randomCopy = verbatimRandomWords(a.randomOutputs, b.randomOutputs);
   let randomCopies = 0;

@@ -30,10 +30,11 @@ import { byAddress, checkProgramUnchanged, kernelState, vdsoParts } from './proc
 import { SnapshotRefusal } from './refusal.js';
 import { buildRegions } from './regions.js';
 import { findCanaries, findStackSlots, readStack, type StackLayout } from './slots.js';
-import { AT, killTracee, runToEntry, type StoppedAtEntry } from './trace.js';
+import { AT, killTracee, readMem, runToEntry, type StoppedAtEntry } from './trace.js';
 import { syscallName } from './syscalls.js';
 import { loaderIsLibc } from './libc-loader.js';
 import { checkDeadStackSlots } from './dead-stack.js';
+import { findRandomCopies, randomCopySlots } from './random-copies.js';
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 /**
@@ -61,6 +62,8 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
   // What the constructors looked up is the image's only tie to the environment;
   // reads that bypassed getenv, or too many names, bind it to the whole of it.
   const deps = diff.envBound ? null : lookupDependencies(diff.lookups, opts.env);
+  // Before the real run, like the differential runs (random-copies.ts).
+  const copies = libcLoader ? findRandomCopies(diff) : undefined;
 
   const t = runToEntry(base);
   try {
@@ -75,6 +78,7 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
       ...findStackSlots(caps, stack),
       ...findCanaries(t, caps, fsBase),
       ...translateSlots(diff.slots, diff.runA, caps, fsBase, stack.argc, t.pid),
+      ...(copies?.ok && copies.addrs.length ? randomCopySlots(copies.addrs, diff, caps, fsBase, atRandomBytes(t, stack)) : []),
     ];
     checkDeadStackSlots(diff.deadStack, diff.runA, caps, fsBase, slots);
     const seen = new Set<bigint>();
@@ -124,6 +128,11 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
     } else if (deps.length) {
       notes.push(`library constructors looked up ${describeLookedUp(deps)}: the image serves runs that agree on these`);
     }
+    if (copies?.ok && copies.addrs.length) {
+      notes.push(`${copies.addrs.length} words are copies of AT_RANDOM bytes 8-15 made before the entry point (musl's malloc secret): each restore gets its own`);
+    } else if (copies && !copies.ok) {
+      notes.push(`AT_RANDOM bytes 8-15 are kept as the snapshot had them, shared by every restore: ${copies.detail}`);
+    }
     if (diff.randomCopies) {
       notes.push(`${diff.randomCopies} words are getrandom output kept verbatim before the entry point (malloc's tcache key): shared by every restore`);
     }
@@ -168,6 +177,11 @@ function checkEntryState(t: StoppedAtEntry): void {
     throw new SnapshotRefusal('internal', 'fs_base differs from the loader\'s arch_prctl(ARCH_SET_FS)');
   }
   if (t.regs.rsp % 16n !== 0n) throw new SnapshotRefusal('internal', 'rsp at the entry point is not 16-byte aligned: a frame is live');
+}
+
+function atRandomBytes(t: StoppedAtEntry, s: StackLayout): Buffer {
+  if (s.random === undefined) throw new SnapshotRefusal('internal', 'no AT_RANDOM in the real run');
+  return readMem(t.mem, s.random, 16);
 }
 
 /** rsp must point at the kernel's argc with our argv above it: no frame of the loader is live. */

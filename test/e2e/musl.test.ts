@@ -354,6 +354,42 @@ __attribute__((constructor)) static void init(void) {
     expect(mapsShowImage(cold.maps, image)).toBe(false);
   });
 
+  it('malloc\'s secret (copied from AT_RANDOM bytes 8-15 before the entry point) is each restored process\'s own', async () => {
+    const r = spawnSync(LAUNCHER, ['--inspect', imageOf('readin'), '--json'], { env, encoding: 'utf8' });
+    const slots = (JSON.parse(r.stdout) as { slots: { kind: string; addr: string }[] }).slots.filter((x) => x.kind === 'RANDOM_COPY');
+    expect(slots.length).toBe(2); // mallocng's ctx.secret and its first metadata area's check word
+    const secrets: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      let seen: { own: string; copies: string[] } | undefined;
+      const { result: run1, outcome } = await outcomeOf(() => run(LAUNCHER, [prog('readin')], {
+        env, holdStdin: true,
+        onSpawn: (child) => {
+          void waitFor(() => procState(child.pid ?? -1) === 'S', 15_000).then(() => {
+            const pid = child.pid ?? -1;
+            const auxv = fs.readFileSync(`/proc/${pid}/auxv`);
+            let random = 0n;
+            for (let at = 0; at + 16 <= auxv.length; at += 16) if (auxv.readBigUInt64LE(at) === 25n) random = auxv.readBigUInt64LE(at + 8);
+            const fd = fs.openSync(`/proc/${pid}/mem`, 'r');
+            const word = (addr: bigint): string => {
+              const b = Buffer.alloc(8);
+              fs.readSync(fd, b, 0, 8, Number(addr));
+              return b.toString('hex');
+            };
+            seen = { own: word(random + 8n), copies: slots.map((x) => word(BigInt(x.addr))) };
+            fs.closeSync(fd);
+            child.stdin?.end('');
+          });
+        },
+      }));
+      expect(outcome).toBe('HIT');
+      expect(run1.status).toBe(0);
+      expect(seen, 'the restored process was not seen blocked').toBeDefined();
+      expect(seen?.copies).toEqual([seen?.own, seen?.own]);
+      secrets.push(seen?.own as string);
+    }
+    expect(secrets[0]).not.toBe(secrets[1]);
+  });
+
   it('strace: a restore execs only the launcher; a cold run through it execs the program too', () => {
     const restored = execsUnderStrace([LAUNCHER, prog('hello')], env);
     expect(restored).toEqual([LAUNCHER]);
