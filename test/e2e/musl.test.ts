@@ -312,6 +312,37 @@ __attribute__((constructor)) static void init(void) {
     }
   });
 
+  it('dlopen after a restore: musl\'s loader state (its library list, TLS for new modules) is live in the restored process', async () => {
+    const libsrc = path.join(work, 'tlslib.c');
+    fs.writeFileSync(libsrc, '__thread int tl = 5;\nstatic int inited;\n__attribute__((constructor)) static void c(void) { inited = 1; }\nint f(int x) { tl += x; return tl * 10 + inited; }\n');
+    const lib = path.join(work, 'libtls.so');
+    muslGcc(['-shared', '-fPIC', '-o', lib, libsrc]);
+    const dl = build('dl', String.raw`
+#include <stdio.h>
+#include <dlfcn.h>
+#include <pthread.h>
+static int (*fp)(int);
+static void *th(void *a) { (void)a; return (void *)(long)fp(1); }
+int main(int argc, char **argv) {
+	(void)argc;
+	void *h = dlopen(argv[1], RTLD_NOW);
+	if (!h) { printf("dlopen: %s\n", dlerror()); return 1; }
+	fp = (int (*)(int))dlsym(h, "f");
+	Dl_info di;
+	if (!dladdr((void *)fp, &di)) return 2;
+	pthread_t t; void *r;
+	if (pthread_create(&t, 0, th, 0) || pthread_join(t, &r)) return 3;
+	printf("f=%d thread=%ld in=%s\n", fp(2), (long)r, di.dli_fname);
+	return 0;
+}`);
+    const w = await warm(dl, env);
+    warmed.set('dl', w);
+    expect(w.exists, describeWarm(w)).toBe(true);
+    const { cold, restored } = await coldAndRestored('dl', [lib]);
+    expect(observable(restored)).toEqual(observable(cold));
+    expect(restored.stdout.toString()).toBe(`f=71 thread=61 in=${lib}\n`);
+  });
+
   it('exit statuses and deaths by signal are the same as cold', async () => {
     for (const [args, status, signal] of [[[], 7, null], [['exit', '42'], 42, null], [['abort'], null, 'SIGABRT'], [['term'], null, 'SIGTERM']] as const) {
       const { cold, restored } = await coldAndRestored('dies', [...args]);
