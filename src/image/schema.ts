@@ -117,9 +117,15 @@ export const CONSTANTS: readonly ConstGroup[] = [
       BASE_PLATFORM: 13, // AT_BASE_PLATFORM string + arg
       PROCESS_ID: 14, // post-init: this process's id of kind arg (CX_IDENT_*), binary, width 4
       PROCESS_ID_TEXT: 15, // post-init: the same in decimal, NUL-terminated, in a field of (arg >> 8) bytes
-      BELOW_ARGC: 16, // &argc - arg: a pointer into the stack below the entry point's sp (the loader's finished frames: musl's saved_addends)
-      RANDOM_COPY: 17, // the 8 bytes at AT_RANDOM + arg (arg 0..8), a verbatim copy (musl's malloc secret: AT_RANDOM bytes 8-15)
+      CLOCK: 16, // post-link: a constructor's clock reading: clock_gettime(arg & 0xff) in form (arg >> 8) & 0xff (CX_CLOCKFORM_*), width 4 or 8 (truncated)
+      BELOW_ARGC: 17, // &argc - arg: a pointer into the stack below the entry point's sp (the loader's finished frames: musl's saved_addends)
+      RANDOM_COPY: 18, // the 8 bytes at AT_RANDOM + arg (arg 0..8), a verbatim copy (musl's malloc secret: AT_RANDOM bytes 8-15)
     },
+  },
+  {
+    prefix: 'CX_CLOCKFORM_',
+    doc: 'How a CLOCK slot holds its reading ((arg >> 8) & 0xff).',
+    values: { NS: 0, US: 1, MS: 2, SEC: 3, NSEC_OF_SEC: 4, USEC_OF_SEC: 5 },
   },
   {
     prefix: 'CX_IDENT_',
@@ -506,7 +512,10 @@ export const FileFlag = group('CX_FILEFLAG_') as Readonly<{ EXE: number }>;
 export const SlotKind = group('CX_SLOT_') as Readonly<{
   ARGC_ADDR: number; ARGV: number; ENVP: number; AUXV: number; ARGV_STR: number; ARGV_BASENAME: number;
   PLATFORM: number; RANDOM: number; EXECFN: number; ARGC: number; TID: number; CANARY: number;
-  BASE_PLATFORM: number; PROCESS_ID: number; PROCESS_ID_TEXT: number; BELOW_ARGC: number; RANDOM_COPY: number;
+  BASE_PLATFORM: number; PROCESS_ID: number; PROCESS_ID_TEXT: number; CLOCK: number; BELOW_ARGC: number; RANDOM_COPY: number;
+}>;
+export const ClockForm = group('CX_CLOCKFORM_') as Readonly<{
+  NS: number; US: number; MS: number; SEC: number; NSEC_OF_SEC: number; USEC_OF_SEC: number;
 }>;
 export const Ident = group('CX_IDENT_') as Readonly<{ PID: number; PPID: number; PGID: number; SID: number }>;
 export const EnvDepFlag = group('CX_ENVDEP_') as Readonly<{ PRESENT: number; ANY_VALUE: number; PREFIX: number }>;

@@ -32,6 +32,7 @@ import { buildRegions } from './regions.js';
 import { findCanaries, findStackSlots, readStack, type StackLayout } from './slots.js';
 import { AT, killTracee, readMem, runToEntry, type StoppedAtEntry } from './trace.js';
 import { syscallName } from './syscalls.js';
+import { clockNow } from './vdso-clock.js';
 import { loaderIsLibc } from './libc-loader.js';
 import { checkDeadStackSlots } from './dead-stack.js';
 import { findRandomCopies, randomCopySlots } from './random-copies.js';
@@ -65,7 +66,8 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
   // Before the real run, like the differential runs (random-copies.ts).
   const copies = libcLoader ? findRandomCopies(diff) : undefined;
 
-  const t = runToEntry(base);
+  // The real run reads the real time (answered, to verify the clock slots against it).
+  const t = runToEntry({ ...base, clock: clockNow() });
   try {
     checkEntryState(t);
     const maps = readMaps(t.pid);
@@ -77,7 +79,7 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
     const slots: ImageSlot[] = [
       ...findStackSlots(caps, stack),
       ...findCanaries(t, caps, fsBase),
-      ...translateSlots(diff.slots, diff.runA, caps, fsBase, stack.argc, t.pid),
+      ...translateSlots(diff.slots, diff.runA, caps, fsBase, stack.argc, t.pid, t.clockReads),
       ...(copies?.ok && copies.addrs.length ? randomCopySlots(copies.addrs, diff, caps, fsBase, atRandomBytes(t, stack)) : []),
     ];
     checkDeadStackSlots(diff.deadStack, diff.runA, caps, fsBase, slots);
@@ -132,6 +134,12 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
       notes.push(`${copies.addrs.length} words are copies of AT_RANDOM bytes 8-15 made before the entry point (musl's malloc secret): each restore gets its own`);
     } else if (copies && !copies.ok) {
       notes.push(`AT_RANDOM bytes 8-15 are kept as the snapshot had them, shared by every restore: ${copies.detail}`);
+    }
+    const clockSlots = diff.slots.filter((s) => s.clock);
+    if (clockSlots.length) {
+      notes.push(`library constructors kept ${clockSlots.length} clock reading(s) (${clockSlots.map((s) => s.clock?.what).join('; ')}): each restore writes its own time there`);
+    } else if (t.clockReads.length) {
+      notes.push(`library constructors read the clock ${t.clockReads.length} time(s) and kept nothing of it`);
     }
     if (diff.randomCopies) {
       notes.push(`${diff.randomCopies} words are getrandom output kept verbatim before the entry point (malloc's tcache key): shared by every restore`);

@@ -20,6 +20,7 @@ import { EnvironmentTrap } from './envtrap.js';
 import { LIBC_LOOKUPS, LookupTracer, type EnvLookup } from './lookups.js';
 import { readCString, readMem } from './mem.js';
 import { ACCESS_MODE_ARG, IdentityUse } from './access.js';
+import { answerVdsoClock, type ClockBase, type ClockRead } from './vdso-clock.js';
 
 export { readCString, readMem };
 
@@ -74,6 +75,8 @@ export interface StoppedAtEntry {
   envTrap?: { start: bigint; end: bigint };
   /** With traceLookups: every getenv/secure_getenv call before the entry point, in order. */
   envLookups?: EnvLookup[];
+  /** With a clock: every vdso clock read the tracer answered, in order (vdso-clock.ts). */
+  clockReads: ClockRead[];
 }
 
 export interface TraceOptions {
@@ -106,6 +109,12 @@ export interface TraceOptions {
    * runs with the trap lifted, so only reads that bypass them fault.
    */
   traceLookups?: boolean;
+  /**
+   * Answer vdso clock reads from this clock (vdso-clock.ts) instead of
+   * refusing them; what a constructor kept of them is then found by the
+   * differential runs, which get clocks far apart.
+   */
+  clock?: ClockBase;
   deadline: number;
 }
 
@@ -237,6 +246,7 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
     const loader: LoaderState = { limitsRead: [] };
     const rdtscAt: bigint[] = [];
     const randomOutputs: Buffer[] = [];
+    const clockReads: ClockRead[] = [];
     const identity = new IdentityUse();
     let syscallCount = 0;
     const syscallsByNr = new Map<number, number>();
@@ -288,6 +298,11 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
         const regs = L.getRegs(pid);
         const at = regs.rip - 1n;
         const guard = guards.get(at);
+        if (guard !== undefined && o.clock) {
+          answerVdsoClock(guard.name, regs, mem, o.clock, clockReads);
+          L.setRegs(pid, regs);
+          continue;
+        }
         if (guard !== undefined) {
           throw new SnapshotRefusal('unsupported-syscall', `vdso ${guard.name}() before the entry point: a restore would keep the snapshot's time`);
         }
@@ -307,7 +322,7 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
           throw new SnapshotRefusal('internal', 'could not put the program back at its entry point');
         }
         return { pid, mem, auxv, auxvBytes, regs: stopped, paths, loader, syscallCount, syscallsByNr, rdtscAt, randomOutputs,
-          identityAsked: identity.asked,
+          identityAsked: identity.asked, clockReads,
           ...(envTrap?.range ? { envTrap: envTrap.range } : {}), ...(lookups ? { envLookups: lookups.lookups } : {}) };
       }
       if (st.stopSig === SIGSEGV && o.deterministic) {
