@@ -119,6 +119,8 @@ export const CONSTANTS: readonly ConstGroup[] = [
       PROCESS_ID: 14, // post-init: this process's id of kind arg (CX_IDENT_*), binary, width 4
       PROCESS_ID_TEXT: 15, // post-init: the same in decimal, NUL-terminated, in a field of (arg >> 8) bytes
       CLOCK: 16, // post-link: a constructor's clock reading: clock_gettime(arg & 0xff) in form (arg >> 8) & 0xff (CX_CLOCKFORM_*), width 4 or 8 (truncated)
+      BELOW_ARGC: 17, // &argc - arg: a pointer into the stack below the entry point's sp (the loader's finished frames: musl's saved_addends)
+      RANDOM_COPY: 18, // the 8 bytes at AT_RANDOM + arg (arg 0..8), a verbatim copy (musl's malloc secret: AT_RANDOM bytes 8-15)
     },
   },
   {
@@ -513,7 +515,7 @@ export const FileFlag = group('CX_FILEFLAG_') as Readonly<{ EXE: number }>;
 export const SlotKind = group('CX_SLOT_') as Readonly<{
   ARGC_ADDR: number; ARGV: number; ENVP: number; AUXV: number; ARGV_STR: number; ARGV_BASENAME: number;
   PLATFORM: number; RANDOM: number; EXECFN: number; ARGC: number; TID: number; CANARY: number;
-  BASE_PLATFORM: number; PROCESS_ID: number; PROCESS_ID_TEXT: number; CLOCK: number;
+  BASE_PLATFORM: number; PROCESS_ID: number; PROCESS_ID_TEXT: number; CLOCK: number; BELOW_ARGC: number; RANDOM_COPY: number;
 }>;
 export const ClockForm = group('CX_CLOCKFORM_') as Readonly<{
   NS: number; US: number; MS: number; SEC: number; NSEC_OF_SEC: number; USEC_OF_SEC: number;

@@ -6,7 +6,7 @@
 
 #define CX_FORMAT_VERSION 3u
 #define CX_MAGIC 0x31474d4958455843ull
-#define CX_ABI_HASH 0x142c4c68u
+#define CX_ABI_HASH 0xdd5bb2c6u
 #define CX_ARCH_X86_64 62u
 #define CX_ARCH_AARCH64 183u
 
@@ -69,6 +69,8 @@
 #define CX_SLOT_PROCESS_ID 14u
 #define CX_SLOT_PROCESS_ID_TEXT 15u
 #define CX_SLOT_CLOCK 16u
+#define CX_SLOT_BELOW_ARGC 17u
+#define CX_SLOT_RANDOM_COPY 18u
 
 /* How a CLOCK slot holds its reading ((arg >> 8) & 0xff). */
 #define CX_CLOCKFORM_NS 0u
