@@ -65,6 +65,7 @@
 #define __NR_execve 221
 #define __NR_mmap 222
 #define __NR_mprotect 226
+#define __NR_madvise 233
 #define __NR_wait4 260
 #define __NR_prlimit64 261
 #define __NR_getrandom 278
