@@ -182,13 +182,17 @@ export function inspectText(j: InspectJson, now = Date.now()): string[] {
 }
 
 /**
- * A regular file that starts with the image magic. Any other existing file
- * (`./prog`, `bash`) is a program: its image is the one it would use.
+ * A regular file meant as an image: it starts with the image magic, or it is
+ * not executable (then --inspect says why it is no image). An executable file
+ * without the magic (`./prog`, `bash`) is a program: its image is the one it
+ * would use.
  */
 function isImageFile(file: string): boolean {
   let fd: number | undefined;
   try {
-    if (!fs.statSync(file).isFile()) return false;
+    const st = fs.statSync(file);
+    if (!st.isFile()) return false;
+    if ((st.mode & 0o111) === 0) return true;
     fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
     const b = Buffer.alloc(8);
     return fs.readSync(fd, b, 0, 8, 0) === 8 && b.readBigUInt64LE(0) === MAGIC;
@@ -201,7 +205,7 @@ function isImageFile(file: string): boolean {
 
 /**
  * The image file --inspect means by its operand, tried in this order: an
- * image file (by its magic; any other file is a program); the key --list shows, or a unique prefix
+ * image file (by its magic, or a file no one may execute; an executable is a program); the key --list shows, or a unique prefix
  * of at least 4 hex digits of one, in the user's cache (the system layer with
  * --system); a program name or path, whose image is the one its next run
  * would use (--after-init/--preload select the post-init one, as for
