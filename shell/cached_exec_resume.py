@@ -606,6 +606,32 @@ class _Learned(object):
             raise
 
 
+# The order imports start in (sys.modules has the order they end in: a
+# module after what it imported, which would import the parts of an import
+# cycle the wrong way round). The import system calls its module's
+# _find_and_load for every module not yet in sys.modules: a wrapper compiled
+# as importlib's own code notes the name; python cuts importlib's frames out
+# of tracebacks, this one's with them.
+_STARTED = {}
+_FIND_AND_LOAD = compile("""def _find_and_load(name, import_):
+    if name not in _cx_started:
+        _cx_started[name] = len(_cx_started)
+    return _cx_find_and_load(name, import_)
+""", '<frozen importlib._bootstrap>', 'exec')
+
+
+def _record_import_order():
+    b = sys.modules.get('_frozen_importlib')
+    orig = getattr(b, '_find_and_load', None)
+    if orig is None:
+        return
+    ns = {'_cx_started': _STARTED, '_cx_find_and_load': orig}
+    exec(_FIND_AND_LOAD, ns)
+    f = ns['_find_and_load']
+    f.__module__, f.__qualname__ = orig.__module__, orig.__qualname__
+    b._find_and_load = f
+
+
 def _learn_seen(start_modules, roots, path0):
     """What this run imported that the init can import the same way: (name, origin) in import order.
     A top-level module counts only when found directly in one of the init's sys.path
@@ -634,7 +660,9 @@ def _learn_seen(start_modules, roots, path0):
             base = os.path.dirname(base)
         if base in roots and base != path0:
             top_ok.add(name)
-    return [x for x in found if x[0].partition('.')[0] in top_ok]
+    started = _STARTED
+    found = [x for x in found if x[0].partition('.')[0] in top_ok]
+    return sorted(found, key=lambda x: started.get(x[0], -1))
 
 
 def _learn_after():
@@ -819,6 +847,7 @@ def _prepare():
                                                 if kind == 's' else None):
         roots = set(p for p in sys.path if isinstance(p, str) and p[:1] == '/')
         _STATE['learn'] = (learned, start_modules, roots, os.path.realpath(path0 or cwd))
+        _record_import_order()
 
     # From here on the process becomes the caller's program.
     if env is not start_env:
