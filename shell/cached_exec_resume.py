@@ -692,7 +692,7 @@ def _prepare():
         start_cwd = None
     preload, inits, learn_target, cold_argv = _parse_adapter_args(sys.argv[1:])
     learned, learned_preload = None, []
-    if learn_target is not None:
+    if learn_target is not None and start_env.get('CACHED_EXEC_DISABLE', '0') in ('', '0'):
         # Before the init's environment reads are recorded: where the cache is
         # decides nothing the program sees. Cold runs import nothing learned
         # (a module not yet accepted by a snapshot might print, write or
