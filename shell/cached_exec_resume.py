@@ -991,6 +991,13 @@ def _after(how):
                 setattr(sys, n, _Hold(n, f, main))
     if how == 2:
         _install_hook(kind == 's', d)
+    # Nothing of the adapter's may keep the program's globals alive: the
+    # adapter's own objects were frozen (gc.freeze) and the collector never
+    # looks at what they reference, so a file the program left open in a
+    # global would never be closed, and what it buffered never written, at
+    # exit. Python clears __main__ at exit; it must be the only holder.
+    _STATE.clear()
+    del d
 
 
 _cx = _prepare()

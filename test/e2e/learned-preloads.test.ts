@@ -48,8 +48,8 @@ function writeScript(name: string, body: string): string {
   return p;
 }
 
-function warm(program: string): { status: number | null; text: string } {
-  const w = spawnSync(LAUNCHER, ['--warm', '--after-init', program], { env, cwd: here, encoding: 'utf8', timeout: SNAPSHOT_MS });
+function warm(program: string, e: Env = env): { status: number | null; text: string } {
+  const w = spawnSync(LAUNCHER, ['--warm', '--after-init', program], { env: e, cwd: here, encoding: 'utf8', timeout: SNAPSHOT_MS });
   return { status: w.status, text: `${w.stdout}${w.stderr}` };
 }
 
@@ -127,7 +127,10 @@ describe('a #! script run with --after-init', () => {
     expect(inst.status, inst.stderr).toBe(0);
     const list = spawnSync(LAUNCHER, ['--shims-list', shims], { env, encoding: 'utf8' });
     expect(list.stdout).toMatch(/cxapp .*post-init/);
+    // PATH is part of the key: the shim's runs have their own image.
     const shimEnv = { ...env, PATH: `${shims}:${env.PATH}` };
+    const w = warm('cxapp', shimEnv);
+    expect(w.status, w.text).toBe(0);
     for (const args of [['2'], ['boom']]) {
       const plain = await run('cxapp', args, { env, cwd: here });
       const before = hits();
