@@ -671,7 +671,9 @@ def _learn_after():
     if st is None:
         return
     try:
-        learned, start_modules, roots, path0 = st
+        learned, start_modules, roots, path0, known = st
+        if known is not None and known.issuperset(sys.modules):
+            return
         learned.save(learned.script_identity(), _learn_seen(start_modules, roots, path0))
     except BaseException:
         pass
@@ -846,7 +848,10 @@ def _prepare():
     if learned is not None and learn_target == ('module:' + target if kind == 'm' else 'script:' + os.path.abspath(target)
                                                 if kind == 's' else None):
         roots = set(p for p in sys.path if isinstance(p, str) and p[:1] == '/')
-        _STATE['learn'] = (learned, start_modules, roots, os.path.realpath(path0 or cwd))
+        # A restore (its script cannot have changed: the image depends on it) has
+        # nothing to write unless a module beyond the preloaded and learned ones comes.
+        known = set(sys.modules).union(n for n, _ in learned.plus) if resume_fd is not None else None
+        _STATE['learn'] = (learned, start_modules, roots, os.path.realpath(path0 or cwd), known)
         _record_import_order()
 
     # From here on the process becomes the caller's program.
