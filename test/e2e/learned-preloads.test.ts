@@ -27,7 +27,23 @@ const PY_REAL = fs.realpathSync(PY);
 const env: Env = baseEnv(cache, { PYTHONPATH: lib, PATH: `${bin}:${SYSTEM_PATH}` });
 const SNAPSHOT_MS = 900_000;
 
-fs.writeFileSync(path.join(lib, 'cxa.py'), 'A = "module a"\n');
+// cxa probes the loopback addresses as urllib3 does at import (HAS_IPV6): a bind to port 0, closed again.
+fs.writeFileSync(path.join(lib, 'cxa.py'), [
+  'import socket',
+  'def probe(family, host):',
+  '    s = None',
+  '    try:',
+  '        s = socket.socket(family)',
+  '        s.bind((host, 0))',
+  '        return True',
+  '    except Exception:',
+  '        return False',
+  '    finally:',
+  '        if s: s.close()',
+  'HAS = (probe(socket.AF_INET, "127.0.0.1"), probe(socket.AF_INET6, "::1"))',
+  'A = "module a"',
+  '',
+].join('\n'));
 fs.writeFileSync(path.join(lib, 'cxnoisy.py'), 'print("noisy at import")\nN = 1\n');
 fs.mkdirSync(path.join(lib, 'cxmain'));
 fs.writeFileSync(path.join(lib, 'cxmain', '__init__.py'), '');
@@ -105,6 +121,8 @@ describe('a #! script run with --after-init', () => {
     expect(learned?.plus.map((p) => p.name)).toEqual(expect.arrayContaining(['json', 'cxa']));
     const w = warm(app);
     expect(w.status, w.text).toBe(0);
+    // Nothing was dropped: cxa's loopback probe is no side effect.
+    expect([...(readLearned(learnedFile(cache, `script:${app}`, PY_REAL))?.dropped.keys() ?? [])]).toEqual([]);
     for (const args of [['3'], ['x y', 'z'], ['boom'], []]) {
       const plain = await run(app, args, { env, cwd: here });
       const plainFile = fs.readFileSync(out, 'utf8');
