@@ -358,7 +358,10 @@ def _shadowed(directory, names):
     import _imp
     suffixes = ['.py', '.pyc'] + list(_imp.extension_suffixes())
     for e in entries:
-        if e in names:
+        # A bare name is a package only as a directory: a file named like a
+        # module (the bin directory of pip, flask, aws holds such scripts) is not
+        # something an import would find.
+        if e in names and os.path.isdir(os.path.join(directory or '.', e)):
             return True
         for s in suffixes:
             if e.endswith(s) and e[:-len(s)] in names:

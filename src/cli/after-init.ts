@@ -18,8 +18,20 @@ function pythonScript(program: string, env: NodeJS.ProcessEnv): { interpreter: s
   try {
     const r = resolveProgram(program, env);
     const sb = readShebang(r.path);
-    if (!sb || sb.arg !== null || adapterKind(sb.interpreter) !== 'python') return null;
-    return { interpreter: sb.interpreter, target: `script:${path.resolve(r.path)}` };
+    if (!sb) return null;
+    const target = `script:${path.resolve(r.path)}`;
+    if (sb.arg !== null && path.basename(sb.interpreter) === 'env' && adapterKind(sb.arg) === 'python' && !sb.arg.includes('/')) {
+      // "#!/usr/bin/env python3": the first python3 on PATH, unless a shim comes first (the launcher's env_lookup).
+      for (const dir of (env.PATH ?? '/bin:/usr/bin').split(':')) {
+        const cand = path.join(dir || '.', sb.arg);
+        if (!fs.existsSync(cand)) continue;
+        const py = resolveProgram(sb.arg, env);
+        return py.path === cand && path.isAbsolute(cand) ? { interpreter: cand, target } : null;
+      }
+      return null;
+    }
+    if (sb.arg !== null || adapterKind(sb.interpreter) !== 'python') return null;
+    return { interpreter: sb.interpreter, target };
   } catch {
     return null;
   }

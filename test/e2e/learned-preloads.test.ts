@@ -198,6 +198,21 @@ describe('a #! script run with --after-init', () => {
   }, SNAPSHOT_MS);
 });
 
+describe('a "#!/usr/bin/env python3" script', () => {
+  it('runs through the python found on PATH, learned and restored as plain', async () => {
+    const app = path.join(bin, 'cxenvapp');
+    fs.writeFileSync(app, '#!/usr/bin/env python3\nimport sys, json\nprint(json.dumps(sys.argv[1:]), sys.argv[0], sys.executable)\n');
+    fs.chmodSync(app, 0o755);
+    const plain = await run(app, ['e'], { env, cwd: here });
+    const first = await run(LAUNCHER, ['--after-init', app, 'e'], { env, cwd: here });
+    expect(observed(first)).toEqual(observed(plain));
+    expect(readLearned(learnedFile(cache, `script:${app}`, PY_REAL))?.plus.map((p) => p.name)).toContain('json');
+    const w = warm(app);
+    expect(w.status, w.text).toBe(0);
+    expect(observed(await restored(['--after-init', app, 'e']))).toEqual(observed(plain));
+  }, SNAPSHOT_MS);
+});
+
 describe('a module whose import the snapshot refuses', () => {
   it('is dropped (found by bisection), --explain says why, and the output keeps cold order', async () => {
     const app = writeScript('cxnoisyapp', 'print("before")\nimport json, cxnoisy, cxa\nprint("after", json.dumps(cxnoisy.N), cxa.A)\n');
