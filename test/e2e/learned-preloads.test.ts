@@ -213,6 +213,50 @@ describe('a "#!/usr/bin/env python3" script', () => {
   }, SNAPSHOT_MS);
 });
 
+describe('the end of a restored run (python\'s teardown is skipped only where it would do nothing)', () => {
+  it('atexit, weakref.finalize, a suspended generator, __del__, an open file, exit codes: as plain python', async () => {
+    const out = path.join(work, 'fx.out');
+    const app = writeScript('cxexit', [
+      'import sys, json, atexit, weakref',
+      'm = sys.argv[1] if len(sys.argv) > 1 else ""',
+      'print("start", m)',
+      'if m == "atexit": atexit.register(lambda: print("atexit ran"))',
+      'if m == "finalize":',
+      '    class O: pass',
+      '    o = O()',
+      '    weakref.finalize(o, print, "finalized")',
+      'if m == "gen":',
+      '    def g():',
+      '        try:',
+      '            yield 1',
+      '        finally:',
+      '            print("gen finally")',
+      '    G = g(); next(G)',
+      'if m == "del":',
+      '    class D:',
+      '        def __del__(self): print("del ran")',
+      '    d = D()',
+      `if m == "file": f = open(${JSON.stringify(out)}, "w"); f.write("data\\n")`,
+      'if m == "exit3": sys.exit(3)',
+      'if m == "exitmsg": sys.exit("bye msg")',
+      'if m == "partial": sys.stdout.write("no newline")',
+      '',
+    ].join('\n'));
+    await run(LAUNCHER, ['--after-init', app], { env, cwd: here });
+    const w = warm(app);
+    expect(w.status, w.text).toBe(0);
+    for (const m of ['', 'atexit', 'finalize', 'gen', 'del', 'file', 'exit3', 'exitmsg', 'partial']) {
+      fs.rmSync(out, { force: true });
+      const plain = await run(app, [m], { env, cwd: here });
+      const plainFile = fs.existsSync(out) ? fs.readFileSync(out, 'utf8') : null;
+      fs.rmSync(out, { force: true });
+      const r = await restored(['--after-init', app, m]);
+      expect(observed(r), m).toEqual(observed(plain));
+      expect(fs.existsSync(out) ? fs.readFileSync(out, 'utf8') : null, m).toBe(plainFile);
+    }
+  }, SNAPSHOT_MS);
+});
+
 describe('a module whose import the snapshot refuses', () => {
   it('is dropped (found by bisection), --explain says why, and the output keeps cold order', async () => {
     const app = writeScript('cxnoisyapp', 'print("before")\nimport json, cxnoisy, cxa\nprint("after", json.dumps(cxnoisy.N), cxa.A)\n');
