@@ -183,6 +183,11 @@ SYS_INLINE long sys_mmap(uint64_t addr, uint64_t len, int prot, int flags, int f
 	return sys_call6(__NR_mmap, (long)addr, (long)len, prot, flags, fd, (long)off);
 }
 SYS_INLINE long sys_munmap(uint64_t addr, uint64_t len) { return sys_call2(__NR_munmap, (long)addr, (long)len); }
+#ifdef __NR_madvise
+SYS_INLINE long sys_madvise(uint64_t addr, uint64_t len, int advice) { return sys_call3(__NR_madvise, (long)addr, (long)len, advice); }
+#else
+SYS_INLINE long sys_madvise(uint64_t addr, uint64_t len, int advice) { (void)addr; (void)len; (void)advice; return -ENOSYS; }
+#endif
 SYS_INLINE long sys_mprotect(uint64_t addr, uint64_t len, int prot)
 {
 	return sys_call3(__NR_mprotect, (long)addr, (long)len, prot);

@@ -16,6 +16,7 @@
 #define __NR_mmap 9
 #define __NR_mprotect 10
 #define __NR_munmap 11
+#define __NR_madvise 28
 #define __NR_pread64 17
 #define __NR_access 21
 #define __NR_mremap 25
