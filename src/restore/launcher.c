@@ -325,6 +325,8 @@ static int script_run(struct launch *L, const char *execfn)
 	return 1;
 }
 
+uint64_t cx_page_size = 4096;
+
 __attribute__((noreturn, used)) void cx_main(uint64_t *sp, int own_stack)
 {
 	struct launch L;
@@ -343,6 +345,10 @@ __attribute__((noreturn, used)) void cx_main(uint64_t *sp, int own_stack)
 	while (*e)
 		e++;
 	L.auxv = (uint64_t *)(e + 1);
+	uint64_t pagesz = cx_auxv_get(L.auxv, AT_PAGESZ);
+	/* Before any use of CX_PAGE; a kernel that gives none (or nonsense) keeps 4096 and images of 4096 alone. */
+	if (pagesz >= 4096 && !(pagesz & (pagesz - 1)))
+		cx_page_size = pagesz;
 	L.kstack_top = cx_kernel_stack_top(L.auxv);
 
 	const char *execfn = (const char *)cx_auxv_get(L.auxv, AT_EXECFN);

@@ -8,6 +8,35 @@
 /* Step 5: patch slots with this process's own argv, envp, auxv, tid, guard; */
 /* in a post-init image, its thread id and its process ids.                 */
 
+/*
+ * A library constructor kept a clock reading (glib's slice allocator stamps
+ * its cache with the time in ms): this process's own reading of the same
+ * clock, in the form the snapshot found (the caller truncates to the width).
+ * Read now, while patching: what a cold start would have read a moment ago.
+ */
+static enum cx_outcome clock_slot(uint64_t arg, uint64_t *out)
+{
+	static const uint64_t divisor[] = {
+		[CX_CLOCKFORM_NS] = 1, [CX_CLOCKFORM_US] = 1000, [CX_CLOCKFORM_MS] = 1000000,
+		[CX_CLOCKFORM_SEC] = 1000000000, [CX_CLOCKFORM_NSEC_OF_SEC] = 1, [CX_CLOCKFORM_USEC_OF_SEC] = 1000,
+	};
+	uint64_t clk = arg & 0xff, form = (arg >> 8) & 0xff;
+	struct timespec_k ts;
+	if (arg >> 16 || form >= sizeof divisor / sizeof divisor[0])
+		return CX_FAIL_SLOT;
+	/* Only the clocks the snapshot answers: CPU-time clocks (2, 3) say nothing a restore could match. */
+	if (clk == 2 || clk == 3 || clk == 10 || clk > 11)
+		return CX_FAIL_SLOT;
+	if (sys_clock_gettime((int)clk, &ts) < 0)
+		return CX_FAIL_SLOT;
+	uint64_t sec = (uint64_t)ts.tv_sec, nsec = (uint64_t)ts.tv_nsec;
+	if (form == CX_CLOCKFORM_NSEC_OF_SEC || form == CX_CLOCKFORM_USEC_OF_SEC)
+		*out = nsec / divisor[form];
+	else
+		*out = (sec * 1000000000u + nsec) / divisor[form];
+	return CX_HIT;
+}
+
 static enum cx_outcome slot_value(const struct launch *L, const struct cx_slot *s, uint64_t *out)
 {
 	uint64_t a = s->arg;
@@ -15,6 +44,12 @@ static enum cx_outcome slot_value(const struct launch *L, const struct cx_slot *
 	switch (s->kind) {
 	case CX_SLOT_ARGC_ADDR:
 		*out = (uint64_t)L->prog_sp;
+		return CX_HIT;
+	case CX_SLOT_BELOW_ARGC:
+		/* Dead stack: the same distance below argc as in a cold run. */
+		if (a == 0 || a >= (uint64_t)L->prog_sp)
+			return CX_FAIL_SLOT;
+		*out = (uint64_t)L->prog_sp - a;
 		return CX_HIT;
 	case CX_SLOT_ARGV:
 		if (a > (uint64_t)L->prog_argc)
@@ -59,6 +94,15 @@ static enum cx_outcome slot_value(const struct launch *L, const struct cx_slot *
 			((struct launch *)L)->tid = (uint32_t)sys_gettid();
 		*out = L->tid;
 		return CX_HIT;
+	case CX_SLOT_RANDOM_COPY: {
+		/* A secret the loader copied from AT_RANDOM: this process's own, as a cold run's. */
+		uint64_t r = cx_auxv_get(L->auxv, AT_RANDOM), v;
+		if (!r || a > 8)
+			return CX_FAIL_SLOT;
+		__builtin_memcpy(&v, (const void *)(r + a), 8);
+		*out = v;
+		return CX_HIT;
+	}
 	case CX_SLOT_CANARY: {
 		/* A fresh guard for this process: no frame is live at the entry point. */
 		uint64_t r = cx_auxv_get(L->auxv, AT_RANDOM), v;
@@ -68,6 +112,8 @@ static enum cx_outcome slot_value(const struct launch *L, const struct cx_slot *
 		*out = v & ~((1ull << a) - 1);
 		return CX_HIT;
 	}
+	case CX_SLOT_CLOCK:
+		return clock_slot(a, out);
 	default:
 		return CX_FAIL_SLOT;
 	}

@@ -21,6 +21,8 @@ import { classifyStackPointer, describeAddr, readStack, type StackLayout } from 
 import { AT, killTracee, readMem, runToEntry, type StoppedAtEntry, type TraceOptions } from './trace.js';
 import { acceptLoaderClockWords, changingWords, counterTrappable, loaderPath, type Unexplained } from './clock.js';
 import type { EnvLookup } from './lookups.js';
+import { checkSameReads, clockB, clockNow, clockValue, matchClockWord, type ClockBase, type ClockRead } from './vdso-clock.js';
+import { deadStackWords, type DeadStackWord } from './dead-stack.js';
 
 export interface Run {
   pid: number;
@@ -34,6 +36,8 @@ export interface Run {
   randomOutputs: Buffer[];
   /** The loader's file, as maps names it. */
   loader?: string;
+  /** The vdso clock reads the tracer answered, in order. */
+  clockReads: ClockRead[];
 }
 
 /**
@@ -53,9 +57,9 @@ function checkTimeStampReads(t: StoppedAtEntry, maps: Mapping[]): void {
   }
 }
 
-type CapturedRun = Run & { random: Buffer; lookups?: EnvLookup[] };
+export type CapturedRun = Run & { random: Buffer; lookups?: EnvLookup[] };
 
-function capture(o: TraceOptions): CapturedRun {
+export function capture(o: TraceOptions): CapturedRun {
   const t = runToEntry(o);
   try {
     const trap = t.envTrap;
@@ -67,7 +71,7 @@ function capture(o: TraceOptions): CapturedRun {
     const random = r ? readMem(t.mem, r, 16) : Buffer.alloc(16);
     const loader = loaderPath(maps, t.auxv.get(AT.BASE));
     const run = {
-      pid: t.pid, fsBase: t.regs.fs_base, argc: stack.argc, caps, maps, stack, random, randomOutputs: t.randomOutputs,
+      pid: t.pid, fsBase: t.regs.fs_base, argc: stack.argc, caps, maps, stack, random, randomOutputs: t.randomOutputs, clockReads: t.clockReads,
       ...(loader ? { loader } : {}), ...(t.envLookups ? { lookups: t.envLookups } : {}),
     };
     return t.loader.rseq ? { ...run, rseq: t.loader.rseq } : run;
@@ -76,7 +80,7 @@ function capture(o: TraceOptions): CapturedRun {
   }
 }
 
-function pageContent(c: CapturedMapping, i: number, fileCache: Map<string, number>): Buffer {
+export function pageContent(c: CapturedMapping, i: number, fileCache: Map<string, number>): Buffer {
   const d = c.data.get(i);
   if (d) return d;
   const buf = Buffer.alloc(PAGE);
@@ -92,7 +96,7 @@ function pageContent(c: CapturedMapping, i: number, fileCache: Map<string, numbe
 }
 
 /** The two ASLR-off runs must have mapped the same things at the same addresses. */
-function sameLayout(a: CapturedMapping[], b: CapturedMapping[]): void {
+export function sameLayout(a: CapturedMapping[], b: CapturedMapping[]): void {
   const same = a.length === b.length && a.every((m, i) => {
     const n = b[i] as CapturedMapping;
     return m.start === n.start && m.end === n.end && m.path === n.path && m.perms === n.perms && m.offset === n.offset;
@@ -103,7 +107,9 @@ function sameLayout(a: CapturedMapping[], b: CapturedMapping[]): void {
 export interface NonPointerSlot {
   /** Address in run A. */
   addr: bigint;
-  kind: number; // ARGC or TID
+  kind: number; // ARGC, TID or CLOCK
+  /** CLOCK: width, slot argument (clock id, form) and which reading (by order) it copies. */
+  clock?: { width: 4 | 8; arg: bigint; read: number; what: string };
 }
 
 /**
@@ -112,7 +118,11 @@ export interface NonPointerSlot {
  */
 export interface Differential {
   slots: NonPointerSlot[];
-  runA: Run;
+  /** The options run A had: a further run with A's inputs (random-copies.ts). */
+  optsA: TraceOptions;
+  /** Pointers below argc in A (dead-stack.ts), at the same distance in B. */
+  deadStack: DeadStackWord[];
+  runA: CapturedRun;
   randomCopies: number;
   /**
    * Library constructors read the environment other than through getenv
@@ -135,30 +145,33 @@ export interface Differential {
  * variable.
  */
 export function differential(base: TraceOptions, perturb: (keep: ReadonlySet<string>) => string[]): Differential {
+  // A's clock is now, B's far ahead (vdso-clock.ts); a third run with A's inputs gets A's clock too.
+  const clock = clockNow();
   try {
-    const optsA: TraceOptions = { ...optionsA(base), trapEnvironment: true, traceLookups: true };
+    const optsA: TraceOptions = { ...optionsA(base, clock), trapEnvironment: true, traceLookups: true };
     const a = capture(optsA);
     const lookupsA = a.lookups ?? [];
-    const b = capture({ ...optionsB(base, a.random), envp: perturb(new Set(lookupsA.map((l) => l.name))), trapEnvironment: true, traceLookups: true });
+    const b = capture({ ...optionsB(base, a.random, clock), envp: perturb(new Set(lookupsA.map((l) => l.name))), trapEnvironment: true, traceLookups: true });
     if (!sameLookups(lookupsA, b.lookups ?? [])) {
       // Which variables are looked up depends on argv, the pid or another variable's value: no name list can key that.
       throw new SnapshotRefusal('reads-environment', `the constructors looked up other variables in the second run (${describeLookups(lookupsA)} vs ${describeLookups(b.lookups ?? [])})`);
     }
-    return { ...compareRuns(a, b, optsA), envBound: false, lookups: lookupsA };
+    return { ...compareRuns(a, b, optsA), optsA, envBound: false, lookups: lookupsA };
   } catch (e) {
     if (!(e instanceof SnapshotRefusal) || e.code !== 'reads-environment') throw e;
-    const optsA: TraceOptions = { ...optionsA(base), trapEnvironment: false };
+    const optsA: TraceOptions = { ...optionsA(base, clock), trapEnvironment: false };
     const a = capture(optsA);
-    const b = capture({ ...optionsB(base, a.random), trapEnvironment: false });
-    return { ...compareRuns(a, b, optsA), envBound: true, lookups: [] };
+    const b = capture({ ...optionsB(base, a.random, clock), trapEnvironment: false });
+    return { ...compareRuns(a, b, optsA), optsA, envBound: true, lookups: [] };
   }
 }
 
-const optionsA = (base: TraceOptions): TraceOptions =>
-  ({ ...base, noAslr: true, deterministic: true, randomStream: 'a', argv: [...base.argv, 'cx-diff-a'] });
+const optionsA = (base: TraceOptions, clock: ClockBase): TraceOptions =>
+  ({ ...base, noAslr: true, deterministic: true, randomStream: 'a', argv: [...base.argv, 'cx-diff-a'], clock });
 
-const optionsB = (base: TraceOptions, atRandom: Buffer): TraceOptions =>
-  ({ ...base, noAslr: true, deterministic: true, randomStream: 'b', argv: [...base.argv, 'cx-diff-bb', 'cx-diff-bbb', 'cx-diff-bbbb'], atRandom });
+const optionsB = (base: TraceOptions, atRandom: Buffer, clock: ClockBase): TraceOptions =>
+  ({ ...base, noAslr: true, deterministic: true, randomStream: 'b', argv: [...base.argv, 'cx-diff-bb', 'cx-diff-bbb', 'cx-diff-bbbb'], atRandom,
+    clock: clockB(clock) });
 
 function sameLookups(a: EnvLookup[], b: EnvLookup[]): boolean {
   return a.length === b.length && a.every((l, i) => l.name === b[i]?.name && l.value === b[i]?.value);
@@ -169,14 +182,17 @@ function describeLookups(l: EnvLookup[]): string {
 }
 
 /** optsA: the options A ran with, for a third run with its inputs (explainByClock). */
-function compareRuns(a: CapturedRun, b: CapturedRun, optsA: TraceOptions): Omit<Differential, 'envBound' | 'lookups'> {
+function compareRuns(a: CapturedRun, b: CapturedRun, optsA: TraceOptions): Omit<Differential, 'envBound' | 'lookups' | 'optsA'> {
   sameLayout(a.caps, b.caps);
+  checkSameReads(a.clockReads, b.clockReads, 'the two differential runs');
   const randomCopy = verbatimRandomWords(a.randomOutputs, b.randomOutputs);
   let randomCopies = 0;
   const files = new Map<string, number>();
   const slots: NonPointerSlot[] = [];
   const unexplained: Unexplained[] = [];
+  let deadStack: DeadStackWord[];
   try {
+    deadStack = deadStackWords(a, b, (c, i) => pageContent(c, i, files));
     a.caps.forEach((ca, mi) => {
       const cb = b.caps[mi] as CapturedMapping;
       for (let i = 0; i < ca.classes.length; i++) {
@@ -195,6 +211,11 @@ function compareRuns(a: CapturedRun, b: CapturedRun, optsA: TraceOptions): Omit<
             randomCopies++;
             continue;
           }
+          const clock8 = matchClockWord(va, vb, 8, a.clockReads, b.clockReads);
+          if (clock8) {
+            slots.push({ addr, kind: SlotKind.CLOCK, clock: { width: 8, ...clock8 } });
+            continue;
+          }
           if (inStack(va, a.stack) && inStack(vb, b.stack)) {
             throw new SnapshotRefusal('unexplained-stack-pointer',
               `${describeAddr(a.caps, addr)} holds a stack address that is not argv, envp or auxv, or not the same one in both runs`);
@@ -204,8 +225,10 @@ function compareRuns(a: CapturedRun, b: CapturedRun, optsA: TraceOptions): Omit<
             const hb = pb.readUInt32LE(off + k);
             if (ha === hb) continue;
             const where = { addr: addr + BigInt(k) };
+            const clock4 = matchClockWord(BigInt(ha), BigInt(hb), 4, a.clockReads, b.clockReads);
             if (ha === a.argc && hb === b.argc) slots.push({ ...where, kind: SlotKind.ARGC });
             else if (ha === a.pid && hb === b.pid) slots.push({ ...where, kind: SlotKind.TID });
+            else if (clock4) slots.push({ ...where, kind: SlotKind.CLOCK, clock: { width: 4, ...clock4 } });
             else unexplained.push({ ...where, va: ha, vb: hb });
           }
         }
@@ -215,7 +238,7 @@ function compareRuns(a: CapturedRun, b: CapturedRun, optsA: TraceOptions): Omit<
   } finally {
     for (const fd of files.values()) fs.closeSync(fd);
   }
-  return { slots, runA: a, randomCopies };
+  return { slots, deadStack, runA: a, randomCopies };
 }
 
 /**
@@ -266,13 +289,29 @@ function explainedPointer(va: bigint, vb: bigint, sa: StackLayout, sb: StackLayo
   return !!ka && !!kb && ka.kind === kb.kind && ka.arg === kb.arg;
 }
 
-/** Positions found in run A as addresses of the real run, verified against its own argc and pid. */
-export function translateSlots(found: NonPointerSlot[], a: Run, real: CapturedMapping[], fsC: bigint, argc: number, pid: number): ImageSlot[] {
+/**
+ * Positions found in run A as addresses of the real run, verified against
+ * its own argc, pid and clock readings (clockReads: what the tracer answered
+ * the real run, in order).
+ */
+export function translateSlots(found: NonPointerSlot[], a: Run, real: CapturedMapping[], fsC: bigint, argc: number, pid: number,
+  clockReads: ClockRead[]): ImageSlot[] {
+  // Always: a reading the real run took and A did not (another environment) was never checked for what it left.
+  checkSameReads(a.clockReads, clockReads, 'the differential and the real run');
   return found.map((s) => {
     const addr = translate(s.addr, a.maps, real, a.fsBase, fsC);
     const m = real.find((x) => addr >= x.start && addr < x.end);
     const off = m ? Number(addr - m.start) : 0;
     const page = m?.data.get(Math.floor(off / PAGE));
+    if (s.clock) {
+      const { width, arg, read, what } = s.clock;
+      const have = page ? (width === 8 ? page.readBigUInt64LE(off % PAGE) : BigInt(page.readUInt32LE(off % PAGE))) : undefined;
+      const reading = clockReads[read] as ClockRead;
+      if (have !== clockValue(reading.ns, Number((arg >> 8n) & 0xffn), width)) {
+        throw new SnapshotRefusal('layout-mismatch', `${describeAddr(real, addr)} does not hold the ${what} in the real run`);
+      }
+      return { addr, kind: s.kind, width, arg };
+    }
     const want = s.kind === SlotKind.ARGC ? argc : pid;
     if (!page || page.readUInt32LE(off % PAGE) !== want) {
       throw new SnapshotRefusal('layout-mismatch', `${describeAddr(real, addr)} does not hold ${s.kind === SlotKind.ARGC ? 'argc' : 'the pid'} in the real run`);

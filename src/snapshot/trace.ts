@@ -20,6 +20,7 @@ import { EnvironmentTrap } from './envtrap.js';
 import { LIBC_LOOKUPS, LookupTracer, type EnvLookup } from './lookups.js';
 import { readCString, readMem } from './mem.js';
 import { ACCESS_MODE_ARG, IdentityUse } from './access.js';
+import { answerVdsoClock, type ClockBase, type ClockRead } from './vdso-clock.js';
 
 export { readCString, readMem };
 
@@ -74,6 +75,8 @@ export interface StoppedAtEntry {
   envTrap?: { start: bigint; end: bigint };
   /** With traceLookups: every getenv/secure_getenv call before the entry point, in order. */
   envLookups?: EnvLookup[];
+  /** With a clock: every vdso clock read the tracer answered, in order (vdso-clock.ts). */
+  clockReads: ClockRead[];
 }
 
 export interface TraceOptions {
@@ -96,10 +99,22 @@ export interface TraceOptions {
   /** Differential runs: make any read of the environment after the loader's own fault (envtrap.ts). */
   trapEnvironment?: boolean;
   /**
+   * The loader is the C library (libc-loader.ts): it has read its own
+   * variables once it has set the tid address, so the trap is armed at the
+   * first syscall after that, if no path syscall came first.
+   */
+  loaderIsLibc?: boolean;
+  /**
    * Trace getenv/secure_getenv (lookups.ts): each call names its variable and
    * runs with the trap lifted, so only reads that bypass them fault.
    */
   traceLookups?: boolean;
+  /**
+   * Answer vdso clock reads from this clock (vdso-clock.ts) instead of
+   * refusing them; what a constructor kept of them is then found by the
+   * differential runs, which get clocks far apart.
+   */
+  clock?: ClockBase;
   deadline: number;
 }
 
@@ -231,17 +246,19 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
     const loader: LoaderState = { limitsRead: [] };
     const rdtscAt: bigint[] = [];
     const randomOutputs: Buffer[] = [];
+    const clockReads: ClockRead[] = [];
     const identity = new IdentityUse();
     let syscallCount = 0;
     const syscallsByNr = new Map<number, number>();
     let pending: { nr: number; args: bigint[]; path: PathUse | null } | null = null;
+    let threadSetUp = false;
     for (;;) {
       L.ptrace(L.PTRACE_SYSCALL, pid, 0, 0);
       st = waitStop(pid, o.deadline);
       if (st.stopSig === (L.SIGTRAP | 0x80)) {
         const info = L.getSyscallInfo(pid);
         if (info.op === L.SYSCALL_INFO_ENTRY) {
-          if (envTrap && !envTrap.armed && PATH_SYSCALLS.has(info.nr)) {
+          if (envTrap && !envTrap.armed && (PATH_SYSCALLS.has(info.nr) || threadSetUp)) {
             envTrap.arm(pid, mem, o.deadline); // this syscall is entered again next
             continue;
           }
@@ -251,6 +268,7 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
           identity.note(info.nr, 'a library constructor or the loader');
         } else if (info.op === L.SYSCALL_INFO_EXIT && pending) {
           recordResult(pending.nr, pending.args, info.rval, loader);
+          if (o.loaderIsLibc && pending.nr === NR.set_tid_address) threadSetUp = true;
           if (pending.nr === NR.prlimit64 && info.rval === 0n && (pending.args[3] ?? 0n) !== 0n) {
             const old = readMem(mem, pending.args[3] as bigint, 16);
             loader.limitsRead.push({ resource: Number(pending.args[1] ?? 0n), cur: old.readBigUInt64LE(0), max: old.readBigUInt64LE(8) });
@@ -280,11 +298,20 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
         const regs = L.getRegs(pid);
         const at = regs.rip - 1n;
         const guard = guards.get(at);
+        if (guard !== undefined && o.clock) {
+          answerVdsoClock(guard.name, regs, mem, o.clock, clockReads);
+          L.setRegs(pid, regs);
+          continue;
+        }
         if (guard !== undefined) {
           throw new SnapshotRefusal('unsupported-syscall', `vdso ${guard.name}() before the entry point: a restore would keep the snapshot's time`);
         }
         if (at !== entry) throw new SnapshotRefusal('unsupported-syscall', `SIGTRAP at 0x${regs.rip.toString(16)} before the entry point`);
-        if (envTrap && !envTrap.armed) throw new SnapshotRefusal('internal', 'the loader made no path syscall: the environment trap was never set');
+        if (envTrap && !envTrap.armed) {
+          throw new SnapshotRefusal('internal', o.loaderIsLibc
+            ? 'the loader made no syscall after set_tid_address: the environment trap was never set'
+            : 'the loader made no path syscall: the environment trap was never set');
+        }
         lookups?.removeAll();
         writeByte(mem, entry, entryByte);
         for (const [addr, g] of guards) writeByte(mem, addr, g.byte);
@@ -295,7 +322,7 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
           throw new SnapshotRefusal('internal', 'could not put the program back at its entry point');
         }
         return { pid, mem, auxv, auxvBytes, regs: stopped, paths, loader, syscallCount, syscallsByNr, rdtscAt, randomOutputs,
-          identityAsked: identity.asked,
+          identityAsked: identity.asked, clockReads,
           ...(envTrap?.range ? { envTrap: envTrap.range } : {}), ...(lookups ? { envLookups: lookups.lookups } : {}) };
       }
       if (st.stopSig === SIGSEGV && o.deterministic) {

@@ -195,8 +195,10 @@ describe('library constructors that refuse the snapshot', () => {
     ['blocks a signal', '#include <signal.h>', 'sigset_t s; sigemptyset(&s); sigaddset(&s, SIGUSR1); sigprocmask(SIG_BLOCK, &s, 0);', 'unsupported-syscall'],
     ['writes to stderr', '#include <unistd.h>', 'write(2, "hello\\n", 6);', 'unsupported-syscall'],
     ['asks whether stdout is a terminal', '#include <unistd.h>', 'extern int tty; tty = isatty(1);', 'unsupported-syscall'],
-    ['reads the clock through the vdso', '#include <time.h>', 'extern long started; started = (long)time(0);', 'unsupported-syscall'],
-    ['reads a monotonic clock', '#include <time.h>', 'struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); extern long started; started = ts.tv_nsec;', 'unsupported-syscall'],
+    ['keeps the time read through the vdso', '#include <time.h>', 'extern long started; started = (long)time(0);', 'clock-slot'],
+    ['keeps a monotonic clock\'s nanoseconds', '#include <time.h>', 'struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); extern long started; started = ts.tv_nsec;', 'clock-slot'],
+    ['derives a value from the time', '#include <time.h>', 'extern long started; started = (long)time(0) / 3600 * 7 + 1;', 'unexplained-difference'],
+    ['reads a process CPU clock', '#include <time.h>', 'struct timespec ts; clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts); extern long started; started = ts.tv_nsec;', 'unsupported-syscall'],
     ['reads the time stamp counter', '#include <x86intrin.h>', 'extern long started; started = (long)__rdtsc();', 'unsupported-syscall'],
     ['reads the working directory', '#include <unistd.h>', 'static char buf[4096]; getcwd(buf, sizeof buf);', 'unsupported-syscall'],
     ['reads its own /proc files', '#include <stdio.h>', 'FILE *f = fopen("/proc/self/maps", "r"); if (f) fclose(f);', 'unsupported-syscall'],
@@ -223,6 +225,12 @@ describe('library constructors that refuse the snapshot', () => {
         // Not refused: the image is bound to the snapshot's exact environment (key.envHash).
         expect(code(r), reason(r)).toBe('ok');
         expect(r.ok ? r.image.key.envHash ?? 0n : 0n).not.toBe(0n);
+        return;
+      }
+      if (want === 'clock-slot') {
+        // Not refused: the kept reading is a CLOCK slot, which every restore fills with its own time.
+        expect(code(r), reason(r)).toBe('ok');
+        expect(r.ok ? r.image.slots.filter((s) => s.kind === SlotKind.CLOCK).length : 0).toBe(1);
         return;
       }
       if (want.startsWith('keyed:')) {

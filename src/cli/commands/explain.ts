@@ -41,6 +41,8 @@ export const OUTCOME_TEXT: Record<string, string> = {
   BYPASS_STACK_LIMIT: 'cold: the stack limit (ulimit -s) is too small to rebuild the program\'s stack',
   FAIL_IDENTITY: 'cold: the image depends on the identity of the user who took it (another user here)',
   FAIL_ENV: 'cold: a variable the image depends on differs in this environment, and no image for this one exists yet',
+  FAIL_ARCH: 'cold: the image was taken on another architecture',
+  FAIL_PAGE_SIZE: 'cold: the image was taken on a kernel with another page size',
 };
 
 /** Learned preloads (--learn in the adapter words): how many, and each module dropped with why. */
