@@ -731,7 +731,10 @@ def _prepare():
         for m in preload:
             __import__(m)
         for m, origin in learned_preload:
-            __import__(m)
+            # From a frame outside __main__ (_R's globals are sys's): python shows a
+            # DeprecationWarning only where __main__ triggers it, and in the run that
+            # learned the module something else imported it (pip's pkg_resources).
+            _R(__import__, m, None)
             spec = getattr(sys.modules.get(m), '__spec__', None)
             found = getattr(spec, 'origin', None)
             if spec is not None and found != origin:
