@@ -60,6 +60,7 @@
 #define __NR_getegid 177
 #define __NR_gettid 178
 #define __NR_munmap 215
+#define __NR_madvise 233
 #define __NR_mremap 216
 #define __NR_clone 220
 #define __NR_execve 221
