@@ -992,6 +992,11 @@ def _after(how):
     if kind is None:
         return
     _learn_after()
+    # _STATE was frozen with the adapter (gc.freeze) and the adapter's module
+    # is no longer in sys.modules: nothing would ever clear it, so a reference
+    # kept there would keep the program's globals alive past the exit. Python
+    # clears __main__ at exit: __del__ methods run, files left open are flushed.
+    del _STATE['globals']
     if kind == 's':
         _flush_std()  # _PyRun_SimpleFileObject's flush_io()
         if how == 0:
@@ -1005,12 +1010,7 @@ def _after(how):
                 setattr(sys, n, _Hold(n, f, main))
     if how == 2:
         _install_hook(kind == 's', d)
-    # Nothing of the adapter's may keep the program's globals alive: the
-    # adapter's own objects were frozen (gc.freeze) and the collector never
-    # looks at what they reference, so a file the program left open in a
-    # global would never be closed, and what it buffered never written, at
-    # exit. Python clears __main__ at exit; it must be the only holder.
-    _STATE.clear()
+    _STATE.clear()  # the rest of the adapter's state (the adapter's module) goes too
     del d
 
 

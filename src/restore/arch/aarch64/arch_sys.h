@@ -60,12 +60,12 @@
 #define __NR_getegid 177
 #define __NR_gettid 178
 #define __NR_munmap 215
-#define __NR_madvise 233
 #define __NR_mremap 216
 #define __NR_clone 220
 #define __NR_execve 221
 #define __NR_mmap 222
 #define __NR_mprotect 226
+#define __NR_madvise 233
 #define __NR_wait4 260
 #define __NR_prlimit64 261
 #define __NR_getrandom 278
