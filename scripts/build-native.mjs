@@ -119,15 +119,21 @@ h.update(ccVersion).update(JSON.stringify(flags));
 for (const f of [...sources, ...headers]) h.update(f).update(fs.readFileSync(f));
 const digest = h.digest('hex');
 
-/** bin/cached-exec-selfpath -> cached-exec (relative, so a moved package keeps it), made atomically. */
+/**
+ * bin/cached-exec-selfpath and bin/cached-exec-afterinit -> cached-exec
+ * (relative, so a moved package keeps them), made atomically: shims of
+ * self-locating programs and post-init shims point through them.
+ */
 function linkSelfpath() {
-  try {
-    if (fs.readlinkSync(selfpath) === 'cached-exec') return;
-  } catch { /* absent or not a symlink */ }
-  const tmp = `${selfpath}.${process.pid}.tmp`;
-  fs.rmSync(tmp, { force: true });
-  fs.symlinkSync('cached-exec', tmp);
-  fs.renameSync(tmp, selfpath);
+  for (const link of [selfpath, path.join(root, 'bin', 'cached-exec-afterinit')]) {
+    try {
+      if (fs.readlinkSync(link) === 'cached-exec') continue;
+    } catch { /* absent or not a symlink */ }
+    const tmp = `${link}.${process.pid}.tmp`;
+    fs.rmSync(tmp, { force: true });
+    fs.symlinkSync('cached-exec', tmp);
+    fs.renameSync(tmp, link);
+  }
 }
 
 if (!force && fs.existsSync(out) && fs.existsSync(stamp) && fs.readFileSync(stamp, 'utf8') === digest) {
