@@ -32,18 +32,31 @@ const targetArg = process.argv.indexOf('--target');
 const target = targetArg > 0 ? process.argv[targetArg + 1] : 'host';
 
 /*
- * Per target: compiler, output, and the flags only that architecture has. The
- * host (x86_64) keeps exactly the flags and stamp it always had.
+ * The flags only that architecture has. x86_64: no SSE (the jump to the
+ * program must leave FPU/SSE state as the kernel made it); no CET
+ * endbr64/shadow-stack setup. aarch64: no FP/SIMD registers (the same reason);
+ * no PAC/BTI instructions: the launcher has no GNU property note, so the
+ * kernel guards none of its pages.
+ */
+const ARCH_FLAGS = {
+  x86_64: ['-mgeneral-regs-only', '-fcf-protection=none'],
+  aarch64: ['-mgeneral-regs-only', '-mbranch-protection=none'],
+};
+/* Node's name of the machine -> ours. On aarch64 the launcher runs programs cold or from
+ * hand-made images only (the snapshotter is not ported: --warm says unported-arch). */
+const HOST_ARCH = { x64: 'x86_64', arm64: 'aarch64' }[process.arch];
+
+/*
+ * Per target: compiler, output, and node's path. The host keeps exactly the
+ * flags and stamp it always had.
  */
 const TARGETS = {
   host: {
-    arch: 'x86_64',
+    arch: HOST_ARCH,
     cc: process.env.CC || 'cc',
     out: path.join(root, 'bin', 'cached-exec'),
     stamp: path.join(root, 'build', 'native.stamp'),
-    // No SSE (the jump to the program must leave FPU/SSE state as the kernel
-    // made it); no CET endbr64/shadow-stack setup.
-    archFlags: ['-mgeneral-regs-only', '-fcf-protection=none'],
+    archFlags: ARCH_FLAGS[HOST_ARCH] ?? [],
     nodePath: process.execPath,
   },
   aarch64: {
@@ -51,9 +64,7 @@ const TARGETS = {
     cc: process.env.CC_AARCH64 || 'aarch64-linux-gnu-gcc',
     out: path.join(root, 'build', 'aarch64', 'cached-exec'),
     stamp: path.join(root, 'build', 'aarch64', 'native.stamp'),
-    // No FP/SIMD registers (the same reason as SSE); no PAC/BTI instructions:
-    // the launcher has no GNU property note, so the kernel guards none of its pages.
-    archFlags: ['-mgeneral-regs-only', '-mbranch-protection=none'],
+    archFlags: ARCH_FLAGS.aarch64,
     nodePath: process.env.CX_NODE_PATH_AARCH64 || '/usr/local/bin/node',
   },
 };
@@ -65,8 +76,8 @@ if (!T) {
 const out = T.out;
 const stamp = T.stamp;
 
-if (target === 'host' && (process.platform !== 'linux' || process.arch !== 'x64')) {
-  console.error(`build-native: cached-exec supports Linux x86_64 only (this is ${process.platform}/${process.arch})`);
+if (target === 'host' && (process.platform !== 'linux' || !HOST_ARCH)) {
+  console.error(`build-native: cached-exec supports Linux on x86_64 and aarch64 (this is ${process.platform}/${process.arch})`);
   process.exit(1);
 }
 
@@ -108,15 +119,21 @@ h.update(ccVersion).update(JSON.stringify(flags));
 for (const f of [...sources, ...headers]) h.update(f).update(fs.readFileSync(f));
 const digest = h.digest('hex');
 
-/** bin/cached-exec-selfpath -> cached-exec (relative, so a moved package keeps it), made atomically. */
+/**
+ * bin/cached-exec-selfpath and bin/cached-exec-afterinit -> cached-exec
+ * (relative, so a moved package keeps them), made atomically: shims of
+ * self-locating programs and post-init shims point through them.
+ */
 function linkSelfpath() {
-  try {
-    if (fs.readlinkSync(selfpath) === 'cached-exec') return;
-  } catch { /* absent or not a symlink */ }
-  const tmp = `${selfpath}.${process.pid}.tmp`;
-  fs.rmSync(tmp, { force: true });
-  fs.symlinkSync('cached-exec', tmp);
-  fs.renameSync(tmp, selfpath);
+  for (const link of [selfpath, path.join(root, 'bin', 'cached-exec-afterinit')]) {
+    try {
+      if (fs.readlinkSync(link) === 'cached-exec') continue;
+    } catch { /* absent or not a symlink */ }
+    const tmp = `${link}.${process.pid}.tmp`;
+    fs.rmSync(tmp, { force: true });
+    fs.symlinkSync('cached-exec', tmp);
+    fs.renameSync(tmp, link);
+  }
 }
 
 if (!force && fs.existsSync(out) && fs.existsSync(stamp) && fs.readFileSync(stamp, 'utf8') === digest) {

@@ -1,6 +1,12 @@
 # cached-exec resume adapter for python3 (docs/resume-protocol.md).
 #
 #   python3 /path/cached_exec_resume.py [--preload MOD,MOD...] [--init FILE]... -- ARGV...
+#   python3 /path/cached_exec_resume.py --learn script:/ABS/PATH|module:NAME -- ARGV...
+#
+# --learn (learned preloads): the init imports what earlier runs of that
+# script or -m module imported, read from the cache's learned/<hash> file
+# (see _Learned); every run through the adapter that was restored or ran cold
+# adds what it imported to that file at its end. Cold runs preload nothing.
 #
 # Imports each --preload module and runs each --init FILE (runpy.run_path, in
 # its own namespace), without the script directory python would put first on
@@ -213,10 +219,15 @@ def _sensitive_names():
 
 def _parse_adapter_args(args):
     preload, inits, i = [], [], 0
+    learn = None
     while i < len(args):
         a = args[i]
         if a == '--':
-            return preload, inits, args[i + 1:]
+            return preload, inits, learn, args[i + 1:]
+        if a == '--learn' and i + 1 < len(args) and learn is None:
+            learn = args[i + 1]
+            i += 2
+            continue
         if a in ('--preload', '--init') and i + 1 < len(args):
             if a == '--preload':
                 preload += [m for m in args[i + 1].split(',') if m]
@@ -347,7 +358,10 @@ def _shadowed(directory, names):
     import _imp
     suffixes = ['.py', '.pyc'] + list(_imp.extension_suffixes())
     for e in entries:
-        if e in names:
+        # A bare name is a package only as a directory: a file named like a
+        # module (the bin directory of pip, flask, aws holds such scripts) is not
+        # something an import would find.
+        if e in names and os.path.isdir(os.path.join(directory or '.', e)):
             return True
         for s in suffixes:
             if e.endswith(s) and e[:-len(s)] in names:
@@ -450,6 +464,224 @@ def _apply_env(start, ctx, order):
         pass
 
 
+_LEARNED_MAGIC = 'cached-exec-learned 1'
+_M64 = (1 << 64) - 1
+
+
+def _hash64(b):
+    """cx_hash64 (src/restore/util.h, schema.ts hash64): FNV-1a over little-endian 64-bit words, then the tail bytes."""
+    h, n = 0xcbf29ce484222325, len(b) // 8 * 8
+    for i in range(0, n, 8):
+        h = ((h ^ int.from_bytes(b[i:i + 8], 'little')) * 0x100000001b3) & _M64
+    for c in b[n:]:
+        h = ((h ^ c) * 0x100000001b3) & _M64
+    return h
+
+
+def _trusted_dir(d):
+    """The launcher's rule for the cache directory: a real directory of this user's, not writable by others."""
+    try:
+        st = os.lstat(d)
+    except (OSError, ValueError):
+        return False
+    return (st.st_mode & 0o170000) == 0o040000 and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def _learned_name(target, python):
+    """learned/<this>: src/resume/learned.ts learnedFileName() computes the same."""
+    return '%016x' % _hash64(os.fsencode(target + '\0' + os.path.realpath(python)))
+
+
+class _Learned(object):
+    """The learned preloads of one script or -m module (--learn TARGET) in
+    <cache>/learned/<_learned_name>, a text file (src/resume/learned.ts reads
+    and edits it too):
+        cached-exec-learned 1
+        target TARGET
+        script DEV INO SIZE MTIME_NS CTIME_NS     ("script -" for a module)
+        + NAME ORIGIN      what runs imported, in import order: the init imports these
+        - NAME REASON      dropped: the snapshot could not accept its import
+    Used only in a cache directory that is this user's and not writable by
+    others (the launcher's rule), as files of this user's."""
+
+    def __init__(self, target, env):
+        self.target, self.plus, self.dropped, self.ident, self.path = target, [], {}, None, None
+        kind, _, what = target.partition(':')
+        self.script = what if kind == 'script' else None
+        d = env.get('CACHED_EXEC_DIR') or ''
+        if not d:
+            x, h = env.get('XDG_CACHE_HOME') or '', env.get('HOME') or ''
+            d = x + '/cached-exec' if x else h + '/.cache/cached-exec' if h else ''
+        if d[:1] == '/' and kind in ('script', 'module') and what and sys.executable:
+            self.cache, self.dir = d, d + '/learned'
+            self.path = self.dir + '/' + _learned_name(target, sys.executable)
+
+    def script_identity(self):
+        """'-' for a module; the script's identity, read from an open fd (so a snapshot depends on the script); None: unreadable."""
+        if self.script is None:
+            return '-'
+        try:
+            fd = os.open(self.script, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except (OSError, ValueError):
+            return None
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        return '%d %d %d %d %d' % (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def read(self):
+        if self.path is None or not _trusted_dir(self.cache) or not _trusted_dir(self.dir):
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except (OSError, ValueError):
+            return
+        chunks = []
+        try:
+            st = os.fstat(fd)
+            if (st.st_mode & 0o170000) != 0o100000 or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+                return
+            while len(chunks) < 64:
+                chunks.append(os.read(fd, 65536))
+                if not chunks[-1]:
+                    break
+        except OSError:
+            return
+        finally:
+            os.close(fd)
+        lines = b''.join(chunks).decode('utf-8', 'surrogateescape').split('\n')
+        if len(lines) < 3 or lines[0] != _LEARNED_MAGIC or lines[1] != 'target ' + self.target \
+                or not lines[2].startswith('script '):
+            return
+        self.ident = lines[2][7:]
+        for line in lines[3:]:
+            name, _, rest = line[2:].partition(' ')
+            if line[:2] == '+ ' and name:
+                self.plus.append((name, rest))
+            elif line[:2] == '- ' and name:
+                self.dropped[name] = rest
+
+    def preloads(self, limit):
+        """What the init imports: the learned modules but the dropped ones (only the first `limit`: the snapshot's bisection)."""
+        p = [x for x in self.plus if x[0] not in self.dropped]
+        return p[:limit] if limit is not None else p
+
+    def save(self, ident, seen):
+        """After a run: adds what it imported (seen: [(name, origin)]); another script identity starts over."""
+        if self.path is None or ident is None:
+            return
+        if ident != self.ident:
+            plus, dropped = list(seen), {}
+        else:
+            known = set(n for n, _ in self.plus)
+            new = [x for x in seen if x[0] not in known]
+            if not new:
+                return
+            plus, dropped = self.plus + new, self.dropped
+        out = [_LEARNED_MAGIC, 'target ' + self.target, 'script ' + ident]
+        out += ['+ %s %s' % x for x in plus] + ['- %s %s' % x for x in dropped.items()]
+        data = ('\n'.join(out) + '\n').encode('utf-8', 'surrogateescape')
+        if not _trusted_dir(self.cache):
+            return
+        try:
+            os.mkdir(self.dir, 0o700)
+        except FileExistsError:
+            pass
+        if not _trusted_dir(self.dir):
+            return
+        tmp = '%s.%d.tmp' % (self.path, os.getpid())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                while data:
+                    data = data[os.write(fd, data):]
+            finally:
+                os.close(fd)
+            os.rename(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+
+# The order imports start in (sys.modules has the order they end in: a
+# module after what it imported, which would import the parts of an import
+# cycle the wrong way round). The import system calls its module's
+# _find_and_load for every module not yet in sys.modules: a wrapper compiled
+# as importlib's own code notes the name; python cuts importlib's frames out
+# of tracebacks, this one's with them.
+_STARTED = {}
+_FIND_AND_LOAD = compile("""def _find_and_load(name, import_):
+    if name not in _cx_started:
+        _cx_started[name] = len(_cx_started)
+    return _cx_find_and_load(name, import_)
+""", '<frozen importlib._bootstrap>', 'exec')
+
+
+def _record_import_order():
+    b = sys.modules.get('_frozen_importlib')
+    orig = getattr(b, '_find_and_load', None)
+    if orig is None:
+        return
+    ns = {'_cx_started': _STARTED, '_cx_find_and_load': orig}
+    exec(_FIND_AND_LOAD, ns)
+    f = ns['_find_and_load']
+    f.__module__, f.__qualname__ = orig.__module__, orig.__qualname__
+    b._find_and_load = f
+
+
+def _learn_seen(start_modules, roots, path0):
+    """What this run imported that the init can import the same way: (name, origin) in import order.
+    A top-level module counts only when found directly in one of the init's sys.path
+    directories (not the script's directory or the cwd, which the init does not
+    have); a submodule only below such a package; built-in and frozen ones always."""
+    # sys.modules is in the order imports completed (a package after its submodules).
+    found, top_ok = [], set()
+    for name, m in list(sys.modules.items()):
+        if name in start_modules or name == '__main__' or type(m) is not type(sys):
+            continue
+        spec = m.__dict__.get('__spec__')
+        if spec is None or getattr(spec, 'name', None) != name:
+            continue
+        origin = getattr(spec, 'origin', None)
+        if origin not in ('built-in', 'frozen') and \
+                (not isinstance(origin, str) or origin[:1] != '/' or '\n' in origin or ' ' in name):
+            continue
+        found.append((name, origin))
+        if '.' in name:
+            continue
+        if origin in ('built-in', 'frozen'):
+            top_ok.add(name)
+            continue
+        base = os.path.dirname(origin)
+        if getattr(spec, 'submodule_search_locations', None) is not None:
+            base = os.path.dirname(base)
+        if base in roots and base != path0:
+            top_ok.add(name)
+    started = _STARTED
+    found = [x for x in found if x[0].partition('.')[0] in top_ok]
+    return sorted(found, key=lambda x: started.get(x[0], -1))
+
+
+def _learn_after():
+    """At the end of a run (any end but os._exit): what it imported goes to the learned file."""
+    st = _STATE.pop('learn', None)
+    if st is None:
+        return
+    try:
+        learned, start_modules, roots, path0, known = st
+        if known is not None and known.issuperset(sys.modules):
+            return
+        learned.save(learned.script_identity(), _learn_seen(start_modules, roots, path0))
+    except BaseException:
+        pass
+
+
 def _prepare():
     start_modules = set(sys.modules)
     me = os.path.realpath(os.path.abspath(__file__))
@@ -463,7 +695,20 @@ def _prepare():
         start_cwd = os.getcwd()
     except OSError:
         start_cwd = None
-    preload, inits, cold_argv = _parse_adapter_args(sys.argv[1:])
+    preload, inits, learn_target, cold_argv = _parse_adapter_args(sys.argv[1:])
+    learned, learned_preload = None, []
+    if learn_target is not None and start_env.get('CACHED_EXEC_DISABLE', '0') in ('', '0'):
+        # Before the init's environment reads are recorded: where the cache is
+        # decides nothing the program sees. Cold runs import nothing learned
+        # (a module not yet accepted by a snapshot might print, write or
+        # depend on when it is imported), they only learn.
+        learned = _Learned(learn_target, start_env)
+        learned.read()
+        if resume_fd is not None:
+            limit = start_env.get('CACHED_EXEC_PRELOAD_LIMIT', '')
+            ident = learned.script_identity()
+            if ident is not None and ident == learned.ident:
+                learned_preload = learned.preloads(int(limit) if limit.isdigit() else None)
     pythonpath = start_env.get('PYTHONPATH')
     # sys.path entries that depend on the cwd at startup (python makes relative
     # PYTHONPATH entries absolute against it): only that cwd can resume.
@@ -485,6 +730,16 @@ def _prepare():
     try:
         for m in preload:
             __import__(m)
+        for m, origin in learned_preload:
+            # From a frame outside __main__ (_R's globals are sys's): python shows a
+            # DeprecationWarning only where __main__ triggers it, and in the run that
+            # learned the module something else imported it (pip's pkg_resources).
+            _R(__import__, m, None)
+            spec = getattr(sys.modules.get(m), '__spec__', None)
+            found = getattr(spec, 'origin', None)
+            if spec is not None and found != origin:
+                # Resolved elsewhere than in the run that learned it: that run found it another way.
+                raise ImportError('%s: learned from %s, found %s' % (m, origin, found))
         if inits:
             import runpy
             for f in inits:
@@ -517,6 +772,9 @@ def _prepare():
     # program's own objects: an exit after importing numpy takes ~7 ms less.
     # Cold runs do the same, so both behave alike.
     import gc
+    if resume_fd is not None:
+        # Objects the init made are frozen below, out of _fast_exit's sight: judged once, here.
+        _FAST['ok'] = _nothing_finalizes(_std_ids())
     gc.freeze()
 
     if resume_fd is not None:
@@ -596,6 +854,14 @@ def _prepare():
         path0 = None
     if path0 is not None and _shadowed(path0 or cwd, names):
         _cold(argv, env)
+    if learned is not None and learn_target == ('module:' + target if kind == 'm' else 'script:' + os.path.abspath(target)
+                                                if kind == 's' else None):
+        roots = set(p for p in sys.path if isinstance(p, str) and p[:1] == '/')
+        # A restore (its script cannot have changed: the image depends on it) has
+        # nothing to write unless a module beyond the preloaded and learned ones comes.
+        known = set(sys.modules).union(n for n, _ in learned.plus) if resume_fd is not None else None
+        _STATE['learn'] = (learned, start_modules, roots, os.path.realpath(path0 or cwd), known)
+        _record_import_order()
 
     # From here on the process becomes the caller's program.
     if env is not start_env:
@@ -725,6 +991,12 @@ def _after(how):
     kind, d = _STATE.get('kind'), _STATE.get('globals')
     if kind is None:
         return
+    _learn_after()
+    # _STATE was frozen with the adapter (gc.freeze) and the adapter's module
+    # is no longer in sys.modules: nothing would ever clear it, so a reference
+    # kept there would keep the program's globals alive past the exit. Python
+    # clears __main__ at exit: __del__ methods run, files left open are flushed.
+    del _STATE['globals']
     if kind == 's':
         _flush_std()  # _PyRun_SimpleFileObject's flush_io()
         if how == 0:
@@ -738,14 +1010,113 @@ def _after(how):
                 setattr(sys, n, _Hold(n, f, main))
     if how == 2:
         _install_hook(kind == 's', d)
+    _STATE.clear()  # the rest of the adapter's state (the adapter's module) goes too
+    del d
 
 
+def _gen_types():
+    def g():
+        yield
+
+    async def c():
+        pass
+
+    async def a():
+        yield
+    co = c()
+    co.close()
+    return type(g()), type(co), type(a())
+
+
+# Weak reference callbacks of the standard library's weak containers: they only drop an entry.
+_HARMLESS_CALLBACKS = ('WeakSet.__init__.<locals>._remove', 'WeakValueDictionary.__init__.<locals>.remove',
+                       'WeakKeyDictionary.__init__.<locals>.remove', 'WeakMethod.__new__.<locals>._cb')
+
+
+def _nothing_finalizes(std):
+    """Whether no tracked object would do anything when python's teardown frees it:
+    no open file but the standard streams, no suspended generator or coroutine
+    (its finally blocks run), no object of a class with __del__, no weak
+    reference with a callback but the standard containers'. Frozen objects
+    (the init's) are not looked at here: _prepare checked them at the snapshot."""
+    import gc
+    import io
+    import weakref
+    gens = _gen_types()
+    for o in gc.get_objects():
+        t = type(o)
+        if t in gens:
+            fr = getattr(o, 'gi_frame', None) or getattr(o, 'cr_frame', None) or getattr(o, 'ag_frame', None)
+            if fr is not None and fr.f_lasti >= 0:
+                return False
+        elif isinstance(o, io.IOBase):
+            if id(o) not in std and not o.closed:
+                return False
+        elif getattr(t, '__del__', None) is not None:
+            return False
+        elif isinstance(o, weakref.ref) and o.__callback__ is not None and \
+                getattr(o.__callback__, '__qualname__', None) not in _HARMLESS_CALLBACKS:
+            return False
+    return True
+
+
+def _std_ids():
+    """The standard streams and their layers: python's teardown only flushes them."""
+    std = set()
+    for f in (sys.stdin, sys.stdout, sys.stderr, sys.__stdin__, sys.__stdout__, sys.__stderr__):
+        f = getattr(f, '_real', f)
+        b = getattr(f, 'buffer', None)
+        std.update(id(x) for x in (f, b, getattr(b, 'raw', None)) if x is not None)
+    return std
+
+
+def _fast_exit(status):
+    """A restored run's end without python's teardown, which writes to every object
+    the init created (a copy-on-write fault per page: most of a restored tool's
+    time). Only when the teardown would do nothing anyone sees (_nothing_finalizes),
+    and after what python's finalisation does first, in its order: wait for
+    threads (here: none may be left), atexit callbacks (weakref.finalize too),
+    flushing stdout and stderr. Any doubt returns: python exits as usual."""
+    if not _FAST.get('ok') or not isinstance(status, int) or not -2 ** 31 <= status < 2 ** 31:
+        return
+    try:
+        if sys.flags.inspect or os.environ.get('PYTHONINSPECT'):
+            return
+        th = sys.modules.get('threading')
+        if th is not None and th.active_count() > 1:
+            return
+        std = _std_ids()
+        if not _nothing_finalizes(std):
+            return
+        import atexit
+        atexit._run_exitfuncs()
+        if (th is not None and th.active_count() > 1) or not _nothing_finalizes(std):
+            return
+        for n in ('stdout', 'stderr'):
+            f = getattr(sys, n, None)
+            if f is not None:
+                f.flush()
+    except BaseException:
+        return
+    os._exit(status & 0xff)
+
+
+def _exit_status(e):
+    """The status python gives a SystemExit, when it prints nothing (None or an int)."""
+    code = e.code
+    if code is None:
+        return 0
+    return code if isinstance(code, int) else None
+
+
+_FAST = {}
 _cx = _prepare()
 try:
     _R(*_cx)
-except SystemExit:
+except SystemExit as _e:
     _cx = None
     _after(1)
+    _fast_exit(_exit_status(_e))
     raise
 except BaseException:
     _cx = None
@@ -753,3 +1124,4 @@ except BaseException:
     raise
 _cx = None
 _after(0)
+_fast_exit(0)

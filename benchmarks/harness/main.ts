@@ -470,6 +470,46 @@ interface PostInitSpec {
   launcherArgs: string[];
   program: string;
   args: string[];
+  /** Variables for every row of the group (cold, adapter, restored alike). */
+  extraEnv?: Record<string, string>;
+  /** Learned preloads: argument lists run once through the launcher (cold, learning) before the warm. */
+  learnWith?: string[][];
+  /** Another spec of the same program took the image already (one image per script). */
+  sharesImage?: boolean;
+}
+
+/**
+ * Python command-line tools through --after-init with learned preloads: the
+ * #! scripts in the bin directory of pyenv's newest python that has aws,
+ * pip and flask (the issue's machine: 3.11). Without pyenv: no rows (a note says so).
+ */
+export function pythonToolSpecs(notes: string[]): PostInitSpec[] {
+  const root = path.join(os.homedir(), '.pyenv', 'versions');
+  let bin: string | null = null;
+  try {
+    for (const v of fs.readdirSync(root).sort().reverse()) {
+      const d = path.join(root, v, 'bin');
+      if (['aws', 'pip', 'flask'].every((t) => fs.existsSync(path.join(d, t)))) {
+        bin = d;
+        break;
+      }
+    }
+  } catch { /* no pyenv */ }
+  if (!bin) {
+    notes.push('python tool rows (aws, pip, flask with learned preloads) skipped: no ~/.pyenv/versions/*/bin with aws, pip and flask');
+    return [];
+  }
+  const extraEnv = { PIP_DISABLE_PIP_VERSION_CHECK: '1' }; // pip list would ask the network otherwise
+  const tool = (t: string, label: string, args: string[], learnWith?: string[][]): PostInitSpec => ({
+    name: `py-${t}-${label}-init`, title: `${t} ${args.join(' ')} (${bin}/${t}, learned preloads)`,
+    cold: [path.join(bin, t), ...args], launcherArgs: ['--after-init'], program: path.join(bin, t), args, extraEnv,
+    ...(learnWith ? { learnWith } : { sharesImage: true }),
+  });
+  return [
+    tool('aws', 'version', ['--version'], [['--version'], ['configure', 'list']]), tool('aws', 'configure', ['configure', 'list']),
+    tool('pip', 'version', ['--version'], [['--version'], ['list']]), tool('pip', 'list', ['list']),
+    tool('flask', 'version', ['--version'], [['--version'], ['--help']]), tool('flask', 'help', ['--help']),
+  ];
 }
 
 /** The first python3 whose imports include numpy (pyenv's, often), else the system one with the standard library. */
@@ -520,12 +560,22 @@ function hitCount(cacheDir: string): number {
   return decodeRunRecords(fs.readFileSync(log)).records.filter((r) => r.outcome === 'HIT').length;
 }
 
-function postInitGroups(native: Native, opts: Options, tmp: string, env: Record<string, string>, seed: number): Group[] {
+function postInitGroups(native: Native, opts: Options, tmp: string, baseEnv: Record<string, string>, seed: number, notes: string[]): Group[] {
   const groups: Group[] = [];
-  for (const s of postInitSpecs(env, tmp)) {
+  const wanted = (name: string): boolean => !opts.only || !opts.only.some((o) => o.endsWith('-init')) || opts.only.includes(name) ||
+    (opts.only.includes('py-tools-init') && name.startsWith('py-'));
+  let lastWarm: { ok: boolean; out: string } | null = null;
+  for (const s of [...postInitSpecs(baseEnv, tmp), ...pythonToolSpecs(notes)].filter((x) => wanted(x.name))) {
+    const env = { ...baseEnv, ...s.extraEnv };
+    for (const args of s.learnWith ?? []) {
+      log(`learning ${s.program} ${args.join(' ')}`);
+      spawnSync(LAUNCHER, [...s.launcherArgs, s.program, ...args], { env, timeout: 120_000, stdio: 'ignore' });
+    }
     log(`warming ${s.name}`);
     const t0 = process.hrtime.bigint();
-    const w = spawnSync(LAUNCHER, ['--warm', ...s.launcherArgs, s.program], { env, encoding: 'utf8', timeout: 300_000 });
+    const w: { status: number | null; stdout: string; stderr: string } = s.sharesImage && lastWarm?.ok
+      ? { status: 0, stdout: lastWarm.out, stderr: '' }
+      : spawnSync(LAUNCHER, ['--warm', ...s.launcherArgs, s.program], { env, encoding: 'utf8', timeout: 900_000 });
     const image: ImageInfo = { ok: w.status === 0, warmMs: Number(process.hrtime.bigint() - t0) / 1e6, bytes: 0, regions: 0, files: 0,
       detail: w.status === 0 ? '' : `${w.stdout}${w.stderr}`.trim().split('\n').pop() ?? '', restores: false };
     const m = /\(([\d.]+ \w+), ([\d.]+) ms\)/.exec(w.stdout ?? '');
@@ -544,6 +594,7 @@ function postInitGroups(native: Native, opts: Options, tmp: string, env: Record<
     image.restores = hitCount(env.CACHED_EXEC_DIR as string) === before + 1;
     if (!image.restores) image.detail ||= 'a run through the launcher did not restore';
     if (!image.restores) log(`${s.name}: ${image.detail}`);
+    if (!s.sharesImage) lastWarm = { ok: w.status === 0, out: w.stdout ?? '' };
     const realProgram = s.program.startsWith('/') ? s.program : (resolveOnPath(s.program) as string);
     const cold0 = s.cold[0] as string;
     const cmds: Command[] = [
@@ -568,22 +619,29 @@ function postInitGroups(native: Native, opts: Options, tmp: string, env: Record<
   return groups;
 }
 
+/** Issue 14's bars: the numpy + stdlib row 15x, the python tools (py-*) and bash after its rc 10x. */
+const postInitBar = (name: string): number => (name === 'python-init' ? 15 : 10);
+
 function postInitTargets(groups: Group[]): Target[] {
   return groups.map((g) => {
+    const bar = postInitBar(g.name);
     const r = g.vsCold[`${g.name}/restored`];
     const cold = g.rows.find((x) => x.kind === 'cold')?.summary.median ?? NaN;
     const restored = g.rows.find((x) => x.kind === 'restored')?.summary.median ?? NaN;
     const speedup = cold / restored;
-    const ok = (g.image?.restores ?? false) && speedup >= 10;
+    const ok = (g.image?.restores ?? false) && speedup >= bar;
     return {
       what: `${g.title}: cold / restored`,
-      limit: '>= 10x',
+      limit: `>= ${bar}x`,
       measured: `${speedup.toFixed(1)}x (${cold.toFixed(2)} / ${restored.toFixed(2)} ms, ratio ${(r?.ofMedians ?? NaN).toFixed(3)}, ${g.rounds} runs each)`,
       ok,
       ...(ok ? {} : {
         why: g.image?.restores
-          ? 'under 10x: the restored run still does the work after the checkpoint (for python3 mostly the interpreter\'s exit, ' +
-            'whose module teardown writes to every object the init created: ~4000 copy-on-write faults; ending with os._exit takes ~6 ms)'
+          ? `under ${bar}x: the restored run still does the work after the checkpoint (` + (g.name.startsWith('py-')
+            ? 'the tool\'s own work after its imports, e.g. reading package metadata, and the restore\'s check of every file the image ' +
+              'depends on; the writable pages are copied in up front with MADV_POPULATE_WRITE)'
+            : 'for python3 mostly the interpreter\'s exit, whose module teardown deallocates every object the init created; the ' +
+              'restore copies the image\'s writable pages up front (MADV_POPULATE_WRITE) instead of ~4000 copy-on-write faults during that teardown)')
           : `no restore happened: ${g.image?.detail}`,
       }),
     };
@@ -684,7 +742,7 @@ async function main(): Promise<void> {
     groups.push(group);
   }
 
-  const postInit = opts.only && !opts.only.some((o) => o.endsWith('-init')) ? [] : postInitGroups(native, opts, tmp, env, seed);
+  const postInit = opts.only && !opts.only.some((o) => o.endsWith('-init')) ? [] : postInitGroups(native, opts, tmp, env, seed, notes);
   groups.push(...postInit);
 
   const wl = opts.only ? [] : workloads(native, opts, tmp, env);

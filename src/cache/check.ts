@@ -20,10 +20,11 @@
 import * as fs from 'node:fs';
 import { decodeStruct } from '../image/codec.js';
 import { DATA_PROBLEM, type ImageEnvDep, type ImageKey } from '../image/format.js';
+import { archName, hostMachine, systemPageSize } from '../image/machine.js';
 import { openRegular, readImageMeta, verifyImageData } from './store.js';
 import { describeDependency, observedEnvHash, unmetDependencies, variantSelector } from './envdeps.js';
 import {
-  ABI_HASH, ARCH_X86_64, ENV_DEP, FILE, FORMAT_VERSION, FileKind, HEADER, KEY, MAGIC, Outcome, REGION, RESUME, SECTION, SIGACTION,
+  ABI_HASH, ENV_DEP, FILE, FORMAT_VERSION, FileKind, HEADER, KEY, MAGIC, Outcome, REGION, RESUME, SECTION, SIGACTION,
   SLOT, STATE, SecFlag, Section, SlotKind, Src, StateFlag, VDSO_PART, constName, hash64, layout, sizeOf,
 } from '../image/schema.js';
 
@@ -88,23 +89,8 @@ export const outcomeCode = (name: OutcomeName): number => {
   return v;
 };
 
-let pageSizeCache: number | undefined;
-
-/** AT_PAGESZ from /proc/self/auxv (4096 when it cannot be read). */
-export function systemPageSize(): number {
-  if (pageSizeCache === undefined) {
-    pageSizeCache = 4096;
-    try {
-      const a = fs.readFileSync('/proc/self/auxv');
-      for (let i = 0; i + 16 <= a.length; i += 16) {
-        const type = a.readBigUInt64LE(i);
-        if (type === 0n) break;
-        if (type === 6n /* AT_PAGESZ */) pageSizeCache = Number(a.readBigUInt64LE(i + 8));
-      }
-    } catch { /* not Linux-like: keep the default */ }
-  }
-  return pageSizeCache;
-}
+/** AT_PAGESZ of this process (image/machine.ts; re-exported for existing importers). */
+export { systemPageSize };
 
 /** CACHED_EXEC_MAX_AGE exactly as check_age parses it: leading digits, default 7 days. */
 export function maxAgeFromEnv(env: NodeJS.ProcessEnv = process.env): number {
@@ -183,15 +169,19 @@ export function checkImage(file: string, opts: CheckOptions): Verdict {
   if (st.mode & 0o022) return v('FAIL_OWNER', `image writable by group or others (mode ${(st.mode & 0o777).toString(8)})`, info);
   if (!st.isFile()) return v('FAIL_OWNER', 'image is not a regular file', info);
 
-  // check_header
+  // check_header: the machine first (an image taken on another one is not bad, only not ours).
   const pageSize = opts.pageSize ?? systemPageSize();
+  if (Number(h.arch) !== hostMachine()) {
+    return v('FAIL_ARCH', `image taken on ${archName(Number(h.arch))}, this machine is ${archName(hostMachine())}`, info);
+  }
+  if (Number(h.page_size) !== pageSize) {
+    return v('FAIL_PAGE_SIZE', `image taken with ${h.page_size}-byte pages, this kernel's are ${pageSize} bytes (AT_PAGESZ)`, info);
+  }
   const headerBad: string[] = [];
   if (Number(h.format_version) !== FORMAT_VERSION) headerBad.push(`format version ${h.format_version} (this build reads ${FORMAT_VERSION})`);
   if (Number(h.abi_hash) !== ABI_HASH) headerBad.push(`ABI hash 0x${Number(h.abi_hash).toString(16)} (this build has 0x${ABI_HASH.toString(16)})`);
-  if (Number(h.arch) !== ARCH_X86_64) headerBad.push(`arch ${h.arch}`);
   if (Number(h.header_size) < sizeOf(HEADER)) headerBad.push(`header size ${h.header_size}`);
-  if (Number(h.page_size) !== pageSize) headerBad.push(`page size ${h.page_size} (this system: ${pageSize})`);
-  if (B(h.data_offset) % 4096n !== 0n) headerBad.push('data offset not page-aligned');
+  if (B(h.data_offset) % BigInt(pageSize) !== 0n) headerBad.push('data offset not page-aligned');
   if (meta.length & 7) headerBad.push('metadata size not 8-aligned');
   if (headerBad.length) return v('FAIL_HEADER', headerBad.join('; '), info);
   const sumAt = checksumOffset();
@@ -362,7 +352,7 @@ export function checkImage(file: string, opts: CheckOptions): Verdict {
   for (const [i, r] of regions.entries()) {
     const addr = B(r.addr);
     const len = B(r.len);
-    if ((addr | len) % 4096n !== 0n || len === 0n) return v('FAIL_HEADER', `region ${i} not page-aligned`, info);
+    if ((addr | len) % BigInt(pageSize) !== 0n || len === 0n) return v('FAIL_HEADER', `region ${i} not page-aligned`, info);
     const src = Number(r.source);
     if (src === Src.FILE) {
       if (Number(r.file) >= files.length || !mapped.has(Number(r.file))) return v('FAIL_HEADER', `region ${i}: bad file index`, info);

@@ -6,10 +6,42 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { adapterKind, adapterWords } from '../resume/spec.js';
 import { CxError } from '../common/errors.js';
+import { readShebang, resolveProgram } from '../common/resolve.js';
 import type { Context } from './context.js';
 
-/** undefined when no --after-init was given. */
-export function afterInitFromOptions(ctx: Context, program: string): { words: string[] } | undefined {
+/**
+ * A #! script whose line names python (no argument) runs through the python
+ * adapter with learned preloads, as the launcher does (after_init.c
+ * after_init_python_script): its interpreter and the script as the target.
+ */
+function pythonScript(program: string, env: NodeJS.ProcessEnv): { interpreter: string; target: string } | null {
+  try {
+    const r = resolveProgram(program, env);
+    const sb = readShebang(r.path);
+    if (!sb) return null;
+    const target = `script:${path.resolve(r.path)}`;
+    if (sb.arg !== null && path.basename(sb.interpreter) === 'env' && adapterKind(sb.arg) === 'python' && !sb.arg.includes('/')) {
+      // "#!/usr/bin/env python3": the first python3 on PATH, unless a shim comes first (the launcher's env_lookup).
+      for (const dir of (env.PATH ?? '/bin:/usr/bin').split(':')) {
+        const cand = path.join(dir || '.', sb.arg);
+        if (!fs.existsSync(cand)) continue;
+        const py = resolveProgram(sb.arg, env);
+        return py.path === cand && path.isAbsolute(cand) ? { interpreter: cand, target } : null;
+      }
+      return null;
+    }
+    if (sb.arg !== null || adapterKind(sb.interpreter) !== 'python') return null;
+    return { interpreter: sb.interpreter, target };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * undefined when no --after-init was given. `program`, when set, is what the
+ * image is of (a python #! script's interpreter).
+ */
+export function afterInitFromOptions(ctx: Context, program: string): { words: string[]; program?: string } | undefined {
   const init = ctx.options.get('--after-init');
   const preload = ctx.options.get('--preload');
   if (init === undefined) {
@@ -17,6 +49,8 @@ export function afterInitFromOptions(ctx: Context, program: string): { words: st
     return undefined;
   }
   const kind = adapterKind(program);
+  const script = kind === 'generic' && !init && preload === undefined ? pythonScript(program, ctx.env) : null;
+  if (script) return { words: adapterWords('python', { learn: script.target }), program: script.interpreter };
   if (kind === 'generic' && (init || preload)) {
     throw new CxError('usage', '--after-init=FILE and --preload need bash or python', { reason: '--after-init' });
   }

@@ -56,7 +56,9 @@ export const COMMANDS: readonly Entry[] = [
   { name: '--max-entries', aliases: ['-F'], arity: 'one', operand: 'COUNT', json: true, run: maxEntries,
     summary: 'limit the number of images (0 = no limit)' },
   { name: '--shims-install', arity: 'any', operand: '[DIR] PROG...', json: true, run: shimsInstall, modifiers: ['--auto', '--system', '--dir'],
-    summary: 'symlinks named PROG to the launcher in the shim directory (--auto [N]: the N most-run programs; ' +
+    options: ['--after-init'],
+    summary: 'symlinks named PROG to the launcher in the shim directory (--auto [N]: the N most-run programs; --after-init: ' +
+      'they use post-init images, python #! scripts with learned preloads; ' +
       'DIR, a path with a \'/\', optionally after --dir: another directory than ~/.local/share/cached-exec/shims)' },
   { name: '--shims-remove', arity: 'any', operand: '[DIR] [PROG...]', json: true, run: shimsRemove, modifiers: ['--system', '--dir'],
     summary: 'remove the named shims (all when none is named)' },

@@ -146,8 +146,8 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
       return { v, a };
     }
     const s = tryLayer('system', sysDir, withInit(keyFromStat(exe, st, env, 0, 0n)), 0, exe);
-    // As key.c: a system image that is not this user's to use leaves the user's own miss (which is queued).
-    const notOurs = ['FAIL_IDENTITY', 'FAIL_IMAGE_IO', 'FAIL_OWNER'].includes(s.v.outcome);
+    // As key.c: a system image that is not this user's to use (or not this machine's) leaves the user's own miss (which is queued).
+    const notOurs = ['FAIL_IDENTITY', 'FAIL_IMAGE_IO', 'FAIL_OWNER', 'FAIL_ARCH', 'FAIL_PAGE_SIZE'].includes(s.v.outcome);
     return s.v.outcome !== 'MISS' && !notOurs ? s : { v, a };
   };
 
@@ -177,7 +177,7 @@ function systemDirProblem(dir: string): string | null {
 }
 
 /** Refusals that no change of the user's can undo: the program's kind or rights. */
-const PERMANENT_REFUSALS = new Set(['not-elf', 'static-binary', 'foreign-arch', 'privileged']);
+const PERMANENT_REFUSALS = new Set(['not-elf', 'static-binary', 'foreign-arch', 'unported-arch', 'privileged']);
 
 function finish(p: Prediction, user: Store, outcome: OutcomeName, detail: string, v: Verdict | null, a: Attempt | null,
   program: string, env: NodeJS.ProcessEnv): Prediction {
@@ -219,6 +219,8 @@ function finish(p: Prediction, user: Store, outcome: OutcomeName, detail: string
     p.hint = `the image's data is damaged: 'cached-exec --cleanup' removes it, '${warm}' re-takes it`;
   } else if (outcome === 'FAIL_IDENTITY' || (outcome === 'FAIL_IMAGE_IO' && detail.includes('serves root only'))) {
     p.hint = `the system layer's image is root's own; '${warm}' takes one for you in your cache (tried first)`;
+  } else if (outcome === 'FAIL_ARCH' || outcome === 'FAIL_PAGE_SIZE') {
+    p.hint = `an image serves only the architecture and page size it was taken on: '${warm}' takes one on this machine`;
   } else if (outcome === 'BYPASS_UNTRUSTED_DIR') {
     p.hint = 'the cache directory must be an absolute path to a real directory (not a symlink) owned by you, mode 0700';
   } else if (outcome.startsWith('FAIL_')) {

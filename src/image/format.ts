@@ -9,11 +9,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { decodeStruct, encodeStruct } from './codec.js';
 import {
-  ABI_HASH, ARCH_X86_64, ENV_DEP, FILE, FORMAT_VERSION, HEADER, INTEGRITY, KEY, MAGIC, REGION, RESUME, SECTION, SIGACTION, SLOT, STATE,
+  ABI_HASH, ENV_DEP, FILE, FORMAT_VERSION, HEADER, INTEGRITY, KEY, MAGIC, REGION, RESUME, SECTION, SIGACTION, SLOT, STATE,
   VDSO_PART, FileKind, ResumeFlag, Section, SecFlag, Src, hash64, sizeOf, type StructDef,
 } from './schema.js';
+import { hostMachine, systemPageSize } from './machine.js';
 
-export const PAGE_SIZE = 4096;
+/** AT_PAGESZ of this kernel: data is laid out (and mapped at restore) in its pages; the header records it. */
+export const PAGE_SIZE = systemPageSize();
 
 export interface ImageKey {
   euid: number;
@@ -320,7 +322,7 @@ export function serializeImage(img: ImageModel): Buffer {
 
   const meta = Buffer.alloc(dataOffset);
   encodeStruct(HEADER, {
-    magic: MAGIC, format_version: FORMAT_VERSION, abi_hash: ABI_HASH, arch: ARCH_X86_64, page_size: PAGE_SIZE,
+    magic: MAGIC, format_version: FORMAT_VERSION, abi_hash: ABI_HASH, arch: hostMachine(), page_size: PAGE_SIZE,
     header_size: headerSize, section_count: sections.length, meta_size: metaSize, data_offset: dataOffset,
     file_size: dataOff, checksum: 0, created_ns: img.createdNs, flags: 0, reserved: 0,
   }, meta, 0);

@@ -3,7 +3,7 @@
  * Output is committed as src/restore/image_format.h; `npm run gen:header`
  * rewrites it and a unit test fails when the two drift apart.
  */
-import { ABI_HASH, ARCH_X86_64, CONSTANTS, FORMAT_VERSION, MAGIC, STRUCTS, layout } from './schema.js';
+import { ABI_HASH, ARCH_AARCH64, ARCH_X86_64, CONSTANTS, FORMAT_VERSION, MAGIC, STRUCTS, layout } from './schema.js';
 
 const CTYPE = { u8: 'uint8_t', u16: 'uint16_t', u32: 'uint32_t', u64: 'uint64_t', i64: 'int64_t' } as const;
 
@@ -19,6 +19,7 @@ export function generateHeader(): string {
   out.push(`#define CX_MAGIC 0x${MAGIC.toString(16)}ull`);
   out.push(`#define CX_ABI_HASH 0x${ABI_HASH.toString(16).padStart(8, '0')}u`);
   out.push(`#define CX_ARCH_X86_64 ${ARCH_X86_64}u`);
+  out.push(`#define CX_ARCH_AARCH64 ${ARCH_AARCH64}u`);
   for (const g of CONSTANTS) {
     out.push('');
     out.push(`/* ${g.doc} */`);

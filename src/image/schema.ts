@@ -44,6 +44,7 @@ export const FORMAT_VERSION = 3;
 /** "CXEXIMG1" read as a little-endian u64. */
 export const MAGIC = 0x31474d4958455843n;
 export const ARCH_X86_64 = 62; // EM_X86_64
+export const ARCH_AARCH64 = 183; // EM_AARCH64
 
 export const CONSTANTS: readonly ConstGroup[] = [
   {
@@ -118,6 +119,8 @@ export const CONSTANTS: readonly ConstGroup[] = [
       PROCESS_ID: 14, // post-init: this process's id of kind arg (CX_IDENT_*), binary, width 4
       PROCESS_ID_TEXT: 15, // post-init: the same in decimal, NUL-terminated, in a field of (arg >> 8) bytes
       CLOCK: 16, // post-link: a constructor's clock reading: clock_gettime(arg & 0xff) in form (arg >> 8) & 0xff (CX_CLOCKFORM_*), width 4 or 8 (truncated)
+      BELOW_ARGC: 17, // &argc - arg: a pointer into the stack below the entry point's sp (the loader's finished frames: musl's saved_addends)
+      RANDOM_COPY: 18, // the 8 bytes at AT_RANDOM + arg (arg 0..8), a verbatim copy (musl's malloc secret: AT_RANDOM bytes 8-15)
     },
   },
   {
@@ -166,7 +169,7 @@ export const CONSTANTS: readonly ConstGroup[] = [
       BYPASS_SECURE: 4, // AT_SECURE or a setuid/setgid program
       BYPASS_NO_CACHE_DIR: 5, // no usable cache directory
       FAIL_IMAGE_IO: 6, // the image could not be opened or read
-      FAIL_HEADER: 7, // bad magic, version, ABI hash, arch, page size or section table
+      FAIL_HEADER: 7, // bad magic, version, ABI hash or section table
       FAIL_OWNER: 8, // image not owned by the user or writable by others
       FAIL_CHECKSUM: 9, // metadata checksum mismatch
       FAIL_TRUNCATED: 10, // file size differs from the header
@@ -184,6 +187,8 @@ export const CONSTANTS: readonly ConstGroup[] = [
       BYPASS_STACK_LIMIT: 22, // RLIMIT_STACK too small for the launcher to restore (the program runs cold)
       FAIL_IDENTITY: 23, // the image depends on another user's identity (system layer)
       FAIL_ENV: 24, // a variable the image depends on (ENV_DEPS, or the whole environment) differs, and no variant image serves this one
+      FAIL_ARCH: 25, // the image was taken on another architecture (header arch: ELF e_machine)
+      FAIL_PAGE_SIZE: 26, // the image was taken on a kernel with another page size (header page_size vs AT_PAGESZ)
     },
   },
   {
@@ -472,7 +477,7 @@ export function hash64(buf: Uint8Array, seed: bigint = FNV_OFFSET): bigint {
 export function describeFormat(): string {
   const lines: string[] = [];
   lines.push(`cached-exec image format ${FORMAT_VERSION}`);
-  lines.push(`magic 0x${MAGIC.toString(16)} arch ${ARCH_X86_64} little-endian`);
+  lines.push(`magic 0x${MAGIC.toString(16)} arch e_machine (${ARCH_X86_64} x86_64, ${ARCH_AARCH64} aarch64) little-endian`);
   for (const g of CONSTANTS) {
     lines.push(`const ${g.prefix}* -- ${g.doc}`);
     for (const [k, v] of Object.entries(g.values)) lines.push(`  ${g.prefix}${k} = ${v}`);
@@ -510,7 +515,7 @@ export const FileFlag = group('CX_FILEFLAG_') as Readonly<{ EXE: number }>;
 export const SlotKind = group('CX_SLOT_') as Readonly<{
   ARGC_ADDR: number; ARGV: number; ENVP: number; AUXV: number; ARGV_STR: number; ARGV_BASENAME: number;
   PLATFORM: number; RANDOM: number; EXECFN: number; ARGC: number; TID: number; CANARY: number;
-  BASE_PLATFORM: number; PROCESS_ID: number; PROCESS_ID_TEXT: number; CLOCK: number;
+  BASE_PLATFORM: number; PROCESS_ID: number; PROCESS_ID_TEXT: number; CLOCK: number; BELOW_ARGC: number; RANDOM_COPY: number;
 }>;
 export const ClockForm = group('CX_CLOCKFORM_') as Readonly<{
   NS: number; US: number; MS: number; SEC: number; NSEC_OF_SEC: number; USEC_OF_SEC: number;

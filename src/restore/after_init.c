@@ -165,6 +165,124 @@ int parse_after_init(const struct launch *L, int i, struct after_init_req *q)
 	return q->seen && i < L->argc ? i : -1;
 }
 
+/*
+ * What env(1) runs for a bare NAME: the first executable regular file NAME in
+ * a PATH directory (execvp's search, empty entries the cwd). 0 with its path
+ * in `out`; -1 when none, or when a shim of ours comes first (env would run
+ * the shim, which decides for itself): the script then runs as it would have.
+ */
+static int env_lookup(struct launch *L, const char *name, char *out, size_t cap, struct kstat *st)
+{
+	const char *p = cx_getenv(L->envp, "PATH");
+	if (!p)
+		p = "/bin:/usr/bin";
+	for (const char *c = name; *c; c++)
+		if (*c == '/')
+			return -1;
+	for (;;) {
+		const char *end = p;
+		while (*end && *end != ':')
+			end++;
+		struct cx_buf b = { out, 0, cap, 0 };
+		if (end == p)
+			cx_buf_str(&b, ".");
+		else
+			cx_buf_put(&b, p, (size_t)(end - p));
+		cx_buf_str(&b, "/");
+		cx_buf_str(&b, name);
+		if (!b.overflow && sys_stat(out, st) == 0 && (st->st_mode & S_IFMT) == S_IFREG) {
+			if (is_self(L, st))
+				return -1;
+			long r = sys_faccessat2(AT_FDCWD, out, 1 /* X_OK */, AT_EACCESS);
+			if (r == -ENOSYS)
+				r = sys_faccessat(out, 1);
+			if (r == 0)
+				return out[0] == '/' ? 0 : -1; /* a relative hit: python's own path would depend on the cwd */
+		}
+		if (!*end)
+			return -1;
+		p = end + 1;
+	}
+}
+
+/*
+ * --after-init of a #! script whose line names python (python, python3,
+ * python3.N) with no argument, or "/usr/bin/env python3": the python adapter
+ * runs it, with the argv python would get (the interpreter's path, or env's
+ * bare name, then the script path as exec'd, args...) as the user's argv; L
+ * describes the python from here on.
+ * `uargv` has room for user_argc + 2 entries. 1 when rewritten, 0 otherwise
+ * (the script then runs as it would have).
+ */
+int after_init_python_script(struct launch *L, char **uargv)
+{
+	char *interp, *arg;
+	struct kstat st;
+	char found[CX_PATH_MAX];
+	if (adapter_kind(L->name) != ADAPTER_GENERIC || shebang_line(L, L->script_line, &interp, &arg, &st))
+		return 0;
+	const char *exe = interp, *argv0 = interp;
+	if (arg && cx_streq(cx_basename(interp), "env")) {
+		/* "#!/usr/bin/env python3": env runs the first python3 on PATH with argv[0] "python3". */
+		if (adapter_kind(arg) != ADAPTER_PYTHON || env_lookup(L, arg, found, sizeof found, &st))
+			return 0;
+		exe = found;
+		argv0 = arg;
+	} else if (arg || adapter_kind(interp) != ADAPTER_PYTHON) {
+		return 0;
+	}
+	struct cx_buf b = { L->script_path, 0, sizeof L->script_path, 0 };
+	cx_buf_str(&b, L->path);
+	if (b.overflow || cx_strlen(exe) >= sizeof L->path)
+		return 0;
+	struct cx_buf pb = { L->path, 0, sizeof L->path, 0 };
+	cx_buf_str(&pb, exe);
+	int n = 0;
+	uargv[n++] = (char *)argv0;
+	uargv[n++] = L->script_path;
+	for (int i = 1; i < L->user_argc; i++)
+		uargv[n++] = L->user_argv[i];
+	uargv[n] = 0;
+	L->user_argv = uargv;
+	L->user_argc = n;
+	L->prog_argv = uargv;
+	L->prog_argc = n;
+	L->name = argv0;
+	L->st = st;
+	return 1;
+}
+
+/*
+ * Learned preloads (the python adapter's --learn): what a run imports is
+ * learned per script or -m module, so the script or module is part of the
+ * key. Only the plain forms "python SCRIPT ..." and "python -m MOD ...":
+ * "script:" and the script's path made absolute as python's
+ * os.path.abspath does, or "module:NAME". 0 with none.
+ */
+static int learn_target(struct launch *L)
+{
+	struct cx_buf t = { L->learn_target, 0, sizeof L->learn_target, 0 };
+	if (L->user_argc < 2)
+		return 0;
+	const char *a = L->user_argv[1];
+	if (cx_streq(a, "-m") && L->user_argc > 2 && L->user_argv[2][0] && L->user_argv[2][0] != '-') {
+		cx_buf_str(&t, "module:");
+		cx_buf_str(&t, L->user_argv[2]);
+	} else if (a[0] && a[0] != '-') {
+		char abs[CX_PATH_MAX];
+		if (absolute_path(a, abs, sizeof abs))
+			return 0;
+		cx_buf_str(&t, "script:");
+		cx_buf_str(&t, abs);
+	} else {
+		return 0;
+	}
+	for (const char *c = L->learn_target; *c; c++)
+		if (*c == '\x1f' || *c == '\n')
+			return 0; /* not a word of an init spec (spec.ts), nor a line of the learned file */
+	return !t.overflow;
+}
+
 /* A copy of a literal word on the stack (the trampoline's cold exec cannot read .rodata). */
 static char *stack_word(struct cx_buf *t, const char *w)
 {
@@ -221,6 +339,9 @@ int after_init_command(struct launch *L, const struct after_init_req *q, char **
 			if (has_preload) {
 				words[nw++] = stack_word(&t, "--preload");
 				words[nw++] = (char *)q->preload;
+			} else if (!has_file && learn_target(L)) {
+				words[nw++] = stack_word(&t, "--learn");
+				words[nw++] = L->learn_target;
 			}
 		}
 		if (has_file) {

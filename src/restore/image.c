@@ -71,9 +71,18 @@ enum cx_outcome check_owner(const struct image *im, uint32_t euid)
 enum cx_outcome check_header(struct image *im, const uint64_t *auxv)
 {
 	struct cx_header *h = im->h;
-	if (h->format_version != CX_FORMAT_VERSION || h->abi_hash != CX_ABI_HASH || h->arch != CX_ARCH_X86_64 ||
-	    h->header_size < sizeof(struct cx_header) || h->page_size != cx_auxv_get(auxv, AT_PAGESZ) ||
-	    h->data_offset % CX_PAGE || (im->meta_size & 7))
+	/*
+	 * The machine first: arch and page_size sit in the header's fixed prefix
+	 * in every format version, and an image of another machine (a system
+	 * layer built elsewhere, a home shared between machines) is not damaged,
+	 * only not ours: its own outcome says so.
+	 */
+	if (h->arch != CX_ARCH_SELF)
+		return CX_FAIL_ARCH;
+	if (h->page_size != cx_auxv_get(auxv, AT_PAGESZ))
+		return CX_FAIL_PAGE_SIZE;
+	if (h->format_version != CX_FORMAT_VERSION || h->abi_hash != CX_ABI_HASH ||
+	    h->header_size < sizeof(struct cx_header) || h->data_offset % CX_PAGE || (im->meta_size & 7))
 		return CX_FAIL_HEADER;
 	uint64_t sum = h->checksum;
 	h->checksum = 0; /* our private copy: the checksum covers the field as zero */

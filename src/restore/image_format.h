@@ -6,8 +6,9 @@
 
 #define CX_FORMAT_VERSION 3u
 #define CX_MAGIC 0x31474d4958455843ull
-#define CX_ABI_HASH 0xf0ae7baeu
+#define CX_ABI_HASH 0xdd5bb2c6u
 #define CX_ARCH_X86_64 62u
+#define CX_ARCH_AARCH64 183u
 
 /* Section types. Unknown types are skipped unless flagged REQUIRED. ENV_DEPS (REQUIRED when present): cx_env_dep records. SNAPSHOT_ENV (never REQUIRED, never in a shared layer): NAME=value strings, NUL-terminated, the snapshot's values of the variables the image depends on (all of them when key.env_hash binds the whole environment), which a re-take runs with; the restorer does not read it. */
 #define CX_SECTION_KEY 1u
@@ -68,6 +69,8 @@
 #define CX_SLOT_PROCESS_ID 14u
 #define CX_SLOT_PROCESS_ID_TEXT 15u
 #define CX_SLOT_CLOCK 16u
+#define CX_SLOT_BELOW_ARGC 17u
+#define CX_SLOT_RANDOM_COPY 18u
 
 /* How a CLOCK slot holds its reading ((arg >> 8) & 0xff). */
 #define CX_CLOCKFORM_NS 0u
@@ -125,6 +128,8 @@
 #define CX_OUTCOME_BYPASS_STACK_LIMIT 22u
 #define CX_OUTCOME_FAIL_IDENTITY 23u
 #define CX_OUTCOME_FAIL_ENV 24u
+#define CX_OUTCOME_FAIL_ARCH 25u
+#define CX_OUTCOME_FAIL_PAGE_SIZE 26u
 
 /* Statistics log. */
 #define CX_STAT_MAGIC 827609923u

@@ -70,7 +70,7 @@ int cx_inspect(const char *file)
 	struct out o;
 	__builtin_memset(&im, 0, sizeof im);
 	o.b = (struct cx_buf){ o.buf, 0, sizeof o.buf, 0 };
-	uint64_t auxv[4] = { AT_PAGESZ, CX_PAGE, AT_NULL, 0 };
+	uint64_t auxv[4] = { AT_PAGESZ, CX_PAGE, AT_NULL, 0 }; /* cx_main read it from this process's auxv */
 	enum cx_outcome r = read_meta(&im, AT_FDCWD, file, buf);
 	if (r == CX_HIT)
 		r = check_header(&im, auxv);

@@ -261,6 +261,5 @@ enum cx_outcome jump(const struct image *im, struct launch *L, int exe_fd, const
 	if (L->rotate)
 		cx_queue_miss(L, CX_QUEUE_ROTATE);
 	cx_close_dirs(L);
-	__asm__ volatile("jmp *%1" : : "D"(p), "r"(code) : "memory");
-	__builtin_unreachable();
+	cx_tramp_enter(p, code, code_len);
 }

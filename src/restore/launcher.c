@@ -226,19 +226,57 @@ static void fix_argv0(struct launch *L, const char *shim)
 	}
 }
 
+static __attribute__((noreturn)) void after_init_resolved(struct launch *L, const struct after_init_req *q, int key_only,
+							  const char *shim);
+
 static __attribute__((noreturn)) void run(struct launch *L)
 {
 	int rc = resolve(L);
 	if (rc)
 		sys_exit_group(rc);
+	if (L->shim && is_afterinit_shim(L->shim)) {
+		/* --shims-install --after-init: as `cached-exec --after-init PROG ARGS` (no frame of ours to rebuild). */
+		struct after_init_req q = { 1, 0, 0 };
+		L->user_argv = L->prog_argv;
+		L->user_argc = L->prog_argc;
+		L->prog_sp = 0;
+		after_init_resolved(L, &q, 0, L->shim);
+	}
 	fix_argv0(L, L->shim ? L->shim : L->first_shim);
 	run_resolved(L);
 }
 
 /*
+ * The resolved program of a post-init run (L->user_argv: the user's argv):
+ * restore it from a post-init image, or run the adapter's command cold (which
+ * runs the same init directly). A #! script run by python becomes its
+ * interpreter's run (after_init_python_script).
+ */
+static __attribute__((noreturn)) void after_init_resolved(struct launch *L, const struct after_init_req *q, int key_only,
+							  const char *shim)
+{
+	/* The user's argv[0] is what the adapter applies: the same rule as fix_argv0 (the context copies the strings). */
+	if (L->user_argc && argv0_names_launcher(L, L->user_argv[0], shim))
+		L->user_argv[0] = L->path;
+	char *uargv[L->user_argc + 3];
+	after_init_python_script(L, uargv);
+	char *argv2[L->user_argc + CX_MAX_WORDS + 2];
+	if (after_init_command(L, q, argv2, !key_only) < 0) {
+		if (key_only)
+			sys_exit_group(2);
+		cx_cold_exec(L); /* the plain program, as without cached-exec */
+	}
+	if (key_only) {
+		if (L->no_restore)
+			sys_exit_group(1); /* the init spec does not fit: no key */
+		print_key_resolved(L);
+	}
+	run_resolved(L);
+}
+
+/*
  * cached-exec [--internal-key | --internal-restore-dry] --after-init[=FILE]
- * [--preload LIST] PROG ARGS...: restore PROG from a post-init image, or run
- * the adapter's command cold (which runs the same init directly).
+ * [--preload LIST] PROG ARGS...
  */
 static __attribute__((noreturn)) void after_init(struct launch *L, int first, int key_only)
 {
@@ -257,21 +295,7 @@ static __attribute__((noreturn)) void after_init(struct launch *L, int first, in
 	int rc = resolve(L);
 	if (rc)
 		sys_exit_group(rc);
-	/* The user's argv[0] is what the adapter applies: the same rule as fix_argv0 (the context copies the strings). */
-	if (L->user_argc && argv0_names_launcher(L, L->user_argv[0], L->first_shim))
-		L->user_argv[0] = L->path;
-	char *argv2[L->argc + CX_MAX_WORDS + 2];
-	if (after_init_command(L, &q, argv2, !key_only) < 0) {
-		if (key_only)
-			sys_exit_group(2);
-		cx_cold_exec(L); /* the plain program, as without cached-exec */
-	}
-	if (key_only) {
-		if (L->no_restore)
-			sys_exit_group(1); /* the init spec does not fit: no key */
-		print_key_resolved(L);
-	}
-	run_resolved(L);
+	after_init_resolved(L, &q, key_only, L->first_shim);
 }
 
 /*
@@ -301,6 +325,8 @@ static int script_run(struct launch *L, const char *execfn)
 	return 1;
 }
 
+uint64_t cx_page_size = 4096;
+
 __attribute__((noreturn, used)) void cx_main(uint64_t *sp, int own_stack)
 {
 	struct launch L;
@@ -319,6 +345,10 @@ __attribute__((noreturn, used)) void cx_main(uint64_t *sp, int own_stack)
 	while (*e)
 		e++;
 	L.auxv = (uint64_t *)(e + 1);
+	uint64_t pagesz = cx_auxv_get(L.auxv, AT_PAGESZ);
+	/* Before any use of CX_PAGE; a kernel that gives none (or nonsense) keeps 4096 and images of 4096 alone. */
+	if (pagesz >= 4096 && !(pagesz & (pagesz - 1)))
+		cx_page_size = pagesz;
 	L.kstack_top = cx_kernel_stack_top(L.auxv);
 
 	const char *execfn = (const char *)cx_auxv_get(L.auxv, AT_EXECFN);

@@ -32,6 +32,8 @@ enum cx_outcome {
 	CX_FAIL_EXE = CX_OUTCOME_FAIL_EXE,
 	CX_BYPASS_STACK_LIMIT = CX_OUTCOME_BYPASS_STACK_LIMIT,
 	CX_FAIL_IDENTITY = CX_OUTCOME_FAIL_IDENTITY,
+	CX_FAIL_ARCH = CX_OUTCOME_FAIL_ARCH,
+	CX_FAIL_PAGE_SIZE = CX_OUTCOME_FAIL_PAGE_SIZE,
 };
 
 /* What PR_SET_MM_MAP's exe_fd needs (jump.c exe_settable). */
@@ -108,6 +110,9 @@ struct launch {
 	char adapter[CX_PATH_MAX];
 	char init_file[CX_PATH_MAX];
 	char word_text[64];
+	char learn_target[CX_PATH_MAX + 16]; /* "script:/ABS" or "module:NAME" (learned preloads) */
+	char script_line[256]; /* a python #! script's first line: the interpreter's path lives here */
+	char script_path[CX_PATH_MAX];
 };
 
 /* cachedir.c: trusted directories and the files below them. */
@@ -126,6 +131,8 @@ const char *cx_errno_text(long e);
 int is_self(struct launch *L, const struct kstat *st);
 int resolve(struct launch *L);
 int shebang(struct launch *L, char *script, size_t cap);
+int shebang_line(struct launch *L, char line[256], char **interp, char **arg, struct kstat *ist);
+int is_afterinit_shim(const char *shim);
 int is_selfpath_shim(const char *shim);
 int argv0_names_launcher(struct launch *L, const char *argv0, const char *shim);
 
@@ -146,6 +153,7 @@ int is_after_init_option(const char *a);
 int parse_after_init(const struct launch *L, int i, struct after_init_req *q);
 int after_init_command(struct launch *L, const struct after_init_req *q, char **argv2, int need_adapter);
 uint64_t resume_env_hash(char **envp);
+int after_init_python_script(struct launch *L, char **uargv);
 
 /* restore.c: returns only on failure, with the reason. */
 enum cx_outcome cx_restore(struct launch *L);

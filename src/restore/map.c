@@ -78,6 +78,30 @@ static enum cx_outcome region_source(const struct image *im, const struct file_f
 }
 
 /*
+ * Post-init: copy the image's writable pages into private memory now, in one
+ * call per region (MADV_POPULATE_WRITE, Linux 5.14). The program writes most
+ * of them anyway: CPython's exit decrements the refcount of every object the
+ * init created, ~4000 copy-on-write faults after numpy, and a fault costs far
+ * more than the kernel's loop over the same pages (measured: the restored run
+ * 168 -> 58 ms median under load, and no slower when the program exits at
+ * once). Advice only: an older kernel (EINVAL) or a memory limit leaves the
+ * pages to fault in as before, with the same contents. Called after the
+ * group's mprotects: the kernel refuses to populate a read-only mapping for
+ * writing. Post-link images stay shared with the page cache (they are small
+ * and many run at once: memory matters more than their few faults).
+ */
+static void prefault_writable(const struct image *im, uint32_t from, uint32_t to)
+{
+	if (!im->resume)
+		return;
+	for (uint32_t k = from; k < to; k++) {
+		const struct cx_region *r = REGION_AT(im, k);
+		if (r->source == CX_SRC_DATA && (map_prot(r) & PROT_WRITE))
+			sys_madvise(r->addr, r->len, MADV_POPULATE_WRITE);
+	}
+}
+
+/*
  * Regions that continue one another in memory and in their source (a
  * library's r--, r-x and r-- segments; relro and data in the image) are mapped
  * by one mmap with the first one's protection, and the others get theirs by
@@ -127,6 +151,7 @@ enum cx_outcome map_regions(const struct image *im, const struct file_fds *fds)
 			if (map_prot(r) != map_prot(first) && sys_mprotect(r->addr, r->len, map_prot(r)) < 0)
 				return CX_FAIL_MAP;
 		}
+		prefault_writable(im, i, j);
 		i = j;
 	}
 	return CX_HIT;

@@ -45,6 +45,12 @@ static enum cx_outcome slot_value(const struct launch *L, const struct cx_slot *
 	case CX_SLOT_ARGC_ADDR:
 		*out = (uint64_t)L->prog_sp;
 		return CX_HIT;
+	case CX_SLOT_BELOW_ARGC:
+		/* Dead stack: the same distance below argc as in a cold run. */
+		if (a == 0 || a >= (uint64_t)L->prog_sp)
+			return CX_FAIL_SLOT;
+		*out = (uint64_t)L->prog_sp - a;
+		return CX_HIT;
 	case CX_SLOT_ARGV:
 		if (a > (uint64_t)L->prog_argc)
 			return CX_FAIL_SLOT;
@@ -88,6 +94,15 @@ static enum cx_outcome slot_value(const struct launch *L, const struct cx_slot *
 			((struct launch *)L)->tid = (uint32_t)sys_gettid();
 		*out = L->tid;
 		return CX_HIT;
+	case CX_SLOT_RANDOM_COPY: {
+		/* A secret the loader copied from AT_RANDOM: this process's own, as a cold run's. */
+		uint64_t r = cx_auxv_get(L->auxv, AT_RANDOM), v;
+		if (!r || a > 8)
+			return CX_FAIL_SLOT;
+		__builtin_memcpy(&v, (const void *)(r + a), 8);
+		*out = v;
+		return CX_HIT;
+	}
 	case CX_SLOT_CANARY: {
 		/* A fresh guard for this process: no frame is live at the entry point. */
 		uint64_t r = cx_auxv_get(L->auxv, AT_RANDOM), v;

@@ -56,6 +56,21 @@ int is_selfpath_shim(const char *shim)
 }
 
 /*
+ * Whether `shim` is a shim that uses post-init images: a symlink to the
+ * launcher through <pkg>/bin/cached-exec-afterinit (--shims-install
+ * --after-init). Its program runs as `cached-exec --after-init PROG` would.
+ */
+int is_afterinit_shim(const char *shim)
+{
+	char target[CX_PATH_MAX];
+	long n = sys_readlink(shim, target, sizeof target - 1);
+	if (n <= 0)
+		return 0;
+	target[n] = 0;
+	return cx_streq(cx_basename(target), "cached-exec-afterinit");
+}
+
+/*
  * What the program sees as argv[0]: the caller's, untouched, unless it
  * leads to the launcher instead of the program. A program that locates
  * itself through argv[0] (gcc searches PATH for it and resolves symlinks
@@ -74,7 +89,7 @@ int argv0_names_launcher(struct launch *L, const char *argv0, const char *shim)
 	for (const char *p = argv0; *p; p++)
 		if (*p == '/')
 			return sys_stat(argv0, &st) == 0 && is_self(L, &st);
-	return shim && shim[0] && cx_streq(cx_basename(shim), argv0) && is_selfpath_shim(shim);
+	return shim && shim[0] && cx_streq(cx_basename(shim), argv0) && (is_selfpath_shim(shim) || is_afterinit_shim(shim));
 }
 
 /* 0 when found (L->path, L->st filled), else the exit status to use. */
@@ -159,14 +174,15 @@ static int may_exec(const char *path)
 }
 
 /*
- * A #! script: do what the kernel would (binfmt_script) so the interpreter can
- * be restored: argv becomes interpreter [arg] script-path args... Returns 0 when
- * L now describes the interpreter run. The line must fit the kernel's 256-byte
- * buffer and end in a newline; anything unusual is left to the kernel (cold).
+ * The #! line of L->path as the kernel reads it: 0 with `interp` (absolute,
+ * an executable regular file that is not the launcher), `arg` (or 0) and the
+ * interpreter's stat, when execve would run it: the script executable for the
+ * euid, a regular file, not on a noexec mount. The line must fit the kernel's
+ * 256-byte buffer and end in a newline; anything unusual is left to the
+ * kernel (cold). `line` holds the strings.
  */
-int shebang(struct launch *L, char *script, size_t cap)
+int shebang_line(struct launch *L, char line[256], char **interp_out, char **arg_out, struct kstat *ist)
 {
-	char line[256];
 	/* What execve demands first: may run it (x bit for the euid), not on a noexec mount. */
 	if (!may_exec(L->path))
 		return -1;
@@ -177,7 +193,7 @@ int shebang(struct launch *L, char *script, size_t cap)
 	struct statfs_k fs;
 	long n = -1;
 	if (sys_fstat(fd, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG && sys_fstatfs(fd, &fs) == 0 && !(fs.f_flags & ST_NOEXEC))
-		n = sys_read(fd, line, sizeof line - 1);
+		n = sys_read(fd, line, 255);
 	sys_close(fd);
 	if (n < 3 || line[0] != '#' || line[1] != '!')
 		return -1;
@@ -209,7 +225,24 @@ int shebang(struct launch *L, char *script, size_t cap)
 	}
 	if (!interp[0] || interp[0] != '/')
 		return -1;
-	if (sys_stat(interp, &st) < 0 || (st.st_mode & S_IFMT) != S_IFREG || is_self(L, &st) || !may_exec(interp))
+	if (sys_stat(interp, ist) < 0 || (ist->st_mode & S_IFMT) != S_IFREG || is_self(L, ist) || !may_exec(interp))
+		return -1;
+	*interp_out = interp;
+	*arg_out = arg;
+	return 0;
+}
+
+/*
+ * A #! script: do what the kernel would (binfmt_script) so the interpreter can
+ * be restored: argv becomes interpreter [arg] script-path args... Returns 0 when
+ * L now describes the interpreter run.
+ */
+int shebang(struct launch *L, char *script, size_t cap)
+{
+	char line[256];
+	char *interp, *arg;
+	struct kstat st;
+	if (shebang_line(L, line, &interp, &arg, &st))
 		return -1;
 	struct cx_buf b = { script, 0, cap, 0 };
 	cx_buf_str(&b, L->path);

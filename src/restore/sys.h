@@ -62,6 +62,7 @@
 #define MAP_NORESERVE 0x4000
 #define MAP_GROWSDOWN 0x0100
 #define MAP_FIXED_NOREPLACE 0x100000
+#define MADV_POPULATE_WRITE 23
 #define MREMAP_MAYMOVE 1
 #define MREMAP_FIXED 2
 
@@ -186,6 +187,10 @@ SYS_INLINE long sys_munmap(uint64_t addr, uint64_t len) { return sys_call2(__NR_
 SYS_INLINE long sys_mprotect(uint64_t addr, uint64_t len, int prot)
 {
 	return sys_call3(__NR_mprotect, (long)addr, (long)len, prot);
+}
+SYS_INLINE long sys_madvise(uint64_t addr, uint64_t len, int advice)
+{
+	return sys_call3(__NR_madvise, (long)addr, (long)len, advice);
 }
 SYS_INLINE long sys_mremap(uint64_t old, uint64_t oldlen, uint64_t newlen, int flags, uint64_t newaddr)
 {

@@ -8,7 +8,14 @@
 #include "sys.h"
 
 #define CX_PATH_MAX 4096
-#define CX_PAGE 4096ull
+/*
+ * The page size, from AT_PAGESZ (cx_main sets it before anything else runs):
+ * 4 KiB on x86_64, 4, 16 or 64 KiB on aarch64 kernels. Every alignment and
+ * unmap length in the launcher uses it; a constant would be wrong on a 16K
+ * kernel. 4096 until set, which is only the case for --inspect's tools.
+ */
+extern uint64_t cx_page_size;
+#define CX_PAGE cx_page_size
 
 static inline size_t cx_strlen(const char *s)
 {

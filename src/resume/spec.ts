@@ -25,6 +25,8 @@ export interface AfterInitRequest {
   initFile?: string;
   /** --preload MOD,... (python). */
   preload?: string;
+  /** Learned preloads (python): "script:/ABS" or "module:NAME" (src/resume/learned.ts). */
+  learn?: string;
 }
 
 /** shell/ of this package, resolved like the launcher resolves it from /proc/self/exe. */
@@ -56,6 +58,7 @@ export function adapterWords(kind: AdapterKind, req: AfterInitRequest, dir = she
   } else if (kind === 'python') {
     words.push(path.join(dir, 'cached_exec_resume.py'));
     if (req.preload) words.push('--preload', req.preload);
+    else if (req.learn && !req.initFile) words.push('--learn', req.learn);
     if (req.initFile) words.push('--init', req.initFile);
   }
   return words;

@@ -12,9 +12,11 @@
 import * as fs from 'node:fs';
 import { SnapshotRefusal } from './refusal.js';
 import { readMem } from './trace.js';
+import { systemPageSize } from '../image/machine.js';
 
-export const PAGE = 4096;
-const PAGE_N = 4096n;
+/** AT_PAGESZ: the traced program runs on this kernel, with these pages (16K on some arm64 kernels). */
+export const PAGE = systemPageSize();
+const PAGE_N = BigInt(PAGE);
 
 export interface Mapping {
   start: bigint;

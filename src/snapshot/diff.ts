@@ -22,6 +22,7 @@ import { AT, killTracee, readMem, runToEntry, type StoppedAtEntry, type TraceOpt
 import { acceptLoaderClockWords, changingWords, counterTrappable, loaderPath, type Unexplained } from './clock.js';
 import type { EnvLookup } from './lookups.js';
 import { checkSameReads, clockB, clockNow, clockValue, matchClockWord, type ClockBase, type ClockRead } from './vdso-clock.js';
+import { deadStackWords, type DeadStackWord } from './dead-stack.js';
 
 export interface Run {
   pid: number;
@@ -56,9 +57,9 @@ function checkTimeStampReads(t: StoppedAtEntry, maps: Mapping[]): void {
   }
 }
 
-type CapturedRun = Run & { random: Buffer; lookups?: EnvLookup[] };
+export type CapturedRun = Run & { random: Buffer; lookups?: EnvLookup[] };
 
-function capture(o: TraceOptions): CapturedRun {
+export function capture(o: TraceOptions): CapturedRun {
   const t = runToEntry(o);
   try {
     const trap = t.envTrap;
@@ -79,7 +80,7 @@ function capture(o: TraceOptions): CapturedRun {
   }
 }
 
-function pageContent(c: CapturedMapping, i: number, fileCache: Map<string, number>): Buffer {
+export function pageContent(c: CapturedMapping, i: number, fileCache: Map<string, number>): Buffer {
   const d = c.data.get(i);
   if (d) return d;
   const buf = Buffer.alloc(PAGE);
@@ -95,7 +96,7 @@ function pageContent(c: CapturedMapping, i: number, fileCache: Map<string, numbe
 }
 
 /** The two ASLR-off runs must have mapped the same things at the same addresses. */
-function sameLayout(a: CapturedMapping[], b: CapturedMapping[]): void {
+export function sameLayout(a: CapturedMapping[], b: CapturedMapping[]): void {
   const same = a.length === b.length && a.every((m, i) => {
     const n = b[i] as CapturedMapping;
     return m.start === n.start && m.end === n.end && m.path === n.path && m.perms === n.perms && m.offset === n.offset;
@@ -117,7 +118,11 @@ export interface NonPointerSlot {
  */
 export interface Differential {
   slots: NonPointerSlot[];
-  runA: Run;
+  /** The options run A had: a further run with A's inputs (random-copies.ts). */
+  optsA: TraceOptions;
+  /** Pointers below argc in A (dead-stack.ts), at the same distance in B. */
+  deadStack: DeadStackWord[];
+  runA: CapturedRun;
   randomCopies: number;
   /**
    * Library constructors read the environment other than through getenv
@@ -151,13 +156,13 @@ export function differential(base: TraceOptions, perturb: (keep: ReadonlySet<str
       // Which variables are looked up depends on argv, the pid or another variable's value: no name list can key that.
       throw new SnapshotRefusal('reads-environment', `the constructors looked up other variables in the second run (${describeLookups(lookupsA)} vs ${describeLookups(b.lookups ?? [])})`);
     }
-    return { ...compareRuns(a, b, optsA), envBound: false, lookups: lookupsA };
+    return { ...compareRuns(a, b, optsA), optsA, envBound: false, lookups: lookupsA };
   } catch (e) {
     if (!(e instanceof SnapshotRefusal) || e.code !== 'reads-environment') throw e;
     const optsA: TraceOptions = { ...optionsA(base, clock), trapEnvironment: false };
     const a = capture(optsA);
     const b = capture({ ...optionsB(base, a.random, clock), trapEnvironment: false });
-    return { ...compareRuns(a, b, optsA), envBound: true, lookups: [] };
+    return { ...compareRuns(a, b, optsA), optsA, envBound: true, lookups: [] };
   }
 }
 
@@ -177,7 +182,7 @@ function describeLookups(l: EnvLookup[]): string {
 }
 
 /** optsA: the options A ran with, for a third run with its inputs (explainByClock). */
-function compareRuns(a: CapturedRun, b: CapturedRun, optsA: TraceOptions): Omit<Differential, 'envBound' | 'lookups'> {
+function compareRuns(a: CapturedRun, b: CapturedRun, optsA: TraceOptions): Omit<Differential, 'envBound' | 'lookups' | 'optsA'> {
   sameLayout(a.caps, b.caps);
   checkSameReads(a.clockReads, b.clockReads, 'the two differential runs');
   const randomCopy = verbatimRandomWords(a.randomOutputs, b.randomOutputs);
@@ -185,7 +190,9 @@ function compareRuns(a: CapturedRun, b: CapturedRun, optsA: TraceOptions): Omit<
   const files = new Map<string, number>();
   const slots: NonPointerSlot[] = [];
   const unexplained: Unexplained[] = [];
+  let deadStack: DeadStackWord[];
   try {
+    deadStack = deadStackWords(a, b, (c, i) => pageContent(c, i, files));
     a.caps.forEach((ca, mi) => {
       const cb = b.caps[mi] as CapturedMapping;
       for (let i = 0; i < ca.classes.length; i++) {
@@ -231,7 +238,7 @@ function compareRuns(a: CapturedRun, b: CapturedRun, optsA: TraceOptions): Omit<
   } finally {
     for (const fd of files.values()) fs.closeSync(fd);
   }
-  return { slots, runA: a, randomCopies };
+  return { slots, deadStack, runA: a, randomCopies };
 }
 
 /**

@@ -94,6 +94,7 @@ const NEUTRAL_DEVICES = new Set(['/dev/null', '/dev/zero', '/dev/full', '/dev/tt
  * systemd-userdbd): an rc file's `id -un` or `ls -l` queries them; nothing
  * is changed by asking.
  */
+const IN6_LOOPBACK = Buffer.from('00000000000000000000000000000001', 'hex');
 const NAME_SERVICE_SOCKETS = [/^\/(var\/)?run\/nscd\/socket$/, /^\/run\/systemd\/userdb\//];
 
 /** Calls that change the system itself when they succeed. */
@@ -283,8 +284,14 @@ export class EffectJournal {
       where = raw[0] === 0 ? `@${raw.subarray(1).toString('latin1').replace(/\0+$/, '')}` : raw.subarray(0, z < 0 ? raw.length : z).toString('utf8');
       if (!where || NAME_SERVICE_SOCKETS.some((re) => re.test(where))) return undefined;
     } else if (family === AF_INET && sa.length >= 8) {
+      if (call === 'bind' && sa.readUInt16BE(2) === 0 && sa[4] === 127) return undefined; // see below
       where = `${[...sa.subarray(4, 8)].join('.')}:${sa.readUInt16BE(2)}`;
     } else if (family === AF_INET6 && sa.length >= 24) {
+      // A bind to port 0 of the loopback address: a probe of what the machine supports
+      // (urllib3's HAS_IPV6, imported by requests, botocore, pip). The port is the
+      // kernel's pick and nobody can reach it; the socket is gone by the checkpoint
+      // (only fds 0-2 may be open there), so nothing of it outlasts the init.
+      if (call === 'bind' && sa.readUInt16BE(2) === 0 && sa.subarray(8, 24).equals(IN6_LOOPBACK)) return undefined;
       where = `[${sa.subarray(8, 24).toString('hex').replace(/(.{4})(?!$)/g, '$1:')}]:${sa.readUInt16BE(2)}`;
     } else if (family === 16 /* AF_NETLINK: requests to the kernel */ || family === 0 /* AF_UNSPEC: a disconnect */) {
       return undefined;

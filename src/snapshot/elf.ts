@@ -4,6 +4,7 @@
  */
 import * as fs from 'node:fs';
 import { hasFileCapabilities } from '../sys/libc.js';
+import { archName, hostMachine } from '../image/machine.js';
 import { SnapshotRefusal } from './refusal.js';
 
 const ELF_MAGIC = 0x7f454c46;
@@ -41,8 +42,12 @@ export function checkProgram(exePath: string): ProgramFile {
     if (st.size < 64) throw new SnapshotRefusal('not-elf', `${exePath} is not an ELF file`);
     const h = readExactly(fd, 64, 0, 'ELF header');
     if (h.readUInt32BE(0) !== ELF_MAGIC) throw new SnapshotRefusal('not-elf', `${exePath} is not an ELF file`);
-    if (h[4] !== ELFCLASS64 || h[5] !== ELFDATA2LSB || h.readUInt16LE(18) !== EM_X86_64) {
-      throw new SnapshotRefusal('foreign-arch', `${exePath} is not an x86_64 ELF file`);
+    if (h[4] !== ELFCLASS64 || h[5] !== ELFDATA2LSB || h.readUInt16LE(18) !== hostMachine()) {
+      throw new SnapshotRefusal('foreign-arch', `${exePath} is not an ${archName(hostMachine())} ELF file`);
+    }
+    // The launcher restores on aarch64 too (src/restore/arch/aarch64), the tracer's registers and syscall table are x86_64's.
+    if (hostMachine() !== EM_X86_64) {
+      throw new SnapshotRefusal('unported-arch', `snapshots are taken on x86_64 only so far (this machine is ${archName(hostMachine())}: no register, syscall-table and breakpoint module for it yet); the program runs cold`);
     }
     const type = h.readUInt16LE(16);
     if (type !== ET_EXEC && type !== ET_DYN) throw new SnapshotRefusal('not-elf', `${exePath} is an ELF file of type ${type}, not a program`);

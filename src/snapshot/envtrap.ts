@@ -25,6 +25,7 @@ import * as fs from 'node:fs';
 import * as L from '../sys/libc.js';
 import { SnapshotRefusal } from './refusal.js';
 import { readMem } from './mem.js';
+import { PAGE } from './capture.js';
 
 const PROT_NONE = 0;
 const MAP_PRIVATE = 0x02;
@@ -81,7 +82,8 @@ export class EnvironmentTrap {
    */
   arm(pid: number, mem: number, deadline: number): void {
     if (this.trap) return;
-    const len = ((BigInt(this.envp.length) * SLOT_BYTES + 4095n) / 4096n || 1n) * 4096n;
+    const page = BigInt(PAGE); // the trap's end must be the mapping's: whole pages of this kernel
+    const len = ((BigInt(this.envp.length) * SLOT_BYTES + page - 1n) / page || 1n) * page;
     for (const want of TRAP_ADDRESSES) {
       const got = injectSyscall(pid, mem, deadline, SYS_mmap, [want, len, BigInt(PROT_NONE),
         BigInt(MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE), -1n, 0n]);

@@ -30,9 +30,12 @@ import { byAddress, checkProgramUnchanged, kernelState, vdsoParts } from './proc
 import { SnapshotRefusal } from './refusal.js';
 import { buildRegions } from './regions.js';
 import { findCanaries, findStackSlots, readStack, type StackLayout } from './slots.js';
-import { AT, killTracee, runToEntry, type StoppedAtEntry } from './trace.js';
+import { AT, killTracee, readMem, runToEntry, type StoppedAtEntry } from './trace.js';
 import { syscallName } from './syscalls.js';
 import { clockNow } from './vdso-clock.js';
+import { loaderIsLibc } from './libc-loader.js';
+import { checkDeadStackSlots } from './dead-stack.js';
+import { findRandomCopies, randomCopySlots } from './random-copies.js';
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 /**
@@ -51,7 +54,8 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
   const envp = snapshotEnv(opts.env);
   const deadline = Date.now() + (opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
   const argv = [exePath, ...opts.argv.slice(1), ...Array.from({ length: ARGC_PADDING }, (_, i) => `cx-pad-${i}`)];
-  const base = { launcher: opts.launcher, exePath, argv, envp, noAslr: false, deadline };
+  const libcLoader = loaderIsLibc(program.interpreter);
+  const base = { launcher: opts.launcher, exePath, argv, envp, noAslr: false, deadline, loaderIsLibc: libcLoader };
 
   // The differential runs first: a refusal there costs no real run, and the
   // real run's tracee is then the only one alive while it is captured.
@@ -59,6 +63,8 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
   // What the constructors looked up is the image's only tie to the environment;
   // reads that bypassed getenv, or too many names, bind it to the whole of it.
   const deps = diff.envBound ? null : lookupDependencies(diff.lookups, opts.env);
+  // Before the real run, like the differential runs (random-copies.ts).
+  const copies = libcLoader ? findRandomCopies(diff) : undefined;
 
   // The real run reads the real time (answered, to verify the clock slots against it).
   const t = runToEntry({ ...base, clock: clockNow() });
@@ -74,18 +80,24 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
       ...findStackSlots(caps, stack),
       ...findCanaries(t, caps, fsBase),
       ...translateSlots(diff.slots, diff.runA, caps, fsBase, stack.argc, t.pid, t.clockReads),
+      ...(copies?.ok && copies.addrs.length ? randomCopySlots(copies.addrs, diff, caps, fsBase, atRandomBytes(t, stack)) : []),
     ];
+    checkDeadStackSlots(diff.deadStack, diff.runA, caps, fsBase, slots);
     const seen = new Set<bigint>();
     for (const s of slots) {
       if (seen.has(s.addr)) throw new SnapshotRefusal('internal', `two slots at 0x${s.addr.toString(16)}`);
       seen.add(s.addr);
     }
-    if (!slots.some((s) => s.kind === SlotKind.ARGC_ADDR)) throw new SnapshotRefusal('internal', 'no pointer to argc found');
+    // glibc's loader keeps one (__libc_stack_end): its absence means the scan missed something.
+    // A loader that is its libc keeps none: its start code gets sp (libc-loader.ts).
+    if (!libcLoader && !slots.some((s) => s.kind === SlotKind.ARGC_ADDR)) throw new SnapshotRefusal('internal', 'no pointer to argc found');
     const files = buildFiles(t.paths, maps, exePath, program.interpreter);
     const identityBound = identityAndAccess(files.files, t.paths, [], t.identityAsked);
     checkNotTooNew(files.files, startNs);
     const regions = buildRegions(caps, files, slots);
     const state = kernelState(t, maps);
+    // rdx is rtld_fini only for a loader that passes one; musl's leaves a dead stack address there (libc-loader.ts).
+    if (libcLoader) state.rtldFini = 0n;
     if (identityBound) state.flags |= StateFlag.IDENTITY_BOUND;
     const key = keyFor(exePath, opts.env);
     if (!deps) key.envHash = envHash(opts.env);
@@ -117,6 +129,11 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
         : `library constructors looked up more than ${MAX_ENV_DEPS} variables: the image serves only this exact environment`);
     } else if (deps.length) {
       notes.push(`library constructors looked up ${describeLookedUp(deps)}: the image serves runs that agree on these`);
+    }
+    if (copies?.ok && copies.addrs.length) {
+      notes.push(`${copies.addrs.length} words are copies of AT_RANDOM bytes 8-15 made before the entry point (musl's malloc secret): each restore gets its own`);
+    } else if (copies && !copies.ok) {
+      notes.push(`AT_RANDOM bytes 8-15 are kept as the snapshot had them, shared by every restore: ${copies.detail}`);
     }
     const clockSlots = diff.slots.filter((s) => s.clock);
     if (clockSlots.length) {
@@ -168,6 +185,11 @@ function checkEntryState(t: StoppedAtEntry): void {
     throw new SnapshotRefusal('internal', 'fs_base differs from the loader\'s arch_prctl(ARCH_SET_FS)');
   }
   if (t.regs.rsp % 16n !== 0n) throw new SnapshotRefusal('internal', 'rsp at the entry point is not 16-byte aligned: a frame is live');
+}
+
+function atRandomBytes(t: StoppedAtEntry, s: StackLayout): Buffer {
+  if (s.random === undefined) throw new SnapshotRefusal('internal', 'no AT_RANDOM in the real run');
+  return readMem(t.mem, s.random, 16);
 }
 
 /** rsp must point at the kernel's argc with our argv above it: no frame of the loader is live. */

@@ -43,7 +43,7 @@ export function kernelState(t: StoppedTracee, maps: Mapping[]): ImageModel['stat
   const startBrk = field(47);
   const l = t.loader;
   const brk = l.brk ?? startBrk;
-  const heap = maps.find((m) => m.path === '[heap]');
+  const heap = heapSpan(maps);
   const roundUp = (v: bigint): bigint => (v + PAGE_N - 1n) / PAGE_N * PAGE_N;
   if (heap ? heap.start !== roundUp(startBrk) || heap.end !== roundUp(brk) : brk !== startBrk) {
     throw new SnapshotRefusal('internal', `program break 0x${brk.toString(16)} does not match the heap mapping`);
@@ -62,6 +62,25 @@ export function kernelState(t: StoppedTracee, maps: Mapping[]): ImageModel['stat
       (l.rseq ? StateFlag.HAVE_RSEQ : 0) | (fsBase ? StateFlag.HAVE_FS_BASE : 0),
     comm: fs.readFileSync(`/proc/${t.pid}/comm`, 'utf8').replace(/\n$/, ''),
   };
+}
+
+/**
+ * The [heap] VMAs as one span. A heap may be split by protection: musl's
+ * malloc makes the first page of its brk area PROT_NONE (a guard before its
+ * metadata), so [heap] is a ---p and an rw-p VMA. The image keeps each part
+ * as its own region; the break spans them all. Parts that do not touch are
+ * not one heap.
+ */
+export function heapSpan(maps: Mapping[]): { start: bigint; end: bigint } | undefined {
+  const parts = maps.filter((m) => m.path === '[heap]');
+  const first = parts[0];
+  if (!first) return undefined;
+  let end = first.end;
+  for (const p of parts.slice(1)) {
+    if (p.start !== end) throw new SnapshotRefusal('internal', `the heap has a hole at 0x${end.toString(16)}`);
+    end = p.end;
+  }
+  return { start: first.start, end };
 }
 
 /** The kernel's special mappings ([vvar], [vvar_vclock], [vdso], ...) relative to the vdso: moved as one block. */

@@ -5,7 +5,9 @@
  * Pointers into the old [stack] are found by scanning every aligned word of
  * the captured data pages and classified by what they point at in the stack
  * the kernel built (argc, argv, envp, auxv, the argv strings, the strings and
- * bytes auxv points to). Anything else pointing into the stack is a refusal:
+ * bytes auxv points to), or, below argc, by their distance from argc (dead
+ * frames of the loader; diff.ts checks that distance is the same in runs
+ * with different argv). Anything else pointing into the stack is a refusal:
  * a restore cannot know what a frame pointer or an environment string should
  * become. The stack protector guard is found by value (derived from AT_RANDOM
  * the way the loader derives it: searching for both the raw and the low-byte-
@@ -84,6 +86,9 @@ export interface Classified {
 /** What a pointer into the old stack means, or null when it has no restorable meaning. */
 export function classifyStackPointer(v: bigint, s: StackLayout): Classified | null {
   if (v === s.argcAddr) return { kind: SlotKind.ARGC_ADDR, arg: 0n };
+  // Below the entry point's sp nothing is live: a frame of the loader that has returned
+  // (musl's saved_addends). Its relation to argc is kept; diff.ts proves it is one.
+  if (v >= s.lo && v < s.argcAddr) return { kind: SlotKind.BELOW_ARGC, arg: s.argcAddr - v };
   if (v >= s.argvAddr && v <= s.argvAddr + BigInt(s.argc) * 8n && (v - s.argvAddr) % 8n === 0n) {
     return { kind: SlotKind.ARGV, arg: (v - s.argvAddr) / 8n };
   }

@@ -99,6 +99,12 @@ export interface TraceOptions {
   /** Differential runs: make any read of the environment after the loader's own fault (envtrap.ts). */
   trapEnvironment?: boolean;
   /**
+   * The loader is the C library (libc-loader.ts): it has read its own
+   * variables once it has set the tid address, so the trap is armed at the
+   * first syscall after that, if no path syscall came first.
+   */
+  loaderIsLibc?: boolean;
+  /**
    * Trace getenv/secure_getenv (lookups.ts): each call names its variable and
    * runs with the trap lifted, so only reads that bypass them fault.
    */
@@ -245,13 +251,14 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
     let syscallCount = 0;
     const syscallsByNr = new Map<number, number>();
     let pending: { nr: number; args: bigint[]; path: PathUse | null } | null = null;
+    let threadSetUp = false;
     for (;;) {
       L.ptrace(L.PTRACE_SYSCALL, pid, 0, 0);
       st = waitStop(pid, o.deadline);
       if (st.stopSig === (L.SIGTRAP | 0x80)) {
         const info = L.getSyscallInfo(pid);
         if (info.op === L.SYSCALL_INFO_ENTRY) {
-          if (envTrap && !envTrap.armed && PATH_SYSCALLS.has(info.nr)) {
+          if (envTrap && !envTrap.armed && (PATH_SYSCALLS.has(info.nr) || threadSetUp)) {
             envTrap.arm(pid, mem, o.deadline); // this syscall is entered again next
             continue;
           }
@@ -261,6 +268,7 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
           identity.note(info.nr, 'a library constructor or the loader');
         } else if (info.op === L.SYSCALL_INFO_EXIT && pending) {
           recordResult(pending.nr, pending.args, info.rval, loader);
+          if (o.loaderIsLibc && pending.nr === NR.set_tid_address) threadSetUp = true;
           if (pending.nr === NR.prlimit64 && info.rval === 0n && (pending.args[3] ?? 0n) !== 0n) {
             const old = readMem(mem, pending.args[3] as bigint, 16);
             loader.limitsRead.push({ resource: Number(pending.args[1] ?? 0n), cur: old.readBigUInt64LE(0), max: old.readBigUInt64LE(8) });
@@ -299,7 +307,11 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
           throw new SnapshotRefusal('unsupported-syscall', `vdso ${guard.name}() before the entry point: a restore would keep the snapshot's time`);
         }
         if (at !== entry) throw new SnapshotRefusal('unsupported-syscall', `SIGTRAP at 0x${regs.rip.toString(16)} before the entry point`);
-        if (envTrap && !envTrap.armed) throw new SnapshotRefusal('internal', 'the loader made no path syscall: the environment trap was never set');
+        if (envTrap && !envTrap.armed) {
+          throw new SnapshotRefusal('internal', o.loaderIsLibc
+            ? 'the loader made no syscall after set_tid_address: the environment trap was never set'
+            : 'the loader made no path syscall: the environment trap was never set');
+        }
         lookups?.removeAll();
         writeByte(mem, entry, entryByte);
         for (const [addr, g] of guards) writeByte(mem, addr, g.byte);

@@ -12,7 +12,8 @@ import {
   LAUNCHER, baseEnv, cc, describeWarm, haveCc, installedPrograms, mapsShowImage, observable, removeDir, runCold,
   run, runRestored, tmpCacheDir, tmpDir, warm, type Env, type WarmResult,
 } from '../helpers/cx.js';
-import { firstLoadAddress, flipByte, headerFieldOffset, metaSize, moveFirstRegion, regions } from '../helpers/image.js';
+import { firstLoadAddress, flipByte, headerFieldOffset, metaSize, moveFirstRegion, regions, rehash } from '../helpers/image.js';
+import { ARCH_AARCH64 } from '../../src/image/schema.js';
 
 const hasBash = installedPrograms(['bash']).length > 0;
 const canCompile = haveCc();
@@ -125,6 +126,34 @@ if (hasBash) {
       await expectCorrectColdRun(env, image);
       await expectPristineRestores();
     });
+
+    /*
+     * An image of another machine, otherwise intact (the checksum recomputed,
+     * so only the header field is wrong): the launcher runs cold, records
+     * FAIL_ARCH / FAIL_PAGE_SIZE, and --explain names the machine.
+     */
+    for (const [label, field, value, outcome, why] of [
+      ['another architecture (aarch64)', 'arch', ARCH_AARCH64, 'FAIL_ARCH', /image taken on aarch64, this machine is x86_64/],
+      ['another page size (16K)', 'page_size', 16384, 'FAIL_PAGE_SIZE', /image taken with 16384-byte pages, this kernel's are 4096 bytes/],
+    ] as const) {
+      it(`an image for ${label} runs cold, and --explain says why`, async () => {
+        const image = bashWarm?.image as string;
+        expect(pristine, describeWarm(bashWarm)).toBeDefined();
+        const b = fs.readFileSync(image);
+        b.writeUInt32LE(value, headerFieldOffset(field));
+        rehash(b);
+        fs.writeFileSync(image, b);
+        await expectCorrectColdRun(env, image);
+        const x = await run(LAUNCHER, ['--explain', 'bash', '--json'], { env });
+        expect(x.status, x.stderr.toString()).toBe(1);
+        const p = JSON.parse(x.stdout.toString());
+        expect(p.outcome).toBe(outcome);
+        expect(p.detail).toMatch(why);
+        const text = (await run(LAUNCHER, ['--explain', 'bash'], { env })).stdout.toString();
+        expect(text).toMatch(new RegExp(`why +${outcome}: `));
+        await expectPristineRestores();
+      });
+    }
 
     it('garbage of the same size', async () => {
       const image = bashWarm?.image as string;

@@ -83,6 +83,12 @@ describe('--inspect', () => {
     expect(keyLine(cx(['--inspect', 'sed'], { PATH: PATH_B }).stdout)).toBe(keyB);
   });
 
+  it('takes a program by its path: an existing file that is not an image is a program', () => {
+    const byPath = cx(['--inspect', '/usr/bin/sed']);
+    expect(byPath.stderr).toBe('');
+    expect(keyLine(byPath.stdout)).toBe(keyA);
+  });
+
   it('still takes an image file', () => {
     const file = path.join(cache, 'images', `${keyA}.img`);
     expect(cx(['--inspect', file, '--json']).stdout).toBe(cx(['--inspect', keyA, '--json']).stdout);

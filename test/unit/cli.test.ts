@@ -15,7 +15,7 @@ import { decodeRunRecords } from '../../src/cache/stats.js';
 import { decodeStruct, encodeStruct } from '../../src/image/codec.js';
 import { PAGE_SIZE, serializeImage, type ImageKey, type ImageModel } from '../../src/image/format.js';
 import {
-  FORMAT_VERSION, FileFlag, FileKind, HEADER, Prot, RegionFlag, STAT_RECORD, SlotKind, Src, StateFlag, VdsoKind, describeFormat, hash64, layout,
+  ARCH_AARCH64, FORMAT_VERSION, FileFlag, FileKind, HEADER, Prot, RegionFlag, STAT_RECORD, SlotKind, Src, StateFlag, VdsoKind, describeFormat, hash64, layout,
 } from '../../src/image/schema.js';
 
 const root = path.resolve(import.meta.dirname, '../..');
@@ -248,6 +248,22 @@ describe('--explain predicts what the launcher records', () => {
         put(b);
       },
     },
+    {
+      name: 'another architecture (an aarch64 image, checksum valid)', outcome: 'FAIL_ARCH', setup: () => {
+        const b = serializeImage(model(t.key, goodFiles));
+        b.writeUInt32LE(ARCH_AARCH64, layout(HEADER).fields.find((f) => f.name === 'arch')?.offset as number);
+        rehash(b);
+        put(b);
+      },
+    },
+    {
+      name: 'another page size (16K, checksum valid)', outcome: 'FAIL_PAGE_SIZE', setup: () => {
+        const b = serializeImage(model(t.key, goodFiles));
+        b.writeUInt32LE(16384, layout(HEADER).fields.find((f) => f.name === 'page_size')?.offset as number);
+        rehash(b);
+        put(b);
+      },
+    },
     { name: 'writable by others', outcome: 'FAIL_OWNER', setup: () => put(serializeImage(model(t.key, goodFiles)), 0o646) },
     { name: 'key mismatch', outcome: 'FAIL_KEY', setup: () => put(serializeImage(model({ ...t.key, pathEnv: '/bin' }, goodFiles))) },
     {
@@ -306,7 +322,7 @@ describe('--explain predicts what the launcher records', () => {
     expect(s.bypassed).toBe(2);
     expect(s.fallbacks).toBe(cases.length - 3);
     const text = lx(['--show-stats'], env).stdout;
-    expect(text).toMatch(/Runs +10/);
+    expect(text).toMatch(new RegExp(`Runs +${cases.length}\\b`));
     expect(text).toMatch(/image checksum +1/);
   });
 

@@ -14,6 +14,9 @@ import { checkSameContents, translate } from '../../src/snapshot/layout.js';
 import { SnapshotRefusal } from '../../src/snapshot/refusal.js';
 import { buildRegions } from '../../src/snapshot/regions.js';
 import { classifyStackPointer, type StackLayout } from '../../src/snapshot/slots.js';
+import { deadStackWords } from '../../src/snapshot/dead-stack.js';
+import { heapSpan } from '../../src/snapshot/process-state.js';
+import { loaderIsLibc } from '../../src/snapshot/libc-loader.js';
 import { NR, checkSyscall } from '../../src/snapshot/syscalls.js';
 import { guardedVdsoFunctions } from '../../src/snapshot/vdso.js';
 
@@ -177,7 +180,58 @@ describe('stack pointer classification', () => {
     expect(k(0x7ffd1028n)).toBeNull(); // envp[1]
     expect(k(0x7ffdf012n)).toBeNull(); // an environment string
     expect(k(0x7ffdf004n)).toBeNull(); // inside argv[0], not its basename
-    expect(k(0x7ffd0800n)).toBeNull(); // below rsp: a dead frame
+  });
+  it('names a pointer below argc (a finished frame) by its distance from argc', () => {
+    expect(k(0x7ffd0ec0n)).toEqual([SlotKind.BELOW_ARGC, 0x140n]);
+    expect(k(0x7ffd0000n)).toEqual([SlotKind.BELOW_ARGC, 0x1000n]);
+    expect(k(0x7ffcfff8n)).toBeNull(); // below the stack mapping: not a stack pointer at all
+  });
+});
+
+describe('dead stack words (below argc)', () => {
+  const stackOf = (argcAddr: bigint): StackLayout => ({
+    lo: 0x7ffd0000n, hi: 0x7ffe0000n, argcAddr, argc: 1, argvAddr: argcAddr + 8n, argvStrings: [],
+    envpAddr: argcAddr + 24n, envc: 0, envStrings: [], auxvAddr: argcAddr + 32n, auxvLen: 16,
+  });
+  const page = (words: bigint[]): Buffer => {
+    const b = Buffer.alloc(4096);
+    words.forEach((w, i) => b.writeBigUInt64LE(w, i * 8));
+    return b;
+  };
+  const run = (argcAddr: bigint, words: bigint[]): { caps: CapturedMapping[]; stack: StackLayout } => ({
+    caps: [{ ...map(0x10000n, 1, 'rw-p'), classes: ['data'], data: new Map([[0, page(words)]]), prot: 3 }],
+    stack: stackOf(argcAddr),
+  });
+  const get = (c: CapturedMapping, i: number): Buffer => c.data.get(i) as Buffer;
+
+  it('keeps a pointer that moves with argc, with its distance', () => {
+    const a = run(0x7ffd1000n, [5n, 0x7ffd0ec0n]);
+    const b = run(0x7ffd1040n, [5n, 0x7ffd0f00n]);
+    expect(deadStackWords(a, b, get)).toEqual([{ addr: 0x10008n, below: 0x140n }]);
+  });
+  it('refuses one that stays put when argc moves (another relation to the stack)', () => {
+    const a = run(0x7ffd1000n, [0x7ffd0ec0n]);
+    const b = run(0x7ffd1040n, [0x7ffd0ec0n]);
+    expect(refusal(() => deadStackWords(a, b, get))).toBe('unexplained-stack-pointer');
+  });
+});
+
+describe('the heap as one span', () => {
+  it('joins touching [heap] parts (musl\'s PROT_NONE guard page), refuses a hole', () => {
+    expect(heapSpan([map(0x1000n, 1, 'r--p', '/bin/x'), map(0x20000n, 1, '---p', '[heap]'), map(0x21000n, 1, 'rw-p', '[heap]')]))
+      .toEqual({ start: 0x20000n, end: 0x22000n });
+    expect(heapSpan([map(0x1000n, 1, 'r--p', '/bin/x')])).toBeUndefined();
+    expect(refusal(() => heapSpan([map(0x20000n, 1, '---p', '[heap]'), map(0x22000n, 1, 'rw-p', '[heap]')]))).toBe('internal');
+  });
+});
+
+describe('loaders that are their C library', () => {
+  it('tells musl\'s loader (libc.so) from glibc\'s ld.so by __libc_start_main', () => {
+    // musl is installed with musl-tools (CI's apt list): a missing file is a failure here, not a skip.
+    expect(fs.existsSync('/lib/ld-musl-x86_64.so.1')).toBe(true);
+    expect(loaderIsLibc('/lib/ld-musl-x86_64.so.1')).toBe(true);
+    expect(loaderIsLibc('/lib64/ld-linux-x86-64.so.2')).toBe(false);
+    expect(loaderIsLibc('/nonexistent/ld.so')).toBe(false);
   });
 });
 

@@ -12,6 +12,7 @@ import type { Context } from '../context.js';
 import { keyValues, printJson } from '../output.js';
 import { markerText, readProbes, shimOnPath } from './shims-marker.js';
 import * as path from 'node:path';
+import { learnTarget, learnedFile, preloadsOf, readLearned } from '../../resume/learned.js';
 
 /** What the next run does, for every CX_OUTCOME_* (a unit test checks none is missing). */
 export const OUTCOME_TEXT: Record<string, string> = {
@@ -40,7 +41,21 @@ export const OUTCOME_TEXT: Record<string, string> = {
   BYPASS_STACK_LIMIT: 'cold: the stack limit (ulimit -s) is too small to rebuild the program\'s stack',
   FAIL_IDENTITY: 'cold: the image depends on the identity of the user who took it (another user here)',
   FAIL_ENV: 'cold: a variable the image depends on differs in this environment, and no image for this one exists yet',
+  FAIL_ARCH: 'cold: the image was taken on another architecture',
+  FAIL_PAGE_SIZE: 'cold: the image was taken on a kernel with another page size',
 };
+
+/** Learned preloads (--learn in the adapter words): how many, and each module dropped with why. */
+function learnedRows(words: string[], python: string, cacheDir: string | null | undefined): [string, string][] {
+  const target = learnTarget(words);
+  if (!target || !cacheDir) return [];
+  const file = learnedFile(cacheDir, target, python);
+  const l = readLearned(file);
+  if (!l) return [['learned', `nothing yet for ${target} (${file}): a run through the adapter records its imports`]];
+  const rows: [string, string][] = [['learned', `${preloadsOf(l).length} modules preloaded for ${target} (${file})`]];
+  for (const [name, why] of l.dropped) rows.push(['dropped', `${name}: ${why}`]);
+  return rows;
+}
 
 export function explain(ctx: Context): number {
   const prog = ctx.operands[0] as string;
@@ -48,11 +63,12 @@ export function explain(ctx: Context): number {
   // (none at all is a prediction: every run is cold).
   if (launcherCacheDir(ctx.env) !== null) Store.checkedForEnv(ctx.env);
   const afterInit = afterInitFromOptions(ctx, prog);
-  const p = predictRun(prog, ctx.env, undefined, afterInit);
+  const p = predictRun(afterInit?.program ?? prog, ctx.env, undefined, afterInit);
   if (afterInit && p.hint) {
     // The hint's --warm must take the same image: with the same options.
     const opts = [...ctx.options].map(([k, v]) => (v ? `${k}=${v}` : k)).join(' ');
     p.hint = p.hint.split('cached-exec --warm ').join(`cached-exec --warm ${opts} `);
+    if (afterInit.program) p.hint = p.hint.split(afterInit.program).join(prog);
   }
   const shim = shimOnPath(prog, ctx.env);
   const shimInfo = shim ? { ...shim, argv0: markerText(readProbes(path.dirname(shim.shim))[prog], shim.marked) } : null;
@@ -84,6 +100,7 @@ export function explain(ctx: Context): number {
         pairs.push(['looked at', `${a.layer}${a.variant ? ' variant' : ''} ${a.image}: ${a.outcome}${why}`]);
       }
     }
+    if (afterInit) pairs.push(...learnedRows(afterInit.words, p.resolved, p.cacheDir));
     if (p.refused) pairs.push(['refused', `${p.refused.reason}${p.refused.detail ? `: ${p.refused.detail}` : ''}`]);
     else if (p.queued) pairs.push(['queued', 'yes']);
     if (p.hint) pairs.push(['hint', p.hint]);

@@ -82,6 +82,8 @@ Environment:
                             snapshot's without selecting another image (applied after the restore)
   CACHED_EXEC_DEBUG_INIT_OUTPUT  set: --warm --after-init shows what the init printed
                             (output during the init is a refusal)
+  CACHED_EXEC_PRELOAD_LIMIT internal (the warmer's bisection of learned preloads): the python
+                            adapter's init imports only the first N learned modules
   LD_*, GLIBC_TUNABLES, MALLOC_*   present: the run is cold (they change what the loader does)
 
 Exit status of options: 0 success; 1 failure (--warm: some program refused; --explain: the

@@ -6,7 +6,7 @@ import { describeDependency } from '../../cache/envdeps.js';
 import { describeInitSpec } from '../../resume/spec.js';
 import { readImageMeta } from '../../cache/store.js';
 import type { ImageModel, ParsedImage } from '../../image/format.js';
-import { FileFlag, Prot, RegionFlag, StateFlag, constName } from '../../image/schema.js';
+import { FileFlag, MAGIC, Prot, RegionFlag, StateFlag, constName } from '../../image/schema.js';
 import { CxError } from '../../common/errors.js';
 import { afterInitFromOptions } from '../after-init.js';
 import type { Context } from '../context.js';
@@ -182,15 +182,37 @@ export function inspectText(j: InspectJson, now = Date.now()): string[] {
 }
 
 /**
+ * A regular file meant as an image: it starts with the image magic, or it is
+ * not executable (then --inspect says why it is no image). An executable file
+ * without the magic (`./prog`, `bash`) is a program: its image is the one it
+ * would use.
+ */
+function isImageFile(file: string): boolean {
+  let fd: number | undefined;
+  try {
+    const st = fs.statSync(file);
+    if (!st.isFile()) return false;
+    if ((st.mode & 0o111) === 0) return true;
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    const b = Buffer.alloc(8);
+    return fs.readSync(fd, b, 0, 8, 0) === 8 && b.readBigUInt64LE(0) === MAGIC;
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
+/**
  * The image file --inspect means by its operand, tried in this order: an
- * existing file (a path, as before); the key --list shows, or a unique prefix
+ * image file (by its magic, or a file no one may execute; an executable is a program); the key --list shows, or a unique prefix
  * of at least 4 hex digits of one, in the user's cache (the system layer with
  * --system); a program name or path, whose image is the one its next run
  * would use (--after-init/--preload select the post-init one, as for
  * --explain).
  */
 export function findImage(ctx: Context, operand: string): string {
-  if (operand.includes('/') && fs.existsSync(operand) && fs.statSync(operand).isFile()) return operand;
+  if (operand.includes('/') && isImageFile(operand)) return operand;
   if (/^[0-9a-f]{4,16}$/.test(operand)) {
     const matches = ctx.store().listImages().filter((im) => im.hash.startsWith(operand));
     if (matches.length === 1) return (matches[0] as { path: string }).path;
@@ -199,7 +221,7 @@ export function findImage(ctx: Context, operand: string): string {
         { command: '--inspect', reason: 'ambiguous' });
     }
   }
-  if (!operand.includes('/') && fs.existsSync(operand) && fs.statSync(operand).isFile()) return operand;
+  if (!operand.includes('/') && isImageFile(operand)) return operand;
   let p;
   try {
     p = predictRun(operand, ctx.env, ctx.store().euid, afterInitFromOptions(ctx, operand));

@@ -38,8 +38,42 @@ export interface ProbeRecord {
   ms: number;
 }
 
+export const AFTERINIT_NAME = 'cached-exec-afterinit';
+/**
+ * <pkg>/bin/cached-exec-afterinit: the launcher, under the name that makes a
+ * shim use post-init images (--shims-install --after-init; the launcher's
+ * is_afterinit_shim). Such a shim also treats argv[0] as self-locating.
+ */
+export const AFTERINIT_LAUNCHER = path.join(path.dirname(LAUNCHER), AFTERINIT_NAME);
+
 /** The target a shim for a program with this decision points at. */
-export const shimTarget = (selfLocating: boolean): string => (selfLocating ? SELFPATH_LAUNCHER : LAUNCHER);
+export const shimTarget = (selfLocating: boolean, afterInit = false): string =>
+  (afterInit ? AFTERINIT_LAUNCHER : selfLocating ? SELFPATH_LAUNCHER : LAUNCHER);
+
+/** Whether an existing shim (a symlink) uses post-init images. */
+export function isAfterInit(shim: string): boolean {
+  try {
+    return path.basename(fs.readlinkSync(shim)) === AFTERINIT_NAME;
+  } catch {
+    return false;
+  }
+}
+
+/** Makes <pkg>/bin/cached-exec-afterinit when a build did not. */
+export function ensureAfterInitLauncher(): void {
+  try {
+    if (fs.readlinkSync(AFTERINIT_LAUNCHER) === path.basename(LAUNCHER)) return;
+  } catch { /* absent or not a symlink: make it */ }
+  const tmp = `${AFTERINIT_LAUNCHER}.${process.pid}.tmp`;
+  try {
+    fs.rmSync(tmp, { force: true });
+    fs.symlinkSync(path.basename(LAUNCHER), tmp);
+    fs.renameSync(tmp, AFTERINIT_LAUNCHER);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw ioError(`create ${AFTERINIT_NAME} (the launcher's name for post-init shims)`, AFTERINIT_LAUNCHER, e);
+  }
+}
 
 /** Whether an existing shim (a symlink) carries the marker. */
 export function isMarked(shim: string): boolean {

@@ -40,7 +40,8 @@ import { LAUNCHER } from '../../common/package.js';
 import { resolveProgram } from '../../common/resolve.js';
 import { CxError, ioError } from '../../common/errors.js';
 import {
-  PROBES_FILE, SELFPATH_NAME, ensureSelfpathLauncher, isMarked, markerText, readProbes, recordCurrent, shimTarget, writeProbes,
+  AFTERINIT_NAME, PROBES_FILE, SELFPATH_NAME, ensureAfterInitLauncher, ensureSelfpathLauncher, isAfterInit, isMarked, markerText, readProbes,
+  recordCurrent, shimTarget, writeProbes,
   type ProbeRecord,
 } from './shims-marker.js';
 import { printJson, table } from '../output.js';
@@ -118,7 +119,7 @@ export function shimState(file: string): ShimState {
     const b = fs.statSync(LAUNCHER);
     if (a.dev === b.dev && a.ino === b.ino) return 'ours';
   } catch { /* dangling: judged by its target's name */ }
-  return path.basename(link) === 'cached-exec' || path.basename(link) === SELFPATH_NAME ? 'stale' : 'foreign';
+  return ['cached-exec', SELFPATH_NAME, AFTERINIT_NAME].includes(path.basename(link)) ? 'stale' : 'foreign';
 }
 
 /** PATH without the shim directory: where the real programs are. */
@@ -248,28 +249,34 @@ export async function shimsInstall(ctx: Context): Promise<number> {
     throw new CxError('usage', '--shims-install needs PROG... or --auto [N]', { command: '--shims-install' });
   }
   for (const name of names) checkName(name);
+  const afterInit = ctx.options.get('--after-init');
+  if (afterInit) throw new CxError('usage', '--shims-install --after-init takes no FILE: the shim\'s program runs with its own init (python: learned preloads)');
   makeDir(dir, system);
   const probes = readProbes(dir);
   const done: {
-    name: string; shim: string; program: string | null; created: boolean; selfLocating: boolean; probe: ProbeRecord | null; runs?: number;
+    name: string; shim: string; program: string | null; created: boolean; selfLocating: boolean; afterInit: boolean; probe: ProbeRecord | null;
+    runs?: number;
   }[] = [];
   for (const name of names) {
     const shim = path.join(dir, name);
     const state = shimState(shim);
     if (state === 'foreign') throw new CxError('io', `${shim} exists and is not a shim of cached-exec: left alone`, { path: shim });
     const program = realProgram(name, dir, ctx.env);
-    const record = program ? await probe(name, program, dir, ctx) : null;
+    const post = afterInit !== undefined;
+    // A post-init shim's argv[0] is handled as self-locating's (the adapter checks python's own path): no probe.
+    const record = program && !post ? await probe(name, program, dir, ctx) : null;
     if (record) probes[name] = record;
     else delete probes[name];
-    const selfLocating = record?.selfLocating ?? false;
-    if (selfLocating) ensureSelfpathLauncher();
-    const changed = state !== 'ours' || isMarked(shim) !== selfLocating;
+    const selfLocating = post || (record?.selfLocating ?? false);
+    if (post) ensureAfterInitLauncher();
+    else if (selfLocating) ensureSelfpathLauncher();
+    const changed = state !== 'ours' || isAfterInit(shim) !== post || (!post && isMarked(shim) !== selfLocating);
     if (changed) {
       // Atomic: a temp symlink renamed into place (over a stale or differently marked shim too), so a shell never sees a half shim.
       const tmp = path.join(dir, `.${name}.${process.pid}.tmp`);
       try {
         fs.rmSync(tmp, { force: true });
-        fs.symlinkSync(shimTarget(selfLocating), tmp);
+        fs.symlinkSync(shimTarget(selfLocating, post), tmp);
         fs.renameSync(tmp, shim);
       } catch (e) {
         fs.rmSync(tmp, { force: true });
@@ -277,14 +284,14 @@ export async function shimsInstall(ctx: Context): Promise<number> {
       }
     }
     const runs = auto?.find((p) => p.name === name)?.runs;
-    done.push({ name, shim, program, created: changed, selfLocating, probe: record, ...(runs === undefined ? {} : { runs }) });
+    done.push({ name, shim, program, created: changed, selfLocating, afterInit: post, probe: record, ...(runs === undefined ? {} : { runs }) });
   }
   writeProbes(dir, probes);
   const missing = done.filter((d) => d.program === null);
   if (ctx.json) printJson(ctx.out, { dir, shims: done });
   else {
     for (const d of done) {
-      const marker = d.program ? `  [${markerText(d.probe ?? undefined, d.selfLocating)}]` : '';
+      const marker = d.program ? `  [${d.afterInit ? AFTERINIT_TEXT : markerText(d.probe ?? undefined, d.selfLocating)}]` : '';
       ctx.out.line(`${d.name} -> ${d.program ?? '(not found on PATH)'}${d.runs === undefined ? '' : `  (${d.runs} runs)`}${marker}`);
     }
     ctx.out.line(`shims in ${dir}; put it first on PATH: ${initHint(ctx, dir, system)}`);
@@ -295,6 +302,8 @@ export async function shimsInstall(ctx: Context): Promise<number> {
   // A name found nowhere is most likely a typo: said by the status too (the shim is there all the same).
   return missing.length && !auto ? 1 : 0;
 }
+
+const AFTERINIT_TEXT = 'post-init: runs as cached-exec --after-init (python #! scripts: learned preloads); argv[0] as self-locating';
 
 function listShims(dir: string): { name: string; shim: string; state: ShimState }[] {
   let names: string[];
@@ -360,6 +369,7 @@ export function shimsList(ctx: Context): number {
       program,
       stale: state === 'stale',
       selfLocating: isMarked(shim),
+      afterInit: isAfterInit(shim),
       probe: probe ?? null,
       /** The program changed (or another one is found now) since the probe: --shims-install decides again. */
       probeOutdated: program !== null && !recordCurrent(probe, program),
@@ -375,7 +385,7 @@ export function shimsList(ctx: Context): number {
   else {
     const what = (r: (typeof rows)[number]): string =>
       `${r.program ?? '(not found: command not found)'}${r.stale ? '  [stale: points to another cached-exec]' : ''}`;
-    const argv0 = (r: (typeof rows)[number]): string => (r.program === null ? ''
+    const argv0 = (r: (typeof rows)[number]): string => (r.program === null ? '' : r.afterInit ? AFTERINIT_TEXT
       : `${markerText(r.probe ?? undefined, r.selfLocating)}${r.probeOutdated && r.probe ? '; the program changed since: --shims-install probes it again' : ''}`);
     ctx.out.line(table(rows.map((r) => [r.name, what(r), argv0(r)]), ['shim', 'program', 'argv[0]']).join('\n'));
   }

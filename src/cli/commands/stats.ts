@@ -29,6 +29,8 @@ export const LABELS: Record<string, string> = {
   BYPASS_STACK_LIMIT: 'stack limit too small to restore',
   FAIL_IDENTITY: "image bound to another user's identity",
   FAIL_ENV: 'taken for another environment',
+  FAIL_ARCH: 'image for another architecture',
+  FAIL_PAGE_SIZE: 'image for another page size',
 };
 
 /** Snapshot refusals in plain words (the code stays in --json). */

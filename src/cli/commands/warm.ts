@@ -22,6 +22,7 @@ import { LAUNCHER } from '../../common/package.js';
 import { readShebang, resolveProgram } from '../../common/resolve.js';
 import { loadSnapshotter, type TakeSnapshot } from '../snapshotter.js';
 import { initSpec, kindOfWords } from '../../resume/spec.js';
+import { dropLearned, learnTarget, learnedFile, preloadsOf, readLearned } from '../../resume/learned.js';
 import { DIAGNOSABLE, initFailure } from '../init-diagnosis.js';
 import { scriptShim, shimAdvice } from '../script-shim.js';
 
@@ -127,12 +128,13 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
     }
     const take = await o.snapshotter();
     const t0 = performance.now();
-    const snapshot = async (): Promise<Awaited<ReturnType<TakeSnapshot>>> => {
+    // limit: learned preloads, only the first `limit` (the adapter reads CACHED_EXEC_PRELOAD_LIMIT; per-run, never keyed).
+    const snapshot = async (limit?: number): Promise<Awaited<ReturnType<TakeSnapshot>>> => {
       try {
         return await take({
           exePath: path.resolve(r.path),
           argv: [sb ? sb.interpreter : program],
-          env: o.env,
+          env: limit === undefined ? o.env : { ...o.env, CACHED_EXEC_PRELOAD_LIMIT: String(limit) },
           ...(o.afterInit ? { afterInit: { words: o.afterInit.words, kind: kindOfWords(o.afterInit.words) } } : {}),
           launcher: o.launcher ?? LAUNCHER,
           ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
@@ -148,6 +150,15 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
       notes.push(`retried: ${outcome.detail}`);
       await sleep(o.tooNewDelayMs ?? 2100);
       outcome = await snapshot();
+    }
+    const learn = o.afterInit ? learnTarget(o.afterInit.words) : undefined;
+    if (!outcome.ok && !TRANSIENT_REFUSALS.has(outcome.reason) && learn && !o.store.shared) {
+      outcome = await dropRefusedPreloads(learnedFile(o.store.dir, learn, r.path), snapshot, outcome, notes);
+      // The learned file was just rewritten: its timestamps need their step to pass.
+      if (!outcome.ok && TRANSIENT_REFUSALS.has(outcome.reason)) {
+        await sleep(o.tooNewDelayMs ?? 2100);
+        outcome = await snapshot();
+      }
     }
     const ms = Math.round(outcome.ms ?? performance.now() - t0);
     if (!outcome.ok) {
@@ -200,6 +211,51 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
   }
 }
 
+type Outcome = Awaited<ReturnType<TakeSnapshot>>;
+
+/** Rounds of dropRefusedPreloads: each finds one module (a few snapshots per round). */
+const MAX_DROPS = 4;
+
+/**
+ * A snapshot with learned preloads was refused: if it passes with none, find
+ * the first preload whose import makes it fail (bisection over how many are
+ * imported: the adapter imports the first N), mark it dropped in the learned
+ * file with the refusal, and take the snapshot again; at most MAX_DROPS
+ * modules. A refusal that remains with no preload at all is the program's,
+ * returned as it was.
+ */
+async function dropRefusedPreloads(file: string, snapshot: (limit?: number) => Promise<Outcome>, first: Outcome,
+  notes: string[]): Promise<Outcome> {
+  let outcome = first;
+  for (let round = 0; round < MAX_DROPS && !outcome.ok && !TRANSIENT_REFUSALS.has(outcome.reason); round++) {
+    const learned = readLearned(file);
+    const list = learned ? preloadsOf(learned) : [];
+    if (!list.length) return outcome;
+    const none = await snapshot(0);
+    if (!none.ok) return outcome;
+    // Invariant: the first `good` pass, the first `bad` fail (with `why`).
+    let good = 0;
+    let bad = list.length;
+    let why: Outcome = outcome;
+    while (bad - good > 1) {
+      const mid = (good + bad) >> 1;
+      const o = await snapshot(mid);
+      if (o.ok) good = mid;
+      else if (TRANSIENT_REFUSALS.has(o.reason)) return outcome;
+      else {
+        bad = mid;
+        why = o;
+      }
+    }
+    const culprit = list[bad - 1] as string;
+    const reason = why.ok ? 'refused' : `${why.reason}: ${why.detail}`;
+    if (!dropLearned(file, culprit, reason)) return outcome;
+    notes.push(`learned preload ${culprit} dropped (${reason})`);
+    outcome = await snapshot();
+  }
+  return outcome;
+}
+
 /** The image that would serve a run of `key` in `env` (the primary, or its variant for that environment), or null. */
 export function servingImage(store: Store, key: ImageKey, env: NodeJS.ProcessEnv): string | null {
   const primary = store.imagePathForHash(keyHash(key));
@@ -250,7 +306,7 @@ export async function warm(ctx: Context): Promise<number> {
     let res: WarmResult;
     try {
       const afterInit = afterInitFromOptions(ctx, program);
-      res = await warmOne(program, { snapshotter: () => loadSnapshotter(), store, env: ctx.env, ...(afterInit ? { afterInit } : {}) });
+      res = await warmOne(afterInit?.program ?? program, { snapshotter: () => loadSnapshotter(), store, env: ctx.env, ...(afterInit ? { afterInit } : {}) });
     } catch (e) {
       if (!(e instanceof CxError)) throw e;
       res = { program, ok: false, reason: e.code, detail: e.shortMessage, error: e.toJSON() };

@@ -7,6 +7,8 @@
 #define CACHED_EXEC_ARCH_SYS_H
 
 #define CX_ARCH_NAME "x86_64"
+/* The header's arch (ELF e_machine) of images this launcher restores. */
+#define CX_ARCH_SELF 62u /* EM_X86_64 */
 
 #define __NR_read 0
 #define __NR_write 1
@@ -16,6 +18,7 @@
 #define __NR_mmap 9
 #define __NR_mprotect 10
 #define __NR_munmap 11
+#define __NR_madvise 28
 #define __NR_pread64 17
 #define __NR_access 21
 #define __NR_mremap 25

@@ -109,4 +109,13 @@ extern const char cx_tramp_begin[], cx_tramp_end[], cx_tramp_target[];
 /* trampoline.c: the registers, FPU state and resume target of a post-init image. */
 void cx_arch_resume_params(const struct image *im, struct tramp_params *p, unsigned char *code);
 
+/* Into the trampoline's copy, %rdi = its parameter block (x86 keeps instruction fetches coherent with stores). */
+static inline __attribute__((always_inline, noreturn)) void cx_tramp_enter(struct tramp_params *p, unsigned char *code,
+									      uint64_t len)
+{
+	(void)len;
+	__asm__ volatile("jmp *%1" : : "D"(p), "r"(code) : "memory");
+	__builtin_unreachable();
+}
+
 #endif
