@@ -38,6 +38,13 @@ static __attribute__((noreturn)) void exec_cli(struct launch *L, int first_arg)
 		cx_error("cannot find its own path", 0);
 		sys_exit_group(127);
 	}
+	/* A launcher copied out of its package still runs programs, but its admin
+	 * commands live beside it: say so in one line, not with node's stack trace. */
+	struct kstat st;
+	if (sys_stat(script, &st) < 0) {
+		cx_error(script, "missing: admin commands need the launcher inside its package (bin/cached-exec; link to it rather than copy it)");
+		sys_exit_group(127);
+	}
 	int nargs = L->argc - first_arg;
 	char *argv[nargs + 3];
 	argv[0] = (char *)"node";

@@ -361,6 +361,16 @@ for (const combo of COMBOS) {
       if (who === 'nobody') giveToNobody(copyDir);
       const r = runAs(who, path.join(copyDir, 'seq'), ['3'], { env: plainEnv, cwd: work });
       expect([r.status, r.stdout, r.stderr]).toEqual([0, '1\n2\n3\n', '']);
+      // A copy named cached-exec runs programs; its admin commands live in the package:
+      // one line saying so, not node's stack trace.
+      fs.copyFileSync(pkg.launcher, path.join(copyDir, 'cached-exec'));
+      fs.chmodSync(path.join(copyDir, 'cached-exec'), 0o755);
+      if (who === 'nobody') giveToNobody(copyDir);
+      const run = runAs(who, path.join(copyDir, 'cached-exec'), ['seq', '2'], { env: plainEnv, cwd: work });
+      expect([run.status, run.stdout, run.stderr]).toEqual([0, '1\n2\n', '']);
+      const admin = runAs(who, path.join(copyDir, 'cached-exec'), ['--show-stats'], { env: plainEnv, cwd: work });
+      expect([admin.status, admin.stdout]).toEqual([127, '']);
+      expect(admin.stderr).toBe(`cached-exec: ${copyDir}/../dist/cli/main.js: missing: admin commands need the launcher inside its package (bin/cached-exec; link to it rather than copy it)\n`);
     });
   });
 }
