@@ -241,7 +241,7 @@ static __attribute__((noreturn)) void run(struct launch *L)
 	int rc = resolve(L);
 	if (rc)
 		sys_exit_group(rc);
-	if (L->shim && is_afterinit_shim(L->shim)) {
+	if (L->shim && shim_kind(L, L->shim) == CX_SHIM_AFTERINIT) {
 		/* --shims-install --after-init: as `cached-exec --after-init PROG ARGS` (no frame of ours to rebuild). */
 		struct after_init_req q = { 1, 0, 0 };
 		L->user_argv = L->prog_argv;

@@ -99,6 +99,8 @@ struct launch {
 	char **user_argv;
 	uint32_t ids[4]; /* CX_IDENT_*: pid, ppid, pgid, sid, once asked */
 	int ids_known;
+	const char *kinded_shim; /* shim_kind(): the shim last asked about, and its kind */
+	int shim_kind;
 
 	/* Big buffers last: cx_main zeroes only what comes before (page faults). */
 	char path[CX_PATH_MAX]; /* resolved program */
@@ -132,8 +134,8 @@ int is_self(struct launch *L, const struct kstat *st);
 int resolve(struct launch *L);
 int shebang(struct launch *L, char *script, size_t cap);
 int shebang_line(struct launch *L, char line[256], char **interp, char **arg, struct kstat *ist);
-int is_afterinit_shim(const char *shim);
-int is_selfpath_shim(const char *shim);
+enum { CX_SHIM_PLAIN, CX_SHIM_SELFPATH, CX_SHIM_AFTERINIT };
+int shim_kind(struct launch *L, const char *shim);
 int argv0_names_launcher(struct launch *L, const char *argv0, const char *shim);
 
 /* key.c: bypass rules, the cache directory, the key, and the layers tried in order. */

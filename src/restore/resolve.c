@@ -41,33 +41,31 @@ int is_self(struct launch *L, const struct kstat *st)
 }
 
 /*
- * Whether `shim` is a shim marked self-locating: a symlink to the launcher
- * through <pkg>/bin/cached-exec-selfpath (cached-exec --shims-install sets
- * that up for programs that find their installation through argv[0]).
+ * What kind of shim `shim` is, from the one link it is: a symlink through
+ * <pkg>/bin/cached-exec-selfpath marks a program that finds its installation
+ * through argv[0]; one through <pkg>/bin/cached-exec-afterinit runs its
+ * program as `cached-exec --after-init PROG` would (--shims-install sets both
+ * up); anything else is a plain shim. Read once per run: a shim run asks
+ * twice (run(), then argv0_names_launcher()).
  */
-int is_selfpath_shim(const char *shim)
+int shim_kind(struct launch *L, const char *shim)
 {
+	if (L->kinded_shim == shim)
+		return L->shim_kind;
 	char target[CX_PATH_MAX];
 	long n = sys_readlink(shim, target, sizeof target - 1);
-	if (n <= 0)
-		return 0;
-	target[n] = 0;
-	return cx_streq(cx_basename(target), "cached-exec-selfpath");
-}
-
-/*
- * Whether `shim` is a shim that uses post-init images: a symlink to the
- * launcher through <pkg>/bin/cached-exec-afterinit (--shims-install
- * --after-init). Its program runs as `cached-exec --after-init PROG` would.
- */
-int is_afterinit_shim(const char *shim)
-{
-	char target[CX_PATH_MAX];
-	long n = sys_readlink(shim, target, sizeof target - 1);
-	if (n <= 0)
-		return 0;
-	target[n] = 0;
-	return cx_streq(cx_basename(target), "cached-exec-afterinit");
+	int kind = CX_SHIM_PLAIN;
+	if (n > 0) {
+		target[n] = 0;
+		const char *b = cx_basename(target);
+		if (cx_streq(b, "cached-exec-selfpath"))
+			kind = CX_SHIM_SELFPATH;
+		else if (cx_streq(b, "cached-exec-afterinit"))
+			kind = CX_SHIM_AFTERINIT;
+	}
+	L->kinded_shim = shim;
+	L->shim_kind = kind;
+	return kind;
 }
 
 /*
@@ -78,7 +76,7 @@ int is_afterinit_shim(const char *shim)
  *  - argv[0] is a path to the launcher (a #! line naming a shim, a caller
  *    exec'ing a shim by its path): it becomes the program's path;
  *  - argv[0] is a bare name whose first PATH entry is a shim marked
- *    self-locating (is_selfpath_shim): the same. Unmarked shims keep bare
+ *    self-locating (shim_kind): the same. Unmarked shims keep bare
  *    names as typed: "ls: cannot access" must not become "/usr/bin/ls: ...".
  * `shim`: the shim this run came through (masquerade), or the first PATH
  * entry that was a shim (prefix form), or 0.
@@ -89,7 +87,7 @@ int argv0_names_launcher(struct launch *L, const char *argv0, const char *shim)
 	for (const char *p = argv0; *p; p++)
 		if (*p == '/')
 			return sys_stat(argv0, &st) == 0 && is_self(L, &st);
-	return shim && shim[0] && cx_streq(cx_basename(shim), argv0) && (is_selfpath_shim(shim) || is_afterinit_shim(shim));
+	return shim && shim[0] && cx_streq(cx_basename(shim), argv0) && shim_kind(L, shim) != CX_SHIM_PLAIN;
 }
 
 /* 0 when found (L->path, L->st filled), else the exit status to use. */

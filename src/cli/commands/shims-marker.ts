@@ -42,7 +42,7 @@ export const AFTERINIT_NAME = 'cached-exec-afterinit';
 /**
  * <pkg>/bin/cached-exec-afterinit: the launcher, under the name that makes a
  * shim use post-init images (--shims-install --after-init; the launcher's
- * is_afterinit_shim). Such a shim also treats argv[0] as self-locating.
+ * shim_kind). Such a shim also treats argv[0] as self-locating.
  */
 export const AFTERINIT_LAUNCHER = path.join(path.dirname(LAUNCHER), AFTERINIT_NAME);
 
