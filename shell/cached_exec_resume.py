@@ -784,9 +784,10 @@ def _prepare():
     import gc
     if resume_fd is not None:
         # Objects the init made are frozen below, out of gc.get_objects()'s sight:
-        # the ones that would finalize are kept for _fast_exit, which looks at them
+        # the ones that would finalize are kept for the exit, which looks at them
         # again after the atexit callbacks (certifi's, e.g., closes a context
-        # manager of importlib.resources that its import entered).
+        # manager of importlib.resources that its import entered). A cold run
+        # keeps none: its exit unfreezes them all (_exit_like_python).
         _FAST['init'] = _finalizers(gc.get_objects(), _std_ids())
         # The init's standard streams outlive the restore where a module kept one
         # (a logging handler, a saved sys.stdout): what the program writes there
@@ -1161,10 +1162,9 @@ def _fast_exit(status):
     (weakref.finalize too), flushing stdout and stderr. Not when the program
     added an audit hook (teardown calls it) or asked for teardown's reports.
     Any doubt returns: python exits as usual (_exit_like_python)."""
-    # Popped first: on a return, teardown must not find the init's objects held here.
-    init = _FAST.pop('init', None)
-    init_std = _FAST.pop('init_std', ())
-    if init is None or not isinstance(status, int) or not -2 ** 31 <= status < 2 ** 31:
+    init = _FAST.get('init')
+    init_std = _FAST.get('init_std')
+    if init is None or init_std is None or not isinstance(status, int) or not -2 ** 31 <= status < 2 ** 31:
         return
     try:
         if sys.flags.inspect or os.environ.get('PYTHONINSPECT') or _FAST.get('hooked'):
@@ -1209,12 +1209,22 @@ def _audit(event, args):
 
 
 def _exit_like_python():
-    """The exit python makes when _fast_exit declined: the init's objects go back
-    under the collector, so teardown's last collection finalizes the ones on
-    reference cycles, as in a plain run (frozen, they never would be)."""
-    _FAST.clear()
-    import gc
-    gc.unfreeze()
+    """The exit python makes when _fast_exit declined. Where an object the init
+    made would still finalize, the init's objects go back under the collector
+    (gc.unfreeze), so teardown's last collection finalizes the ones on reference
+    cycles, as in a plain run; frozen, they never would be. That collection walks
+    every object (tens of ms for a large init): only when it can matter."""
+    init = _FAST.get('init')
+    _FAST.clear()  # teardown must not find the init's objects held here
+    try:
+        if init is None or _finalizers(init, _std_ids()):
+            import gc
+            gc.unfreeze()
+    except BaseException:
+        import gc
+        gc.unfreeze()
+    finally:
+        del init
 
 
 def _exit_status(e):
@@ -1237,7 +1247,6 @@ except SystemExit as _e:
     raise
 except BaseException:
     _cx = None
-    _FAST.clear()
     _after(2)
     _exit_like_python()
     raise
