@@ -1177,9 +1177,10 @@ def _fast_exit(status):
         th = sys.modules.get('threading')
         if th is not None and th.active_count() > 1:
             return
+        # No look at the objects before the exit callbacks: were they to finalize,
+        # python's own exit would find threading's shutdown and atexit done, as
+        # it would have done them itself, in this order.
         std = _std_ids()
-        if _program_finalizes(std):
-            return
         if th is not None:
             th._shutdown()  # its own atexit callbacks (concurrent.futures'), before atexit's
         import atexit
