@@ -20,7 +20,7 @@
 import * as fs from 'node:fs';
 import { decodeStruct } from '../image/codec.js';
 import { DATA_PROBLEM, type ImageEnvDep, type ImageKey } from '../image/format.js';
-import { archName, hostMachine, systemPageSize } from '../image/machine.js';
+import { archName, hostCpuId, hostMachine, systemPageSize } from '../image/machine.js';
 import { openRegular, readImageMeta, verifyImageData } from './store.js';
 import { describeDependency, observedEnvHash, unmetDependencies, variantSelector } from './envdeps.js';
 import {
@@ -60,6 +60,8 @@ export interface CheckOptions {
   owner: number;
   /** AT_PAGESZ of a run (default: this process's). */
   pageSize?: number;
+  /** The launcher's CPU id of this machine (default: hostCpuId()). */
+  cpuId?: number;
   /** CLOCK_REALTIME now, in ns (default: Date.now()). */
   nowNs?: bigint;
   /** CACHED_EXEC_MAX_AGE in seconds as the launcher reads it (default: from env or 7 days; 0 = never). */
@@ -188,6 +190,11 @@ export function checkImage(file: string, opts: CheckOptions): Verdict {
   const copy = Buffer.from(meta);
   copy.writeBigUInt64LE(0n, sumAt);
   if (hash64(copy) !== B(h.checksum)) return v('FAIL_CHECKSUM', 'metadata checksum mismatch (image corrupted)', info);
+  const cpu = opts.cpuId ?? hostCpuId();
+  if (Number(h.cpu_id) !== cpu) {
+    return v('FAIL_CPU', `image taken on a CPU with other features (cpu id ${Number(h.cpu_id).toString(16).padStart(8, '0')}, ` +
+      `this machine's is ${cpu.toString(16).padStart(8, '0')}): its libraries chose code for that CPU`, info);
+  }
 
   // find_sections
   const table = Number(h.header_size);

@@ -147,7 +147,7 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
     }
     const s = tryLayer('system', sysDir, withInit(keyFromStat(exe, st, env, 0, 0n)), 0, exe);
     // As key.c: a system image that is not this user's to use (or not this machine's) leaves the user's own miss (which is queued).
-    const notOurs = ['FAIL_IDENTITY', 'FAIL_IMAGE_IO', 'FAIL_OWNER', 'FAIL_ARCH', 'FAIL_PAGE_SIZE'].includes(s.v.outcome);
+    const notOurs = ['FAIL_IDENTITY', 'FAIL_IMAGE_IO', 'FAIL_OWNER', 'FAIL_ARCH', 'FAIL_PAGE_SIZE', 'FAIL_CPU'].includes(s.v.outcome);
     return s.v.outcome !== 'MISS' && !notOurs ? s : { v, a };
   };
 
@@ -219,8 +219,9 @@ function finish(p: Prediction, user: Store, outcome: OutcomeName, detail: string
     p.hint = `the image's data is damaged: 'cached-exec --cleanup' removes it, '${warm}' re-takes it`;
   } else if (outcome === 'FAIL_IDENTITY' || (outcome === 'FAIL_IMAGE_IO' && detail.includes('serves root only'))) {
     p.hint = `the system layer's image is root's own; '${warm}' takes one for you in your cache (tried first)`;
-  } else if (outcome === 'FAIL_ARCH' || outcome === 'FAIL_PAGE_SIZE') {
-    p.hint = `an image serves only the architecture and page size it was taken on: '${warm}' takes one on this machine`;
+  } else if (outcome === 'FAIL_ARCH' || outcome === 'FAIL_PAGE_SIZE' || outcome === 'FAIL_CPU') {
+    p.hint = `an image serves only the architecture, page size and CPU features it was taken on: '${warm}' takes one on this machine ` +
+      '(machines sharing a home directory: give each its own CACHED_EXEC_DIR)';
   } else if (outcome === 'BYPASS_UNTRUSTED_DIR') {
     p.hint = 'the cache directory must be an absolute path to a real directory (not a symlink) owned by you, mode 0700';
   } else if (outcome.startsWith('FAIL_')) {

@@ -12,7 +12,7 @@ import {
   ABI_HASH, ENV_DEP, FILE, FORMAT_VERSION, HEADER, INTEGRITY, KEY, MAGIC, REGION, RESUME, SECTION, SIGACTION, SLOT, STATE,
   VDSO_PART, FileKind, ResumeFlag, Section, SecFlag, Src, hash64, sizeOf, type StructDef,
 } from './schema.js';
-import { hostMachine, systemPageSize } from './machine.js';
+import { hostCpuId, hostMachine, systemPageSize } from './machine.js';
 
 /** AT_PAGESZ of this kernel: data is laid out (and mapped at restore) in its pages; the header records it. */
 export const PAGE_SIZE = systemPageSize();
@@ -155,6 +155,8 @@ export interface ImageVdsoPart {
 
 export interface ImageModel {
   createdNs: bigint;
+  /** The CPU id the image is for (default: this machine's, hostCpuId()); parseImage fills it from the header. */
+  cpuId?: number;
   key: ImageKey;
   files: ImageFile[];
   regions: ImageRegion[];
@@ -324,7 +326,7 @@ export function serializeImage(img: ImageModel): Buffer {
   encodeStruct(HEADER, {
     magic: MAGIC, format_version: FORMAT_VERSION, abi_hash: ABI_HASH, arch: hostMachine(), page_size: PAGE_SIZE,
     header_size: headerSize, section_count: sections.length, meta_size: metaSize, data_offset: dataOffset,
-    file_size: dataOff, checksum: 0, created_ns: img.createdNs, flags: 0, reserved: 0,
+    file_size: dataOff, checksum: 0, created_ns: img.createdNs, flags: 0, cpu_id: img.cpuId ?? hostCpuId(),
   }, meta, 0);
   sections.forEach((s, i) => {
     const at = offsets[i] as number;
@@ -403,6 +405,7 @@ export function parseImage(buf: Buffer): ParsedImage {
   const b = (v: bigint | number | undefined): bigint => BigInt(v ?? 0);
   const model: ImageModel = {
     createdNs: b(header.created_ns),
+    cpuId: n(header.cpu_id),
     key: {
       euid: n(k.euid), exePath: readStr(strings, n(k.exe_path)), exeDev: b(k.exe_dev), exeIno: b(k.exe_ino),
       exeSize: b(k.exe_size), exeMtimeSec: b(k.exe_mtime_sec), exeMtimeNsec: n(k.exe_mtime_nsec),

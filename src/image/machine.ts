@@ -4,7 +4,9 @@
  * and check.ts refuse an image whose values are not this machine's, with
  * FAIL_ARCH or FAIL_PAGE_SIZE: the run is cold.
  */
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import { LAUNCHER } from '../common/package.js';
 import { ARCH_AARCH64, ARCH_X86_64 } from './schema.js';
 
 /** e_machine → the name users know (uname -m). */
@@ -47,3 +49,22 @@ export function systemPageSize(): number {
   }
   return pageSizeCache;
 }
+
+let cpuIdCache: number | undefined;
+
+/**
+ * This machine's CPU id as the launcher computes it (cx_arch_cpu_id: cpuid
+ * leaves on x86_64, the hwcaps on aarch64), asked once per process. An image
+ * records it, and the launcher restores only on a CPU with the same id
+ * (FAIL_CPU): the C library chose code for the CPU it ran on. 0, which no
+ * machine has, when the launcher cannot say: such an image never restores.
+ */
+export function hostCpuId(launcher: string = LAUNCHER): number {
+  if (cpuIdCache === undefined) {
+    const r = spawnSync(launcher, ['--internal-cpu-id'], { encoding: 'utf8', timeout: 30_000 });
+    const m = r.status === 0 ? /^([0-9a-f]{8})\n$/.exec(r.stdout) : null;
+    cpuIdCache = m ? parseInt(m[1] as string, 16) : 0;
+  }
+  return cpuIdCache;
+}
+

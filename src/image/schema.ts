@@ -189,6 +189,7 @@ export const CONSTANTS: readonly ConstGroup[] = [
       FAIL_ENV: 24, // a variable the image depends on (ENV_DEPS, or the whole environment) differs, and no variant image serves this one
       FAIL_ARCH: 25, // the image was taken on another architecture (header arch: ELF e_machine)
       FAIL_PAGE_SIZE: 26, // the image was taken on a kernel with another page size (header page_size vs AT_PAGESZ)
+      FAIL_CPU: 28, // the image was taken on a CPU with other features (header cpu_id vs cx_arch_cpu_id): its libraries chose code for that CPU
       FAIL_ADAPTER: 27, // written by a post-init adapter after the restore, which then ran the program cold (shadowing, a sensitive variable): amends the same run's HIT
     },
   },
@@ -221,7 +222,7 @@ export const HEADER: StructDef = {
     f('checksum', 'u64', 'cx_hash64 of bytes [0, meta_size) with this field zero'),
     f('created_ns', 'u64', 'CLOCK_REALTIME at snapshot, for rotation'),
     f('flags', 'u32', 'reserved, zero'),
-    f('reserved', 'u32', 'zero'),
+    f('cpu_id', 'u32', 'cx_arch_cpu_id() of the machine that took it: the CPU features its C library chose code by'),
   ],
 };
 

@@ -88,7 +88,10 @@ enum cx_outcome check_header(struct image *im, const uint64_t *auxv)
 	h->checksum = 0; /* our private copy: the checksum covers the field as zero */
 	uint64_t got = cx_hash64(im->meta, im->meta_size, CX_FNV_OFFSET);
 	h->checksum = sum;
-	return got == sum ? CX_HIT : CX_FAIL_CHECKSUM;
+	if (got != sum)
+		return CX_FAIL_CHECKSUM;
+	/* Another CPU of the same architecture: not damaged, not ours either (cx_arch_cpu_id). */
+	return h->cpu_id == cx_arch_cpu_id(auxv) ? CX_HIT : CX_FAIL_CPU;
 }
 
 enum cx_outcome find_sections(struct image *im)

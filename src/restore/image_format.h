@@ -6,7 +6,7 @@
 
 #define CX_FORMAT_VERSION 3u
 #define CX_MAGIC 0x31474d4958455843ull
-#define CX_ABI_HASH 0x73bc2882u
+#define CX_ABI_HASH 0x06c3a3a6u
 #define CX_ARCH_X86_64 62u
 #define CX_ARCH_AARCH64 183u
 
@@ -130,6 +130,7 @@
 #define CX_OUTCOME_FAIL_ENV 24u
 #define CX_OUTCOME_FAIL_ARCH 25u
 #define CX_OUTCOME_FAIL_PAGE_SIZE 26u
+#define CX_OUTCOME_FAIL_CPU 28u
 #define CX_OUTCOME_FAIL_ADAPTER 27u
 
 /* Statistics log. */
@@ -156,7 +157,7 @@ struct cx_header {
 	uint64_t checksum; /* cx_hash64 of bytes [0, meta_size) with this field zero */
 	uint64_t created_ns; /* CLOCK_REALTIME at snapshot, for rotation */
 	uint32_t flags; /* reserved, zero */
-	uint32_t reserved; /* zero */
+	uint32_t cpu_id; /* cx_arch_cpu_id() of the machine that took it: the CPU features its C library chose code by */
 };
 _Static_assert(sizeof(struct cx_header) == 80, "cx_header size");
 _Static_assert(offsetof(struct cx_header, magic) == 0, "cx_header.magic");
@@ -172,7 +173,7 @@ _Static_assert(offsetof(struct cx_header, file_size) == 48, "cx_header.file_size
 _Static_assert(offsetof(struct cx_header, checksum) == 56, "cx_header.checksum");
 _Static_assert(offsetof(struct cx_header, created_ns) == 64, "cx_header.created_ns");
 _Static_assert(offsetof(struct cx_header, flags) == 72, "cx_header.flags");
-_Static_assert(offsetof(struct cx_header, reserved) == 76, "cx_header.reserved");
+_Static_assert(offsetof(struct cx_header, cpu_id) == 76, "cx_header.cpu_id");
 
 /* Section table entry. */
 struct cx_section {

@@ -182,11 +182,11 @@ enum cx_outcome restore_layers(struct launch *L)
 		/*
 		 * A system image that is not this user's to use (root's identity-bound
 		 * image, unreadable or refused as such) or not this machine's (another
-		 * architecture or page size: a layer built elsewhere) is the user's
+		 * architecture, page size or CPU: a layer built elsewhere) is the user's
 		 * miss: their own image is queued, as with no system image at all.
 		 */
 		int not_ours = s == CX_FAIL_IDENTITY || s == CX_FAIL_IMAGE_IO || s == CX_FAIL_OWNER || s == CX_FAIL_ARCH ||
-			       s == CX_FAIL_PAGE_SIZE;
+			       s == CX_FAIL_PAGE_SIZE || s == CX_FAIL_CPU;
 		if (s != CX_MISS && s != CX_BYPASS_NO_CACHE_DIR && !not_ours)
 			return s;
 	}

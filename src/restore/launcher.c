@@ -152,6 +152,19 @@ static __attribute__((noreturn)) void print_key_resolved(struct launch *L)
 	sys_exit_group(0);
 }
 
+/* --internal-cpu-id: this machine's cx_arch_cpu_id, 8 hex digits, for the image writer (src/image/machine.ts). */
+static __attribute__((noreturn)) void print_cpu_id(const struct launch *L)
+{
+	char out[16];
+	struct cx_buf b = { out, 0, sizeof out, 0 };
+	uint32_t id = cx_arch_cpu_id(L->auxv);
+	for (int s = 28; s >= 0; s -= 4)
+		cx_buf_put(&b, &"0123456789abcdef"[(id >> s) & 15], 1);
+	cx_buf_str(&b, "\n");
+	sys_write(1, out, b.len);
+	sys_exit_group(0);
+}
+
 /* --internal-key PROG: prints "hash image-path" as the launcher computes them. */
 static __attribute__((noreturn)) void print_key(struct launch *L, int i)
 {
@@ -395,6 +408,8 @@ __attribute__((noreturn, used)) void cx_main(uint64_t *sp, int own_stack)
 			traceme(&L, 2);
 		if (cx_streq(a, "--internal-tsc-probe"))
 			cx_arch_counter_trap_probe();
+		if (cx_streq(a, "--internal-cpu-id"))
+			print_cpu_id(&L);
 		if (cx_streq(a, "--internal-inspect"))
 			sys_exit_group(L.argc > 2 ? cx_inspect(L.argv[2]) : 2);
 		if (cx_streq(a, "--internal-key")) {

@@ -34,6 +34,7 @@ enum cx_outcome {
 	CX_FAIL_IDENTITY = CX_OUTCOME_FAIL_IDENTITY,
 	CX_FAIL_ARCH = CX_OUTCOME_FAIL_ARCH,
 	CX_FAIL_PAGE_SIZE = CX_OUTCOME_FAIL_PAGE_SIZE,
+	CX_FAIL_CPU = CX_OUTCOME_FAIL_CPU,
 };
 
 /* What PR_SET_MM_MAP's exe_fd needs (jump.c exe_settable). */
@@ -194,6 +195,9 @@ int shell_file(char *out, size_t cap, const char *name);
 
 /* arch/<arch>/start.c */
 __attribute__((noreturn)) void cx_arch_counter_trap_probe(void);
+
+/* arch/<arch>/cpu.c: a fingerprint of the CPU features code is chosen by (IFUNC resolvers, ld.so's own choices). */
+uint32_t cx_arch_cpu_id(const uint64_t *auxv);
 
 #ifndef CX_NODE_PATH
 #define CX_NODE_PATH "/usr/bin/node"

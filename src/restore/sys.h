@@ -101,9 +101,11 @@
 #define AT_GID 13
 #define AT_EGID 14
 #define AT_PLATFORM 15
+#define AT_HWCAP 16
 #define AT_SECURE 23
 #define AT_BASE_PLATFORM 24
 #define AT_RANDOM 25
+#define AT_HWCAP2 26
 #define AT_EXECFN 31
 #define AT_SYSINFO_EHDR 33
 

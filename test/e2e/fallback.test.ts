@@ -14,6 +14,7 @@ import {
 } from '../helpers/cx.js';
 import { firstLoadAddress, flipByte, headerFieldOffset, metaSize, moveFirstRegion, regions, rehash } from '../helpers/image.js';
 import { ARCH_AARCH64 } from '../../src/image/schema.js';
+import { hostCpuId } from '../../src/image/machine.js';
 
 const hasBash = installedPrograms(['bash']).length > 0;
 const canCompile = haveCc();
@@ -135,6 +136,8 @@ if (hasBash) {
     for (const [label, field, value, outcome, why] of [
       ['another architecture (aarch64)', 'arch', ARCH_AARCH64, 'FAIL_ARCH', /image taken on aarch64, this machine is x86_64/],
       ['another page size (16K)', 'page_size', 16384, 'FAIL_PAGE_SIZE', /image taken with 16384-byte pages, this kernel's are 4096 bytes/],
+      // A CPU with other features (a home shared by machines, a VM moved to another host): glibc's IFUNCs chose code for it.
+      ['another CPU', 'cpu_id', (hostCpuId() ^ 0x100) >>> 0, 'FAIL_CPU', /image taken on a CPU with other features/],
     ] as const) {
       it(`an image for ${label} runs cold, and --explain says why`, async () => {
         const image = bashWarm?.image as string;

@@ -14,7 +14,7 @@ const SRC = path.resolve(__dirname, '..', '..', 'src');
 const ALLOWED: Record<string, readonly string[]> = {
   common: [],
   sys: [],
-  image: [],
+  image: ['common'], // machine.ts asks the launcher (common/package.ts) for this machine's CPU id
   resume: ['image'],
   cache: ['common', 'image', 'resume', 'sys'],
   invalidate: ['cache', 'common', 'image', 'resume', 'sys'],

@@ -8,6 +8,17 @@
  */
 #include "tramp.h"
 
+/*
+ * The CPU an image's code was chosen for: glibc's IFUNC resolvers on aarch64
+ * choose by the kernel's hwcaps (SVE, MOPS, ...), which it hands every
+ * program in the auxv.
+ */
+uint32_t cx_arch_cpu_id(const uint64_t *auxv)
+{
+	uint64_t v[2] = { cx_auxv_get(auxv, AT_HWCAP), cx_auxv_get(auxv, AT_HWCAP2) };
+	return (uint32_t)cx_hash64(v, sizeof v, CX_FNV_OFFSET) | 1u; /* never 0 */
+}
+
 enum cx_outcome cx_arch_check_resume_cpu(const struct image *im)
 {
 	(void)im;

@@ -12,6 +12,34 @@ static void cpuid(uint32_t leaf, uint32_t sub, uint32_t r[4])
 }
 
 /*
+ * The CPU an image's code was chosen for. glibc's IFUNC resolvers (memcpy,
+ * strlen: AVX2, AVX-512, ERMS...) and ld.so's own choices (the lazy-binding
+ * trampoline: xsavec or xsave) ran before the snapshot and their answers are
+ * in the image: restored on a CPU without those instructions, the program
+ * would die of SIGILL. A cache on a home shared by machines, or a VM moved to
+ * another host, meets that. The leaves glibc's cpu_features reads: 1 (family,
+ * model, stepping; SSE to AVX, FMA, OSXSAVE; not EBX, which holds the APIC
+ * id of the core we run on), 7.0 (AVX2, AVX-512, BMI, ERMS, FSRM), 0xd.1
+ * (XSAVEC), 0x80000001 (LZCNT, ...). A leaf beyond the CPU's maximum returns
+ * another leaf's values, the same on every run of one CPU: fine for an id.
+ * Four cpuid instructions, each a VM exit under a hypervisor (~2 us here).
+ */
+uint32_t cx_arch_cpu_id(const uint64_t *auxv)
+{
+	(void)auxv;
+	uint32_t v[9], r[4];
+	cpuid(1, 0, r);
+	v[0] = r[0], v[1] = r[2], v[2] = r[3];
+	cpuid(7, 0, r);
+	v[3] = r[1], v[4] = r[2], v[5] = r[3];
+	cpuid(0xd, 1, r);
+	v[6] = r[0];
+	cpuid(0x80000001u, 0, r);
+	v[7] = r[2], v[8] = r[3];
+	return (uint32_t)cx_hash64(v, sizeof v, CX_FNV_OFFSET) | 1u; /* never 0 */
+}
+
+/*
  * The trampoline loads the saved FPU/SSE/AVX state with xrstor, past the
  * point of no return, so everything xrstor would fault on is ruled out here:
  * another XCR0 (a CPU or kernel with other features), a non-standard XSAVE
