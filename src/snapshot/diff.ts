@@ -71,7 +71,7 @@ export function capture(o: TraceOptions): CapturedRun {
     const random = r ? readMem(t.mem, r, 16) : Buffer.alloc(16);
     const loader = loaderPath(maps, t.auxv.get(AT.BASE));
     const run = {
-      pid: t.pid, fsBase: t.regs.fs_base, argc: stack.argc, caps, maps, stack, random, randomOutputs: t.randomOutputs, clockReads: t.clockReads,
+      pid: t.pid, fsBase: t.threadPointer, argc: stack.argc, caps, maps, stack, random, randomOutputs: t.randomOutputs, clockReads: t.clockReads,
       ...(loader ? { loader } : {}), ...(t.envLookups ? { lookups: t.envLookups } : {}),
     };
     return t.loader.rseq ? { ...run, rseq: t.loader.rseq } : run;
