@@ -1,0 +1,193 @@
+# The aarch64 snapshotter, post-link: real dynamically linked glibc programs
+# warmed and restored in the guest. Run with
+#   npm run test:arm64 -- --launcher --script test/arm64/restore.sh
+# Sourced by /cx-run/run.sh (POSIX sh, cwd /cx, as root) after
+# scripts/arm64/guest/lib.sh; /cx/bin/cached-exec is the aarch64 launcher.
+#
+# For /bin/true, dash, bash, cat and ls:
+#  1. --warm writes an image (no refusal);
+#  2. over several argument lists, the run through the launcher has the same
+#     stdout, stderr and exit status as a cold run (CACHED_EXEC_DISABLE=1),
+#     and the launcher recorded HIT for it;
+#  3. proof from outside: the restored process's /proc/PID/maps lists the
+#     image file (read while it waits on a FIFO; ls lists its own
+#     /proc/self/map_files), and strace -f -e trace=execve shows one execve,
+#     the launcher's.
+# Then an unprivileged user (uid 1000, own cache) warms and restores dash,
+# and a run with another environment (an unrelated variable) still restores.
+CX=/cx/bin/cached-exec
+export PATH=/usr/local/bin:/usr/bin:/bin
+export LC_ALL=C
+export CACHED_EXEC_DIR=/tmp/cx-cache
+export CACHED_EXEC_NO_WARM=1
+W=/tmp/cx-work
+mkdir -p "$W"
+
+check() { cx_check "$@" || CX_FAILED=$((CX_FAILED + 1)); }
+
+last_outcome() {
+	node --input-type=module -e "
+		import * as fs from 'node:fs';
+		import { decodeRunRecords } from '/cx/dist/cache/stats.js';
+		const r = decodeRunRecords(fs.readFileSync('$CACHED_EXEC_DIR/stats/runs.log')).records;
+		console.log(r.at(-1).outcome);"
+}
+
+image_of() { set -- $("$CX" --internal-key "$1") && echo "$2"; }
+
+# "$@" cold and restored: stdout, stderr and status equal, and the launcher's run a HIT.
+same_restored() {
+	CACHED_EXEC_DISABLE=1 "$CX" "$@" >"$W/cold.out" 2>"$W/cold.err" </dev/null
+	c=$?
+	"$CX" "$@" >"$W/cx.out" 2>"$W/cx.err" </dev/null
+	r=$?
+	o=$(last_outcome)
+	if [ "$c" != "$r" ] || ! cmp -s "$W/cold.out" "$W/cx.out" || ! cmp -s "$W/cold.err" "$W/cx.err"; then
+		echo "DIFFERS: $* (status cold $c, restored $r, $o)"
+		diff "$W/cold.out" "$W/cx.out" | head -5
+		diff "$W/cold.err" "$W/cx.err" | head -5
+		return 1
+	fi
+	echo "same: $* (status $r, $(wc -c <"$W/cx.out")+$(wc -c <"$W/cx.err") bytes out+err, $o)"
+	[ "$o" = HIT ]
+}
+
+warm() {
+	"$CX" --warm "$1" 2>&1
+	rc=$?
+	img=$(image_of "$1")
+	echo "warm rc=$rc image $img"
+	[ "$rc" = 0 ] && [ -s "$img" ] && "$CX" --explain "$1" | grep -q 'restores from the image'
+}
+
+# One execve (the launcher's): the program itself was never exec'd.
+one_execve() {
+	strace -f -e trace=execve -o "$W/strace.txt" "$CX" "$@" >/dev/null 2>&1 </dev/null
+	cat "$W/strace.txt"
+	[ "$(grep -c 'execve(' "$W/strace.txt")" = 1 ] && [ "$(last_outcome)" = HIT ]
+}
+
+# The restored process waits on a FIFO (PROG ARGS... with @FIFO for the FIFO's path, or stdin): its maps list the image.
+maps_from_outside() {
+	prog=$1
+	shift
+	img=$(image_of "$prog")
+	rm -f "$W/fifo" && mkfifo "$W/fifo" || return 1
+	"$CX" "$prog" "$@" <"$W/fifo" >"$W/bg.out" 2>&1 &
+	pid=$!
+	exec 9>"$W/fifo"
+	i=0
+	until grep -qF "$img" "/proc/$pid/maps" 2>/dev/null || [ $i -ge 100 ]; do sleep 0.2; i=$((i + 1)); done
+	grep -F "$img" "/proc/$pid/maps" | head -3
+	found=$?
+	head -c 200 "/proc/$pid/cmdline" | tr '\0' ' '; echo
+	echo bye >&9
+	exec 9>&-
+	wait $pid
+	rc=$?
+	echo "exit $rc, output: $(head -c 200 "$W/bg.out")"
+	[ $found = 0 ] && [ "$(last_outcome)" = HIT ]
+}
+
+# --- /bin/true ---------------------------------------------------------------
+check warm-true warm /bin/true
+true_runs() {
+	same_restored /bin/true && same_restored /bin/true a b c && same_restored /bin/true --version
+}
+check restored-true true_runs
+check execve-true one_execve /bin/true
+
+# --- dash ----------------------------------------------------------------------
+check warm-dash warm dash
+dash_runs() {
+	same_restored dash -c 'echo "$0 $# $*"; exit 3' a b c &&
+	same_restored dash -c 'for i in 1 2 3; do echo $i; done; echo err >&2' &&
+	same_restored dash -c 'x=$(echo sub); echo "$x"; ls -d / /nonexistent; echo $?' &&
+	same_restored dash -c 'kill -TERM $$' &&
+	same_restored dash -c 'echo "${HOME-unset} $(pwd)"; set -- $(seq 1 20); echo $#' &&
+	same_restored dash /nonexistent-script &&
+	same_restored dash -c 'printf "%s\n" "$@"' x 'with space' ''
+}
+check restored-dash dash_runs
+check maps-dash maps_from_outside dash -c 'read x; echo got $x'
+check execve-dash one_execve dash -c 'echo hi; exit 4'
+
+# --- bash ----------------------------------------------------------------------
+check warm-bash warm bash
+bash_runs() {
+	same_restored bash -c 'echo "$0 $# $*" $BASH_VERSION; exit 3' a b c &&
+	same_restored bash -c 'a=(1 2 3); echo ${#a[@]} ${a[*]}; declare -A m=([k]=v); echo ${m[k]}' &&
+	same_restored bash -c 'f() { return 7; }; f; echo $?; echo err >&2; exit 2' &&
+	same_restored bash -c 'echo $(( 6 * 7 )); printf "%05d\n" 42; type cd' &&
+	same_restored bash -c 'kill -TERM $$' &&
+	same_restored bash --version &&
+	same_restored bash -c 'shopt -s extglob; x=aaab; echo ${x//+(a)/X}; compgen -b | head -3'
+}
+check restored-bash bash_runs
+check maps-bash maps_from_outside bash -c 'read x; echo got $x; true'
+check execve-bash one_execve bash -c 'echo hi; exit 5'
+
+# --- coreutils -----------------------------------------------------------------
+check warm-cat warm cat
+cat_runs() {
+	same_restored cat /etc/passwd &&
+	same_restored cat -n /etc/passwd /etc/hostname &&
+	same_restored cat /nonexistent &&
+	same_restored cat --version &&
+	same_restored cat -A /cx/package.json
+}
+check restored-cat cat_runs
+check maps-cat maps_from_outside cat
+check execve-cat one_execve cat /etc/passwd
+
+check warm-ls warm ls
+ls_runs() {
+	same_restored ls / &&
+	same_restored ls -la /cx/src &&
+	same_restored ls -d /nonexistent / &&
+	same_restored ls --color=always -F /usr/bin/ &&
+	same_restored ls -lR /cx/src/restore
+}
+check restored-ls ls_runs
+maps_ls() {
+	"$CX" ls -l /proc/self/map_files/ >"$W/ls-maps.txt" 2>&1
+	grep -F "$(image_of ls)" "$W/ls-maps.txt" | head -3 && [ "$(last_outcome)" = HIT ]
+}
+check maps-ls maps_ls
+check execve-ls one_execve ls /
+
+# --- another environment, another user ----------------------------------------
+other_env() {
+	CX_UNRELATED=$$ same_restored dash -c 'echo "${CX_UNRELATED:+set}"'
+}
+check restored-other-env other_env
+
+unprivileged() {
+	d=/tmp/cx-user
+	rm -rf "$d" && mkdir -p "$d" && chown cx:cx "$d" && chmod 700 "$d" || return 1
+	as="setpriv --reuid=cx --regid=cx --clear-groups env CACHED_EXEC_DIR=$d HOME=/tmp"
+	$as "$CX" --warm dash || return 1
+	cold=$($as CACHED_EXEC_DISABLE=1 "$CX" dash -c 'echo uid $(id -u) $0; exit 2' zz)
+	c=$?
+	hot=$($as "$CX" dash -c 'echo uid $(id -u) $0; exit 2' zz)
+	h=$?
+	echo "cold: $cold ($c) restored: $hot ($h)"
+	o=$(CACHED_EXEC_DIR=$d last_outcome)
+	echo "recorded: $o"
+	[ "$cold" = "$hot" ] && [ "$c" = "$h" ] && [ "$hot" = "uid 1000 zz" ] && [ "$o" = HIT ] &&
+		[ "$(stat -c %U "$(set -- $($as "$CX" --internal-key dash); echo "$2")")" = cx ]
+}
+check unprivileged-warm-restore unprivileged
+
+# What a restore saves under TCG (median of 10; docs/arm64.md has the caveat).
+timing() {
+	for c in "/bin/true" "dash -c true" "bash -c true" "cat /dev/null" "ls /"; do
+		cold=$(CACHED_EXEC_DISABLE=1 /cx-run/bin/timeit 10 $CX $c) || return 1
+		direct=$(/cx-run/bin/timeit 10 $c) || return 1
+		hot=$(/cx-run/bin/timeit 10 $CX $c) || return 1
+		echo "$c: direct $direct / launcher disabled $cold / restored $hot"
+		cx_note cost "$c: direct $direct / launcher disabled $cold / restored $hot"
+	done
+}
+check restore-cost timing
+"$CX" -s
