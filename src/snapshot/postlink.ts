@@ -142,6 +142,9 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
     } else if (t.clockReads.length) {
       notes.push(`library constructors read the clock ${t.clockReads.length} time(s) and kept nothing of it`);
     }
+    if (diff.loaderClockWords) {
+      notes.push(`${diff.loaderClockWords} 4-byte words of the loader's own start-up timings differ between runs with the same inputs (the counter, read without a syscall, cannot be trapped here): kept as the snapshot took them`);
+    }
     if (diff.randomCopies) {
       notes.push(`${diff.randomCopies} words are getrandom output kept verbatim before the entry point (malloc's tcache key): shared by every restore`);
     }
