@@ -4,7 +4,7 @@
 # Sourced by /cx-run/run.sh (POSIX sh, cwd /cx, as root) after
 # scripts/arm64/guest/lib.sh; /cx/bin/cached-exec is the aarch64 launcher.
 #
-# For /bin/true, dash, bash, cat and ls:
+# For /bin/true, dash, bash, cat, ls (glibc) and a musl program:
 #  1. --warm writes an image (no refusal);
 #  2. over several argument lists, the run through the launcher has the same
 #     stdout, stderr and exit status as a cold run (CACHED_EXEC_DISABLE=1),
@@ -159,6 +159,18 @@ maps_ls() {
 check maps-ls maps_ls
 check execve-ls one_execve ls /
 
+# --- musl ------------------------------------------------------------------------
+# A dynamically linked musl program (its loader is musl's libc.so): the same
+# code paths as on x86_64 (the trap after set_tid_address, BELOW_ARGC,
+# RANDOM_COPY slots, rtld_fini 0), the thread pointer from NT_ARM_TLS.
+MH=/cx-run/bin/hello
+check warm-musl warm $MH
+musl_runs() {
+	same_restored $MH && same_restored $MH 7 && HOME=/elsewhere same_restored $MH 3 x y
+}
+check restored-musl musl_runs
+check execve-musl one_execve $MH 5
+
 # --- what the launcher re-creates ------------------------------------------------
 # The loader's per-thread kernel state, redone by the launcher (no loader runs):
 # set_tid_address, set_robust_list and rseq at the image's addresses, succeeding.
@@ -263,3 +275,39 @@ timing() {
 }
 check restore-cost timing
 "$CX" -s
+
+# Layout note (no check): how close this kernel's ASLR puts the libraries to
+# the stack. A restore refuses (FAIL_COLLISION, cold) when an image region
+# lies within max(RLIMIT_STACK, 128 MiB) below the restoring process's stack;
+# pairs of (snapshot layout, run layout) from 100 fresh processes estimate how
+# often that happens here.
+layout_note() {
+	i=0
+	while [ $i -lt 100 ]; do
+		cat /proc/self/maps >"$W/maps.$i"
+		i=$((i + 1))
+	done
+	node -e '
+		const fs = require("fs");
+		const rows = [];
+		for (let i = 0; i < 100; i++) {
+			let stack = 0n, lib = 0n;
+			for (const l of fs.readFileSync(`${process.argv[1]}/maps.${i}`, "utf8").split("\n")) {
+				const end = BigInt("0x" + (l.split(" ")[0].split("-")[1] || "0"));
+				if (l.endsWith("[stack]")) stack = end;
+				else if (/ \/.*ld-linux/.test(l) && end > lib) lib = end;
+			}
+			rows.push([stack, lib]);
+		}
+		const room = 128n << 20n;
+		let pairs = 0, hit = 0, min = null;
+		for (const [, lib] of rows) for (const [stack] of rows) {
+			pairs++;
+			const d = stack - lib;
+			if (d < room) hit++;
+			if (min === null || d < min) min = d;
+		}
+		const rnd = fs.readFileSync("/proc/sys/vm/mmap_rnd_bits", "utf8").trim();
+		console.log(`mmap_rnd_bits ${rnd}; ld.so top to stack top over ${rows.length} processes: min ${min >> 20n} MiB; ${hit} of ${pairs} (image, run) pairs within 128 MiB`);' "$W"
+}
+cx_note layout "$(uname -r): $(layout_note)"
