@@ -388,8 +388,14 @@ def _stdio_config():
     return enc, errors, buffered
 
 
-def _make_stdio(fd, write, name, enc, errors, buffered):
-    """python's create_stdio() (Python/pylifecycle.c)."""
+def _make_stdio(fd, write, name, enc, errors, buffered, into=None):
+    """python's create_stdio() (Python/pylifecycle.c). With into, the init's
+    stream for that fd, the text layer is that very object set up again
+    (TextIOWrapper.__init__ over the new buffer; it keeps nothing of its old
+    state): a module that kept sys.stdout or sys.stderr at import (a logging
+    handler, a saved stream) then writes through the object the program prints
+    to, into one buffer, as in a plain run. The layers under it are new: a
+    file object's __init__ keeps what it learned of the old file (seekable)."""
     import io
     try:
         os.get_inheritable(fd)  # fcntl(F_GETFD), python's is_valid_fd()
@@ -400,7 +406,11 @@ def _make_stdio(fd, write, name, enc, errors, buffered):
     raw = buf.raw if buffering else buf
     raw.name = name
     line_buffering = buffered and (raw.isatty() or (fd == 2 and sys.version_info >= (3, 9)))
-    stream = io.TextIOWrapper(buf, enc, errors, '\n', line_buffering, not buffered)
+    if type(into) is io.TextIOWrapper:
+        io.TextIOWrapper.__init__(into, buf, enc, errors, '\n', line_buffering, not buffered)
+        stream = into
+    else:
+        stream = io.TextIOWrapper(buf, enc, errors, '\n', line_buffering, not buffered)
     stream.mode = 'w' if write else 'r'
     return stream
 
@@ -773,8 +783,17 @@ def _prepare():
     # Cold runs do the same, so both behave alike.
     import gc
     if resume_fd is not None:
-        # Objects the init made are frozen below, out of _fast_exit's sight: judged once, here.
-        _FAST['ok'] = _nothing_finalizes(_std_ids())
+        # Objects the init made are frozen below, out of gc.get_objects()'s sight:
+        # the ones that would finalize are kept for the exit, which looks at them
+        # again after the atexit callbacks (certifi's, e.g., closes a context
+        # manager of importlib.resources that its import entered). A cold run
+        # keeps none: its exit unfreezes them all (_exit_like_python).
+        _FAST['init'] = _finalizers(gc.get_objects(), _std_ids())
+        # The init's standard streams outlive the restore where a module kept one
+        # (a logging handler, a saved sys.stdout): what the program writes there
+        # is flushed at exit, as python's teardown does when it frees them.
+        import weakref
+        _FAST['init_std'] = [weakref.ref(x) for f in _std_streams() for x in _layers(f)]
     gc.freeze()
 
     if resume_fd is not None:
@@ -863,6 +882,8 @@ def _prepare():
         _STATE['learn'] = (learned, start_modules, roots, os.path.realpath(path0 or cwd), known)
         _record_import_order()
 
+    if resume_fd is not None and hasattr(sys, 'addaudithook'):
+        sys.addaudithook(_audit)
     # From here on the process becomes the caller's program.
     if env is not start_env:
         _apply_env(start_env, env, list(env))
@@ -871,9 +892,9 @@ def _prepare():
     old = (sys.stdin, sys.stdout, sys.stderr)
     _flush_std()
     buffered = buffered and not unbuffered
-    sys.stdin = sys.__stdin__ = _make_stdio(0, False, '<stdin>', enc, errors, buffered)
-    sys.stdout = sys.__stdout__ = _make_stdio(1, True, '<stdout>', enc, errors, buffered)
-    sys.stderr = sys.__stderr__ = _make_stdio(2, True, '<stderr>', enc, 'backslashreplace', buffered)
+    sys.stdin = sys.__stdin__ = _make_stdio(0, False, '<stdin>', enc, errors, buffered, sys.__stdin__)
+    sys.stdout = sys.__stdout__ = _make_stdio(1, True, '<stdout>', enc, errors, buffered, sys.__stdout__)
+    sys.stderr = sys.__stderr__ = _make_stdio(2, True, '<stderr>', enc, 'backslashreplace', buffered, sys.__stderr__)
     del old
     if hasattr(sys, 'orig_argv'):
         sys.orig_argv = list(argv)
@@ -1028,77 +1049,183 @@ def _gen_types():
     return type(g()), type(co), type(a())
 
 
-# Weak reference callbacks of the standard library's weak containers: they only drop an entry.
-_HARMLESS_CALLBACKS = ('WeakSet.__init__.<locals>._remove', 'WeakValueDictionary.__init__.<locals>.remove',
-                       'WeakKeyDictionary.__init__.<locals>.remove', 'WeakMethod.__new__.<locals>._cb')
+# Weak reference callbacks that only drop an entry from a container when their
+# referent dies: the standard weak containers', logging's handler list.
+_HARMLESS_CALLBACKS = (('weakref', 'WeakValueDictionary.__init__.<locals>.remove'),
+                       ('weakref', 'WeakKeyDictionary.__init__.<locals>.remove'),
+                       ('weakref', 'WeakMethod.__new__.<locals>._cb'),
+                       ('_weakrefset', 'WeakSet.__init__.<locals>._remove'),
+                       ('logging', '_removeHandlerRef'))
 
 
-def _nothing_finalizes(std):
-    """Whether no tracked object would do anything when python's teardown frees it:
-    no open file but the standard streams, no suspended generator or coroutine
-    (its finally blocks run), no object of a class with __del__, no weak
-    reference with a callback but the standard containers'. Frozen objects
-    (the init's) are not looked at here: _prepare checked them at the snapshot."""
-    import gc
+def _harmless_callback(cb):
+    """Whether a weak reference's callback only forgets its referent. Besides the
+    python ones above, two C ones that every program with an isinstance check on
+    an ABC or a threading.local has: _abc's _destroy (bound to a weak reference to
+    the ABC's cache set: it discards the dead entry) and _thread's
+    _localdummy_destroyed (bound to a weak reference to the local; from 3.13
+    clear_locals, bound to a (weak reference to the local, key) pair: both drop
+    the dead thread's dict)."""
+    import weakref
+    import _thread
+    if type(cb) is not type(len):  # a python function: by its name
+        return (getattr(cb, '__module__', None), getattr(cb, '__qualname__', None)) in _HARMLESS_CALLBACKS
+    own = getattr(cb, '__self__', None)  # a C function: by what it is bound to
+    if cb.__name__ == 'clear_locals' and type(own) is tuple and len(own) == 2:
+        own = own[0]
+    if not isinstance(own, weakref.ref):
+        return False
+    target = own()
+    if cb.__name__ == '_destroy':
+        return target is None or type(target) is set
+    if cb.__name__ in ('_localdummy_destroyed', 'clear_locals'):
+        return target is None or isinstance(target, _thread._local)  # a subclass's dict drops the same way
+    return False
+
+
+def _finalizers(objs, std):
+    """The objects of objs that would do something when python's teardown frees
+    them: an open file but the standard streams, a suspended generator or
+    coroutine (its finally blocks run), an object of a class with __del__, a
+    weak reference with a callback that is not _harmless_callback."""
     import io
     import weakref
     gens = _gen_types()
-    for o in gc.get_objects():
+    found = []
+    for o in objs:
         t = type(o)
         if t in gens:
             fr = getattr(o, 'gi_frame', None) or getattr(o, 'cr_frame', None) or getattr(o, 'ag_frame', None)
             if fr is not None and fr.f_lasti >= 0:
-                return False
+                found.append(o)
         elif isinstance(o, io.IOBase):
             if id(o) not in std and not o.closed:
-                return False
+                found.append(o)
         elif getattr(t, '__del__', None) is not None:
-            return False
-        elif isinstance(o, weakref.ref) and o.__callback__ is not None and \
-                getattr(o.__callback__, '__qualname__', None) not in _HARMLESS_CALLBACKS:
-            return False
-    return True
+            found.append(o)
+        elif isinstance(o, weakref.ref) and o.__callback__ is not None and not _harmless_callback(o.__callback__):
+            found.append(o)
+    return found
+
+
+def _program_finalizes(std):
+    """Whether an object the program made (not frozen: not the init's) would do
+    something at teardown."""
+    import gc
+    return bool(_finalizers(gc.get_objects(), std))
+
+
+def _layers(f):
+    """A stream and the layers under it, top first: text, buffer, raw file."""
+    f = getattr(f, '_real', f)
+    out = []
+    while f is not None and len(out) < 3:
+        out.append(f)
+        f = getattr(f, 'buffer', None) or getattr(f, 'raw', None)
+    return out
+
+
+def _std_streams():
+    """The standard streams, each once."""
+    seen = {}
+    for f in (sys.stdin, sys.stdout, sys.stderr, sys.__stdin__, sys.__stdout__, sys.__stderr__):
+        f = getattr(f, '_real', f)
+        if f is not None:
+            seen[id(f)] = f
+    return list(seen.values())
 
 
 def _std_ids():
     """The standard streams and their layers: python's teardown only flushes them."""
-    std = set()
-    for f in (sys.stdin, sys.stdout, sys.stderr, sys.__stdin__, sys.__stdout__, sys.__stderr__):
-        f = getattr(f, '_real', f)
-        b = getattr(f, 'buffer', None)
-        std.update(id(x) for x in (f, b, getattr(b, 'raw', None)) if x is not None)
-    return std
+    return set(id(x) for f in _std_streams() for x in _layers(f))
+
+
+def _only_flushes(f):
+    """Whether freeing the stream f only flushes it: its bottom layer is a file
+    object of fd 0, 1 or 2 that does not close its fd, as python's standard
+    streams are (a wrapper a module made over sys.stderr.buffer, e.g.)."""
+    import io
+    raw = _layers(f)[-1]
+    try:
+        return isinstance(raw, io.FileIO) and not raw.closefd and raw.fileno() in (0, 1, 2)
+    except ValueError:  # closed
+        return False
 
 
 def _fast_exit(status):
     """A restored run's end without python's teardown, which writes to every object
     the init created (a copy-on-write fault per page: most of a restored tool's
-    time). Only when the teardown would do nothing anyone sees (_nothing_finalizes),
-    and after what python's finalisation does first, in its order: wait for
-    threads (here: none may be left), atexit callbacks (weakref.finalize too),
-    flushing stdout and stderr. Any doubt returns: python exits as usual."""
-    if not _FAST.get('ok') or not isinstance(status, int) or not -2 ** 31 <= status < 2 ** 31:
+    time). Only when the teardown would do nothing anyone sees (_finalizers of
+    the program's objects and of the init's that _prepare kept), and after what
+    python's finalisation does first, in its order: threading's shutdown (no
+    thread may be left; its own atexit callbacks run), atexit callbacks
+    (weakref.finalize too), flushing stdout and stderr. Not when the program
+    added an audit hook (teardown calls it) or asked for teardown's reports.
+    Any doubt returns: python exits as usual (_exit_like_python)."""
+    init = _FAST.get('init')
+    init_std = _FAST.get('init_std')
+    if init is None or init_std is None or not isinstance(status, int) or not -2 ** 31 <= status < 2 ** 31:
         return
     try:
-        if sys.flags.inspect or os.environ.get('PYTHONINSPECT'):
+        if sys.flags.inspect or os.environ.get('PYTHONINSPECT') or _FAST.get('hooked'):
+            return
+        # Options under which teardown reports something (resource warnings,
+        # allocator statistics, reference dumps).
+        if sys.warnoptions or getattr(sys.flags, 'dev_mode', False) or getattr(sys, '_xoptions', None) or \
+                any(os.environ.get(v) for v in ('PYTHONMALLOCSTATS', 'PYTHONDUMPREFS', 'PYTHONDUMPREFSFILE')):
             return
         th = sys.modules.get('threading')
         if th is not None and th.active_count() > 1:
             return
+        # No look at the objects before the exit callbacks: were they to finalize,
+        # python's own exit would find threading's shutdown and atexit done, as
+        # it would have done them itself, in this order.
         std = _std_ids()
-        if not _nothing_finalizes(std):
-            return
+        if th is not None:
+            th._shutdown()  # its own atexit callbacks (concurrent.futures'), before atexit's
         import atexit
         atexit._run_exitfuncs()
-        if (th is not None and th.active_count() > 1) or not _nothing_finalizes(std):
+        if (th is not None and th.active_count() > 1) or _program_finalizes(std):
             return
-        for n in ('stdout', 'stderr'):
-            f = getattr(sys, n, None)
-            if f is not None:
+        left = _finalizers(init, std)
+        if not all(_only_flushes(f) for f in left):
+            return
+        # python's order: sys.stdout and sys.stderr, then the streams that teardown frees.
+        flush = [getattr(sys, 'stdout', None), getattr(sys, 'stderr', None)] + [r() for r in init_std] + left
+        for f in flush:
+            if f is not None and not f.closed:
                 f.flush()
     except BaseException:
         return
+    finally:
+        del init, init_std
     os._exit(status & 0xff)
+
+
+def _audit(event, args):
+    """A restore's audit hook: a hook the program adds is called when python's
+    teardown clears the hooks, which a fast exit would skip."""
+    if event == 'sys.addaudithook':
+        _FAST['hooked'] = True
+
+
+def _exit_like_python():
+    """The exit python makes when _fast_exit declined. Where an object the init
+    made would still finalize, the init's objects go back under the collector
+    (gc.unfreeze), so teardown's last collection finalizes the ones on reference
+    cycles, as in a plain run; frozen, they never would be. That collection walks
+    every object (tens of ms for a large init): only when it can matter."""
+    init = _FAST.get('init')
+    _FAST.clear()  # teardown must not find the init's objects held here
+    try:
+        if init is None or _finalizers(init, _std_ids()):
+            import gc
+            gc.unfreeze()
+    except BaseException:
+        import gc
+        gc.unfreeze()
+    finally:
+        del init
 
 
 def _exit_status(e):
@@ -1117,11 +1244,14 @@ except SystemExit as _e:
     _cx = None
     _after(1)
     _fast_exit(_exit_status(_e))
+    _exit_like_python()
     raise
 except BaseException:
     _cx = None
     _after(2)
+    _exit_like_python()
     raise
 _cx = None
 _after(0)
 _fast_exit(0)
+_exit_like_python()
