@@ -246,6 +246,9 @@ other_env() {
 }
 check restored-other-env other_env
 
+# A restore may run cold by rule (FAIL_COLLISION: an image region within 128 MiB of this
+# run's stack, which depends on the run's ASLR; docs/arm64.md "Not done"): up to 5 runs,
+# every one equal to the cold run, at least one restored.
 unprivileged() {
 	d=/tmp/cx-user
 	rm -rf "$d" && mkdir -p "$d" && chown cx:cx "$d" && chmod 700 "$d" || return 1
@@ -253,13 +256,23 @@ unprivileged() {
 	$as "$CX" --warm dash || return 1
 	cold=$($as CACHED_EXEC_DISABLE=1 "$CX" dash -c 'echo uid $(id -u) $0; exit 2' zz)
 	c=$?
-	hot=$($as "$CX" dash -c 'echo uid $(id -u) $0; exit 2' zz)
-	h=$?
-	echo "cold: $cold ($c) restored: $hot ($h)"
-	o=$(CACHED_EXEC_DIR=$d last_outcome)
-	echo "recorded: $o"
-	[ "$cold" = "$hot" ] && [ "$c" = "$h" ] && [ "$hot" = "uid 1000 zz" ] && [ "$o" = HIT ] &&
-		[ "$(stat -c %U "$(set -- $($as "$CX" --internal-key dash); echo "$2")")" = cx ]
+	[ "$cold" = "uid 1000 zz" ] && [ "$c" = 2 ] || return 1
+	hits=0
+	for n in 1 2 3 4 5; do
+		hot=$($as "$CX" dash -c 'echo uid $(id -u) $0; exit 2' zz)
+		h=$?
+		o=$(CACHED_EXEC_DIR=$d last_outcome)
+		echo "run $n: $hot ($h) $o"
+		[ "$cold" = "$hot" ] && [ "$c" = "$h" ] || return 1
+		if [ "$o" = HIT ]; then
+			hits=$((hits + 1))
+			break
+		fi
+		$as "$CX" --inspect dash | sed -n '/^regions/,/^$/p' | tail -3
+		$as "$CX" --explain dash | grep -i why
+	done
+	cx_note unprivileged-restore "$(uname -r): $n run(s) to the first HIT"
+	[ $hits = 1 ] && [ "$(stat -c %U "$(set -- $($as "$CX" --internal-key dash); echo "$2")")" = cx ]
 }
 check unprivileged-warm-restore unprivileged
 
