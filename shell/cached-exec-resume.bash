@@ -186,6 +186,12 @@ __cx_context() {
   __cx_cwd=${__cx_ctx[i]}
   __cx_seed=${__cx_ctx[i + 1]}
   [[ ${#__cx_seed} -eq 32 && $__cx_seed != *[!0-9a-f]* && $__cx_cwd == /* ]] || __cx_bad
+  for ((i += 2; i < n; i++)); do # optional fields after the seed
+    case ${__cx_ctx[i]} in
+    cached-exec-amend=*) __cx_amend=${__cx_ctx[i]#*=} ;;
+    cached-exec-stats=*) __cx_stats=${__cx_ctx[i]#*=} ;;
+    esac
+  done
   builtin unset -v '__cx_ctx'
 }
 
@@ -355,10 +361,24 @@ __cx_close() {
   __cx_fd=
 }
 
+# After a restore that goes cold after all: the statistics record the launcher
+# prepared (outcome FAIL_ADAPTER: the fold counts this run as a fallback, not
+# the HIT the launcher recorded), appended to its log in one write. Only to
+# the user's own regular file, not through a symlink.
+__cx_amend_stats() {
+  local hex=${__cx_amend-} log=${__cx_stats-} esc= i
+  __cx_amend= __cx_stats=
+  [[ ${#hex} -eq 64 && $hex != *[!0-9a-f]* && $log == /* ]] || return 0
+  [[ -f $log && ! -L $log && -O $log ]] || return 0
+  for ((i = 0; i < 64; i += 2)); do esc+="\\x${hex:i:2}"; done
+  builtin printf "$esc" 2>/dev/null >>"$log" || :
+}
+
 __cx_cold() {
   local n kv
   local -a names
   __cx_close
+  __cx_amend_stats
   # Said once, for the forms a user asked for on purpose (bash -i): the others are silent.
   if [[ -n ${__cx_why-} ]]; then builtin printf 'cached-exec: %s\n' "$__cx_why" >&2; fi
   __cx_norm
@@ -598,4 +618,4 @@ done
 
 __cx_apply
 # Last line, read whole before any of it runs (so -v echoes none of it):
-__cx_finish; builtin set -- "${__cx_args[@]}"; builtin unset -f __cx_norm __cx_announce __cx_save __cx_restore __cx_bad __cx_unset __cx_valid_name __cx_digits __cx_path_dirs __cx_start_env __cx_find_bash __cx_context __cx_parse __cx_script_ok __cx_special __cx_defaulted __cx_diff __cx_cold __cx_close __cx_level __cx_warn_level __cx_pwd __cx_bash_name __cx_apply __cx_finish; [[ -v __cx_hook ]] || builtin unset -v "${!__cx_@}" "$__cx_last" 2>/dev/null || ((1)); case ${BASH_EXECUTION_STRING+c} in c) builtin eval -- "$BASH_EXECUTION_STRING" ;; *) builtin . -- "$0" ;; esac
+__cx_finish; builtin set -- "${__cx_args[@]}"; builtin unset -f __cx_norm __cx_announce __cx_save __cx_restore __cx_bad __cx_unset __cx_valid_name __cx_digits __cx_path_dirs __cx_start_env __cx_find_bash __cx_context __cx_parse __cx_script_ok __cx_special __cx_defaulted __cx_diff __cx_amend_stats __cx_cold __cx_close __cx_level __cx_warn_level __cx_pwd __cx_bash_name __cx_apply __cx_finish; [[ -v __cx_hook ]] || builtin unset -v "${!__cx_@}" "$__cx_last" 2>/dev/null || ((1)); case ${BASH_EXECUTION_STRING+c} in c) builtin eval -- "$BASH_EXECUTION_STRING" ;; *) builtin . -- "$0" ;; esac

@@ -557,7 +557,9 @@ function postInitSpecs(env: Record<string, string>, tmp: string): PostInitSpec[]
 function hitCount(cacheDir: string): number {
   const log = path.join(cacheDir, 'stats', 'runs.log');
   if (!fs.existsSync(log)) return 0;
-  return decodeRunRecords(fs.readFileSync(log)).records.filter((r) => r.outcome === 'HIT').length;
+  // A FAIL_ADAPTER record amends its run's HIT: the python adapter ran it cold after the restore.
+  const records = decodeRunRecords(fs.readFileSync(log)).records;
+  return records.filter((r) => r.outcome === 'HIT').length - records.filter((r) => r.outcome === 'FAIL_ADAPTER').length;
 }
 
 function postInitGroups(native: Native, opts: Options, tmp: string, baseEnv: Record<string, string>, seed: number, notes: string[]): Group[] {

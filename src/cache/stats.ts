@@ -166,6 +166,9 @@ const bump = (o: Record<string, number>, k: string, by = 1): void => {
 
 function applyRun(s: StatsState, r: RunRecord): void {
   bump(s.counters.outcomes, r.outcome);
+  // The adapter's record follows the same run's HIT (same pid, later in the log):
+  // that run is a fallback, not a hit. A HIT cleared by --zero-stats stays uncounted.
+  if (r.outcome === 'FAIL_ADAPTER' && (s.counters.outcomes.HIT ?? 0) > 0) bump(s.counters.outcomes, 'HIT', -1);
   if (/^0+$/.test(r.key)) return;
   const u = (s.usage[r.key] ??= { uses: 0, lastUse: 0, misses: 0, fallbacks: 0 });
   if (r.outcome === 'HIT') {

@@ -189,6 +189,7 @@ export const CONSTANTS: readonly ConstGroup[] = [
       FAIL_ENV: 24, // a variable the image depends on (ENV_DEPS, or the whole environment) differs, and no variant image serves this one
       FAIL_ARCH: 25, // the image was taken on another architecture (header arch: ELF e_machine)
       FAIL_PAGE_SIZE: 26, // the image was taken on a kernel with another page size (header page_size vs AT_PAGESZ)
+      FAIL_ADAPTER: 27, // written by a post-init adapter after the restore, which then ran the program cold (shadowing, a sensitive variable): amends the same run's HIT
     },
   },
   {

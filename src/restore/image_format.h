@@ -6,7 +6,7 @@
 
 #define CX_FORMAT_VERSION 3u
 #define CX_MAGIC 0x31474d4958455843ull
-#define CX_ABI_HASH 0xdd5bb2c6u
+#define CX_ABI_HASH 0x73bc2882u
 #define CX_ARCH_X86_64 62u
 #define CX_ARCH_AARCH64 183u
 
@@ -130,6 +130,7 @@
 #define CX_OUTCOME_FAIL_ENV 24u
 #define CX_OUTCOME_FAIL_ARCH 25u
 #define CX_OUTCOME_FAIL_PAGE_SIZE 26u
+#define CX_OUTCOME_FAIL_ADAPTER 27u
 
 /* Statistics log. */
 #define CX_STAT_MAGIC 827609923u

@@ -97,6 +97,9 @@ static enum cx_outcome claim_resume_fd(struct image *im, int fd)
 struct ctx_fields {
 	char argc[24], envc[24], seed[33];
 	char cwd[CX_PATH_MAX];
+	/* Optional trailing fields (readers ignore what they do not know): empty when not sent. */
+	char amend[32 + 2 * sizeof(struct cx_stat_record)];
+	char stats[CX_PATH_MAX + 32];
 };
 
 struct ctx_out {
@@ -155,8 +158,47 @@ static void ctx_emit(struct ctx_out *c, const struct ctx_fields *f, const struct
 		ctx_str(c, *e);
 	ctx_str(c, f->cwd);
 	ctx_str(c, f->seed);
+	if (f->amend[0] && f->stats[0]) {
+		ctx_str(c, f->amend);
+		ctx_str(c, f->stats);
+	}
 	if (c->fd >= 0)
 		ctx_flush(c);
+}
+
+/*
+ * What an adapter needs to say that it ran the program cold after all (the
+ * launcher counted a HIT and is gone by then): the statistics record to
+ * append, as hex, outcome FAIL_ADAPTER, and the log's path. Only for a cache
+ * directory that passed cachedir.c's checks; the adapter opens the log
+ * without following links, as the launcher does, and never creates it.
+ */
+static void fill_amend(struct ctx_fields *f, const struct launch *L)
+{
+	f->amend[0] = f->stats[0] = 0;
+	if (cx_user_cache((struct launch *)L, 0) < 0)
+		return;
+	struct cx_stat_record r = {
+		.magic = CX_STAT_MAGIC,
+		.outcome = CX_OUTCOME_FAIL_ADAPTER,
+		.key_hash = L->key_hash,
+		.time_ns = cx_now_ns((struct launch *)L),
+		.pid = L->tid ? L->tid : (uint32_t)sys_getpid(),
+		.reserved = 0,
+	};
+	const unsigned char *p = (const unsigned char *)&r;
+	struct cx_buf b = { f->amend, 0, sizeof f->amend, 0 };
+	cx_buf_str(&b, "cached-exec-amend=");
+	for (unsigned i = 0; i < sizeof r; i++) {
+		char hex[3] = { "0123456789abcdef"[p[i] >> 4], "0123456789abcdef"[p[i] & 15], 0 };
+		cx_buf_str(&b, hex);
+	}
+	struct cx_buf s = { f->stats, 0, sizeof f->stats, 0 };
+	cx_buf_str(&s, "cached-exec-stats=");
+	cx_buf_str(&s, L->cache_dir);
+	cx_buf_str(&s, "/stats/runs.log");
+	if (b.overflow || s.overflow)
+		f->amend[0] = f->stats[0] = 0;
 }
 
 /* argc, envc, the physical cwd and a fresh seed: what is not already in memory. */
@@ -185,6 +227,7 @@ static enum cx_outcome ctx_fill(struct ctx_fields *f, const struct launch *L)
 		f->seed[2 * i + 1] = "0123456789abcdef"[rnd[i] & 15];
 	}
 	f->seed[32] = 0;
+	fill_amend(f, L);
 	return CX_HIT;
 }
 

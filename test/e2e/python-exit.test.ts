@@ -11,7 +11,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeRunRecords } from '../../src/cache/stats.js';
+import { decodeRunRecords, foldStats, summarize } from '../../src/cache/stats.js';
+import { Store } from '../../src/cache/store.js';
 import { LAUNCHER, baseEnv, removeDir, run, tmpCacheDir, tmpDir, type Env, type RunResult } from '../helpers/cx.js';
 
 const PY = '/usr/bin/python3';
@@ -60,9 +61,11 @@ const script = (name: string, body: string[]): string => {
   return p;
 };
 
+/** Restores that stayed restored: a FAIL_ADAPTER record takes back its run's HIT (the adapter ran it cold). */
 const hits = (): number => {
   const log = path.join(cache, 'stats', 'runs.log');
-  return fs.existsSync(log) ? decodeRunRecords(fs.readFileSync(log)).records.filter((r) => r.outcome === 'HIT').length : 0;
+  const records = fs.existsSync(log) ? decodeRunRecords(fs.readFileSync(log)).records : [];
+  return records.filter((r) => r.outcome === 'HIT').length - records.filter((r) => r.outcome === 'FAIL_ADAPTER').length;
 };
 
 const observed = (r: RunResult): { stdout: string; stderr: string; status: number | null; signal: string | null } =>
@@ -151,13 +154,28 @@ describe('the end of a restored python run', () => {
     expect(fs.readFileSync(out, 'utf8')).toBe('tail without close');
     expect(tracedRestore('cxexit', prog).teardown).toBe(true);
   });
+});
 
-  it('runs the teardown under -W (resource warnings are teardown reports)', async () => {
-    const args = ['-W', 'default', '-c', 'import cxexit; print(1)'];
-    const plain = await run(PY, args, { cwd: work, env });
-    const before = hits();
-    const restored = await run(LAUNCHER, after('cxexit', args), { cwd: work, env });
-    expect(hits() - before, restored.stderr.toString()).toBe(1);
-    expect(observed(restored)).toEqual(observed(plain));
+describe('a restore that the adapter then runs cold', () => {
+  it('is counted as a fallback, not a hit: the adapter appends the record the launcher prepared', async () => {
+    // A cxexit.py in the cwd shadows the preloaded module for `python3 -c` (the cwd is sys.path[0]).
+    const shadow = path.join(work, 'shadow');
+    fs.mkdirSync(shadow, { recursive: true });
+    fs.writeFileSync(path.join(shadow, 'cxexit.py'), 'print("the shadowing module")\n');
+    const args = ['-c', 'import cxexit'];
+    const plain = await run(PY, args, { cwd: shadow, env });
+    expect(plain.stdout.toString()).toBe('the shadowing module\n');
+    const log = path.join(cache, 'stats', 'runs.log');
+    const before = decodeRunRecords(fs.readFileSync(log)).records.length;
+    const counted = summarize(foldStats(new Store(cache)).counters);
+    const r = await run(LAUNCHER, after('cxexit', args), { cwd: shadow, env });
+    expect(observed(r)).toEqual(observed(plain));
+    const added = decodeRunRecords(fs.readFileSync(log)).records.slice(before);
+    expect(added.map((x) => x.outcome)).toEqual(['HIT', 'FAIL_ADAPTER']);
+    expect(added[1]?.pid).toBe(added[0]?.pid);
+    expect(added[1]?.key).toBe(added[0]?.key);
+    const s = summarize(foldStats(new Store(cache)).counters);
+    expect(s.outcomes.FAIL_ADAPTER).toBe((counted.outcomes.FAIL_ADAPTER ?? 0) + 1);
+    expect([s.hits, s.fallbacks, s.runs]).toEqual([counted.hits, counted.fallbacks + 1, counted.runs + 1]);
   });
 });

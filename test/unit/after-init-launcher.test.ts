@@ -467,6 +467,12 @@ describeCc('a post-init image restores into the read it was stopped at', () => {
     const fields = r.stdout.subarray(72).toString().split('\0');
     expect(fields.pop()).toBe(''); // NUL-terminated
     const envStrings = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+    // The optional fields after the seed: the statistics record an adapter appends when it runs the program cold after all.
+    expect(fields.pop()).toBe(`cached-exec-stats=${path.join(fs.realpathSync(cache), 'stats', 'runs.log')}`);
+    const amend = /^cached-exec-amend=([0-9a-f]{64})$/.exec(fields.pop() as string);
+    expect(amend).not.toBeNull();
+    const rec = decodeRunRecords(Buffer.from(amend?.[1] ?? '', 'hex')).records;
+    expect(rec.map((x) => [x.outcome, x.pid])).toEqual([['FAIL_ADAPTER', r.pid]]);
     const seed = fields.pop() as string;
     expect(seed).toMatch(/^[0-9a-f]{32}$/);
     expect(fields).toEqual([RESUME_MAGIC, '4', 'mytool', 'a', 'b c', '', String(envStrings.length), ...envStrings, fs.realpathSync(cwd)]);

@@ -43,6 +43,7 @@ export const OUTCOME_TEXT: Record<string, string> = {
   FAIL_ENV: 'cold: a variable the image depends on differs in this environment, and no image for this one exists yet',
   FAIL_ARCH: 'cold: the image was taken on another architecture',
   FAIL_PAGE_SIZE: 'cold: the image was taken on a kernel with another page size',
+  FAIL_ADAPTER: 'cold: restored, then the adapter found the run differs from the image (shadowing module, sensitive variable) and ran the program cold',
 };
 
 /** Learned preloads (--learn in the adapter words): how many, and each module dropped with why. */

@@ -31,6 +31,7 @@ export const LABELS: Record<string, string> = {
   FAIL_ENV: 'taken for another environment',
   FAIL_ARCH: 'image for another architecture',
   FAIL_PAGE_SIZE: 'image for another page size',
+  FAIL_ADAPTER: 'restored, then the adapter ran it cold',
 };
 
 /** Snapshot refusals in plain words (the code stays in --json). */
