@@ -4,7 +4,8 @@
 # Sourced by /cx-run/run.sh (POSIX sh, cwd /cx, as root) after
 # scripts/arm64/guest/lib.sh; /cx/bin/cached-exec is the aarch64 launcher.
 #
-# For /bin/true, dash, bash, cat, ls (glibc) and a musl program:
+# For /bin/true, dash, bash, cat, ls (glibc), a musl program and a glibc program
+# whose library constructor looks up a variable and reads the clock (envctor):
 #  1. --warm writes an image (no refusal);
 #  2. over several argument lists, the run through the launcher has the same
 #     stdout, stderr and exit status as a cold run (CACHED_EXEC_DISABLE=1),
@@ -39,20 +40,37 @@ last_outcome() {
 image_of() { set -- $("$CX" --internal-key "$1") && echo "$2"; }
 
 # "$@" cold and restored: stdout, stderr and status equal, and the launcher's run a HIT.
+# A run whose ASLR put its stack within 128 MiB above an image region is cold by rule
+# (FAIL_COLLISION, about 1 run in 100 here: docs/arm64.md "Not done"): up to 3 runs, each
+# compared with the cold one.
 same_restored() {
 	CACHED_EXEC_DISABLE=1 "$CX" "$@" >"$W/cold.out" 2>"$W/cold.err" </dev/null
 	c=$?
-	"$CX" "$@" >"$W/cx.out" 2>"$W/cx.err" </dev/null
-	r=$?
-	o=$(last_outcome)
-	if [ "$c" != "$r" ] || ! cmp -s "$W/cold.out" "$W/cx.out" || ! cmp -s "$W/cold.err" "$W/cx.err"; then
-		echo "DIFFERS: $* (status cold $c, restored $r, $o)"
-		diff "$W/cold.out" "$W/cx.out" | head -5
-		diff "$W/cold.err" "$W/cx.err" | head -5
-		return 1
-	fi
-	echo "same: $* (status $r, $(wc -c <"$W/cx.out")+$(wc -c <"$W/cx.err") bytes out+err, $o)"
+	for n in 1 2 3; do
+		"$CX" "$@" >"$W/cx.out" 2>"$W/cx.err" </dev/null
+		r=$?
+		o=$(last_outcome)
+		if [ "$c" != "$r" ] || ! cmp -s "$W/cold.out" "$W/cx.out" || ! cmp -s "$W/cold.err" "$W/cx.err"; then
+			echo "DIFFERS: $* (status cold $c, restored $r, $o)"
+			diff "$W/cold.out" "$W/cx.out" | head -5
+			diff "$W/cold.err" "$W/cx.err" | head -5
+			return 1
+		fi
+		echo "same: $* (status $r, $(wc -c <"$W/cx.out")+$(wc -c <"$W/cx.err") bytes out+err, $o)"
+		[ "$o" = FAIL_COLLISION ] || break
+	done
 	[ "$o" = HIT ]
+}
+
+# Runs a check function again (up to 3 times) when it failed because its run was cold by
+# rule, FAIL_COLLISION (see same_restored).
+retry_collision() {
+	for n in 1 2 3; do
+		"$@" && return 0
+		[ "$(last_outcome)" = FAIL_COLLISION ] || return 1
+		echo "(that run was FAIL_COLLISION: again)"
+	done
+	return 1
 }
 
 warm() {
@@ -98,7 +116,7 @@ true_runs() {
 	same_restored /bin/true && same_restored /bin/true a b c && same_restored /bin/true --version
 }
 check restored-true true_runs
-check execve-true one_execve /bin/true
+check execve-true retry_collision one_execve /bin/true
 
 # --- dash ----------------------------------------------------------------------
 check warm-dash warm dash
@@ -112,8 +130,8 @@ dash_runs() {
 	same_restored dash -c 'printf "%s\n" "$@"' x 'with space' ''
 }
 check restored-dash dash_runs
-check maps-dash maps_from_outside dash -c 'read x; echo got $x'
-check execve-dash one_execve dash -c 'echo hi; exit 4'
+check maps-dash retry_collision maps_from_outside dash -c 'read x; echo got $x'
+check execve-dash retry_collision one_execve dash -c 'echo hi; exit 4'
 
 # --- bash ----------------------------------------------------------------------
 check warm-bash warm bash
@@ -127,8 +145,8 @@ bash_runs() {
 	same_restored bash -c 'shopt -s extglob; x=aaab; echo ${x//+(a)/X}; compgen -b | head -3'
 }
 check restored-bash bash_runs
-check maps-bash maps_from_outside bash -c 'read x; echo got $x; true'
-check execve-bash one_execve bash -c 'echo hi; exit 5'
+check maps-bash retry_collision maps_from_outside bash -c 'read x; echo got $x; true'
+check execve-bash retry_collision one_execve bash -c 'echo hi; exit 5'
 
 # --- coreutils -----------------------------------------------------------------
 check warm-cat warm cat
@@ -140,8 +158,8 @@ cat_runs() {
 	same_restored cat -A /cx/package.json
 }
 check restored-cat cat_runs
-check maps-cat maps_from_outside cat
-check execve-cat one_execve cat /etc/passwd
+check maps-cat retry_collision maps_from_outside cat
+check execve-cat retry_collision one_execve cat /etc/passwd
 
 check warm-ls warm ls
 ls_runs() {
@@ -156,8 +174,8 @@ maps_ls() {
 	"$CX" ls -l /proc/self/map_files/ >"$W/ls-maps.txt" 2>&1
 	grep -F "$(image_of ls)" "$W/ls-maps.txt" | head -3 && [ "$(last_outcome)" = HIT ]
 }
-check maps-ls maps_ls
-check execve-ls one_execve ls /
+check maps-ls retry_collision maps_ls
+check execve-ls retry_collision one_execve ls /
 
 # --- musl ------------------------------------------------------------------------
 # A dynamically linked musl program (its loader is musl's libc.so): the same
@@ -169,7 +187,41 @@ musl_runs() {
 	same_restored $MH && same_restored $MH 7 && HOME=/elsewhere same_restored $MH 3 x y
 }
 check restored-musl musl_runs
-check execve-musl one_execve $MH 5
+check execve-musl retry_collision one_execve $MH 5
+
+# --- a library constructor that looks a variable up and reads the clock ----------
+# probes/envctor.so.c runs before envctor's entry point: the getenv breakpoints
+# (return through x30), the vdso clock answered by the tracer, the image's
+# dependency on CX_PROBE_VAR and its CLOCK slot (each restore writes its own time).
+E=/cx-run/bin/envctor
+envctor_warm() {
+	CX_PROBE_VAR=one "$CX" --warm --json $E >"$W/warm.json" 2>&1
+	rc=$?
+	grep -E '"ok"|looked up|clock|"reason"|"detail"' "$W/warm.json"
+	[ "$rc" = 0 ] && grep -q 'looked up CX_PROBE_VAR' "$W/warm.json" && grep -q 'clock reading' "$W/warm.json"
+}
+check warm-envctor envctor_warm
+envctor_runs() {
+	sleep 4 # a restore that kept the snapshot's time would print "stale"
+	CX_PROBE_VAR=one same_restored $E || return 1
+	cat "$W/cx.out"
+	grep -q '^CX_PROBE_VAR=one clock fresh argc=1$' "$W/cx.out" || return 1
+	CX_PROBE_VAR=one same_restored $E 9 a || return 1
+	# Another value, or none: not this image's (FAIL_ENV): cold, and what a cold run prints.
+	for v in two ''; do
+		if [ -n "$v" ]; then
+			CX_PROBE_VAR=$v CACHED_EXEC_DISABLE=1 "$CX" $E >"$W/cold.out" 2>&1
+			CX_PROBE_VAR=$v "$CX" $E >"$W/cx.out" 2>&1
+		else
+			CACHED_EXEC_DISABLE=1 "$CX" $E >"$W/cold.out" 2>&1
+			"$CX" $E >"$W/cx.out" 2>&1
+		fi
+		o=$(last_outcome)
+		echo "CX_PROBE_VAR=${v:-(unset)}: $(cat "$W/cx.out") ($o)"
+		cmp -s "$W/cold.out" "$W/cx.out" && [ "$o" = FAIL_ENV ] || return 1
+	done
+}
+check restored-envctor envctor_runs
 
 # --- what the launcher re-creates ------------------------------------------------
 # The loader's per-thread kernel state, redone by the launcher (no loader runs):
@@ -181,7 +233,7 @@ kernel_state() {
 	[ "$(grep -c 'execve(' "$W/ks.txt")" = 1 ] && grep -q 'set_tid_address(' "$W/ks.txt" &&
 		grep -q 'set_robust_list(.*) = 0' "$W/ks.txt" && grep -q 'rseq(.*) = 0' "$W/ks.txt"
 }
-check kernel-state kernel_state
+check kernel-state retry_collision kernel_state
 
 # The stack protector guard (aarch64: __stack_chk_guard, in ld.so's data) is each
 # restored process's own, from its own AT_RANDOM: read from outside in two restores.
@@ -209,7 +261,7 @@ guard_own() {
 	echo "guards: $1 $2"
 	[ "$1" != "$2" ]
 }
-check stack-guard-own guard_own
+check stack-guard-own retry_collision guard_own
 
 # The counter (cntvct_el0) is readable without a syscall. Where PR_SET_TSC
 # cannot trap it (6.1) words that change with it would be told apart by a
