@@ -4,9 +4,11 @@
 // gives (its first 8 bytes, the slot's low bits cleared, as the loader
 // derives it). Prints the guard; exit 0 when every slot holds the process's
 // own, 1 otherwise (or when the image has no CANARY slot).
+import { Buffer } from 'node:buffer';
 import * as fs from 'node:fs';
-import { parseImage } from '/cx/dist/image/format.js';
-import { SlotKind } from '/cx/dist/image/schema.js';
+import process from 'node:process';
+import { parseImage } from '../../dist/image/format.js';
+import { SlotKind } from '../../dist/image/schema.js';
 
 const [image, pid] = process.argv.slice(2);
 const slots = parseImage(fs.readFileSync(image)).model.slots.filter((s) => s.kind === SlotKind.CANARY);
@@ -24,8 +26,8 @@ let ok = slots.length > 0;
 for (const s of slots) {
   const have = word(s.addr);
   const want = raw & ~((1n << s.arg) - 1n);
-  console.log(`CANARY 0x${s.addr.toString(16)}: 0x${have.toString(16)} own AT_RANDOM gives 0x${want.toString(16)}`);
+  process.stdout.write(`CANARY 0x${s.addr.toString(16)}: 0x${have.toString(16)} own AT_RANDOM gives 0x${want.toString(16)}\n`);
   if (have !== want) ok = false;
 }
-if (!slots.length) console.log('no CANARY slot in the image');
+if (!slots.length) process.stdout.write('no CANARY slot in the image\n');
 process.exit(ok ? 0 : 1);
