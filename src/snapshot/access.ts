@@ -24,14 +24,17 @@ import type { ImageFile } from '../image/format.js';
 import { FileKind } from '../image/schema.js';
 import { isPseudoPath } from './files.js';
 import type { PathEvent } from './trace.js';
+import { NR } from './syscalls.js';
+import { ABSENT } from './regs.js';
 
-/** Syscalls that tell a process who it is (x86_64 numbers). */
-export const IDENTITY_SYSCALLS: ReadonlyMap<number, string> = new Map([
-  [102, 'getuid'], [104, 'getgid'], [107, 'geteuid'], [108, 'getegid'], [115, 'getgroups'], [118, 'getresuid'],
-  [120, 'getresgid'], [125, 'capget'],
-]);
-/** access(2) family: which argument holds the mode (F_OK = 0 asks only for existence). */
-export const ACCESS_MODE_ARG: ReadonlyMap<number, number> = new Map([[21, 1], [269, 2], [439, 2]]);
+/** Syscalls that tell a process who it is (the machine's numbers). */
+export const IDENTITY_SYSCALLS: ReadonlyMap<number, string> = new Map(
+  (['getuid', 'getgid', 'geteuid', 'getegid', 'getgroups', 'getresuid', 'getresgid', 'capget'] as const).map((n) => [NR[n], n]),
+);
+/** access(2) family: which argument holds the mode (F_OK = 0 asks only for existence); aarch64 has no access(2). */
+export const ACCESS_MODE_ARG: ReadonlyMap<number, number> = new Map(
+  ([['access', 1], ['faccessat', 2], ['faccessat2', 2]] as const).filter(([n]) => NR[n] !== ABSENT).map(([n, i]) => [NR[n], i]),
+);
 
 const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;

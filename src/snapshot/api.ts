@@ -11,7 +11,7 @@ export type RefusalCode =
   | 'not-elf' // not an ELF file (script without #!, data)
   | 'static-binary' // no PT_INTERP: nothing for the loader to save
   | 'foreign-arch' // not an ELF file of this machine's architecture
-  | 'unported-arch' // this machine's architecture has a launcher but no snapshotter yet (aarch64)
+  | 'unported-arch' // no snapshotter for this machine's architecture (post-init images: x86_64 only)
   | 'privileged' // setuid/setgid or file capabilities
   | 'exited-before-entry' // the program died or exec failed before its entry point
   | 'threads' // more than one thread at the entry point

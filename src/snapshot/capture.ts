@@ -65,7 +65,32 @@ export function readMaps(pid: number): Mapping[] {
     }
     out.push(mapping);
   }
-  return out;
+  return heapFromBreak(out, startBrk(pid));
+}
+
+/** /proc/PID/stat field 47, start_brk: where the heap starts. */
+function startBrk(pid: number): bigint {
+  const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const v = s.slice(s.lastIndexOf(')') + 2).trim().split(' ')[47 - 3];
+  if (v === undefined) throw new SnapshotRefusal('internal', `/proc/${pid}/stat has no start_brk`);
+  return BigInt(v);
+}
+
+/**
+ * The kernel names a VMA "[heap]" when it touches [start_brk, brk], not
+ * only when it is the heap. Before Linux 6.5 an ASLR-off process's break
+ * starts right at the end of the program's .bss (no gap page), so with no
+ * heap yet the .bss VMA is "[heap]", and with one the two may be one VMA:
+ * the differential runs (ASLR off) would then see a heap the real run has
+ * not (seen on arm64 with Linux 6.1: dash's 8 KiB .bss). What lies below
+ * start_brk is the .bss: named as the anonymous memory it is.
+ */
+function heapFromBreak(maps: Mapping[], brkStart: bigint): Mapping[] {
+  return maps.flatMap((m) => {
+    if (m.path !== '[heap]' || m.start >= brkStart) return [m];
+    if (m.end <= brkStart) return [{ ...m, path: '' }];
+    return [{ ...m, end: brkStart, path: '' }, { ...m, start: brkStart }];
+  });
 }
 
 /** True when a stat result names the file maps shows for m (device and inode). */

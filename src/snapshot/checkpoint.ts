@@ -74,6 +74,8 @@ export interface StoppedAtCheckpoint {
   mem: number;
   auxv: Map<bigint, bigint>;
   regs: L.Regs;
+  /** fs_base (post-init images are x86_64's only). */
+  threadPointer: bigint;
   xstate: Buffer;
   paths: PathEvent[];
   /** Directories the init listed (getdents64): their entries are a dependency. */
@@ -353,7 +355,7 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
           // The int3s go before anything is captured (the code pages are the files' again).
           lookups?.removeAll();
           stopped = {
-            pid, mem, auxv, regs, xstate, paths: [...paths], listedDirs: [...listedDirs], effects: effects.effects(),
+            pid, mem, auxv, regs, threadPointer: regs.fs_base, xstate, paths: [...paths], listedDirs: [...listedDirs], effects: effects.effects(),
             madeByInit: (p) => effects.madeByInit(p),
             identityAsked: [...identity.asked], loader: { ...loader },
             sigactions: new Map(sigactions), syscallCount, forks, random, resumeUntilClose, children,

@@ -71,7 +71,7 @@ export function capture(o: TraceOptions): CapturedRun {
     const random = r ? readMem(t.mem, r, 16) : Buffer.alloc(16);
     const loader = loaderPath(maps, t.auxv.get(AT.BASE));
     const run = {
-      pid: t.pid, fsBase: t.regs.fs_base, argc: stack.argc, caps, maps, stack, random, randomOutputs: t.randomOutputs, clockReads: t.clockReads,
+      pid: t.pid, fsBase: t.threadPointer, argc: stack.argc, caps, maps, stack, random, randomOutputs: t.randomOutputs, clockReads: t.clockReads,
       ...(loader ? { loader } : {}), ...(t.envLookups ? { lookups: t.envLookups } : {}),
     };
     return t.loader.rseq ? { ...run, rseq: t.loader.rseq } : run;
@@ -124,6 +124,8 @@ export interface Differential {
   deadStack: DeadStackWord[];
   runA: CapturedRun;
   randomCopies: number;
+  /** Words of the loader's own timings that a third run with A's inputs showed to change with time (clock.ts). */
+  loaderClockWords: number;
   /**
    * Library constructors read the environment other than through getenv
    * (they walked `environ`): the image is bound to the snapshot's whole
@@ -191,6 +193,7 @@ function compareRuns(a: CapturedRun, b: CapturedRun, optsA: TraceOptions): Omit<
   const slots: NonPointerSlot[] = [];
   const unexplained: Unexplained[] = [];
   let deadStack: DeadStackWord[];
+  let loaderClockWords = 0;
   try {
     deadStack = deadStackWords(a, b, (c, i) => pageContent(c, i, files));
     a.caps.forEach((ca, mi) => {
@@ -234,21 +237,21 @@ function compareRuns(a: CapturedRun, b: CapturedRun, optsA: TraceOptions): Omit<
         }
       }
     });
-    if (unexplained.length) explainByClock(unexplained, a, optsA, (c, i) => pageContent(c, i, files));
+    if (unexplained.length) loaderClockWords = explainByClock(unexplained, a, optsA, (c, i) => pageContent(c, i, files));
   } finally {
     for (const fd of files.values()) fs.closeSync(fd);
   }
-  return { slots, deadStack, runA: a, randomCopies };
+  return { slots, deadStack, runA: a, randomCopies, loaderClockWords };
 }
 
 /**
  * Where rdtsc cannot be trapped (clock.ts), the loader's timings differ
  * between A and B too: a third run with A's inputs tells them apart from
  * what argv, the environment or the pid changed. Throws unless every
- * unexplained word is one of the loader's clock readings.
+ * unexplained word is one of the loader's clock readings; returns how many.
  */
 function explainByClock(unexplained: Unexplained[], a: CapturedRun, optsA: TraceOptions,
-  page: (c: CapturedMapping, i: number) => Buffer): void {
+  page: (c: CapturedMapping, i: number) => Buffer): number {
   const detail = (u: Unexplained): string =>
     `${describeAddr(a.caps, u.addr)} differs between runs with different argv/env/pid (0x${u.va.toString(16)} vs 0x${u.vb.toString(16)})`;
   let changing = new Set<bigint>();
@@ -257,7 +260,7 @@ function explainByClock(unexplained: Unexplained[], a: CapturedRun, optsA: Trace
     sameLayout(a.caps, again.caps);
     changing = changingWords(a.caps, again.caps, a.pid, again.pid, page);
   }
-  acceptLoaderClockWords(unexplained, changing, a.caps, a.loader, detail);
+  return acceptLoaderClockWords(unexplained, changing, a.caps, a.loader, detail);
 }
 
 /**

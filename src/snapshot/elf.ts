@@ -1,16 +1,16 @@
 /**
  * What the program file itself says, read before anything runs: an ELF
- * executable for x86_64 with a program interpreter, not privileged.
+ * executable for this machine with a program interpreter, not privileged.
  */
 import * as fs from 'node:fs';
 import { hasFileCapabilities } from '../sys/libc.js';
 import { archName, hostMachine } from '../image/machine.js';
 import { SnapshotRefusal } from './refusal.js';
+import { hostArch } from './tracer-arch.js';
 
 const ELF_MAGIC = 0x7f454c46;
 const ELFCLASS64 = 2;
 const ELFDATA2LSB = 1;
-const EM_X86_64 = 62;
 const ET_EXEC = 2;
 const ET_DYN = 3;
 const PT_INTERP = 3;
@@ -45,9 +45,9 @@ export function checkProgram(exePath: string): ProgramFile {
     if (h[4] !== ELFCLASS64 || h[5] !== ELFDATA2LSB || h.readUInt16LE(18) !== hostMachine()) {
       throw new SnapshotRefusal('foreign-arch', `${exePath} is not an ${archName(hostMachine())} ELF file`);
     }
-    // The launcher restores on aarch64 too (src/restore/arch/aarch64), the tracer's registers and syscall table are x86_64's.
-    if (hostMachine() !== EM_X86_64) {
-      throw new SnapshotRefusal('unported-arch', `snapshots are taken on x86_64 only so far (this machine is ${archName(hostMachine())}: no register, syscall-table and breakpoint module for it yet); the program runs cold`);
+    // The tracer speaks the machine's registers, syscalls and breakpoints through a module per architecture (regs.ts).
+    if (!hostArch()) {
+      throw new SnapshotRefusal('unported-arch', `snapshots are taken on x86_64 and aarch64 only (this machine is ${archName(hostMachine())}: no register, syscall-table and breakpoint module for it); the program runs cold`);
     }
     const type = h.readUInt16LE(16);
     if (type !== ET_EXEC && type !== ET_DYN) throw new SnapshotRefusal('not-elf', `${exePath} is an ELF file of type ${type}, not a program`);

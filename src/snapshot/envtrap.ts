@@ -26,13 +26,13 @@ import * as L from '../sys/libc.js';
 import { SnapshotRefusal } from './refusal.js';
 import { readMem } from './mem.js';
 import { PAGE } from './capture.js';
+import { NR } from './syscalls.js';
+import { ARCH } from './tracer-arch.js';
 
 const PROT_NONE = 0;
 const MAP_PRIVATE = 0x02;
 const MAP_ANONYMOUS = 0x20;
 const MAP_FIXED_NOREPLACE = 0x100000;
-const SYS_mmap = 9;
-const SYSCALL_INSN = Buffer.from([0x0f, 0x05]);
 /** Bytes of trap space per variable: the fault address divided by this is the variable's index. */
 const SLOT_BYTES = 64n;
 /**
@@ -85,7 +85,7 @@ export class EnvironmentTrap {
     const page = BigInt(PAGE); // the trap's end must be the mapping's: whole pages of this kernel
     const len = ((BigInt(this.envp.length) * SLOT_BYTES + page - 1n) / page || 1n) * page;
     for (const want of TRAP_ADDRESSES) {
-      const got = injectSyscall(pid, mem, deadline, SYS_mmap, [want, len, BigInt(PROT_NONE),
+      const got = injectSyscall(pid, mem, deadline, NR.mmap, [want, len, BigInt(PROT_NONE),
         BigInt(MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE), -1n, 0n]);
       if (got === want) {
         this.trap = { start: want, end: want + len };
@@ -140,14 +140,13 @@ export class EnvironmentTrap {
  * original syscall.
  */
 function injectSyscall(pid: number, mem: number, deadline: number, nr: number, args: bigint[]): bigint {
-  const saved = L.getRegs(pid);
-  if (!readMem(mem, saved.rip - 2n, 2).equals(SYSCALL_INSN)) {
-    throw new SnapshotRefusal('internal', `no syscall instruction before 0x${saved.rip.toString(16)}`);
+  const saved = ARCH.getRegs(pid);
+  const insn = ARCH.syscallInsn;
+  const pc = ARCH.pc(saved);
+  if (!readMem(mem, pc - BigInt(insn.length), insn.length).equals(insn)) {
+    throw new SnapshotRefusal('internal', `no syscall instruction before 0x${pc.toString(16)}`);
   }
-  const regs = { ...saved, orig_rax: BigInt(nr) };
-  [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9] = args.map((a) => BigInt.asUintN(64, a)) as
-    [bigint, bigint, bigint, bigint, bigint, bigint];
-  L.setRegs(pid, regs);
+  ARCH.replaceSyscall(pid, saved, nr, args);
   L.ptrace(L.PTRACE_SYSCALL, pid, 0, 0);
   const st = L.waitpidUntil(pid, deadline);
   if (!st || !st.stopped || st.stopSig !== (L.SIGTRAP | 0x80)) {
@@ -155,6 +154,6 @@ function injectSyscall(pid: number, mem: number, deadline: number, nr: number, a
   }
   const info = L.getSyscallInfo(pid);
   if (info.op !== L.SYSCALL_INFO_EXIT) throw new SnapshotRefusal('internal', 'the injected syscall did not stop at its exit');
-  L.setRegs(pid, { ...saved, rax: saved.orig_rax, rip: saved.rip - 2n });
+  ARCH.reenterSyscall(pid, saved);
   return BigInt.asUintN(64, info.rval);
 }

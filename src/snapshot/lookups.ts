@@ -1,13 +1,14 @@
 /**
  * Which environment variables a traced process looks up, seen at the lookup
- * functions themselves: an int3 on each entry point (getenv, secure_getenv;
+ * functions themselves: a breakpoint (int3, brk #0) on each entry point (getenv, secure_getenv;
  * a program's own, like bash's find_variable) found in the dynamic symbol
  * table of every executable file the process maps, as it maps them.
  *
  * On a hit the tracer reads the name (the first argument), takes the int3
- * out so the function runs unchanged, and plants one on the return address;
- * when that fires it reads the result (for getenv: the value, or NULL) and
- * puts the entry's int3 back. Hooks around the call let the caller lift the
+ * out so the function runs unchanged, and plants one on the return address
+ * (on the stack on x86_64, in x30 on aarch64); when that fires it reads the
+ * result (for getenv: the value, or NULL) and puts the entry's breakpoint
+ * back. Hooks around the call let the caller lift the
  * environment trap (envtrap.ts) for exactly the duration of a lookup, so a
  * lookup sees the real environment while any other read of it still faults.
  *
@@ -15,15 +16,15 @@
  * matter; a lookup names its variable. That is what an image can be keyed on.
  */
 import * as fs from 'node:fs';
-import * as L from '../sys/libc.js';
 import type { ImageEnvDep } from '../image/format.js';
 import { dependency, describeDependency } from '../cache/envdeps.js';
 import { LOADER_VARS } from './env.js';
 import { definedFunctions } from './elfsym.js';
 import { readCString, readMem } from './mem.js';
 import { SnapshotRefusal } from './refusal.js';
+import type { RegFile } from './regs.js';
+import { ARCH } from './tracer-arch.js';
 
-const INT3 = 0xcc;
 /** Longest value read back: longer ones are hashed from the environment itself, which holds the same bytes. */
 const MAX_VALUE = 1 << 20;
 
@@ -120,15 +121,16 @@ export function announcement(path: string, resumeFd: number): EnvLookup | null {
 interface Entry {
   fn: LookupFunction;
   file: string;
-  byte: number;
+  /** The code the breakpoint replaces. */
+  bytes: Buffer;
   planted: boolean;
 }
 
 interface Call {
   entry: bigint;
   ret: bigint;
-  /** rsp at the entry: the return leaves it 8 higher. */
-  rsp: bigint;
+  /** sp once the call returned (x86_64: 8 above sp at the entry, the popped return address). */
+  spAfter: bigint;
   name: string;
 }
 
@@ -154,7 +156,7 @@ export interface LookupHooks {
 export class LookupTracer {
   readonly lookups: EnvLookup[] = [];
   private readonly entries = new Map<bigint, Entry>();
-  private readonly returns = new Map<bigint, { byte: number; users: number }>();
+  private readonly returns = new Map<bigint, { bytes: Buffer; users: number }>();
   private readonly calls: Call[] = [];
   private readonly scanned = new Set<string>();
   private readonly byName: Map<string, LookupFunction>;
@@ -190,8 +192,8 @@ export class LookupTracer {
         if (!home) continue;
         const addr = home.start + (fn.fileOffset - home.offset);
         if (this.entries.has(addr)) continue; // an alias (secure_getenv, __libc_secure_getenv)
-        const byte = readMem(this.mem, addr, 1)[0] as number;
-        this.entries.set(addr, { fn: this.byName.get(fn.name) as LookupFunction, file: m.path, byte, planted: false });
+        const bytes = readMem(this.mem, addr, ARCH.breakpoint.length);
+        this.entries.set(addr, { fn: this.byName.get(fn.name) as LookupFunction, file: m.path, bytes, planted: false });
         this.plant(addr);
       }
     }
@@ -202,8 +204,8 @@ export class LookupTracer {
    * The tracee is left ready to continue.
    */
   onTrap(): boolean {
-    const regs = L.getRegs(this.pid);
-    const at = regs.rip - 1n;
+    const regs = ARCH.getRegs(this.pid);
+    const at = ARCH.breakpointAddress(ARCH.pc(regs));
     const entry = this.entries.get(at);
     if (entry?.planted) {
       this.enter(at, entry, regs);
@@ -222,11 +224,11 @@ export class LookupTracer {
    * Forks never happen inside a lookup.
    */
   suspend(): void {
-    for (const [addr, e] of this.entries) if (e.planted) this.write(addr, e.byte);
+    for (const [addr, e] of this.entries) if (e.planted) this.write(addr, e.bytes);
   }
 
   unsuspend(): void {
-    for (const [addr, e] of this.entries) if (e.planted) this.write(addr, INT3);
+    for (const [addr, e] of this.entries) if (e.planted) this.write(addr, ARCH.breakpoint);
   }
 
   /** Adds what the program announced, in order with its lookups. */
@@ -238,36 +240,36 @@ export class LookupTracer {
   removeAll(): void {
     if (this.calls.length) throw new SnapshotRefusal('internal', `stopped inside a lookup of ${this.calls[0]?.name}`);
     for (const [addr, e] of this.entries) {
-      if (e.planted) this.write(addr, e.byte);
+      if (e.planted) this.write(addr, e.bytes);
       e.planted = false;
     }
   }
 
-  private enter(at: bigint, entry: Entry, regs: L.Regs): void {
+  private enter(at: bigint, entry: Entry, regs: RegFile): void {
     let name: string;
     try {
-      name = entry.fn.kind === 'all' ? '*' : readCString(this.mem, regs.rdi, 4096);
+      name = entry.fn.kind === 'all' ? '*' : readCString(this.mem, ARCH.callArg(regs, 0), 4096);
     } catch {
       throw new SnapshotRefusal('internal', `${entry.fn.name}() called with an unreadable name`);
     }
-    const ret = readMem(this.mem, regs.rsp, 8).readBigUInt64LE(0);
-    this.write(at, entry.byte);
+    const ret = ARCH.returnAddress(this.mem, regs);
+    this.write(at, entry.bytes);
     entry.planted = false;
     const r = this.returns.get(ret);
     if (r) r.users++;
     else {
-      this.returns.set(ret, { byte: readMem(this.mem, ret, 1)[0] as number, users: 1 });
-      this.write(ret, INT3);
+      this.returns.set(ret, { bytes: readMem(this.mem, ret, ARCH.breakpoint.length), users: 1 });
+      this.write(ret, ARCH.breakpoint);
     }
-    this.calls.push({ entry: at, ret, rsp: regs.rsp, name });
+    this.calls.push({ entry: at, ret, spAfter: ARCH.spAfterReturn(ARCH.sp(regs)), name });
     if (this.calls.length === 1) this.hooks.enter?.();
-    regs.rip = at;
-    L.setRegs(this.pid, regs);
+    ARCH.setPc(regs, at);
+    ARCH.setRegs(this.pid, regs);
   }
 
-  private leave(at: bigint, regs: L.Regs): void {
+  private leave(at: bigint, regs: RegFile): void {
     const call = this.calls.at(-1);
-    if (!call || call.ret !== at || regs.rsp !== call.rsp + 8n) {
+    if (!call || call.ret !== at || ARCH.sp(regs) !== call.spAfter) {
       throw new SnapshotRefusal('internal', `a lookup's return address 0x${at.toString(16)} was reached another way`);
     }
     this.calls.pop();
@@ -276,27 +278,27 @@ export class LookupTracer {
       name: call.name, via: `${entry.fn.name} in ${entry.file}`,
       ...(entry.fn.kind === 'prefix' ? { form: 'prefix' as const } : {}), ...(entry.fn.kind === 'assign' ? { assign: true as const } : {}),
     };
-    if (entry.fn.kind === 'value') lookup.value = regs.rax === 0n ? null : readCString(this.mem, regs.rax, MAX_VALUE);
+    if (entry.fn.kind === 'value') lookup.value = ARCH.result(regs) === 0n ? null : readCString(this.mem, ARCH.result(regs), MAX_VALUE);
     this.lookups.push(lookup);
-    const r = this.returns.get(at) as { byte: number; users: number };
+    const r = this.returns.get(at) as { bytes: Buffer; users: number };
     if (--r.users === 0) {
-      this.write(at, r.byte);
+      this.write(at, r.bytes);
       this.returns.delete(at);
     }
     if (!this.calls.some((c) => c.entry === call.entry)) this.plant(call.entry);
     if (this.calls.length === 0) this.hooks.leave?.();
-    regs.rip = at;
-    L.setRegs(this.pid, regs);
+    ARCH.setPc(regs, at);
+    ARCH.setRegs(this.pid, regs);
   }
 
   private plant(addr: bigint): void {
     const e = this.entries.get(addr) as Entry;
-    this.write(addr, INT3);
+    this.write(addr, ARCH.breakpoint);
     e.planted = true;
   }
 
-  private write(addr: bigint, byte: number): void {
-    if (fs.writeSync(this.mem, Buffer.from([byte]), 0, 1, Number(addr)) !== 1) {
+  private write(addr: bigint, bytes: Buffer): void {
+    if (fs.writeSync(this.mem, bytes, 0, bytes.length, Number(addr)) !== bytes.length) {
       throw new SnapshotRefusal('internal', `cannot write tracee memory at 0x${addr.toString(16)}`);
     }
   }

@@ -19,7 +19,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ImageEnvDep, ImageFile, ImageModel, ImageResume, ImageSlot } from '../image/format.js';
 import { RESUME_REGS } from '../image/format.js';
-import { FileKind, Ident, RegionFlag, SlotKind, StateFlag } from '../image/schema.js';
+import { ARCH_X86_64, FileKind, Ident, RegionFlag, SlotKind, StateFlag } from '../image/schema.js';
 import { keyFor } from '../cache/key.js';
 import { RESUME_FD, RESUME_FD_ENV, RESUME_MAGIC, afterInitArgv, initSpec, isPerRunVariable, resumeEnvHash, type AdapterKind } from '../resume/spec.js';
 import { retakeEntries } from '../cache/envdeps.js';
@@ -28,6 +28,7 @@ import * as os from 'node:os';
 import { PAGE, captureMappings, readMaps, type CapturedMapping, type Mapping } from './capture.js';
 import { runToCheckpoint, type Identity, type StoppedAtCheckpoint } from './checkpoint.js';
 import { checkProgram } from './elf.js';
+import { ARCH } from './tracer-arch.js';
 import { snapshotEnv } from './env.js';
 import { buildFiles, isPseudoPath } from './files.js';
 import { SnapshotRefusal } from './refusal.js';
@@ -165,6 +166,10 @@ export function postInitModel(opts: PostInitOptions): { image: ImageModel; notes
   const startNs = BigInt(Date.now()) * 1_000_000n;
   const exePath = path.resolve(opts.exePath);
   const program = checkProgram(exePath);
+  if (ARCH.machine !== ARCH_X86_64) {
+    // The checkpoint tracer (checkpoint.ts) and the RESUME section speak x86_64's registers and XSAVE area; the launcher refuses such images here too.
+    throw new SnapshotRefusal('unported-arch', `post-init snapshots are taken on x86_64 only so far (this machine is ${ARCH.name}: the checkpoint's registers, FPSIMD/SVE state and pointer authentication are not ported); post-link images work here, the program runs cold with --after-init`);
+  }
   const keyBefore = keyFor(exePath, opts.env);
   const envp = [...snapshotEnv({ ...opts.env, PWD: '/', [RESUME_FD_ENV]: String(RESUME_FD) })];
   const deadline = Date.now() + (opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);

@@ -36,6 +36,7 @@ import { clockNow } from './vdso-clock.js';
 import { loaderIsLibc } from './libc-loader.js';
 import { checkDeadStackSlots } from './dead-stack.js';
 import { findRandomCopies, randomCopySlots } from './random-copies.js';
+import { ARCH } from './tracer-arch.js';
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 /**
@@ -75,7 +76,7 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
     const caps = captureMappings(t.pid, t.mem, maps);
     const stack = readStack(t, maps);
     checkStack(stack, argv);
-    const fsBase = t.regs.fs_base;
+    const fsBase = t.threadPointer;
     const slots: ImageSlot[] = [
       ...findStackSlots(caps, stack),
       ...findCanaries(t, caps, fsBase),
@@ -96,7 +97,7 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
     checkNotTooNew(files.files, startNs);
     const regions = buildRegions(caps, files, slots);
     const state = kernelState(t, maps);
-    // rdx is rtld_fini only for a loader that passes one; musl's leaves a dead stack address there (libc-loader.ts).
+    // rdx (x0) is rtld_fini only for a loader that passes one; musl's leaves a dead stack address there (libc-loader.ts).
     if (libcLoader) state.rtldFini = 0n;
     if (identityBound) state.flags |= StateFlag.IDENTITY_BOUND;
     const key = keyFor(exePath, opts.env);
@@ -141,6 +142,9 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
     } else if (t.clockReads.length) {
       notes.push(`library constructors read the clock ${t.clockReads.length} time(s) and kept nothing of it`);
     }
+    if (diff.loaderClockWords) {
+      notes.push(`${diff.loaderClockWords} 4-byte words of the loader's own start-up timings differ between runs with the same inputs (the counter, read without a syscall, cannot be trapped here): kept as the snapshot took them`);
+    }
     if (diff.randomCopies) {
       notes.push(`${diff.randomCopies} words are getrandom output kept verbatim before the entry point (malloc's tcache key): shared by every restore`);
     }
@@ -180,11 +184,12 @@ function checkEntryState(t: StoppedAtEntry): void {
       throw new SnapshotRefusal('unsupported-syscall', `signal or seccomp state at the entry point: ${field} ${m[1]}`);
     }
   }
-  if (t.regs.rip !== t.auxv.get(AT.ENTRY)) throw new SnapshotRefusal('internal', 'not stopped at the entry point');
-  if (t.loader.fsBase !== undefined && t.loader.fsBase !== t.regs.fs_base) {
+  if (ARCH.pc(t.regs) !== t.auxv.get(AT.ENTRY)) throw new SnapshotRefusal('internal', 'not stopped at the entry point');
+  // x86_64's loaders set it with arch_prctl(ARCH_SET_FS); aarch64's with msr (no syscall: nothing to compare).
+  if (t.loader.fsBase !== undefined && t.loader.fsBase !== t.threadPointer) {
     throw new SnapshotRefusal('internal', 'fs_base differs from the loader\'s arch_prctl(ARCH_SET_FS)');
   }
-  if (t.regs.rsp % 16n !== 0n) throw new SnapshotRefusal('internal', 'rsp at the entry point is not 16-byte aligned: a frame is live');
+  if (ARCH.sp(t.regs) % 16n !== 0n) throw new SnapshotRefusal('internal', 'sp at the entry point is not 16-byte aligned: a frame is live');
 }
 
 function atRandomBytes(t: StoppedAtEntry, s: StackLayout): Buffer {

@@ -9,6 +9,7 @@ import { StateFlag, VdsoKind } from '../image/schema.js';
 import { PAGE, isSpecial, type Mapping } from './capture.js';
 import { SnapshotRefusal } from './refusal.js';
 import { AT, type StoppedAtEntry } from './trace.js';
+import { ARCH } from './tracer-arch.js';
 
 const PAGE_N = BigInt(PAGE);
 
@@ -30,7 +31,7 @@ function statFields(pid: number): string[] {
 }
 
 /** What kernelState needs of a stopped tracee (at the entry point or at a post-init checkpoint). */
-export type StoppedTracee = Pick<StoppedAtEntry, 'pid' | 'auxv' | 'regs' | 'loader'>;
+export type StoppedTracee = Pick<StoppedAtEntry, 'pid' | 'auxv' | 'regs' | 'threadPointer' | 'loader'>;
 
 export function kernelState(t: StoppedTracee, maps: Mapping[]): ImageModel['state'] {
   const stat = statFields(t.pid);
@@ -50,9 +51,9 @@ export function kernelState(t: StoppedTracee, maps: Mapping[]): ImageModel['stat
   }
   const vdsoBase = t.auxv.get(AT.SYSINFO_EHDR);
   if (!vdsoBase) throw new SnapshotRefusal('internal', 'no AT_SYSINFO_EHDR');
-  const fsBase = t.regs.fs_base;
+  const fsBase = t.threadPointer;
   return {
-    entry: t.regs.rip, rtldFini: t.regs.rdx, fsBase,
+    entry: ARCH.pc(t.regs), rtldFini: ARCH.rtldFini(t.regs), fsBase,
     tidAddress: l.tidAddress ?? 0n, robustHead: l.robust?.head ?? 0n, robustLen: l.robust?.len ?? 0n,
     rseqArea: l.rseq?.area ?? 0n, rseqLen: l.rseq?.len ?? 0, rseqSig: l.rseq?.sig ?? 0,
     startCode: field(26), endCode: field(27), startData: field(45), endData: field(46), startBrk, brk,

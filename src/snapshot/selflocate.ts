@@ -28,6 +28,8 @@ import * as path from 'node:path';
 import * as L from '../sys/libc.js';
 import { readCString } from './mem.js';
 import { killTracee } from './trace.js';
+import { ARCH } from './tracer-arch.js';
+import { ARCH_X86_64 } from '../image/schema.js';
 
 export interface SelfLocateResult {
   selfLocating: boolean;
@@ -227,6 +229,11 @@ function disallowed(pid: number, nr: number, args: readonly bigint[], opened: st
  */
 export function probeSelfLocating(o: SelfLocateOptions): SelfLocateResult {
   const t0 = Date.now();
+  // The allow-list is by x86_64 number: on another machine those numbers are other calls
+  // (aarch64's unlinkat is x86_64's nanosleep). Not probed there: argv[0] stays as typed.
+  if (ARCH.machine !== ARCH_X86_64) {
+    return { selfLocating: false, evidence: null, stop: `not probed on ${ARCH.name} (the probe's allow-list is x86_64's)`, syscalls: 0, ms: 0 };
+  }
   // Two limits: the program's own CPU time (what a spinning program uses up, whatever the
   // machine's load) and wall time (what a program blocked in a read uses up).
   const deadline = t0 + (o.timeoutMs ?? DEFAULT_TIMEOUT_MS);

@@ -18,6 +18,7 @@ import type { ImageSlot } from '../image/format.js';
 import { PAGE, type CapturedMapping, type Mapping } from './capture.js';
 import { SnapshotRefusal } from './refusal.js';
 import { AT, readCString, readMem, type StoppedAtEntry } from './trace.js';
+import { ARCH } from './tracer-arch.js';
 
 export interface StackLayout {
   lo: bigint; // [stack] mapping
@@ -40,7 +41,7 @@ export interface StackLayout {
 export function readStack(t: StoppedAtEntry, maps: Mapping[]): StackLayout {
   const stack = maps.find((m) => m.path === '[stack]');
   if (!stack) throw new SnapshotRefusal('internal', 'no [stack] mapping');
-  const sp = t.regs.rsp;
+  const sp = ARCH.sp(t.regs);
   const word = (a: bigint): bigint => readMem(t.mem, a, 8).readBigUInt64LE(0);
   const argc = Number(word(sp));
   const argvAddr = sp + 8n;
@@ -152,8 +153,9 @@ export function findStackSlots(caps: CapturedMapping[], s: StackLayout): ImageSl
 
 /**
  * The stack protector guard: derived from AT_RANDOM's first 8 bytes, stored in
- * the thread block. Found by value, not by offset: the word in the mapping
- * holding the thread pointer equal to those bytes with the low byte cleared
+ * the thread block (x86_64) or a global variable (aarch64: __stack_chk_guard,
+ * regs.ts). Found by value, not by offset: the word in the mapping holding the
+ * thread pointer (aarch64: in any captured data) equal to those bytes with the low byte cleared
  * (the zero byte stops string overflows from leaking it; arg = 8 bits to
  * clear) or, failing that, equal to them unchanged (arg = 0). Any other copy
  * of the same 64-bit value anywhere in captured data is the guard too (a
@@ -164,8 +166,8 @@ export function findCanaries(t: StoppedAtEntry, caps: CapturedMapping[], fsBase:
   const r = t.auxv.get(AT.RANDOM);
   if (!r || !fsBase) return [];
   const raw = readMem(t.mem, r, 8).readBigUInt64LE(0);
-  const tls = caps.find((m) => fsBase >= m.start && fsBase < m.end);
-  if (!tls) return [];
+  const home = ARCH.stackGuard === 'thread-block' ? caps.filter((m) => fsBase >= m.start && fsBase < m.end) : caps;
+  if (!home.length) return [];
   const wordsEqual = (c: CapturedMapping, want: bigint): bigint[] => {
     const hits: bigint[] = [];
     for (const [i, page] of c.data) {
@@ -174,7 +176,7 @@ export function findCanaries(t: StoppedAtEntry, caps: CapturedMapping[], fsBase:
     return hits;
   };
   for (const [want, bits] of [[raw & ~0xffn, 8n], [raw, 0n]] as const) {
-    if (want === 0n || wordsEqual(tls, want).length === 0) continue;
+    if (want === 0n || !home.some((c) => wordsEqual(c, want).length > 0)) continue;
     return caps.flatMap((c) => wordsEqual(c, want)).map((addr) => ({ addr, kind: SlotKind.CANARY, width: 8 as const, arg: bits }));
   }
   return [];

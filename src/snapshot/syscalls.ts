@@ -4,8 +4,8 @@
  *
  * The rule: an image is a valid start of the program only if nothing before
  * the entry point depended on, or changed, something a restoring process
- * would see differently. So the policy is an allow-list of x86_64 syscall
- * numbers (kernel ABI) with argument checks, and everything else refuses:
+ * would see differently. So the policy is an allow-list of syscalls, by
+ * name (the machine's numbers: NR below), with argument checks, and everything else refuses:
  *  - kernel state a restore does not recreate: threads, children, signal
  *    handlers and masks, timers, sockets, personality, limits, memory flags;
  *  - side effects a restore would not repeat: writes, files opened for
@@ -22,21 +22,17 @@
  * redoes exactly those.
  */
 import { SnapshotRefusal } from './refusal.js';
+import { ABSENT } from './regs.js';
+import { ARCH } from './tracer-arch.js';
 
-/** x86_64 syscall numbers (kernel ABI). */
-export const NR = {
-  read: 0, write: 1, open: 2, close: 3, stat: 4, fstat: 5, lstat: 6, poll: 7, lseek: 8, mmap: 9, mprotect: 10,
-  munmap: 11, brk: 12, rt_sigaction: 13, rt_sigprocmask: 14, ioctl: 16, pread64: 17, pwrite64: 18, readv: 19,
-  writev: 20, access: 21, sched_yield: 24, mremap: 25, madvise: 28, getpid: 39, execve: 59, uname: 63, fcntl: 72,
-  getcwd: 79, readlink: 89, gettimeofday: 96, getrlimit: 97, sysinfo: 99, getuid: 102, getgid: 104, geteuid: 107,
-  getegid: 108, getppid: 110, getpgrp: 111, getgroups: 115, getresuid: 118, getresgid: 120, capget: 125, sigaltstack: 131, statfs: 137, fstatfs: 138,
-  prctl: 157, arch_prctl: 158, gettid: 186, time: 201, futex: 202, sched_getaffinity: 204, getdents64: 217,
-  set_tid_address: 218, clock_gettime: 228, clock_getres: 229, exit_group: 231, openat: 257, newfstatat: 262,
-  readlinkat: 267, faccessat: 269, set_robust_list: 273, prlimit64: 302, getcpu: 309, getrandom: 318,
-  membarrier: 324, statx: 332, rseq: 334, faccessat2: 439,
-} as const;
+/**
+ * The machine's syscall numbers, by name (regs-x86_64.ts, regs-aarch64.ts):
+ * a call the machine lacks (aarch64's open, stat, access, arch_prctl) has a
+ * number no stop reports, so its rules below never apply there.
+ */
+export const NR = ARCH.syscalls;
 
-const NAMES = new Map<number, string>(Object.entries(NR).map(([k, v]) => [v, k]));
+const NAMES = new Map<number, string>(Object.entries(NR).filter(([, v]) => v !== ABSENT).map(([k, v]) => [v, k]));
 export const syscallName = (nr: number): string => NAMES.get(nr) ?? `#${nr}`;
 
 const AT_FDCWD = -100;

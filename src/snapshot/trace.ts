@@ -6,9 +6,11 @@
  * (`--internal-traceme [--no-aslr] [--one-cpu] [--fake-tsc] PATH ARGV...`:
  * PTRACE_TRACEME, SIGSTOP, execve), spawned with posix_spawn from Node's main
  * thread, which thereby is its tracer. PTRACE_O_TRACEEXEC reports the exec as
- * an event stop; there the int3 at AT_ENTRY (and the vdso guards, vdso.ts) are
- * planted, and PTRACE_SYSCALL stops at every syscall entry and exit until the
- * entry breakpoint fires. Every syscall passes the policy in syscalls.ts.
+ * an event stop; there the breakpoint at AT_ENTRY (and the vdso guards,
+ * vdso.ts) are planted, and PTRACE_SYSCALL stops at every syscall entry and
+ * exit until the entry breakpoint fires. Every syscall passes the policy in
+ * syscalls.ts. Registers, breakpoints and the counter are the machine's
+ * (regs.ts: int3 on x86_64, brk #0 on aarch64).
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -21,6 +23,8 @@ import { LIBC_LOOKUPS, LookupTracer, type EnvLookup } from './lookups.js';
 import { readCString, readMem } from './mem.js';
 import { ACCESS_MODE_ARG, IdentityUse } from './access.js';
 import { answerVdsoClock, type ClockBase, type ClockRead } from './vdso-clock.js';
+import { ABSENT, type RegFile } from './regs.js';
+import { ARCH } from './tracer-arch.js';
 
 export { readCString, readMem };
 
@@ -59,7 +63,9 @@ export interface StoppedAtEntry {
   mem: number; // fd of /proc/PID/mem
   auxv: Map<bigint, bigint>;
   auxvBytes: Buffer;
-  regs: L.Regs;
+  regs: RegFile;
+  /** The thread pointer at the entry stop (x86_64 fs_base, aarch64 tpidr_el0). */
+  threadPointer: bigint;
   paths: PathEvent[];
   loader: LoaderState;
   /** Syscalls made between exec and the entry point. */
@@ -67,7 +73,7 @@ export interface StoppedAtEntry {
   syscallsByNr: Map<number, number>;
   /** Identity syscalls made before the entry point (access.ts): the image is IDENTITY_BOUND. */
   identityAsked: string[];
-  /** Differential runs: where each trapped rdtsc was executed. */
+  /** Differential runs: where each trapped counter read (rdtsc, mrs cntvct_el0) was executed. */
   rdtscAt: bigint[];
   /** Differential runs: what each getrandom call returned, in order. */
   randomOutputs: Buffer[];
@@ -148,7 +154,6 @@ export function killTracee(pid: number, memFd?: number): void {
 }
 
 const SIGSEGV = 11;
-const INT3 = 0xcc;
 const PROT_EXEC = 4n;
 /** The n bytes of getrandom call number `call` in a named deterministic stream. */
 export function streamRandom(stream: string, call: number, n: number): Buffer {
@@ -168,7 +173,12 @@ function waitStop(pid: number, deadline: number): L.WaitStatus {
 }
 
 export function writeByte(mem: number, addr: bigint, byte: number): void {
-  if (fs.writeSync(mem, Buffer.from([byte]), 0, 1, Number(addr)) !== 1) {
+  writeBytes(mem, addr, Buffer.from([byte]));
+}
+
+/** Writes code bytes into the tracee (a breakpoint, or what it replaced). */
+export function writeBytes(mem: number, addr: bigint, bytes: Buffer): void {
+  if (fs.writeSync(mem, bytes, 0, bytes.length, Number(addr)) !== bytes.length) {
     throw new SnapshotRefusal('internal', `cannot write tracee memory at 0x${addr.toString(16)}`);
   }
 }
@@ -224,18 +234,19 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
     }
     const vdsoBase = auxv.get(AT.SYSINFO_EHDR);
     if (!vdsoBase) throw new SnapshotRefusal('internal', 'no AT_SYSINFO_EHDR');
-    const envTrap = o.trapEnvironment ? EnvironmentTrap.atExec(mem, L.getRegs(pid).rsp, o.envp) : undefined;
+    const envTrap = o.trapEnvironment ? EnvironmentTrap.atExec(mem, ARCH.sp(ARCH.getRegs(pid)), o.envp) : undefined;
 
-    const entryByte = readMem(mem, entry, 1)[0] as number;
-    const guards = new Map<bigint, { name: string; byte: number }>();
+    const bp = ARCH.breakpoint;
+    const entryBytes = readMem(mem, entry, bp.length);
+    const guards = new Map<bigint, { name: string; bytes: Buffer }>();
     const vdso = vdsoImage(pid, mem, vdsoBase);
     for (const fn of guardedVdsoFunctions(vdso, vdsoBase)) {
-      const byte = vdso[Number(fn.addr - vdsoBase)];
-      if (byte === undefined) throw new SnapshotRefusal('internal', `vdso symbol ${fn.name} outside the vdso`);
-      guards.set(fn.addr, { name: fn.name, byte });
-      writeByte(mem, fn.addr, INT3);
+      const at = Number(fn.addr - vdsoBase);
+      if (at < 0 || at + bp.length > vdso.length) throw new SnapshotRefusal('internal', `vdso symbol ${fn.name} outside the vdso`);
+      guards.set(fn.addr, { name: fn.name, bytes: Buffer.from(vdso.subarray(at, at + bp.length)) });
+      writeBytes(mem, fn.addr, bp);
     }
-    writeByte(mem, entry, INT3);
+    writeBytes(mem, entry, bp);
     const memFd = mem;
     const lookups = o.traceLookups
       ? new LookupTracer(pid, mem, LIBC_LOOKUPS, { enter: () => envTrap?.disarm(memFd), leave: () => envTrap?.rearm(memFd) })
@@ -295,61 +306,56 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
       if (st.event !== 0) throw new SnapshotRefusal('unsupported-syscall', `unexpected ptrace event ${st.event} before the entry point`);
       if (st.stopSig === L.SIGTRAP) {
         if (lookups?.onTrap()) continue;
-        const regs = L.getRegs(pid);
-        const at = regs.rip - 1n;
+        const regs = ARCH.getRegs(pid);
+        const at = ARCH.breakpointAddress(ARCH.pc(regs));
         const guard = guards.get(at);
         if (guard !== undefined && o.clock) {
           answerVdsoClock(guard.name, regs, mem, o.clock, clockReads);
-          L.setRegs(pid, regs);
+          ARCH.setRegs(pid, regs);
           continue;
         }
         if (guard !== undefined) {
           throw new SnapshotRefusal('unsupported-syscall', `vdso ${guard.name}() before the entry point: a restore would keep the snapshot's time`);
         }
-        if (at !== entry) throw new SnapshotRefusal('unsupported-syscall', `SIGTRAP at 0x${regs.rip.toString(16)} before the entry point`);
+        if (at !== entry) throw new SnapshotRefusal('unsupported-syscall', `SIGTRAP at 0x${ARCH.pc(regs).toString(16)} before the entry point`);
         if (envTrap && !envTrap.armed) {
           throw new SnapshotRefusal('internal', o.loaderIsLibc
             ? 'the loader made no syscall after set_tid_address: the environment trap was never set'
             : 'the loader made no path syscall: the environment trap was never set');
         }
         lookups?.removeAll();
-        writeByte(mem, entry, entryByte);
-        for (const [addr, g] of guards) writeByte(mem, addr, g.byte);
-        regs.rip = entry;
-        L.setRegs(pid, regs);
-        const stopped = L.getRegs(pid);
-        if (stopped.rip !== entry || readMem(mem, entry, 1)[0] !== entryByte) {
+        writeBytes(mem, entry, entryBytes);
+        for (const [addr, g] of guards) writeBytes(mem, addr, g.bytes);
+        ARCH.setPc(regs, entry);
+        ARCH.setRegs(pid, regs);
+        const stopped = ARCH.getRegs(pid);
+        if (ARCH.pc(stopped) !== entry || !readMem(mem, entry, bp.length).equals(entryBytes)) {
           throw new SnapshotRefusal('internal', 'could not put the program back at its entry point');
         }
-        return { pid, mem, auxv, auxvBytes, regs: stopped, paths, loader, syscallCount, syscallsByNr, rdtscAt, randomOutputs,
+        return { pid, mem, auxv, auxvBytes, regs: stopped, threadPointer: ARCH.threadPointer(pid, stopped), paths, loader,
+          syscallCount, syscallsByNr, rdtscAt, randomOutputs,
           identityAsked: identity.asked, clockReads,
           ...(envTrap?.range ? { envTrap: envTrap.range } : {}), ...(lookups ? { envLookups: lookups.lookups } : {}) };
       }
       if (st.stopSig === SIGSEGV && o.deterministic) {
-        // rdtsc (0f 31) or rdtscp (0f 01 f9) under PR_TSC_SIGSEGV: answer with the counter.
-        const regs = L.getRegs(pid);
-        const insn = readMem(mem, regs.rip, 3);
-        const rdtscp = insn[0] === 0x0f && insn[1] === 0x01 && insn[2] === 0xf9;
-        if (rdtscp || (insn[0] === 0x0f && insn[1] === 0x31)) {
-          rdtscAt.push(regs.rip);
-          tsc += 1000n;
-          regs.rax = tsc & 0xffffffffn;
-          regs.rdx = tsc >> 32n;
-          if (rdtscp) regs.rcx = 0n;
-          regs.rip += rdtscp ? 3n : 2n;
-          L.setRegs(pid, regs);
+        // A counter read under PR_TSC_SIGSEGV (rdtsc, mrs cntvct_el0): answer with the counter.
+        const regs = ARCH.getRegs(pid);
+        const pc = ARCH.pc(regs);
+        if (ARCH.answerCounterRead(mem, regs, () => (tsc += 1000n))) {
+          rdtscAt.push(pc);
+          ARCH.setRegs(pid, regs);
           continue;
         }
       }
       if (st.stopSig === SIGSEGV && envTrap) {
         const variable = envTrap.variableAt(L.getSigInfo(pid).addr);
         if (variable !== undefined) {
-          const regs = L.getRegs(pid);
-          const caller = likelyCaller(pid, mem, regs.rip, regs.rsp);
-          throw new SnapshotRefusal('reads-environment', `${describeCode(pid, regs.rip)}${caller ? `, called from ${caller},` : ''} read environment variables before the entry point (the first it touched: ${variable})`);
+          const regs = ARCH.getRegs(pid);
+          const caller = likelyCaller(pid, mem, ARCH.pc(regs), ARCH.sp(regs));
+          throw new SnapshotRefusal('reads-environment', `${describeCode(pid, ARCH.pc(regs))}${caller ? `, called from ${caller},` : ''} read environment variables before the entry point (the first it touched: ${variable})`);
         }
       }
-      throw new SnapshotRefusal('unsupported-syscall', `signal ${st.stopSig} at ${describeCode(pid, L.getRegs(pid).rip)} before the entry point`);
+      throw new SnapshotRefusal('unsupported-syscall', `signal ${st.stopSig} at ${describeCode(pid, ARCH.pc(ARCH.getRegs(pid)))} before the entry point`);
     }
   } catch (e) {
     killTracee(pid, mem);
@@ -366,7 +372,7 @@ export function accessMode(nr: number, args: readonly bigint[]): { accessMode?: 
 
 /** The syscalls that name a path: the loader makes its first one after reading its own variables. */
 const PATH_SYSCALLS = new Set<number>([NR.open, NR.openat, NR.access, NR.faccessat, NR.faccessat2, NR.stat, NR.lstat,
-  NR.newfstatat, NR.statx, NR.readlink, NR.readlinkat, NR.statfs]);
+  NR.newfstatat, NR.statx, NR.readlink, NR.readlinkat, NR.statfs].filter((nr) => nr !== ABSENT));
 
 interface CodeMapping { start: bigint; end: bigint; offset: bigint; path: string; exec: boolean }
 

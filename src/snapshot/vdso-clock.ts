@@ -27,10 +27,10 @@
  * untouched here.
  */
 import * as fs from 'node:fs';
-import type * as L from '../sys/libc.js';
 import { ClockForm } from '../image/schema.js';
 import { SnapshotRefusal } from './refusal.js';
-import { readMem } from './mem.js';
+import type { RegFile } from './regs.js';
+import { ARCH } from './tracer-arch.js';
 
 /** One clock reading the tracer answered: the clock id and the value in ns. */
 export interface ClockRead {
@@ -73,10 +73,12 @@ export function clockB(a: ClockBase): ClockBase {
 
 /**
  * Does the vdso function at a guard on behalf of the tracee (the tracee is
- * stopped on its int3, rip one past it): writes the answer, returns to the
- * caller. Refuses what a restore could not answer for itself.
+ * stopped on the breakpoint at its first instruction): writes the answer,
+ * returns to the caller. Refuses what a restore could not answer for itself.
  */
-export function answerVdsoClock(name: string, regs: L.Regs, mem: number, base: ClockBase, reads: ClockRead[]): void {
+export function answerVdsoClock(name: string, regs: RegFile, mem: number, base: ClockBase, reads: ClockRead[]): void {
+  const arg0 = ARCH.callArg(regs, 0);
+  const arg1 = ARCH.callArg(regs, 1);
   const now = (clock: number): bigint => {
     if (!WALL_CLOCKS.has(clock)) {
       throw new SnapshotRefusal('unsupported-syscall', `vdso ${name}() of clock ${clock} (a CPU-time clock) before the entry point: a restore cannot give back what it read`);
@@ -87,29 +89,28 @@ export function answerVdsoClock(name: string, regs: L.Regs, mem: number, base: C
   };
   switch (name) {
     case 'clock_gettime': {
-      const ns = now(Number(BigInt.asIntN(32, regs.rdi)));
-      if (regs.rsi) writeWords(mem, regs.rsi, [ns / SEC, ns % SEC]);
-      regs.rax = 0n;
+      const ns = now(Number(BigInt.asIntN(32, arg0)));
+      if (arg1) writeWords(mem, arg1, [ns / SEC, ns % SEC]);
+      ARCH.setResult(regs, 0n);
       break;
     }
     case 'gettimeofday': {
-      if (regs.rsi) throw new SnapshotRefusal('unsupported-syscall', 'vdso gettimeofday() asked for the time zone before the entry point');
+      if (arg1) throw new SnapshotRefusal('unsupported-syscall', 'vdso gettimeofday() asked for the time zone before the entry point');
       const ns = now(0);
-      if (regs.rdi) writeWords(mem, regs.rdi, [ns / SEC, (ns % SEC) / 1000n]);
-      regs.rax = 0n;
+      if (arg0) writeWords(mem, arg0, [ns / SEC, (ns % SEC) / 1000n]);
+      ARCH.setResult(regs, 0n);
       break;
     }
     case 'time': {
       const sec = now(0) / SEC;
-      if (regs.rdi) writeWords(mem, regs.rdi, [sec]);
-      regs.rax = sec;
+      if (arg0) writeWords(mem, arg0, [sec]);
+      ARCH.setResult(regs, sec);
       break;
     }
     default:
       throw new SnapshotRefusal('unsupported-syscall', `vdso ${name}() before the entry point: a restore would keep what it returned`);
   }
-  regs.rip = readMem(mem, regs.rsp, 8).readBigUInt64LE(0);
-  regs.rsp += 8n;
+  ARCH.returnNow(mem, regs);
 }
 
 function writeWords(mem: number, addr: bigint, words: bigint[]): void {

@@ -70,7 +70,8 @@ export function guardedVdsoFunctions(image: Buffer, base: bigint): VdsoFunction[
       const value = image.readBigUInt64LE(e + 8);
       if (type !== STT_FUNC || shndx === 0 || value === 0n) continue;
       const end = image.indexOf(0, strOff + nameOff);
-      const name = image.toString('latin1', strOff + nameOff, end < 0 ? strOff + strSize : end).replace(/^__vdso_/, '');
+      // x86_64 names them __vdso_clock_gettime (and clock_gettime), aarch64 __kernel_clock_gettime.
+      const name = image.toString('latin1', strOff + nameOff, end < 0 ? strOff + strSize : end).replace(/^__(vdso|kernel)_/, '');
       if (HARMLESS.has(name)) continue;
       byAddr.set(value + bias, name);
     }

@@ -338,6 +338,65 @@ export function getXstate(pid: number): Buffer {
   return Buffer.from(buf.subarray(0, Number(iov.readBigUInt64LE(8))));
 }
 
+export const PTRACE_SETREGSET = 0x4205;
+/** Regset types (elf.h): the general registers, and aarch64's thread pointer and syscall number. */
+export const NT_PRSTATUS = 1;
+export const NT_ARM_TLS = 0x401;
+export const NT_ARM_SYSTEM_CALL = 0x404;
+
+/** PTRACE_GETREGSET: up to `size` bytes of one register set; the kernel says how many it filled. */
+export function getRegset(pid: number, type: number, size: number): Buffer {
+  const buf = Buffer.alloc(size);
+  const iov = Buffer.alloc(16);
+  iov.writeBigUInt64LE(BigInt(koffi.address(buf)), 0);
+  iov.writeBigUInt64LE(BigInt(size), 8);
+  ptraceBuffer(PTRACE_GETREGSET, pid, iov, type);
+  return Buffer.from(buf.subarray(0, Number(iov.readBigUInt64LE(8))));
+}
+
+/** PTRACE_SETREGSET of one register set (the whole buffer). */
+export function setRegset(pid: number, type: number, buf: Buffer): void {
+  const iov = Buffer.alloc(16);
+  iov.writeBigUInt64LE(BigInt(koffi.address(buf)), 0);
+  iov.writeBigUInt64LE(BigInt(buf.length), 8);
+  ptraceBuffer(PTRACE_SETREGSET, pid, iov, type);
+}
+
+/** aarch64 struct user_pt_regs (kernel ABI, NT_PRSTATUS): x0-x30, sp, pc, pstate. */
+export const AARCH64_REG_NAMES = [
+  ...Array.from({ length: 31 }, (_, i) => `x${i}`), 'sp', 'pc', 'pstate',
+] as readonly string[];
+export type Aarch64Regs = Record<string, bigint>;
+const AARCH64_REGS_BYTES = 34 * 8;
+
+export function getRegsAarch64(pid: number): Aarch64Regs {
+  const buf = getRegset(pid, NT_PRSTATUS, AARCH64_REGS_BYTES);
+  if (buf.length !== AARCH64_REGS_BYTES) throw new SysError('ptrace(GETREGSET NT_PRSTATUS)', 0);
+  const out: Aarch64Regs = {};
+  AARCH64_REG_NAMES.forEach((n, i) => {
+    out[n] = buf.readBigUInt64LE(i * 8);
+  });
+  return out;
+}
+
+export function setRegsAarch64(pid: number, regs: Aarch64Regs): void {
+  const buf = Buffer.alloc(AARCH64_REGS_BYTES);
+  AARCH64_REG_NAMES.forEach((n, i) => buf.writeBigUInt64LE(BigInt.asUintN(64, regs[n] ?? 0n), i * 8));
+  setRegset(pid, NT_PRSTATUS, buf);
+}
+
+/** aarch64: tpidr_el0, the thread pointer (NT_ARM_TLS; its second word, tpidr2, exists only with SME). */
+export function getArmThreadPointer(pid: number): bigint {
+  return getRegset(pid, NT_ARM_TLS, 16).readBigUInt64LE(0);
+}
+
+/** aarch64: the syscall number a syscall-entry stop goes on with (writing x8 does not change it). */
+export function setArmSyscallNumber(pid: number, nr: number): void {
+  const buf = Buffer.alloc(4);
+  buf.writeInt32LE(nr, 0);
+  setRegset(pid, NT_ARM_SYSTEM_CALL, buf);
+}
+
 export function setRegs(pid: number, regs: Regs): void {
   const buf = Buffer.alloc(REGS_BYTES);
   REG_NAMES.forEach((n, i) => buf.writeBigUInt64LE(BigInt.asUintN(64, regs[n]), i * 8));

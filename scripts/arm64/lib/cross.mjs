@@ -61,27 +61,54 @@ crtendS.o%s ${lib}/crtn.o
 }
 
 /**
- * Compiles each test/arm64/probes/*.c (NAME.c static glibc, NAME.musl.c
- * dynamic musl) into the cache; returns { NAME: path }.
+ * Compiles each test/arm64/probes/*.c into the cache; returns { NAME: path }
+ * (each lands in the guest as /cx-run/bin/NAME):
+ *  - NAME.c: a static glibc program;
+ *  - NAME.musl.c: a dynamic musl program;
+ *  - NAME.so.c: a glibc shared library, libNAME.so;
+ *  - NAME.dyn.c: a dynamic glibc program, linked with libNAME.so when
+ *    NAME.so.c exists (found at run time in /cx-run/bin through its rpath).
  */
 export function buildProbes(ctx) {
   const src = path.join(ctx.root, 'test', 'arm64', 'probes');
   const ver = ccVersion();
   const out = {};
-  for (const f of fs.readdirSync(src).filter((x) => x.endsWith('.c')).sort()) {
-    const musl = f.endsWith('.musl.c');
-    const name = f.replace(/(\.musl)?\.c$/, '');
-    const flags = musl
-      ? ['-specs', muslSpecs(ctx), '-O2', '-Wall', '-mbranch-protection=standard']
-      : ['-static', '-O2', '-Wall', '-mbranch-protection=standard'];
-    const bin = path.join(ctx.cache, 'probes', `${name}-${sha(fs.readFileSync(path.join(src, f)), ver, flags)}`);
-    if (!fs.existsSync(bin)) {
-      fs.mkdirSync(path.dirname(bin), { recursive: true });
-      const tmp = `${bin}.${process.pid}.tmp`;
-      execFileSync(CC, [...flags, '-o', tmp, path.join(src, f)], { stdio: ['ignore', 'inherit', 'inherit'] });
-      fs.renameSync(tmp, bin);
+  const kindOf = (f) => (f.endsWith('.musl.c') ? 'musl' : f.endsWith('.so.c') ? 'so' : f.endsWith('.dyn.c') ? 'dyn' : 'static');
+  // Libraries first: a dynamic program links with its library.
+  const files = fs.readdirSync(src).filter((x) => x.endsWith('.c')).sort((a, b) =>
+    Number(kindOf(b) === 'so') - Number(kindOf(a) === 'so') || (a < b ? -1 : a > b ? 1 : 0));
+  const libDir = path.join(ctx.cache, 'probes', `lib-${process.pid}`);
+  try {
+    for (const f of files) {
+      const kind = kindOf(f);
+      const base = f.replace(/(\.musl|\.so|\.dyn)?\.c$/, '');
+      const name = kind === 'so' ? `lib${base}.so` : base;
+      const common = ['-O2', '-Wall', '-mbranch-protection=standard'];
+      let flags; // before the source
+      let link = []; // after it
+      if (kind === 'musl') flags = ['-specs', muslSpecs(ctx), ...common];
+      else if (kind === 'so') flags = ['-shared', '-fPIC', ...common];
+      else if (kind === 'dyn') {
+        flags = common;
+        if (out[`lib${base}.so`]) link = [`-L${libDir}`, `-l${base}`, '-Wl,-rpath,/cx-run/bin'];
+      } else flags = ['-static', ...common];
+      // A program linked with a library is rebuilt with it (its bytes are part of the key).
+      const lib = link.length ? [fs.readFileSync(out[`lib${base}.so`])] : [];
+      const bin = path.join(ctx.cache, 'probes', `${name}-${sha(fs.readFileSync(path.join(src, f)), ver, flags, ...lib)}`);
+      if (!fs.existsSync(bin)) {
+        fs.mkdirSync(path.dirname(bin), { recursive: true });
+        const tmp = `${bin}.${process.pid}.tmp`;
+        execFileSync(CC, [...flags, '-o', tmp, path.join(src, f), ...link], { stdio: ['ignore', 'inherit', 'inherit'] });
+        fs.renameSync(tmp, bin);
+      }
+      out[name] = bin;
+      if (kind === 'so') {
+        fs.mkdirSync(libDir, { recursive: true });
+        fs.copyFileSync(bin, path.join(libDir, name));
+      }
     }
-    out[name] = bin;
+  } finally {
+    fs.rmSync(libDir, { recursive: true, force: true });
   }
   return out;
 }

@@ -6,7 +6,8 @@ import { describeDependency } from '../../cache/envdeps.js';
 import { describeInitSpec } from '../../resume/spec.js';
 import { readImageMeta } from '../../cache/store.js';
 import type { ImageModel, ParsedImage } from '../../image/format.js';
-import { FileFlag, MAGIC, Prot, RegionFlag, StateFlag, constName } from '../../image/schema.js';
+import { ARCH_AARCH64, FileFlag, MAGIC, Prot, RegionFlag, StateFlag, constName } from '../../image/schema.js';
+import { archName } from '../../image/machine.js';
 import { CxError } from '../../common/errors.js';
 import { afterInitFromOptions } from '../after-init.js';
 import type { Context } from '../context.js';
@@ -117,7 +118,7 @@ export function inspectText(j: InspectJson, now = Date.now()): string[] {
   L.push(...keyValues([
     ['image', j.file],
     ['size', `${formatBytes(j.fileSize)} (${j.fileSize} bytes)`],
-    ['format', `version ${j.header.format_version}, ABI hash ${j.header.abi_hash}, arch ${j.header.arch === 62 ? 'x86_64' : j.header.arch}, page size ${j.header.page_size}`],
+    ['format', `version ${j.header.format_version}, ABI hash ${j.header.abi_hash}, arch ${archName(Number(j.header.arch))}, page size ${j.header.page_size}`],
     ['created', created ? `${formatTime(created)} (${formatAge(now - created)} ago)` : '?'],
     ['metadata', `${j.header.meta_size} bytes, region data from offset ${j.header.data_offset}, checksum ${j.header.checksum}`],
     ['valid', j.valid ? 'yes' : `NO: ${j.problems.join('; ')}`],
@@ -161,9 +162,10 @@ export function inspectText(j: InspectJson, now = Date.now()): string[] {
   L.push('');
   L.push('state');
   const s = j.state;
+  const aarch64 = j.header.arch === ARCH_AARCH64;
   L.push(...keyValues([
-    ['entry', `${s.entry} (rdx = rtld_fini ${s.rtldFini})`],
-    ['fs_base', String(s.fsBase)],
+    ['entry', `${s.entry} (${aarch64 ? 'x0' : 'rdx'} = rtld_fini ${s.rtldFini})`],
+    [aarch64 ? 'tpidr_el0' : 'fs_base', String(s.fsBase)],
     ['tid address', String(s.tidAddress)],
     ['robust list', `${s.robustHead} len ${s.robustLen}`],
     ['rseq', `${s.rseqArea} len ${s.rseqLen} sig ${s.rseqSig}`],
