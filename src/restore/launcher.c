@@ -69,6 +69,12 @@ static __attribute__((noreturn)) void exec_cli(struct launch *L, int first_arg)
  */
 static __attribute__((noreturn)) void traceme(struct launch *L, int i)
 {
+	long tracer = 0; /* --parent=PID: the tracer that spawned us, as it knows itself */
+	if (i < L->argc && __builtin_memcmp(L->argv[i], "--parent=", 9) == 0) {
+		for (const char *v = L->argv[i] + 9; *v >= '0' && *v <= '9' && tracer < 100000000; v++)
+			tracer = tracer * 10 + (*v - '0');
+		i++;
+	}
 	if (i < L->argc && cx_streq(L->argv[i], "--no-aslr")) {
 		sys_personality(ADDR_NO_RANDOMIZE);
 		i++;
@@ -120,9 +126,12 @@ static __attribute__((noreturn)) void traceme(struct launch *L, int i)
 	 * Until the tracer sees the SIGSTOP below and sets PTRACE_O_EXITKILL, a
 	 * tracer killed now (a warmer SIGKILLed) would leave this process stopped
 	 * forever: die with the parent instead (kept across the exec, like
-	 * EXITKILL). A parent already gone shows as another ppid.
+	 * EXITKILL). A parent already gone shows as another ppid than the
+	 * tracer's pid it passed (--parent): read from getppid() alone, a
+	 * tracer killed before this first look would leave its reaper as the
+	 * parent, this process would trace itself to the reaper and stay stopped.
 	 */
-	long parent = sys_getppid();
+	long parent = tracer ? tracer : sys_getppid();
 	sys_prctl(1 /* PR_SET_PDEATHSIG */, 9 /* SIGKILL */, 0, 0, 0);
 	if (sys_getppid() != parent)
 		sys_exit_group(127);

@@ -168,7 +168,7 @@ interface PendingSyscall {
 
 /** Runs to the checkpoint; the tracee is left stopped there (kill it with killTracee). */
 export function runToCheckpoint(o: CheckpointOptions): StoppedAtCheckpoint {
-  const argv = [o.launcher, '--internal-traceme', '--no-aslr', '--one-cpu', '--fake-tsc', o.exePath, ...o.argv];
+  const argv = [o.launcher, '--internal-traceme', `--parent=${process.pid}`, '--no-aslr', '--one-cpu', '--fake-tsc', o.exePath, ...o.argv];
   const oldMask = process.umask(o.umask);
   let pid: number;
   try {

@@ -251,7 +251,7 @@ export function probeSelfLocating(o: SelfLocateOptions): SelfLocateResult {
   const done = (stop: string, evidence: SelfLocateResult['evidence'] = null): SelfLocateResult =>
     ({ selfLocating: evidence !== null, evidence, stop, syscalls, ms: Date.now() - t0 });
   try {
-    pid = L.spawnDetachedStdio(o.launcher, [o.launcher, '--internal-traceme', o.exePath, o.name], envp, { cwd: t.cwd });
+    pid = L.spawnDetachedStdio(o.launcher, [o.launcher, '--internal-traceme', `--parent=${process.pid}`, o.exePath, o.name], envp, { cwd: t.cwd });
     const overTime = (): boolean => Date.now() >= deadline || cpuTimeMs(pid) >= cpuLimit;
     const wait = (): L.WaitStatus | null => {
       for (;;) {

@@ -3,7 +3,7 @@
  * what the dynamic loader asked the kernel for on the way.
  *
  * The child is the native launcher in its helper mode
- * (`--internal-traceme [--no-aslr] [--one-cpu] [--fake-tsc] PATH ARGV...`:
+ * (`--internal-traceme [--parent=PID] [--no-aslr] [--one-cpu] [--fake-tsc] PATH ARGV...`:
  * PTRACE_TRACEME, SIGSTOP, execve), spawned with posix_spawn from Node's main
  * thread, which thereby is its tracer. PTRACE_O_TRACEEXEC reports the exec as
  * an event stop; there the breakpoint at AT_ENTRY (and the vdso guards,
@@ -214,7 +214,7 @@ export function followToExec(pid: number, exePath: string, wait: () => L.WaitSta
 
 /** Runs to the entry point. Throws SnapshotRefusal when it cannot be captured; never leaves the tracee alive then. */
 export function runToEntry(o: TraceOptions): StoppedAtEntry {
-  const argv = [o.launcher, '--internal-traceme', ...(o.noAslr ? ['--no-aslr', '--one-cpu'] : []),
+  const argv = [o.launcher, '--internal-traceme', `--parent=${process.pid}`, ...(o.noAslr ? ['--no-aslr', '--one-cpu'] : []),
     ...(o.deterministic ? ['--fake-tsc'] : []), o.exePath, ...o.argv];
   let tsc = 1_000_000_000_000n;
   const pid = L.spawnDetachedStdio(o.launcher, argv, o.envp);

@@ -186,3 +186,13 @@ describe('a key queued again while the warmer runs', () => {
     }
   }, 60_000);
 });
+
+describe('a traced helper whose tracer is gone before it looks', () => {
+  // The window between the tracer's posix_spawn and the helper's first look at its parent: a tracer
+  // killed there leaves the helper to a reaper, and tracing itself to that reaper it would stop forever.
+  // The tracer passes its own pid (--parent): any other parent and the helper exits 127 untraced.
+  it('exits 127 instead of stopping under another parent', () => {
+    const r = spawnSync(LAUNCHER, ['--internal-traceme', '--parent=1', '/bin/true', 'true'], { encoding: 'utf8', timeout: 30_000 });
+    expect([r.status, r.signal]).toEqual([127, null]);
+  });
+});
