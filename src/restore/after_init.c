@@ -184,12 +184,7 @@ static int env_lookup(struct launch *L, const char *name, char *out, size_t cap,
 		while (*end && *end != ':')
 			end++;
 		struct cx_buf b = { out, 0, cap, 0 };
-		if (end == p)
-			cx_buf_str(&b, ".");
-		else
-			cx_buf_put(&b, p, (size_t)(end - p));
-		cx_buf_str(&b, "/");
-		cx_buf_str(&b, name);
+		cx_buf_path_entry(&b, p, end, name);
 		if (!b.overflow && sys_stat(out, st) == 0 && (st->st_mode & S_IFMT) == S_IFREG) {
 			if (is_self(L, st))
 				return -1;

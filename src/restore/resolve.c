@@ -121,12 +121,7 @@ int resolve(struct launch *L)
 			end++;
 		b.len = 0;
 		b.overflow = 0;
-		if (end == p)
-			cx_buf_str(&b, ".");
-		else
-			cx_buf_put(&b, p, (size_t)(end - p));
-		cx_buf_str(&b, "/");
-		cx_buf_str(&b, name);
+		cx_buf_path_entry(&b, p, end, name);
 		if (!b.overflow) {
 			struct kstat st;
 			if (sys_stat(L->path, &st) < 0) {

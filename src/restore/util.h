@@ -94,6 +94,17 @@ static inline void cx_buf_put(struct cx_buf *b, const char *s, size_t n)
 
 static inline void cx_buf_str(struct cx_buf *b, const char *s) { cx_buf_put(b, s, cx_strlen(s)); }
 
+/* A PATH element [dir, end) joined with name, as execvp does: an empty element is the cwd ("."). */
+static inline void cx_buf_path_entry(struct cx_buf *b, const char *dir, const char *end, const char *name)
+{
+	if (end == dir)
+		cx_buf_str(b, ".");
+	else
+		cx_buf_put(b, dir, (size_t)(end - dir));
+	cx_buf_str(b, "/");
+	cx_buf_str(b, name);
+}
+
 static inline void cx_buf_u64(struct cx_buf *b, uint64_t v, int base)
 {
 	char tmp[24];
