@@ -155,6 +155,7 @@ def _amend_stats():
 # later restores copy only those.
 _PAGES_MAGIC = 0x3153454741505843  # "CXPAGES1"
 _PAGES_MAX = 1024  # ranges the launcher reads (CX_PAGES_MAX)
+_PAGE_SHIFT = os.sysconf('SC_PAGE_SIZE').bit_length() - 1  # pagemap has an entry per page
 # A pagemap entry's top byte: present (bit 63) and not a page of the file (bit 61
 # clear) is a copied page, i.e. one this process wrote or the launcher populated.
 _COPIED = bytes(1 if b & 0xa0 == 0x80 else 0 for b in range(256))
@@ -184,8 +185,8 @@ def _copied_ranges(dev, ino, data_offset):
             if os.makedev(int(major, 16), int(minor, 16)) != dev:
                 continue
             lo, hi = (int(x, 16) for x in f[0].split(b'-'))
-            n = (hi - lo) >> 12
-            data = os.pread(fd, n * 8, (lo >> 12) * 8)
+            n = (hi - lo) >> _PAGE_SHIFT
+            data = os.pread(fd, n * 8, (lo >> _PAGE_SHIFT) * 8)
             if len(data) != n * 8:
                 return None
             top = data[7::8].translate(_COPIED)
@@ -193,7 +194,7 @@ def _copied_ranges(dev, ino, data_offset):
             while i >= 0:
                 j = top.find(0, i)
                 j = n if j < 0 else j
-                run.append([lo + (i << 12), (j - i) << 12])
+                run.append([lo + (i << _PAGE_SHIFT), (j - i) << _PAGE_SHIFT])
                 i = top.find(1, j)
             out.append(run)
     finally:
@@ -218,7 +219,7 @@ def _merged(mappings):
                     out.append(prev)
         if len(out) <= _PAGES_MAX:
             return out
-        gap = gap * 2 or 4096
+        gap = gap * 2 or 1 << _PAGE_SHIFT
 
 
 def _record_pages(full):

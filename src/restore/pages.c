@@ -9,7 +9,7 @@
  * images/<key>.pages, next to the image, written by the adapter at exit
  * (temp + rename) and read here; docs/resume-protocol.md has the format.
  *   - none yet, or one learned on another image (re-taken): this restore
- *     puts a FULL file in its place (claim_learning), populates nothing and
+ *     puts a FULL file in its place (claim_pages), populates nothing and
  *     asks the adapter to record (cached-exec-pages=);
  *   - FULL (a run took python's full exit, whose teardown writes nearly every
  *     page), or anything that is not a well-formed file of the user's own for
@@ -115,12 +115,23 @@ static int claim_learning(struct image *im, const struct launch *L, int stale)
 	return linked == 0 || linked == -EEXIST ? 0 : -1;
 }
 
-static void learn(struct image *im, const struct launch *L, int stale)
+static void learn(struct image *im, int stale)
 {
-	if (claim_learning(im, L, stale) == 0) {
-		im->pop = CX_POP_NONE;
-		ask_to_record(im, 0);
-	}
+	im->pop = CX_POP_NONE;
+	im->pages_claim = stale ? 2 : 1;
+	ask_to_record(im, 0);
+}
+
+/*
+ * A learning run claims the file just before the address space changes: after
+ * the checks that send a run cold (a caller ignoring SIGINT, a changed file),
+ * whose FULL would otherwise stay for good. Where the claim fails, this run
+ * populates every page as before (what it then records is every page too).
+ */
+void claim_pages(struct image *im, const struct launch *L)
+{
+	if (im->pages_claim && claim_learning(im, L, im->pages_claim == 2) != 0)
+		im->pop = CX_POP_ALL;
 }
 
 /*
@@ -131,13 +142,13 @@ void load_pages(struct image *im, const struct launch *L, struct cx_pages_file *
 {
 	struct kstat st;
 	im->pop = CX_POP_ALL;
-	im->pages_record = 0;
+	im->pages_record = im->pages_claim = 0;
 	if (!im->resume || !L->pages_learnable || L->system_layer || L->layer_fd < 0 || L->layer_fd != L->cache_fd ||
 	    !pages_name(L->image_rel, im->pages_rel, sizeof im->pages_rel))
 		return;
 	int fd = cx_open_below(L->layer_fd, im->pages_rel, O_RDONLY, 0);
 	if (fd == -ENOENT) {
-		learn(im, L, 0);
+		learn(im, 0);
 		return;
 	}
 	if (fd < 0)
@@ -152,7 +163,7 @@ void load_pages(struct image *im, const struct launch *L, struct cx_pages_file *
 	    buf->h.nranges != (uint64_t)(n - (long)sizeof buf->h) / sizeof(struct cx_pages_range))
 		return;
 	if (!same_image(&buf->h, &im->st)) {
-		learn(im, L, 1); /* learned on the image this one replaced: learn again */
+		learn(im, 1); /* learned on the image this one replaced: learn again */
 		return;
 	}
 	if ((buf->h.flags & CX_PAGES_FULL) || !ranges_valid(im, buf->r, buf->h.nranges))

@@ -64,6 +64,7 @@ enum cx_outcome cx_restore(struct launch *L)
 		goto out;
 	if ((o = check_stack_room(&im, L)) != CX_HIT)
 		goto out;
+	claim_pages(&im, L);
 	/* Past this point the address space changes: only a cold exec can follow a failure. */
 	if ((o = move_vdso(&im, L->auxv)) != CX_HIT)
 		goto out;

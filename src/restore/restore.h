@@ -49,6 +49,7 @@ struct image {
 	const struct cx_pages_range *ranges;
 	uint32_t nranges;
 	int pages_record; /* the context asks the adapter to record what this run wrote */
+	int pages_claim; /* a learning run: 1 claims the file, 2 replaces a stale one (claim_pages) */
 	uint32_t pages_runs;
 	char pages_rel[40]; /* "images/<key>.pages" */
 };
@@ -100,6 +101,7 @@ enum cx_outcome prepare_resume(struct image *im, struct launch *L, int *resume_f
 /* pages.c: which writable pages a post-init restore populates (learned from the adapter). */
 void load_pages(struct image *im, const struct launch *L, struct cx_pages_file *buf);
 void pages_field(const struct image *im, const struct launch *L, char *out, size_t size);
+void claim_pages(struct image *im, const struct launch *L);
 void populate_learned(const struct image *im);
 
 /* files.c: step 2, every dependency is still the file it was. */
