@@ -99,7 +99,7 @@ static int claim_learning(struct image *im, const struct launch *L, int stale)
 	cx_buf_str(&t, ".");
 	cx_buf_u64(&t, (uint64_t)sys_getpid(), 10);
 	cx_buf_str(&t, ".0.tmp");
-	if (t.overflow)
+	if (t.overflow || t.len >= sizeof tmp)
 		return -1;
 	tmp[t.len] = 0;
 	int fd = cx_open_below(L->layer_fd, tmp, O_WRONLY | O_CREAT | O_EXCL, 0600);
