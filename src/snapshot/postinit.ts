@@ -349,15 +349,24 @@ function refuseSignedReturnAddresses(t: StoppedAtCheckpoint, maps: Mapping[], sp
   const mask = ARCH.pacMask(t.pid);
   if (!mask) return;
   const code = maps.filter((m) => m.perms.includes('x'));
+  const signedCode = (w: bigint): Mapping | undefined => {
+    if (!(w & mask)) return undefined;
+    const stripped = w & ~mask;
+    return code.find((c) => stripped >= c.start && stripped < c.end);
+  };
+  const refuse = (w: bigint, where: string, m: Mapping): never => {
+    throw new SnapshotRefusal('unsupported-syscall', `a live frame holds a return address signed with pointer authentication (0x${w.toString(16)} ${where}, into ${m.path || 'anonymous code'}): the restored process has other PAC keys and would fault on its return`);
+  };
+  // A leaf function built with pac-ret+leaf keeps its signed return address in x30.
+  for (const [name, w] of Object.entries(t.regs)) {
+    const m = name !== 'pc' && name !== 'sp' ? signedCode(w) : undefined;
+    if (m) refuse(w, `in ${name}`, m);
+  }
   const live = readMem(t.mem, sp, Number(stack.end - sp));
   for (let off = 0; off + 8 <= live.length; off += 8) {
     const w = live.readBigUInt64LE(off);
-    if (!(w & mask)) continue;
-    const stripped = w & ~mask;
-    const m = code.find((c) => stripped >= c.start && stripped < c.end);
-    if (m) {
-      throw new SnapshotRefusal('unsupported-syscall', `a live frame holds a return address signed with pointer authentication (0x${w.toString(16)} at sp+${off}, into ${m.path || 'anonymous code'}): the restored process has other PAC keys and would fault on its return`);
-    }
+    const m = signedCode(w);
+    if (m) refuse(w, `at sp+${off}`, m);
   }
 }
 
