@@ -129,30 +129,50 @@ export const AARCH64: TracerArch = {
 
 /** user_sve_header.flags: the registers are SVE's, not only the FPSIMD view. */
 const SVE_PT_REGS_SVE = 1;
+/** The largest NT_ARM_SVE regset (vector length 2048 bits: 16 + 32 * 256 + 17 * 32 + 16, rounded up). */
+const SVE_MAX_BYTES = 16 * 1024;
 
 /**
- * The thread's SVE vector length. A syscall discards SVE state beyond the
- * FPSIMD view (the kernel drops it on entry to the kernel: the AAPCS64
- * syscall ABI keeps only the low 128 bits), so at the checkpoint read
- * NT_PRFPREG is the whole vector state; live SVE state here would mean this
- * kernel keeps more, which a restore could not carry: refused. The length
- * itself is per thread and set only by prctl(PR_SVE_SET_VL), which the
- * init may not call (checkpoint.ts PRCTL_ALLOWED): the launcher compares it
- * with its own.
+ * The thread's SVE vector length. At a syscall the AAPCS64 syscall ABI keeps
+ * only the FPSIMD view of the vector state: the kernel zeroes the Z
+ * registers' bits beyond 128, the P registers and FFR on entry (6.1 drops the
+ * SVE state altogether, TIF_SVE off; 6.12 keeps it in SVE form, flushed).
+ * So at the checkpoint read NT_PRFPREG is the whole state, and a restore
+ * that loads only it (the FPSIMD signal frame) gives the same registers: the
+ * next SVE instruction finds the rest zero, as after any syscall. State in
+ * SVE form is checked to be that: anything beyond the FPSIMD view not zero
+ * would be state a restore cannot carry, refused. The length itself is per
+ * thread and set only by prctl(PR_SVE_SET_VL), which the init may not call
+ * (checkpoint.ts PRCTL_ALLOWED): the launcher compares it with its own.
  */
 function vectorLength(pid: number): number {
-  let h: Buffer;
+  let r: Buffer;
   try {
-    h = L.getRegset(pid, L.NT_ARM_SVE, 16);
+    r = L.getRegset(pid, L.NT_ARM_SVE, SVE_MAX_BYTES);
   } catch {
     return 0; // EINVAL: no SVE on this CPU
   }
-  // struct user_sve_header: size, max_size (u32), vl, max_vl, flags (u16).
-  if (h.length < 14) throw new SnapshotRefusal('internal', `NT_ARM_SVE gave ${h.length} bytes`);
-  if (h.readUInt16LE(12) & SVE_PT_REGS_SVE) {
-    throw new SnapshotRefusal('unsupported-syscall', 'live SVE state at the checkpoint read (the kernel kept it across the syscall): a restore carries only the FPSIMD registers');
+  // struct user_sve_header: size, max_size (u32), vl, max_vl, flags (u16), then the registers at 16.
+  if (r.length < 16) throw new SnapshotRefusal('internal', `NT_ARM_SVE gave ${r.length} bytes`);
+  const vl = r.readUInt16LE(8);
+  if (!(r.readUInt16LE(12) & SVE_PT_REGS_SVE)) return vl;
+  const vlBytes = vl; // vl is in bytes; a Z register is vl bytes, a P register and FFR vl / 8
+  const zEnd = 16 + 32 * vlBytes;
+  const pEnd = zEnd + 17 * (vlBytes / 8); // P0-P15, then FFR
+  if (vl % 16 || r.length < pEnd) throw new SnapshotRefusal('internal', `NT_ARM_SVE gave ${r.length} bytes for vector length ${vl}`);
+  const beyond = (): string | undefined => {
+    for (let n = 0; n < 32; n++) {
+      const z = 16 + n * vlBytes;
+      for (let b = z + 16; b < z + vlBytes; b++) if (r[b]) return `z${n}`;
+    }
+    for (let b = zEnd; b < pEnd; b++) if (r[b]) return b < pEnd - vlBytes / 8 ? `p${Math.floor((b - zEnd) / (vlBytes / 8))}` : 'ffr';
+    return undefined;
+  };
+  const live = beyond();
+  if (live) {
+    throw new SnapshotRefusal('unsupported-syscall', `live SVE state beyond the FPSIMD registers at the checkpoint read (${live}): a restore carries only those`);
   }
-  return h.readUInt16LE(8);
+  return vl;
 }
 
 /** struct user_fpsimd_state: v0-v31 (16 bytes each), fpsr, fpcr, 8 bytes of padding. */
