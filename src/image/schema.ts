@@ -353,10 +353,26 @@ export const RESUME: StructDef = {
     f('sigmask', 'u64', 'blocked signals at the checkpoint'),
     f('ignored_at_start', 'u64', 'signals ignored when the snapshot started (the caller must match)'),
     f('stack_reserve', 'u64', 'informational: the growth room the snapshot assumed (the launcher follows RLIMIT_STACK instead)'),
-    f('xstate_size', 'u32', 'bytes of the XSTATE section (XSAVE standard format)'),
+    f('xstate_size', 'u32', 'bytes of the XSTATE section (x86_64: XSAVE standard format; aarch64: struct cx_resume_aarch64)'),
     f('resume_fd', 'u32', 'the descriptor the context is delivered on'),
     f('umask', 'u32', 'with CX_RESUMEFLAG_SET_UMASK'),
     f('flags', 'u32', 'CX_RESUMEFLAG_*'),
+  ],
+};
+
+export const RESUME_AARCH64: StructDef = {
+  name: 'cx_resume_aarch64',
+  doc: 'aarch64 post-init image: the body of its XSTATE section (cx_resume\'s x86_64 registers and xfeatures are zero there). The registers as the program had them at the svc of the checkpoint read (x7 too: see src/snapshot/regs-aarch64.ts), its FPSIMD state (the whole vector state at a syscall: the kernel drops SVE state beyond it), and the SVE vector length the init ran with.',
+  fields: [
+    f('x', 'u64', 'x0-x30; x8 is the syscall number (read), x0 the resume fd', 31),
+    f('sp', 'u64', ''),
+    f('pc', 'u64', 'after the svc #0 of the checkpoint read, as a syscall stop shows it'),
+    f('pstate', 'u64', 'only NZCV is restored'),
+    f('v', 'u64', 'v0-v31, two words each (NT_PRFPREG)', 64),
+    f('fpsr', 'u32', ''),
+    f('fpcr', 'u32', ''),
+    f('sve_vl', 'u32', 'SVE vector length in bytes at the checkpoint (0: no SVE); the restoring thread must have the same'),
+    f('reserved', 'u32', 'zero'),
   ],
 };
 
@@ -421,7 +437,7 @@ export const INTEGRITY: StructDef = {
   ],
 };
 
-export const STRUCTS: readonly StructDef[] = [HEADER, SECTION, KEY, FILE, REGION, SLOT, STATE, VDSO_PART, RESUME, SIGACTION, INTEGRITY, ENV_DEP, STAT_RECORD];
+export const STRUCTS: readonly StructDef[] = [HEADER, SECTION, KEY, FILE, REGION, SLOT, STATE, VDSO_PART, RESUME, RESUME_AARCH64, SIGACTION, INTEGRITY, ENV_DEP, STAT_RECORD];
 
 // ---------------------------------------------------------------------------
 // Layout arithmetic

@@ -6,7 +6,7 @@
 
 #define CX_FORMAT_VERSION 3u
 #define CX_MAGIC 0x31474d4958455843ull
-#define CX_ABI_HASH 0x06c3a3a6u
+#define CX_ABI_HASH 0x75ea782du
 #define CX_ARCH_X86_64 62u
 #define CX_ARCH_AARCH64 183u
 
@@ -380,7 +380,7 @@ struct cx_resume {
 	uint64_t sigmask; /* blocked signals at the checkpoint */
 	uint64_t ignored_at_start; /* signals ignored when the snapshot started (the caller must match) */
 	uint64_t stack_reserve; /* informational: the growth room the snapshot assumed (the launcher follows RLIMIT_STACK instead) */
-	uint32_t xstate_size; /* bytes of the XSTATE section (XSAVE standard format) */
+	uint32_t xstate_size; /* bytes of the XSTATE section (x86_64: XSAVE standard format; aarch64: struct cx_resume_aarch64) */
 	uint32_t resume_fd; /* the descriptor the context is delivered on */
 	uint32_t umask; /* with CX_RESUMEFLAG_SET_UMASK */
 	uint32_t flags; /* CX_RESUMEFLAG_* */
@@ -414,6 +414,29 @@ _Static_assert(offsetof(struct cx_resume, xstate_size) == 192, "cx_resume.xstate
 _Static_assert(offsetof(struct cx_resume, resume_fd) == 196, "cx_resume.resume_fd");
 _Static_assert(offsetof(struct cx_resume, umask) == 200, "cx_resume.umask");
 _Static_assert(offsetof(struct cx_resume, flags) == 204, "cx_resume.flags");
+
+/* aarch64 post-init image: the body of its XSTATE section (cx_resume's x86_64 registers and xfeatures are zero there). The registers as the program had them at the svc of the checkpoint read (x7 too: see src/snapshot/regs-aarch64.ts), its FPSIMD state (the whole vector state at a syscall: the kernel drops SVE state beyond it), and the SVE vector length the init ran with. */
+struct cx_resume_aarch64 {
+	uint64_t x[31]; /* x0-x30; x8 is the syscall number (read), x0 the resume fd */
+	uint64_t sp;
+	uint64_t pc; /* after the svc #0 of the checkpoint read, as a syscall stop shows it */
+	uint64_t pstate; /* only NZCV is restored */
+	uint64_t v[64]; /* v0-v31, two words each (NT_PRFPREG) */
+	uint32_t fpsr;
+	uint32_t fpcr;
+	uint32_t sve_vl; /* SVE vector length in bytes at the checkpoint (0: no SVE); the restoring thread must have the same */
+	uint32_t reserved; /* zero */
+};
+_Static_assert(sizeof(struct cx_resume_aarch64) == 800, "cx_resume_aarch64 size");
+_Static_assert(offsetof(struct cx_resume_aarch64, x) == 0, "cx_resume_aarch64.x");
+_Static_assert(offsetof(struct cx_resume_aarch64, sp) == 248, "cx_resume_aarch64.sp");
+_Static_assert(offsetof(struct cx_resume_aarch64, pc) == 256, "cx_resume_aarch64.pc");
+_Static_assert(offsetof(struct cx_resume_aarch64, pstate) == 264, "cx_resume_aarch64.pstate");
+_Static_assert(offsetof(struct cx_resume_aarch64, v) == 272, "cx_resume_aarch64.v");
+_Static_assert(offsetof(struct cx_resume_aarch64, fpsr) == 784, "cx_resume_aarch64.fpsr");
+_Static_assert(offsetof(struct cx_resume_aarch64, fpcr) == 788, "cx_resume_aarch64.fpcr");
+_Static_assert(offsetof(struct cx_resume_aarch64, sve_vl) == 792, "cx_resume_aarch64.sve_vl");
+_Static_assert(offsetof(struct cx_resume_aarch64, reserved) == 796, "cx_resume_aarch64.reserved");
 
 /* A signal disposition other than SIG_DFL at the checkpoint (kernel struct sigaction fields). */
 struct cx_sigaction {

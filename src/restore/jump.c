@@ -101,7 +101,7 @@ static void resume_params(const struct image *im, const struct launch *L, struct
 		p->sigs[i].act = (struct ksigaction){ s->handler, s->flags, s->restorer, s->mask };
 	}
 	cx_arch_resume_params(im, p, code);
-	p->mm.start_stack = r->rsp;
+	p->mm.start_stack = cx_arch_resume_sp(im);
 	/* /proc/PID/cmdline and environ: copies here, so the kernel's stack can go (kernel_stack_span). */
 	char *at = strings;
 	p->mm.arg_start = (uint64_t)at;
@@ -176,7 +176,7 @@ int exe_settable(struct launch *L)
  */
 enum cx_outcome tramp_alloc(const struct image *im, struct launch *L, struct tramp_block *t)
 {
-	const uint64_t xstate_room = im->resume ? im->resume->xstate_size + 64 : 0;
+	const uint64_t xstate_room = im->resume ? cx_arch_resume_room(im) : 0;
 	/* 512 bytes at the end are the trampoline's own stack. */
 	t->params_len = (sizeof(struct tramp_params) + xstate_room + 512 + CX_PAGE - 1) & ~(CX_PAGE - 1);
 	t->strings_len = im->resume ? (resume_strings_size(L) + CX_PAGE - 1) & ~(CX_PAGE - 1) : 0;

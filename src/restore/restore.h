@@ -134,6 +134,11 @@ enum cx_outcome jump(const struct image *im, struct launch *L, int exe_fd, const
 /* arch/<arch>/: what differs between machines. */
 enum cx_outcome cx_arch_check_resume_cpu(const struct image *im);
 enum cx_outcome cx_arch_check_resume_insn(const struct image *im);
+/* Post-init: the registers say read(resume_fd) from a syscall instruction the image maps, on a stack it maps. */
+enum cx_outcome cx_arch_check_resume_regs(const struct image *im);
+/* Post-init: the stack pointer at the checkpoint, and the bytes the trampoline's block needs for the CPU state. */
+uint64_t cx_arch_resume_sp(const struct image *im);
+uint64_t cx_arch_resume_room(const struct image *im);
 long cx_arch_set_thread_pointer(uint64_t tp);
 
 #endif

@@ -49,21 +49,19 @@ static enum cx_outcome check_signals(const struct image *im)
 }
 
 /*
- * The thread is to issue read(resume_fd, buf, n) again, from the 2-byte
- * syscall instruction before rip, on a stack the image maps: the image must
- * say exactly that, or this launcher would jump somewhere it cannot check.
+ * The thread is to issue read(resume_fd, buf, n) again from its syscall
+ * instruction, on a stack the image maps: the image must say exactly that
+ * (the machine's registers: cx_arch_check_resume_regs), or this launcher
+ * would jump somewhere it cannot check.
  */
 static enum cx_outcome check_resume_regs(const struct image *im)
 {
 	const struct cx_resume *r = im->resume;
-	const struct cx_region *a, *b;
-	if (r->orig_rax != __NR_read || r->rdi != r->resume_fd || r->resume_fd < 3 || r->resume_fd > 0x7fffffff ||
-	    r->rip < 2)
+	if (r->resume_fd < 3 || r->resume_fd > 0x7fffffff)
 		return CX_FAIL_RESUME;
-	a = region_at(im, r->rip - 2, 1);
-	b = region_at(im, r->rip - 1, 1);
-	if (!a || !b || !(a->prot & CX_PROT_READ) || !(b->prot & CX_PROT_READ) || !region_at(im, r->rsp, 8))
-		return CX_FAIL_RESUME;
+	enum cx_outcome o = cx_arch_check_resume_regs(im);
+	if (o != CX_HIT)
+		return o;
 	if (r->stack_reserve % CX_PAGE || r->stack_reserve > (1ull << 32))
 		return CX_FAIL_HEADER;
 	return CX_HIT;

@@ -21,14 +21,16 @@ import * as path from 'node:path';
 import * as L from '../sys/libc.js';
 import { SnapshotRefusal } from './refusal.js';
 import { NR } from './syscalls.js';
+import { ABSENT, type RegFile } from './regs.js';
+import { ARCH } from './tracer-arch.js';
 import { guardedVdsoFunctions } from './vdso.js';
 import { TracedChildren } from './children.js';
-import { readCString, readMem } from './mem.js';
+import { readCString, readMem, writeBytes } from './mem.js';
 import { EffectJournal, type Effect, type PendingEffect } from './effects.js';
 import { IdentityUse } from './access.js';
 import { LookupTracer, announcement, type EnvLookup, type LookupFunction } from './lookups.js';
 import {
-  AT, accessMode, describeCode, followToExec, killTracee, readAuxv, recordResult, streamRandom, vdsoImage, writeByte,
+  AT, accessMode, describeCode, followToExec, killTracee, readAuxv, recordResult, streamRandom, vdsoImage,
   type LoaderState, type PathEvent,
 } from './trace.js';
 
@@ -73,10 +75,14 @@ export interface StoppedAtCheckpoint {
   pid: number;
   mem: number;
   auxv: Map<bigint, bigint>;
-  regs: L.Regs;
-  /** fs_base (post-init images are x86_64's only). */
+  /** The registers as the program has them (regs.ts programRegsAtSyscallEntry), pc after the syscall instruction. */
+  regs: RegFile;
+  /** fs_base (x86_64), tpidr_el0 (aarch64). */
   threadPointer: bigint;
+  /** The floating-point and vector state (regs.ts fpState): the XSAVE area (x86_64), NT_PRFPREG (aarch64). */
   xstate: Buffer;
+  /** SVE vector length in bytes (0: none). */
+  vectorLength: number;
   paths: PathEvent[];
   /** Directories the init listed (getdents64): their entries are a dependency. */
   listedDirs: string[];
@@ -106,23 +112,18 @@ const O_CREAT = 0o100;
 const AT_FDCWD = -100;
 const SIGSEGV = 11;
 const SIGCHLD = 17;
-const INT3 = 0xcc;
 /** ioctl requests that only ask: TCGETS, TIOCGPGRP, TIOCGWINSZ, FIONREAD, TIOCGSID. */
 const IOCTL_QUERIES = new Set([0x5401, 0x540f, 0x5413, 0x541b, 0x5429]);
 /** prctl options that only read, and PR_SET_NAME (the restore sets the name from the image). */
 const PRCTL_ALLOWED = new Set([2, 3, 7, 15, 16, 21, 23, 27, 39, 42]);
 const PERSONALITY_QUERY = 0xffffffffn;
 
-/** Syscall numbers this module needs beyond the entry-point policy's table. */
-const S = {
-  alarm: 37, setitimer: 38, kill: 62, fchdir: 81, chdir: 80, umask: 95, ptrace: 101, setuid: 105, setgid: 106,
-  setpgid: 109, setsid: 112, setreuid: 113, setregid: 114, setgroups: 116, setresuid: 117, setresgid: 119,
-  getpgid: 121, setfsuid: 122, setfsgid: 123, getsid: 124, personality: 135, setrlimit: 160, chroot: 161,
-  tkill: 200, timer_create: 222, tgkill: 234, waitid: 247, unshare: 272, timerfd_create: 283, dup: 32, dup2: 33,
-  dup3: 292, execveat: 322, seccomp: 317, setns: 308, openat2: 437, pwritev: 296, pwritev2: 328, sendfile: 40,
-  preadv: 295, preadv2: 327, clone3: 435, wait4: 61, rt_sigqueueinfo: 129, rt_tgsigqueueinfo: 297, pidfd_open: 434,
-  pidfd_send_signal: 424,
-} as const;
+/**
+ * The calls this module judges, by name: the machine's numbers (regs.ts).
+ * aarch64 has no alarm, dup2, fork or vfork (only dup3 and clone): ABSENT
+ * there, a number no stop reports.
+ */
+const S = NR;
 
 const refuse = (code: 'unsupported-syscall' | 'children' | 'open-fds', why: string): never => {
   throw new SnapshotRefusal(code, why);
@@ -227,9 +228,13 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
   const random = readMem(mem, randomAt, 16);
   const vdsoBase = auxv.get(AT.SYSINFO_EHDR);
   if (!vdsoBase) throw new SnapshotRefusal('internal', 'no AT_SYSINFO_EHDR');
-  const guards = new Map<bigint, { name: string; byte: number }>();
+  const bp = ARCH.breakpoint;
+  const guards = new Map<bigint, { name: string; bytes: Buffer }>();
   const vdso = vdsoImage(pid, mem, vdsoBase);
-  for (const fn of guardedVdsoFunctions(vdso, vdsoBase)) guards.set(fn.addr, { name: fn.name, byte: vdso[Number(fn.addr - vdsoBase)] as number });
+  for (const fn of guardedVdsoFunctions(vdso, vdsoBase)) {
+    const off = Number(fn.addr - vdsoBase);
+    guards.set(fn.addr, { name: fn.name, bytes: Buffer.from(vdso.subarray(off, off + bp.length)) });
+  }
   /*
    * The guards are the tracee's private copy of the vdso page: a child forked
    * with them would die on its first clock read (it is not traced). They are
@@ -237,7 +242,7 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
    * is refused at the checkpoint, with a better reason than a SIGTRAP).
    */
   const setGuards = (on: boolean): void => {
-    for (const [addr, g] of guards) writeByte(mem, addr, on ? INT3 : g.byte);
+    for (const [addr, g] of guards) writeBytes(mem, addr, on ? bp : g.bytes);
   };
   setGuards(true);
   /*
@@ -250,15 +255,15 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
    */
   const entry = auxv.get(AT.ENTRY);
   if (!entry) throw new SnapshotRefusal('internal', 'no AT_ENTRY');
-  const entryByte = readMem(mem, entry, 1)[0] as number;
-  writeByte(mem, entry, INT3);
+  const entryBytes = readMem(mem, entry, bp.length);
+  writeBytes(mem, entry, bp);
   // The program's own lookup functions now, a library's when it is mapped (before any of it runs).
   const lookups = o.lookups ? new LookupTracer(pid, mem, o.lookups) : undefined;
   lookups?.scan();
   const announced: EnvLookup[] = [];
   let tscAtNextSyscall = false;
   let threaded = false;
-  let hijacked: L.Regs | undefined;
+  let hijacked: RegFile | undefined;
 
   const clock = new FakeClock(o.clock);
   const ids = o.identity;
@@ -329,14 +334,15 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
       const info = L.getSyscallInfo(pid);
       if (info.op === L.SYSCALL_INFO_ENTRY && tscAtNextSyscall) {
         tscAtNextSyscall = false;
-        hijacked = L.getRegs(pid);
-        L.setRegs(pid, { ...hijacked, orig_rax: BigInt(NR.prctl), rdi: PR_SET_TSC, rsi: PR_TSC_ENABLE, rdx: 0n, r10: 0n, r8: 0n });
+        hijacked = ARCH.getRegs(pid);
+        ARCH.replaceSyscall(pid, hijacked, NR.prctl, [PR_SET_TSC, PR_TSC_ENABLE]);
         continue;
       }
       if (info.op === L.SYSCALL_INFO_EXIT && hijacked) {
-        if (info.rval !== 0n) throw new SnapshotRefusal('internal', `prctl(PR_SET_TSC) failed in the tracee (${info.rval})`);
+        // EINVAL: a kernel that cannot trap the counter (arm64 before 6.12), so the trap was never on.
+        if (info.rval !== 0n && info.rval !== -22n) throw new SnapshotRefusal('internal', `prctl(PR_SET_TSC) failed in the tracee (${info.rval})`);
         // Back to the syscall instruction with the original registers: it runs again, for real.
-        L.setRegs(pid, { ...hijacked, rip: hijacked.rip - 2n, rax: hijacked.orig_rax });
+        ARCH.reenterSyscall(pid, hijacked);
         hijacked = undefined;
         continue;
       }
@@ -344,10 +350,14 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
         const a = info.args;
         const arg = (i: number): bigint => a[i] ?? 0n;
         if (phase === 'init' && info.nr === NR.read && Number(arg(0)) === o.resumeFd) {
-          const regs = L.getRegs(pid);
-          const insn = readMem(mem, regs.rip - 2n, 2);
-          if (insn[0] !== 0x0f || insn[1] !== 0x05) throw new SnapshotRefusal('internal', 'the checkpoint read was not made by a syscall instruction');
-          const xstate = L.getXstate(pid);
+          const atStop = ARCH.getRegs(pid);
+          const insn = ARCH.syscallInsn;
+          if (!readMem(mem, ARCH.pc(atStop) - BigInt(insn.length), insn.length).equals(insn)) {
+            throw new SnapshotRefusal('internal', 'the checkpoint read was not made by a syscall instruction');
+          }
+          const regs = ARCH.programRegsAtSyscallEntry(pid, mem, atStop, waitMain);
+          const xstate = ARCH.fpState(pid);
+          const vectorLength = ARCH.vectorLength(pid);
           for (const k of [0, 1, 2]) {
             if (stdioOrigin.get(k) !== k) refuse('unsupported-syscall', `the init left fd ${k} redirected: a restore uses the caller's`);
           }
@@ -355,7 +365,7 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
           // The int3s go before anything is captured (the code pages are the files' again).
           lookups?.removeAll();
           stopped = {
-            pid, mem, auxv, regs, threadPointer: regs.fs_base, xstate, paths: [...paths], listedDirs: [...listedDirs], effects: effects.effects(),
+            pid, mem, auxv, regs, threadPointer: ARCH.threadPointer(pid, regs), xstate, vectorLength, paths: [...paths], listedDirs: [...listedDirs], effects: effects.effects(),
             madeByInit: (p) => effects.madeByInit(p),
             identityAsked: [...identity.asked], loader: { ...loader },
             sigactions: new Map(sigactions), syscallCount, forks, random, resumeUntilClose, children,
@@ -376,10 +386,9 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
           const v = Number(BigInt.asIntN(32, arg(argIndex)));
           const real = childOfFake.get(Math.abs(v));
           if (real !== undefined) {
-            const regs = L.getRegs(pid);
-            const reg = (['rdi', 'rsi', 'rdx'] as const)[argIndex] as 'rdi' | 'rsi' | 'rdx';
-            regs[reg] = BigInt.asUintN(64, BigInt(v < 0 ? -real : real));
-            L.setRegs(pid, regs);
+            const regs = ARCH.getRegs(pid);
+            ARCH.setSyscallArg(regs, argIndex, BigInt(v < 0 ? -real : real));
+            ARCH.setRegs(pid, regs);
           }
         }
         // After the checkpoint (the test context's resume) only the fakes matter: that run is thrown away.
@@ -394,7 +403,7 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
           });
         }
         if (info.nr === NR.getdents64) pending.dirFd = fdPath(Number(arg(0)));
-        if (info.nr === 56 || info.nr === S.clone3) pending.thread = isThreadClone(info.nr, a, mem);
+        if (info.nr === S.clone || info.nr === S.clone3) pending.thread = isThreadClone(info.nr, a, mem);
         if (FORKS.has(info.nr) && !threaded) {
           setGuards(false);
           if (phase === 'init') lookups?.suspend();
@@ -408,9 +417,9 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
         recordResult(p.nr, p.args, rval, loader);
         if (p.effect) effects.exit(p.effect, rval);
         const answer = (v: bigint): void => {
-          const regs = L.getRegs(pid);
-          regs.rax = v;
-          L.setRegs(pid, regs);
+          const regs = ARCH.getRegs(pid);
+          ARCH.setResult(regs, v);
+          ARCH.setRegs(pid, regs);
         };
         trackDescriptors(p.nr, p.args, rval, stdioOrigin);
         switch (p.nr) {
@@ -446,7 +455,7 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
               });
             }
             break;
-          case 57 /* fork */: case 58 /* vfork */: case 56 /* clone */: case S.clone3:
+          case S.fork: case S.vfork: case S.clone: case S.clone3:
             if (!threaded) setGuards(true);
             if (!threaded && phase === 'init') lookups?.unsuspend();
             // A thread (refused at the checkpoint) keeps its real id: pthread knows it by that.
@@ -501,34 +510,29 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
     }
     if (st.stopSig === L.SIGTRAP) {
       if (phase === 'init' && lookups?.onTrap()) continue;
-      const regs = L.getRegs(pid);
-      if (regs.rip - 1n === entry && !tscAtNextSyscall && hijacked === undefined && readMem(mem, entry, 1)[0] === INT3) {
-        writeByte(mem, entry, entryByte);
-        regs.rip = entry;
-        L.setRegs(pid, regs);
+      const regs = ARCH.getRegs(pid);
+      const at = ARCH.breakpointAddress(ARCH.pc(regs));
+      if (at === entry && !tscAtNextSyscall && hijacked === undefined && readMem(mem, entry, bp.length).equals(bp)) {
+        writeBytes(mem, entry, entryBytes);
+        ARCH.setPc(regs, entry);
+        ARCH.setRegs(pid, regs);
         tscAtNextSyscall = true;
         continue;
       }
-      const guard = guards.get(regs.rip - 1n);
-      if (guard === undefined) refuse('unsupported-syscall', `SIGTRAP at ${describeCode(pid, regs.rip)} during the init`);
+      const guard = guards.get(at);
+      if (guard === undefined) refuse('unsupported-syscall', `SIGTRAP at ${describeCode(pid, ARCH.pc(regs))} during the init`);
       emulateVdso((guard as { name: string }).name, regs, mem, clock);
-      L.setRegs(pid, regs);
+      ARCH.setRegs(pid, regs);
       continue;
     }
     if (st.stopSig === SIGSEGV) {
-      const regs = L.getRegs(pid);
-      const insn = readMem(mem, regs.rip, 3);
-      const rdtscp = insn[0] === 0x0f && insn[1] === 0x01 && insn[2] === 0xf9;
-      if (rdtscp || (insn[0] === 0x0f && insn[1] === 0x31)) {
-        const tsc = clock.now(1n);
-        regs.rax = tsc & 0xffffffffn;
-        regs.rdx = (tsc >> 32n) & 0xffffffffn;
-        if (rdtscp) regs.rcx = 0n;
-        regs.rip += rdtscp ? 3n : 2n;
-        L.setRegs(pid, regs);
+      // A counter read under PR_TSC_SIGSEGV (rdtsc, mrs cntvct_el0): answered from the clock.
+      const regs = ARCH.getRegs(pid);
+      if (ARCH.answerCounterRead(mem, regs, () => clock.now(1n))) {
+        ARCH.setRegs(pid, regs);
         continue;
       }
-      refuse('unsupported-syscall', `SIGSEGV at ${describeCode(pid, regs.rip)} during the init`);
+      refuse('unsupported-syscall', `SIGSEGV at ${describeCode(pid, ARCH.pc(regs))} during the init`);
     }
     // An ordinary signal (SIGCHLD from the init's children, mostly): deliver it.
     if (st.stopSig === SIGCHLD || st.stopSig !== L.SIGSTOP) inject = st.stopSig;
@@ -552,10 +556,10 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
 }
 
 const CLONE_THREAD = 0x10000n;
-const FORKS = new Set([56, 57, 58, 435]);
+const FORKS = new Set<number>([S.clone, S.fork, S.vfork, S.clone3]);
 
 function isThreadClone(nr: number, args: bigint[], mem: number): boolean {
-  if (nr === 56) return ((args[0] ?? 0n) & CLONE_THREAD) !== 0n;
+  if (nr === S.clone) return ((args[0] ?? 0n) & CLONE_THREAD) !== 0n;
   if (nr === S.clone3) return (readMem(mem, args[0] ?? 0n, 8).readBigUInt64LE(0) & CLONE_THREAD) !== 0n;
   return false;
 }
@@ -585,32 +589,31 @@ function trackDescriptors(nr: number, args: bigint[], rval: bigint, origin: Map<
   }
 }
 
-const NEW_FD_SYSCALLS = new Set<number>([NR.open, NR.openat, S.openat2, 41 /* socket */, 43 /* accept */, 288 /* accept4 */,
-  S.timerfd_create, 290 /* eventfd2 */, 291 /* epoll_create1 */, 294 /* inotify_init1 */, 319 /* memfd_create */]);
+const NEW_FD_SYSCALLS = new Set<number>([NR.open, NR.openat, S.openat2, S.socket, S.accept, S.accept4,
+  S.timerfd_create, S.eventfd2, S.epoll_create1, S.inotify_init1, S.memfd_create]);
 
 /** The vdso function at a guard, done by the tracer: result, then return to the caller. */
-function emulateVdso(name: string, regs: L.Regs, mem: number, clock: FakeClock): void {
+function emulateVdso(name: string, regs: RegFile, mem: number, clock: FakeClock): void {
+  const arg = (i: number): bigint => ARCH.callArg(regs, i);
   switch (name) {
     case 'clock_gettime':
-      if (regs.rsi) writeWords(mem, regs.rsi, split(clock.now(regs.rdi), 1n));
-      regs.rax = 0n;
+      if (arg(1)) writeWords(mem, arg(1), split(clock.now(arg(0)), 1n));
+      ARCH.setResult(regs, 0n);
       break;
     case 'gettimeofday':
-      if (regs.rdi) writeWords(mem, regs.rdi, split(clock.now(0n), 1000n));
-      regs.rax = 0n;
+      if (arg(0)) writeWords(mem, arg(0), split(clock.now(0n), 1000n));
+      ARCH.setResult(regs, 0n);
       break;
     case 'time': {
       const sec = clock.now(0n) / 1_000_000_000n;
-      if (regs.rdi) writeWords(mem, regs.rdi, [sec]);
-      regs.rax = sec;
+      if (arg(0)) writeWords(mem, arg(0), [sec]);
+      ARCH.setResult(regs, sec);
       break;
     }
     default:
       throw new SnapshotRefusal('unsupported-syscall', `vdso ${name}() during the init`);
   }
-  const ret = readMem(mem, regs.rsp, 8).readBigUInt64LE(0);
-  regs.rip = ret;
-  regs.rsp += 8n;
+  ARCH.returnNow(mem, regs);
 }
 
 /** Fake child ids start above PID_MAX_LIMIT (2^22), which no kernel hands out. */
@@ -621,10 +624,10 @@ const PID_ARG = new Map<number, number>([[S.kill, 0], [S.wait4, 0], [S.waitid, 1
 
 /** Syscalls whose arguments name processes: a sentinel there means the init acted on its own (fake) id. */
 const IDENTITY_ARG_SYSCALLS = new Set<number>([S.kill, S.tkill, S.tgkill, S.setpgid, S.getpgid, S.getsid, S.wait4, S.waitid,
-  S.rt_sigqueueinfo, S.rt_tgsigqueueinfo, S.pidfd_open, NR.prlimit64, 203 /* sched_setaffinity */, NR.sched_getaffinity,
+  S.rt_sigqueueinfo, S.rt_tgsigqueueinfo, S.pidfd_open, NR.prlimit64, S.sched_setaffinity, NR.sched_getaffinity,
   S.ptrace]);
 
-const NAMES = new Map<number, string>([...Object.entries(NR), ...Object.entries(S)].map(([k, v]) => [v, k]));
+const NAMES = new Map<number, string>(Object.entries(NR).filter(([, v]) => v !== ABSENT).map(([k, v]) => [v, k]));
 const nameOf = (nr: number): string => NAMES.get(nr) ?? `syscall ${nr}`;
 
 /**

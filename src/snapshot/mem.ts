@@ -36,3 +36,10 @@ export function readCString(memFd: number, addr: bigint, max = 4096): string {
   return Buffer.concat(parts).toString('utf8');
 }
 
+
+/** Writes code bytes into the tracee (a breakpoint, or what it replaced). */
+export function writeBytes(mem: number, addr: bigint, bytes: Buffer): void {
+  if (fs.writeSync(mem, bytes, 0, bytes.length, Number(addr)) !== bytes.length) {
+    throw new SnapshotRefusal('internal', `cannot write tracee memory at 0x${addr.toString(16)}`);
+  }
+}

@@ -19,7 +19,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ImageEnvDep, ImageFile, ImageModel, ImageResume, ImageSlot } from '../image/format.js';
 import { RESUME_REGS } from '../image/format.js';
-import { ARCH_X86_64, FileKind, Ident, RegionFlag, SlotKind, StateFlag } from '../image/schema.js';
+import { ARCH_AARCH64, ARCH_X86_64, FileKind, Ident, RESUME_AARCH64, RegionFlag, SlotKind, StateFlag, layout } from '../image/schema.js';
 import { keyFor } from '../cache/key.js';
 import { RESUME_FD, RESUME_FD_ENV, RESUME_MAGIC, afterInitArgv, initSpec, isPerRunVariable, resumeEnvHash, type AdapterKind } from '../resume/spec.js';
 import { retakeEntries } from '../cache/envdeps.js';
@@ -35,6 +35,7 @@ import { SnapshotRefusal } from './refusal.js';
 import { buildRegions } from './regions.js';
 import { describeAddr } from './slots.js';
 import { AT, killTracee, type PathEvent } from './trace.js';
+import { readMem } from './mem.js';
 import { acceptLoaderClockWords, changingWords, counterTrappable, loaderPath, type Unexplained } from './clock.js';
 import { byAddress, checkProgramUnchanged, kernelState, vdsoParts } from './process-state.js';
 import { identityAndAccess } from './access.js';
@@ -145,7 +146,9 @@ function capture(o: Parameters<typeof runToCheckpoint>[0]): Run {
     checkProcessState(t, status, o.outputFile);
     const maps = readMaps(t.pid);
     const stack = maps.find((m) => m.path === '[stack]');
-    if (!stack || t.regs.rsp < stack.start || t.regs.rsp >= stack.end) throw new SnapshotRefusal('internal', 'the stack pointer is not in [stack] at the checkpoint');
+    const sp = ARCH.sp(t.regs);
+    if (!stack || sp < stack.start || sp >= stack.end) throw new SnapshotRefusal('internal', 'the stack pointer is not in [stack] at the checkpoint');
+    refuseSignedReturnAddresses(t, maps, sp, stack);
     // The stack is captured like any anonymous memory: it holds the live frames.
     const captureList = maps.map((m) => (m === stack ? { ...m, path: '' } : m));
     const caps = captureMappings(t.pid, t.mem, captureList);
@@ -166,13 +169,12 @@ export function postInitModel(opts: PostInitOptions): { image: ImageModel; notes
   const startNs = BigInt(Date.now()) * 1_000_000n;
   const exePath = path.resolve(opts.exePath);
   const program = checkProgram(exePath);
-  if (ARCH.machine !== ARCH_X86_64) {
-    // The checkpoint tracer (checkpoint.ts) and the RESUME section speak x86_64's registers and XSAVE area; the launcher refuses such images here too.
-    throw new SnapshotRefusal('unported-arch', `post-init snapshots are taken on x86_64 only so far (this machine is ${ARCH.name}: the checkpoint's registers, FPSIMD/SVE state and pointer authentication are not ported); post-link images work here, the program runs cold with --after-init`);
+  if (ARCH.machine !== ARCH_X86_64 && ARCH.machine !== ARCH_AARCH64) {
+    // The RESUME section holds x86_64's or aarch64's registers (machineResume).
+    throw new SnapshotRefusal('unported-arch', `post-init snapshots are taken on x86_64 and aarch64 only (this machine is ${ARCH.name}); the program runs cold with --after-init`);
   }
   const keyBefore = keyFor(exePath, opts.env);
   const envp = [...snapshotEnv({ ...opts.env, PWD: '/', [RESUME_FD_ENV]: String(RESUME_FD) })];
-  const deadline = Date.now() + (opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
   const argv = afterInitArgv(opts.words, [opts.argv0]).slice(0, opts.words.length ? -1 : undefined);
   // The snapshot passes no user argv: "--" ends the adapter's own options, the rest comes with the context.
   if (opts.words.length) argv.push('--');
@@ -183,7 +185,7 @@ export function postInitModel(opts: PostInitOptions): { image: ImageModel; notes
   fs.writeFileSync(outputFile, '');
   fs.writeFileSync(contextFile, testContext(opts.kind, opts.argv0, envp));
   const base = {
-    launcher: opts.launcher, exePath, argv, envp, resumeFd: RESUME_FD, clock, randomStream: 'init', deadline, contextFile, outputFile,
+    launcher: opts.launcher, exePath, argv, envp, resumeFd: RESUME_FD, clock, randomStream: 'init', deadline: 0, contextFile, outputFile,
     lookups: opts.kind === 'bash' ? [...LIBC_LOOKUPS, ...BASH_LOOKUPS] : LIBC_LOOKUPS,
   };
   try {
@@ -215,7 +217,9 @@ function refuseEffects(effects: Effect[]): void {
 function postInitImage(opts: PostInitOptions, exePath: string, interpreter: string, keyBefore: ReturnType<typeof keyFor>,
   base: Omit<Parameters<typeof runToCheckpoint>[0], 'identity' | 'umask' | 'atRandom'>, firstStartNs: bigint): { image: ImageModel; notes: string[] } {
   let startNs = firstStartNs;
-  const runA = (atRandom?: Buffer): Run => capture({ ...base, identity: sentinels(0), umask: 0o022, ...(atRandom ? { atRandom } : {}) });
+  // Each run has the whole time: an emulated CPU (the arm64 guest) takes tens of seconds for one traced bash init.
+  const deadline = (): number => Date.now() + (opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+  const runA = (atRandom?: Buffer): Run => capture({ ...base, deadline: deadline(), identity: sentinels(0), umask: 0o022, ...(atRandom ? { atRandom } : {}) });
   const runPair = (): [Run, Run] => {
     let a = runA();
     // A first run that wrote caches (Python's bytecode on a first import) left them for
@@ -226,7 +230,7 @@ function postInitImage(opts: PostInitOptions, exePath: string, interpreter: stri
       a = runA();
     }
     refuseEffects(a.t.effects);
-    const b = capture({ ...base, identity: sentinels(1), umask: 0o077, atRandom: a.t.random });
+    const b = capture({ ...base, deadline: deadline(), identity: sentinels(1), umask: 0o077, atRandom: a.t.random });
     refuseEffects(b.t.effects);
     return [a, b];
   };
@@ -263,12 +267,8 @@ function postInitImage(opts: PostInitOptions, exePath: string, interpreter: stri
   if (umaskA === umaskB) umask = umaskA;
   else if (umaskA !== 0o022 || umaskB !== 0o077) throw new SnapshotRefusal('unexplained-difference', `the umask at the checkpoint depends on the starting umask (${umaskA.toString(8)} vs ${umaskB.toString(8)})`);
 
-  const regs = t.regs;
   const resume: ImageResume = {
-    regs: Object.fromEntries(RESUME_REGS.map((n) => [n, regs[n]])) as ImageResume['regs'],
-    // ptrace's XSAVE copy puts the process's XCR0 in the first software-reserved word (offset 464).
-    xfeatures: t.xstate.length >= 472 ? t.xstate.readBigUInt64LE(464) : 0n,
-    xstate: t.xstate,
+    ...machineResume(t),
     sigmask: hexMask(a.status.get('SigBlk')),
     ignoredAtStart: 0n, // the snapshot starts with every disposition at its default
     stackReserve: STACK_RESERVE,
@@ -277,7 +277,6 @@ function postInitImage(opts: PostInitOptions, exePath: string, interpreter: stri
     sigactions: [...t.sigactions].filter(([, s]) => s.handler !== 0n).sort(([x], [y]) => x - y)
       .map(([signo, s]) => ({ signo, ...s })),
   };
-  if (!resume.xfeatures || t.xstate.length < 576) throw new SnapshotRefusal('internal', `no XSAVE state for the stopped thread (${t.xstate.length} bytes, ${t.xstate.subarray(464, 488).toString('hex')})`);
 
   const state = a.state;
   if (identityBound) state.flags |= StateFlag.IDENTITY_BOUND;
@@ -306,6 +305,69 @@ function postInitImage(opts: PostInitOptions, exePath: string, interpreter: stri
   ];
   if (identityBound) notes.push(`identity-bound (served only to uid ${key.euid}): ${identityBound}`);
   return { image, notes };
+}
+
+/**
+ * The machine's part of the RESUME section. x86_64: the registers by name
+ * in cx_resume and the XSAVE area. aarch64: cx_resume's registers stay zero
+ * and the XSTATE section holds struct cx_resume_aarch64 (schema.ts).
+ */
+function machineResume(t: StoppedAtCheckpoint): Pick<ImageResume, 'regs' | 'xfeatures' | 'xstate'> {
+  const regs = t.regs;
+  if (ARCH.machine === ARCH_X86_64) {
+    // ptrace's XSAVE copy puts the process's XCR0 in the first software-reserved word (offset 464).
+    const xfeatures = t.xstate.length >= 472 ? t.xstate.readBigUInt64LE(464) : 0n;
+    if (!xfeatures || t.xstate.length < 576) throw new SnapshotRefusal('internal', `no XSAVE state for the stopped thread (${t.xstate.length} bytes, ${t.xstate.subarray(464, 488).toString('hex')})`);
+    return { regs: Object.fromEntries(RESUME_REGS.map((n) => [n, regs[n] ?? 0n])) as ImageResume['regs'], xfeatures, xstate: t.xstate };
+  }
+  const l = layout(RESUME_AARCH64);
+  const at = (name: string): number => (l.fields.find((f) => f.name === name) as { offset: number }).offset;
+  const out = Buffer.alloc(l.size);
+  for (let i = 0; i < 31; i++) out.writeBigUInt64LE(regs[`x${i}`] ?? 0n, at('x') + i * 8);
+  out.writeBigUInt64LE(ARCH.sp(regs), at('sp'));
+  out.writeBigUInt64LE(ARCH.pc(regs), at('pc'));
+  out.writeBigUInt64LE(regs.pstate ?? 0n, at('pstate'));
+  // user_fpsimd_state: v0-v31 (512 bytes), fpsr, fpcr.
+  t.xstate.copy(out, at('v'), 0, 512);
+  out.writeUInt32LE(t.xstate.readUInt32LE(512), at('fpsr'));
+  out.writeUInt32LE(t.xstate.readUInt32LE(516), at('fpcr'));
+  out.writeUInt32LE(t.vectorLength, at('sve_vl'));
+  return { regs: Object.fromEntries(RESUME_REGS.map((n) => [n, 0n])) as ImageResume['regs'], xfeatures: 0n, xstate: out };
+}
+
+/**
+ * Pointer authentication (aarch64, -mbranch-protection=pac-ret): a function
+ * built with it signs its return address with the process's APIA key
+ * (paciasp) and authenticates it before returning. The keys are random per
+ * exec and a process cannot set its own: a restored process has the
+ * launcher's keys, so a live frame signed with the snapshot's would fault on
+ * its return. Such an init is refused: a word of the live stack whose PAC
+ * bits are set and which, with them cleared, points into executable code is
+ * a signed return address. (Debian 12's arm64 programs have no paciasp.)
+ */
+function refuseSignedReturnAddresses(t: StoppedAtCheckpoint, maps: Mapping[], sp: bigint, stack: Mapping): void {
+  const mask = ARCH.pacMask(t.pid);
+  if (!mask) return;
+  const code = maps.filter((m) => m.perms.includes('x'));
+  const signedCode = (w: bigint): Mapping | undefined => {
+    if (!(w & mask)) return undefined;
+    const stripped = w & ~mask;
+    return code.find((c) => stripped >= c.start && stripped < c.end);
+  };
+  const refuse = (w: bigint, where: string, m: Mapping): never => {
+    throw new SnapshotRefusal('unsupported-syscall', `a live frame holds a return address signed with pointer authentication (0x${w.toString(16)} ${where}, into ${m.path || 'anonymous code'}): the restored process has other PAC keys and would fault on its return`);
+  };
+  // A leaf function built with pac-ret+leaf keeps its signed return address in x30.
+  for (const [name, w] of Object.entries(t.regs)) {
+    const m = name !== 'pc' && name !== 'sp' ? signedCode(w) : undefined;
+    if (m) refuse(w, `in ${name}`, m);
+  }
+  const live = readMem(t.mem, sp, Number(stack.end - sp));
+  for (let off = 0; off + 8 <= live.length; off += 8) {
+    const w = live.readBigUInt64LE(off);
+    const m = signedCode(w);
+    if (m) refuse(w, `at sp+${off}`, m);
+  }
 }
 
 /**
@@ -390,7 +452,7 @@ type Difference =
  */
 function differences(a: Run, b: Run, ca: CapturedMapping[], cb: CapturedMapping[]): Difference[] {
   const out: Difference[] = [];
-  const deadBelow = a.t.regs.rsp - 128n;
+  const deadBelow = ARCH.sp(a.t.regs) - ARCH.redZone;
   const rseq = a.t.loader.rseq;
   ca.forEach((ma, mi) => {
     const mb = cb[mi] as CapturedMapping;
@@ -449,8 +511,8 @@ function wordAt(caps: CapturedMapping[], addr: bigint): number | undefined {
 function compare(a: Run, b: Run, runAgain: (() => Run) | undefined): ImageSlot[] {
   sameLayout(a.caps, b.caps, 'before the checkpoint');
   sameLayout(a.after, b.after, 'while resuming');
-  for (const r of RESUME_REGS) {
-    if (r !== 'rax' && a.t.regs[r] !== b.t.regs[r]) {
+  for (const r of ARCH.checkpointRegs) {
+    if (a.t.regs[r] !== b.t.regs[r]) {
       throw new SnapshotRefusal('unexplained-difference', `register ${r} differs between the two runs at the checkpoint`);
     }
   }

@@ -21,6 +21,24 @@ export const SYSCALL_NAMES = [
   'statfs', 'fstatfs', 'prctl', 'arch_prctl', 'gettid', 'time', 'futex', 'sched_getaffinity', 'getdents64',
   'set_tid_address', 'clock_gettime', 'clock_getres', 'exit_group', 'openat', 'newfstatat', 'readlinkat', 'faccessat',
   'set_robust_list', 'prlimit64', 'getcpu', 'getrandom', 'membarrier', 'statx', 'rseq', 'faccessat2',
+  // The post-init tracer's policy (checkpoint.ts) and its journal of side effects (effects.ts):
+  'alarm', 'setitimer', 'kill', 'fchdir', 'chdir', 'umask', 'ptrace', 'setuid', 'setgid',
+  'setpgid', 'setsid', 'setreuid', 'setregid', 'setgroups', 'setresuid', 'setresgid', 'getpgid',
+  'setfsuid', 'setfsgid', 'getsid', 'personality', 'setrlimit', 'chroot', 'tkill', 'timer_create',
+  'tgkill', 'waitid', 'unshare', 'timerfd_create', 'dup', 'dup2', 'dup3', 'execveat', 'seccomp',
+  'setns', 'openat2', 'pwritev', 'pwritev2', 'sendfile', 'preadv', 'preadv2', 'clone3', 'wait4',
+  'rt_sigqueueinfo', 'rt_tgsigqueueinfo', 'pidfd_open', 'pidfd_send_signal', 'clone', 'fork', 'vfork',
+  'socket', 'accept', 'accept4', 'eventfd2', 'epoll_create1', 'inotify_init1', 'memfd_create',
+  'sched_setaffinity', 'creat', 'truncate', 'ftruncate', 'fallocate', 'rename', 'renameat',
+  'renameat2', 'unlink', 'unlinkat', 'rmdir', 'link', 'linkat', 'symlink', 'symlinkat', 'mkdir',
+  'mkdirat', 'mknod', 'mknodat', 'chmod', 'fchmod', 'fchmodat', 'fchmodat2', 'chown', 'fchown',
+  'lchown', 'fchownat', 'utime', 'utimes', 'futimesat', 'utimensat', 'setxattr', 'lsetxattr',
+  'fsetxattr', 'removexattr', 'lremovexattr', 'fremovexattr', 'connect', 'sendto', 'sendmsg',
+  'sendmmsg', 'bind', 'listen', 'mount', 'umount2', 'swapon', 'swapoff', 'reboot', 'sethostname',
+  'setdomainname', 'settimeofday', 'clock_settime', 'adjtimex', 'clock_adjtime', 'init_module',
+  'finit_module', 'delete_module', 'acct', 'quotactl', 'pivot_root', 'syslog', 'process_vm_writev',
+  'mq_open', 'mq_unlink', 'shmget', 'semget', 'msgget', 'shmctl', 'semctl', 'msgctl',
+  'io_uring_setup', 'bpf', 'move_mount', 'fsmount', 'mount_setattr'
 ] as const;
 export type SyscallName = (typeof SYSCALL_NAMES)[number];
 export type SyscallTable = Readonly<Record<SyscallName, number>>;
@@ -75,4 +93,28 @@ export interface TracerArch {
    * true; false when the faulting instruction is no counter read.
    */
   answerCounterRead(mem: number, r: RegFile, next: () => bigint): boolean;
+
+  // Post-init checkpoints (checkpoint.ts, postinit.ts).
+  /** At a syscall-entry stop: sets argument i of the call the kernel is about to make. */
+  setSyscallArg(r: RegFile, i: number, v: bigint): void;
+  /** Bytes below sp that belong to the running function (x86_64's red zone); below them the stack is dead. */
+  readonly redZone: bigint;
+  /** The registers two runs must agree on at the checkpoint (the rest is the syscall's own scratch). */
+  readonly checkpointRegs: readonly string[];
+  /**
+   * At the syscall-entry stop of the checkpoint read (regs: what the stop
+   * shows): the registers exactly as the program has them, pc after the
+   * syscall instruction as at the stop. wait() returns the next stop of this
+   * thread. The thread is left where a PTRACE_SYSCALL enters that read again.
+   */
+  programRegsAtSyscallEntry(pid: number, mem: number, regs: RegFile, wait: () => { stopSig: number }): RegFile;
+  /** The stopped thread's floating-point and vector state (x86_64: the XSAVE area; aarch64: NT_PRFPREG). */
+  fpState(pid: number): Buffer;
+  /**
+   * At a syscall stop: the SVE vector length in bytes (0: no SVE), refusing
+   * live SVE state beyond what fpState holds.
+   */
+  vectorLength(pid: number): number;
+  /** The bits of a code pointer that hold a pointer-authentication signature (0: no PAC). */
+  pacMask(pid: number): bigint;
 }

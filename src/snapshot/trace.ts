@@ -20,7 +20,7 @@ import { ARCH_SET_FS, NR, RSEQ_FLAG_UNREGISTER, checkSyscall, syscallName, type 
 import { guardedVdsoFunctions } from './vdso.js';
 import { EnvironmentTrap } from './envtrap.js';
 import { LIBC_LOOKUPS, LookupTracer, type EnvLookup } from './lookups.js';
-import { readCString, readMem } from './mem.js';
+import { readCString, readMem, writeBytes } from './mem.js';
 import { ACCESS_MODE_ARG, IdentityUse } from './access.js';
 import { answerVdsoClock, type ClockBase, type ClockRead } from './vdso-clock.js';
 import { ABSENT, type RegFile } from './regs.js';
@@ -176,12 +176,7 @@ export function writeByte(mem: number, addr: bigint, byte: number): void {
   writeBytes(mem, addr, Buffer.from([byte]));
 }
 
-/** Writes code bytes into the tracee (a breakpoint, or what it replaced). */
-export function writeBytes(mem: number, addr: bigint, bytes: Buffer): void {
-  if (fs.writeSync(mem, bytes, 0, bytes.length, Number(addr)) !== bytes.length) {
-    throw new SnapshotRefusal('internal', `cannot write tracee memory at 0x${addr.toString(16)}`);
-  }
-}
+export { writeBytes };
 
 /** The [vdso] mapping's bytes: its ELF image, whose symbols name the functions to guard. */
 export function vdsoImage(pid: number, mem: number, base: bigint): Buffer {

@@ -343,6 +343,12 @@ export const PTRACE_SETREGSET = 0x4205;
 export const NT_PRSTATUS = 1;
 export const NT_ARM_TLS = 0x401;
 export const NT_ARM_SYSTEM_CALL = 0x404;
+/** aarch64: v0-v31, fpsr, fpcr (struct user_fpsimd_state, 528 bytes). */
+export const NT_PRFPREG = 2;
+/** aarch64: the SVE state; its header (struct user_sve_header) holds the vector length. */
+export const NT_ARM_SVE = 0x405;
+/** aarch64: the bits of a pointer that hold its PAC signature (struct user_pac_mask: data, insn). */
+export const NT_ARM_PAC_MASK = 0x406;
 
 /** PTRACE_GETREGSET: up to `size` bytes of one register set; the kernel says how many it filled. */
 export function getRegset(pid: number, type: number, size: number): Buffer {

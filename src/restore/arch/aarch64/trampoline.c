@@ -2,11 +2,13 @@
  * The trampoline (aarch64): position-independent code copied to an anonymous
  * page and entered with x0 = its parameter block (tramp.h cx_tramp_enter).
  * It unmaps the launcher, sets the mm fields with PR_SET_MM_MAP, and enters
- * the program at its entry point with sp = &argc and x0 = rtld_fini (the
- * arm64 ELF entry convention). x19 holds the block throughout (svc keeps
- * every register but x0). No literal pools: the copy must not refer back to
- * the launcher, so constants are immediates (offsets above 4095 through x9).
- * Post-init images never get here (cpu.c), but the branch is there: cold.
+ * the program: at its entry point with sp = &argc and x0 = rtld_fini (the
+ * arm64 ELF entry convention), or, for a post-init image, at the svc of the
+ * checkpoint read with every register, the FPSIMD state and the signal mask
+ * as saved, through rt_sigreturn over the frame cpu.c built. x19 holds the
+ * block throughout (svc keeps every register but x0). No literal pools: the
+ * copy must not refer back to the launcher, so constants are immediates
+ * (offsets above 4095 through x9).
  */
 #include "tramp.h"
 
@@ -86,8 +88,15 @@ __asm__(".text\n"
 	"	ldr x0, [x19, x9]\n"
 	"	mov x8, #215\n"
 	"	svc #0\n"
-	"3:	ldr x9, [x19, #176]\n" /* post-init: not ported (cpu.c refuses it first); cold if ever here */
-	"	cbnz x9, 9f\n"
+	"3:	mov x9, #" T_STR(TP_KSTACK_LEN) "\n" /* post-init: munmap(the kernel's stack of this process) */
+	"	ldr x1, [x19, x9]\n"
+	"	cbz x1, 3f\n"
+	"	mov x9, #" T_STR(TP_KSTACK_ADDR) "\n"
+	"	ldr x0, [x19, x9]\n"
+	"	mov x8, #215\n"
+	"	svc #0\n"
+	"3:	ldr x9, [x19, #176]\n"
+	"	cbnz x9, 5f\n"
 	"	ldr x9, [x19, #128]\n" /* entry */
 	"	ldr x0, [x19, #136]\n" /* rtld_fini */
 	"	ldr x10, [x19, #144]\n"
@@ -122,6 +131,48 @@ __asm__(".text\n"
 	"	mov x29, #0\n"
 	"	mov x30, #0\n"
 	"	br x9\n"
+	/*
+	 * Post-init. Nothing below can fail, so only now does state that
+	 * survives an exec change: the resume fd loses close-on-exec, the
+	 * program's dispositions and umask go in (all signals blocked meanwhile,
+	 * so no handler of the program runs on this stack half-way), and
+	 * rt_sigreturn loads the registers, FPSIMD state and the program's mask
+	 * at once.
+	 */
+	"5:	mov x8, #25\n" /* fcntl(resume_fd, F_SETFD, 0) */
+	"	ldr x0, [x19, #184]\n"
+	"	mov x1, #2\n"
+	"	mov x2, #0\n"
+	"	svc #0\n"
+	"	mov x8, #135\n" /* rt_sigprocmask(SIG_SETMASK, &all_signals, 0, 8) */
+	"	mov x0, #2\n"
+	"	add x1, x19, #200\n"
+	"	mov x2, #0\n"
+	"	mov x3, #8\n"
+	"	svc #0\n"
+	"	add x20, x19, #224\n"
+	"	ldr x21, [x19, #216]\n"
+	"6:	cbz x21, 7f\n"
+	"	mov x8, #134\n" /* rt_sigaction(signo, &act, 0, 8) */
+	"	ldr x0, [x20]\n"
+	"	add x1, x20, #8\n"
+	"	mov x2, #0\n"
+	"	mov x3, #8\n"
+	"	svc #0\n"
+	"	add x20, x20, #40\n"
+	"	sub x21, x21, #1\n"
+	"	b 6b\n"
+	"7:	ldr x0, [x19, #192]\n"
+	"	tbnz x0, #63, 8f\n"
+	"	mov x8, #166\n" /* umask */
+	"	svc #0\n"
+	/* rt_sigreturn(): sp at the frame; it returns to the svc with everything loaded. */
+	"8:	mov x9, #" T_STR(TP_FRAME) "\n"
+	"	ldr x9, [x19, x9]\n"
+	"	mov sp, x9\n"
+	"	mov x8, #139\n"
+	"	svc #0\n"
+	"	brk #0\n" /* not reached: a frame the kernel refused is a SIGSEGV */
 	/*
 	 * The launcher is gone, so the cold exec must happen here (its stack, with
 	 * the argv, is still mapped). An exec of an ordinary program drops a raised

@@ -79,6 +79,28 @@ enum cx_outcome cx_arch_check_resume_insn(const struct image *im)
 	return p[0] == 0x0f && p[1] == 0x05 ? CX_HIT : CX_FAIL_RESUME;
 }
 
+/*
+ * The thread is to issue read(resume_fd, buf, n) again, from the 2-byte
+ * syscall instruction before rip, on a stack the image maps.
+ */
+enum cx_outcome cx_arch_check_resume_regs(const struct image *im)
+{
+	const struct cx_resume *r = im->resume;
+	const struct cx_region *a, *b;
+	if (r->orig_rax != __NR_read || r->rdi != r->resume_fd || r->rip < 2)
+		return CX_FAIL_RESUME;
+	a = region_at(im, r->rip - 2, 1);
+	b = region_at(im, r->rip - 1, 1);
+	if (!a || !b || !(a->prot & CX_PROT_READ) || !(b->prot & CX_PROT_READ) || !region_at(im, r->rsp, 8))
+		return CX_FAIL_RESUME;
+	return CX_HIT;
+}
+
+uint64_t cx_arch_resume_sp(const struct image *im) { return im->resume->rsp; }
+
+/* The XSAVE area, copied 64-byte aligned (xrstor needs it). */
+uint64_t cx_arch_resume_room(const struct image *im) { return im->resume->xstate_size + 64; }
+
 long cx_arch_set_thread_pointer(uint64_t tp) { return sys_arch_prctl(ARCH_SET_FS, tp); }
 
 void cx_arch_resume_params(const struct image *im, struct tramp_params *p, unsigned char *code)
