@@ -1,0 +1,36 @@
+# npm run bench inside the arm64 guest, as package.json has it (it builds first:
+# the TypeScript with node alone; the launcher is the cross-built one, which
+# scripts/build-native.mjs keeps on a machine without a compiler; the timing
+# runner and the exit floor are cross-built too, build/bench/prebuilt.json).
+#   npm run test:arm64 -- --launcher --script test/arm64/bench.sh --timeout 3600
+# Sourced by /cx-run/run.sh (POSIX sh, cwd /cx, as root) after
+# scripts/arm64/guest/lib.sh. /cx is the tree disk's copy, writable (qemu's
+# snapshot=on overlay), so the build and the results land there.
+#
+# Passes when the bench exits 0 and, by the launcher's own records
+# (stats/runs.log of the bench's cache, test/arm64/bench-check.mjs), every
+# program group's restored row was restored (HIT records at least its rounds).
+# A post-init row the machine refuses is reported NOT restored, not a failure.
+# CX_BENCH_RUNS (default 15) rounds per group: TCG runs each exec 20-200x slower
+# than the host. The workloads (hundreds of execs each, twenty programs warmed
+# for the shims) are left out: --no-workloads.
+CX_BENCH_CACHE=/tmp/cx-bench-cache
+CX_BENCH_OUT=/cx/build/bench/results
+
+check() { cx_check "$@" || CX_FAILED=$((CX_FAILED + 1)); }
+
+bench_run() {
+	rm -rf "$CX_BENCH_CACHE"
+	npm run bench -- --runs "${CX_BENCH_RUNS:-15}" --no-workloads --cache "$CX_BENCH_CACHE"
+}
+
+bench_records() {
+	[ -f "$CX_BENCH_OUT/latest.json" ] || { echo "no $CX_BENCH_OUT/latest.json"; return 1; }
+	node /cx/test/arm64/bench-check.mjs "$CX_BENCH_OUT/latest.json" "$CX_BENCH_CACHE" /cx/bin/cached-exec
+}
+
+check bench bench_run
+for f in latest.md latest.json; do
+	[ -f "$CX_BENCH_OUT/$f" ] && cx_export "$CX_BENCH_OUT/$f" "bench-$f"
+done
+check bench-records bench_records
