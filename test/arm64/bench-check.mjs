@@ -20,10 +20,11 @@ const [latest, cache, launcher] = process.argv.slice(2);
 const res = JSON.parse(fs.readFileSync(latest, 'utf8'));
 const records = decodeRunRecords(fs.readFileSync(`${cache}/stats/runs.log`)).records;
 const env = { ...process.env, PATH: SYSTEM_PATH, CACHED_EXEC_DIR: cache };
+const say = (line) => process.stdout.write(`${line}\n`);
 let ok = true;
 const fail = (msg) => {
   ok = false;
-  console.log(`FAIL ${msg}`);
+  say(`FAIL ${msg}`);
 };
 const outcomes = (pred) => {
   const n = {};
@@ -33,24 +34,24 @@ const outcomes = (pred) => {
 const show = (n) => Object.entries(n).map(([k, v]) => `${k} ${v}`).join(', ') || 'no records';
 
 if (!/^C runner/.test(res.harness)) fail(`harness is not the C runner: ${res.harness}`);
-console.log(`harness: ${res.harness}; cc: ${res.machine.cc}`);
+say(`harness: ${res.harness}; cc: ${res.machine.cc}`);
 const keys = new Set();
 for (const g of res.groups) {
   const restored = g.rows.find((r) => r.kind === 'restored');
   const cold = g.rows.find((r) => r.kind === 'cold' || r.kind === 'floor');
   for (const r of g.rows) if (r.badRuns) fail(`${g.name}: ${r.label}: ${r.badRuns} runs with an unexpected exit status`);
   if (!restored) {
-    console.log(`${g.name}: no restored row (${g.rows.map((r) => `${r.label} ${r.summary.median.toFixed(1)} ms`).join(', ')})`);
+    say(`${g.name}: no restored row (${g.rows.map((r) => `${r.label} ${r.summary.median.toFixed(1)} ms`).join(', ')})`);
     continue;
   }
   const ratio = `${(restored.summary.median / cold.summary.median).toFixed(2)} (${restored.summary.median.toFixed(1)} / ${cold.summary.median.toFixed(1)} ms, ${restored.summary.n} runs)`;
   if (g.name.endsWith('-init')) {
     if (!g.image?.restores) {
-      console.log(`${g.name}: NOT restored (${g.image?.detail || 'no image'}): timed as a cold run through the launcher, ratio ${ratio}; not a failure here`);
+      say(`${g.name}: NOT restored (${g.image?.detail || 'no image'}): timed as a cold run through the launcher, ratio ${ratio}; not a failure here`);
       continue;
     }
     const n = outcomes((r) => !keys.has(r.key));
-    console.log(`${g.name}: restored/cold ${ratio}; records under other keys: ${show(n)}`);
+    say(`${g.name}: restored/cold ${ratio}; records under other keys: ${show(n)}`);
     if ((n.HIT ?? 0) < g.rounds) fail(`${g.name}: ${n.HIT ?? 0} HIT records, fewer than its ${g.rounds} rounds`);
     continue;
   }
@@ -62,9 +63,9 @@ for (const g of res.groups) {
   }
   keys.add(key);
   const n = outcomes((r) => r.key === key);
-  console.log(`${g.name}: restored/cold ${ratio}; records for key ${key}: ${show(n)}`);
+  say(`${g.name}: restored/cold ${ratio}; records for key ${key}: ${show(n)}`);
   if (!g.image?.restores) fail(`${g.name}: the report says NOT restored (${g.image?.detail})`);
   if ((n.HIT ?? 0) < g.rounds) fail(`${g.name}: ${n.HIT ?? 0} HIT records, fewer than its ${g.rounds} rounds`);
 }
-for (const t of res.targets ?? []) console.log(`target ${t.ok === null ? 'n/a ' : t.ok ? 'PASS' : 'MISS'} ${t.what} ${t.limit}: ${t.measured}`);
+for (const t of res.targets ?? []) say(`target ${t.ok === null ? 'n/a ' : t.ok ? 'PASS' : 'MISS'} ${t.what} ${t.limit}: ${t.measured}`);
 process.exit(ok ? 0 : 1);
