@@ -4,18 +4,22 @@
  * post-init restores in parallel loops, every output and exit status
  * checked, crashes counted (0 allowed). Not part of `npm test`.
  *
- *   npm run stress -- [--runs N] [--jobs J] [--keep]
+ *   npm run stress -- [--runs N] [--jobs J] [--user NAME] [--keep]
  *
- *   --runs N   restores per kind (post-link, post-init); default 100000
- *   --jobs J   parallel loops, half per kind; default 4 (two per core here)
- *   --keep     keep the cache directory (its stats/ and images) afterwards
+ *   --runs N     restores per kind (post-link, post-init); default 100000
+ *   --jobs J     parallel loops, split over the kinds; default 4 (two per core here)
+ *   --user NAME  run everything (warming included) as that user, with a cache it
+ *                owns: most users are not root (needs root to start)
+ *   --keep       keep the cache directory (its stats/ and images) afterwards
  *
  * Every second run sets ADDR_NO_RANDOMIZE (as `setarch -R` does) before it
  * execs the launcher: the launcher's stack and vdso then sit where an image
  * taken without ASLR (every post-init image) wants its mappings, so the
  * collision and fallback paths run tens of thousands of times; the other runs
  * are ordinary ones. Post-link: `dash -c` and `bash -c` (images taken with
- * ASLR on); post-init: `--after-init bash -c`. Each run must print "ok" and
+ * ASLR on); post-init: `--after-init bash -c` and, where /usr/bin/python3
+ * exists, `--after-init python3 -c` (the python adapter: its stdio set-up
+ * and fast exit). Each run must print "ok" and
  * exit 3, with nothing on stderr. The launcher's own statistics then say how
  * many runs restored and how many fell back cold, by reason. It runs a private
  * copy of the package, so the working tree may change meanwhile.
@@ -36,6 +40,11 @@ const arg = (name, dflt) => {
 const runs = arg('--runs', 100_000);
 const jobs = Math.max(2, arg('--jobs', 4));
 const keep = process.argv.includes('--keep');
+const userIdx = process.argv.indexOf('--user');
+const user = userIdx >= 0 ? process.argv[userIdx + 1] : undefined;
+const ids = user ? { uid: Number(execFileSync('id', ['-u', user], { encoding: 'utf8' })), gid: Number(execFileSync('id', ['-g', user], { encoding: 'utf8' })) } : {};
+const python = '/usr/bin/python3';
+const hasPython = fs.existsSync(python);
 
 if (!fs.existsSync(path.join(root, 'bin', 'cached-exec')) || !fs.existsSync(path.join(root, 'dist', 'cli', 'main.js'))) {
   console.error('stress: build first (npm run build)');
@@ -55,32 +64,42 @@ for (const n of ['package.json', 'node_modules']) fs.symlinkSync(path.join(root,
 const launcher = path.join(pkg, 'bin', 'cached-exec');
 const cache = path.join(work, 'cache');
 fs.mkdirSync(cache, { mode: 0o700 });
+if (user) {
+  // The user reads the package copy and owns its cache; the copy stays root's, as an install would.
+  fs.chmodSync(work, 0o755);
+  fs.chownSync(cache, ids.uid, ids.gid);
+}
 const runner = path.join(work, 'stress-runner');
 execFileSync(process.env.CC || 'cc', ['-O2', '-Wall', '-o', runner, path.join(root, 'scripts', 'stress-runner.c')], { stdio: 'inherit' });
 
 // One fixed environment: the key covers PATH, and a post-init key the whole environment.
 const env = {
   PATH: '/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin',
-  HOME: os.homedir(),
+  HOME: user ? cache : os.homedir(),
   LC_ALL: 'C',
   CACHED_EXEC_DIR: cache,
   CACHED_EXEC_NO_WARM: '1',
 };
-const cli = (args) => execFileSync(launcher, args, { env, encoding: 'utf8' });
+const cli = (args) => execFileSync(launcher, args, { env, encoding: 'utf8', ...ids });
 
-console.log(`stress: cache ${cache}; warming dash, bash and a post-init bash`);
+console.log(`stress: cache ${cache}${user ? ` (as ${user})` : ''}; warming dash, bash, a post-init bash${hasPython ? ' and a post-init python3' : ''}`);
 cli(['--warm', 'dash', 'bash']);
 cli(['--warm', '--after-init', 'bash']);
+if (hasPython) cli(['--warm', '--after-init', python]);
 cli(['--zero-stats']);
 
+const postInit = [['--after-init', 'bash', '-c', 'echo "$1"; exit 3', 'x', 'ok']];
+// A few imports, output through sys.stdout and an exit status through SystemExit: the adapter's
+// stdio set-up and its fast exit run every time.
+if (hasPython) postInit.push(['--after-init', python, '-c', 'import sys, json, os; print(sys.argv[1]); sys.exit(3)', 'ok']);
 const kinds = {
   'post-link': [['dash', '-c', 'echo "$1"; exit 3', 'x', 'ok'], ['bash', '-c', 'echo "$1"; exit 3', 'x', 'ok']],
-  'post-init': [['--after-init', 'bash', '-c', 'echo "$1"; exit 3', 'x', 'ok']],
+  'post-init': postInit,
 };
 
 function loop(kind, cmd, n) {
   return new Promise((resolve, reject) => {
-    const child = spawn(runner, [String(n), '2', '3', 'ok\n', '--', launcher, launcher, ...cmd], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(runner, [String(n), '2', '3', 'ok\n', '--', launcher, launcher, ...cmd], { env, stdio: ['ignore', 'pipe', 'inherit'], ...ids });
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     child.on('error', reject);
@@ -93,9 +112,10 @@ function loop(kind, cmd, n) {
 
 const segfaultsBefore = kernelSegfaults();
 const t0 = Date.now();
-const perKind = jobs / 2;
+// Each kind gets at least one loop per command, so every command runs.
 const loops = [];
 for (const [kind, cmds] of Object.entries(kinds)) {
+  const perKind = Math.max(Math.floor(jobs / 2), cmds.length);
   for (let j = 0; j < perKind; j++) {
     const cmd = cmds[j % cmds.length];
     const n = Math.ceil(runs / perKind);
