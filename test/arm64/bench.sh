@@ -2,7 +2,7 @@
 # the TypeScript with node alone; the launcher is the cross-built one, which
 # scripts/build-native.mjs keeps on a machine without a compiler; the timing
 # runner and the exit floor are cross-built too, build/bench/prebuilt.json).
-#   npm run test:arm64 -- --launcher --script test/arm64/bench.sh --timeout 3600
+#   npm run test:arm64 -- --launcher --script test/arm64/bench.sh --timeout 3600 --smp 1
 # Sourced by /cx-run/run.sh (POSIX sh, cwd /cx, as root) after
 # scripts/arm64/guest/lib.sh. /cx is the tree disk's copy, writable (qemu's
 # snapshot=on overlay), so the build and the results land there.
@@ -19,9 +19,17 @@ CX_BENCH_OUT=/cx/build/bench/results
 
 check() { cx_check "$@" || CX_FAILED=$((CX_FAILED + 1)); }
 
+# node itself has died of SIGSEGV under TCG now and then (in tsc, in vitest: docs/arm64.md),
+# never in the same place twice; such a death (exit 139 of npm, no results yet) is noted
+# and the bench run once more. Any other failure, or a second one, fails the check.
 bench_run() {
-	rm -rf "$CX_BENCH_CACHE"
-	npm run bench -- --runs "${CX_BENCH_RUNS:-15}" --no-workloads --cache "$CX_BENCH_CACHE"
+	for attempt in 1 2; do
+		rm -rf "$CX_BENCH_CACHE" "$CX_BENCH_OUT/latest.json"
+		npm run bench -- --runs "${CX_BENCH_RUNS:-15}" --no-workloads --cache "$CX_BENCH_CACHE"
+		rc=$?
+		[ "$rc" = 139 ] && [ "$attempt" = 1 ] && [ ! -f "$CX_BENCH_OUT/latest.json" ] || return $rc
+		cx_note bench-retried "npm run bench exited 139 (node died of SIGSEGV) on attempt 1: run again"
+	done
 }
 
 bench_records() {
