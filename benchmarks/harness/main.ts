@@ -719,7 +719,7 @@ async function main(): Promise<void> {
   const missing = wanted.filter((n) => !specs.some((p) => p.name === n) && n !== 'gawk');
   for (const n of missing) {
     if (opts.only && !opts.only.includes(n)) continue;
-    log(`${n}: not installed here (no dynamically linked ${n} on ${SYSTEM_PATH}): group skipped`);
+    log(`${n}: not installed here (no dynamically linked ${n} on PATH): group skipped`);
   }
   if (missing.length) notes.push(`not installed or not selected: ${missing.join(', ')}`);
 

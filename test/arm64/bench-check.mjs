@@ -64,6 +64,11 @@ for (const g of res.groups) {
   keys.add(key);
   const n = outcomes((r) => r.key === key);
   say(`${g.name}: restored/cold ${ratio}; records for key ${key}: ${show(n)}`);
+  // When the runs that did not restore happened (s after the key's first record, all in a
+  // burst: the concurrent instances of the PSS check; spread: the timed rounds too).
+  const mine = records.filter((r) => r.key === key);
+  const odd = mine.filter((r) => r.outcome !== 'HIT');
+  if (odd.length) say(`  ${g.name}: not HIT at s ${odd.map((r) => `${((r.timeMs - mine[0].timeMs) / 1000).toFixed(1)} ${r.outcome}`).join(', ')} (last record at s ${((mine.at(-1).timeMs - mine[0].timeMs) / 1000).toFixed(1)})`);
   if (!g.image?.restores) fail(`${g.name}: the report says NOT restored (${g.image?.detail})`);
   if ((n.HIT ?? 0) < g.rounds) fail(`${g.name}: ${n.HIT ?? 0} HIT records, fewer than its ${g.rounds} rounds`);
 }

@@ -2,7 +2,9 @@
 # the TypeScript with node alone; the launcher is the cross-built one, which
 # scripts/build-native.mjs keeps on a machine without a compiler; the timing
 # runner and the exit floor are cross-built too, build/bench/prebuilt.json).
-#   npm run test:arm64 -- --launcher --script test/arm64/bench.sh --timeout 3600 --smp 1
+#   npm run test:arm64 -- --launcher --cpu neoverse-n1 --script test/arm64/bench.sh --timeout 3600
+# (and --kernel 16k). --cpu neoverse-n1: under -cpu max node died in tsc in 3 of 4
+# attempts (SIGSEGV, SIGILL), and it is several times slower (docs/arm64.md, Measured).
 # Sourced by /cx-run/run.sh (POSIX sh, cwd /cx, as root) after
 # scripts/arm64/guest/lib.sh. /cx is the tree disk's copy, writable (qemu's
 # snapshot=on overlay), so the build and the results land there.
