@@ -7,7 +7,9 @@
  *   i64 mtime_sec, i64 ctime_sec, u32 mtime_nsec, u32 ctime_nsec,
  *   exe_path "\0" PATH "\0" kernel_release "\0"
  * then for a post-init image init_spec "\0"; then u64 groups_hash
- * (groupsHash(): 0 in the system layer); and for a variant image (one that
+ * (groupsHash(): 0 in the system layer), u64 cpu_id (the launcher's
+ * cx_arch_cpu_id: machines of other CPUs sharing one cache each keep their
+ * own image); and for a variant image (one that
  * serves another environment than the primary image of the same key,
  * src/cache/envdeps.ts) the u64 selector. The environment itself is not part
  * of the lookup key: an image lists the variables it depends on, and the
@@ -20,6 +22,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { FORMAT_VERSION, hash64 } from '../image/schema.js';
 import type { ImageKey } from '../image/format.js';
+import { hostCpuId } from '../image/machine.js';
 
 export function keyBytes(k: ImageKey): Buffer {
   const rec = Buffer.alloc(48);
@@ -40,6 +43,9 @@ export function keyBytes(k: ImageKey): Buffer {
   const parts = [rec.subarray(0, 48), ns, strs];
   if (k.initSpec) parts.push(Buffer.from(`${k.initSpec}\0`, 'utf8'));
   parts.push(groups);
+  const cpu = Buffer.alloc(8);
+  cpu.writeBigUInt64LE(BigInt((k.cpuId ?? hostCpuId()) >>> 0));
+  parts.push(cpu);
   if (k.variant) {
     const v = Buffer.alloc(8);
     v.writeBigUInt64LE(k.variant);
@@ -134,6 +140,7 @@ export function keyFromStat(
     exeCtimeNsec: Number(st.ctimeNs % 1_000_000_000n),
     pathEnv: env.PATH ?? '',
     kernelRelease: os.release(),
+    cpuId: hostCpuId(),
   };
 }
 

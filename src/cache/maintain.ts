@@ -121,6 +121,7 @@ export function staleReason(store: Store, im: ImageEntry): { reason: string; det
   // A post-init image's key also names its init; a variant's, its selector (only a run can check the environment).
   if (key.initSpec) now.initSpec = key.initSpec;
   if (key.variant) now.variant = key.variant;
+  now.cpuId = key.cpuId; // another CPU's image: its machine's to judge (the check below says FAIL_CPU)
   if (keyHash(now) !== im.hash) return { reason: 'program-changed', detail: `${key.exePath} changed since the snapshot` };
   // The page data too: the launcher trusts it, so a damaged image must go (a restore of it could crash).
   const v = checkImage(im.path, { key: now, owner: store.euid, maxAgeSec: 0, verifyData: true });
@@ -132,6 +133,8 @@ export function staleReason(store: Store, im: ImageEntry): { reason: string; det
     case 'FAIL_NEGATIVE_DEP': return { reason: 'negative-dep', detail: v.detail };
     case 'FAIL_OWNER': return { reason: 'owner', detail: v.detail };
     case 'FAIL_IMAGE_IO': return null; // cannot tell: keep
+    // Another machine sharing this cache (an NFS home) restores it; unused here, the LRU evicts it.
+    case 'FAIL_CPU': return null;
     case 'FAIL_HEADER':
     case 'FAIL_CHECKSUM':
     case 'FAIL_TRUNCATED': return { reason: 'corrupt', detail: v.detail };

@@ -43,6 +43,12 @@ export interface ImageKey {
   /** groupsHash() of the user the image was taken for; 0 in the system layer. Part of the lookup key. */
   groupsHash?: bigint;
   /**
+   * The CPU id the image is for (the launcher's cx_arch_cpu_id; default: this
+   * machine's, hostCpuId()). Part of the lookup key, and the header's cpu_id,
+   * which the launcher checks (FAIL_CPU).
+   */
+  cpuId?: number;
+  /**
    * A variant image: serves another environment than the primary image of
    * the same key; part of its lookup key (src/cache/envdeps.ts).
    */
@@ -155,8 +161,6 @@ export interface ImageVdsoPart {
 
 export interface ImageModel {
   createdNs: bigint;
-  /** The CPU id the image is for (default: this machine's, hostCpuId()); parseImage fills it from the header. */
-  cpuId?: number;
   key: ImageKey;
   files: ImageFile[];
   regions: ImageRegion[];
@@ -326,7 +330,7 @@ export function serializeImage(img: ImageModel): Buffer {
   encodeStruct(HEADER, {
     magic: MAGIC, format_version: FORMAT_VERSION, abi_hash: ABI_HASH, arch: hostMachine(), page_size: PAGE_SIZE,
     header_size: headerSize, section_count: sections.length, meta_size: metaSize, data_offset: dataOffset,
-    file_size: dataOff, checksum: 0, created_ns: img.createdNs, flags: 0, cpu_id: img.cpuId ?? hostCpuId(),
+    file_size: dataOff, checksum: 0, created_ns: img.createdNs, flags: 0, cpu_id: img.key.cpuId ?? hostCpuId(),
   }, meta, 0);
   sections.forEach((s, i) => {
     const at = offsets[i] as number;
@@ -405,8 +409,8 @@ export function parseImage(buf: Buffer): ParsedImage {
   const b = (v: bigint | number | undefined): bigint => BigInt(v ?? 0);
   const model: ImageModel = {
     createdNs: b(header.created_ns),
-    cpuId: n(header.cpu_id),
     key: {
+      cpuId: n(header.cpu_id),
       euid: n(k.euid), exePath: readStr(strings, n(k.exe_path)), exeDev: b(k.exe_dev), exeIno: b(k.exe_ino),
       exeSize: b(k.exe_size), exeMtimeSec: b(k.exe_mtime_sec), exeMtimeNsec: n(k.exe_mtime_nsec),
       exeCtimeSec: b(k.exe_ctime_sec), exeCtimeNsec: n(k.exe_ctime_nsec), pathEnv: readStr(strings, n(k.path_env)),

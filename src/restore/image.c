@@ -68,7 +68,7 @@ enum cx_outcome check_owner(const struct image *im, uint32_t euid)
 	return CX_HIT;
 }
 
-enum cx_outcome check_header(struct image *im, const uint64_t *auxv)
+enum cx_outcome check_header(struct image *im, uint64_t page_size, uint32_t cpu_id)
 {
 	struct cx_header *h = im->h;
 	/*
@@ -79,7 +79,7 @@ enum cx_outcome check_header(struct image *im, const uint64_t *auxv)
 	 */
 	if (h->arch != CX_ARCH_SELF)
 		return CX_FAIL_ARCH;
-	if (h->page_size != cx_auxv_get(auxv, AT_PAGESZ))
+	if (h->page_size != page_size)
 		return CX_FAIL_PAGE_SIZE;
 	if (h->format_version != CX_FORMAT_VERSION || h->abi_hash != CX_ABI_HASH ||
 	    h->header_size < sizeof(struct cx_header) || h->data_offset % CX_PAGE || (im->meta_size & 7))
@@ -90,8 +90,12 @@ enum cx_outcome check_header(struct image *im, const uint64_t *auxv)
 	h->checksum = sum;
 	if (got != sum)
 		return CX_FAIL_CHECKSUM;
-	/* Another CPU of the same architecture: not damaged, not ours either (cx_arch_cpu_id). */
-	return h->cpu_id == cx_arch_cpu_id(auxv) ? CX_HIT : CX_FAIL_CPU;
+	/*
+	 * Another CPU of the same architecture: not damaged, not ours either
+	 * (cx_arch_cpu_id). The key holds the CPU id too, so only a file that
+	 * does not hold its name's key gets here.
+	 */
+	return h->cpu_id == cpu_id ? CX_HIT : CX_FAIL_CPU;
 }
 
 enum cx_outcome find_sections(struct image *im)

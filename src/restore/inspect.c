@@ -63,17 +63,16 @@ static void inspect_resume(struct out *o, const struct image *im)
 	}
 }
 
-int cx_inspect(const char *file)
+int cx_inspect(const char *file, uint32_t cpu_id)
 {
 	uint64_t buf[META_BUF / 8];
 	struct image im;
 	struct out o;
 	__builtin_memset(&im, 0, sizeof im);
 	o.b = (struct cx_buf){ o.buf, 0, sizeof o.buf, 0 };
-	uint64_t auxv[4] = { AT_PAGESZ, CX_PAGE, AT_NULL, 0 }; /* cx_main read it from this process's auxv */
 	enum cx_outcome r = read_meta(&im, AT_FDCWD, file, buf);
 	if (r == CX_HIT)
-		r = check_header(&im, auxv);
+		r = check_header(&im, CX_PAGE, cpu_id); /* CX_PAGE: cx_main read it from this process's auxv */
 	if (r == CX_HIT)
 		r = find_sections(&im);
 	out_kv(&o, "check", -1, "outcome", (uint64_t)r, 0);

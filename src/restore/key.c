@@ -59,6 +59,13 @@ static void put64(unsigned char *p, uint64_t v) { __builtin_memcpy(p, &v, 8); }
  * groups in the kernel's order. An image holds what its snapshot could read:
  * a user removed from a group must not get it back from an image.
  */
+uint32_t cx_launch_cpu_id(struct launch *L)
+{
+	if (!L->cpu_id)
+		L->cpu_id = cx_arch_cpu_id(L->auxv);
+	return L->cpu_id;
+}
+
 static uint64_t groups_hash(struct launch *L)
 {
 	static uint32_t buf[2 + 65536];
@@ -81,7 +88,7 @@ static uint64_t groups_hash(struct launch *L)
  */
 int compute_key(struct launch *L, const char *dir, uint32_t euid, int system)
 {
-	unsigned char buf[56 + 3 * CX_PATH_MAX + CX_SPEC_MAX + 16];
+	unsigned char buf[56 + 3 * CX_PATH_MAX + CX_SPEC_MAX + 24];
 	size_t n = 56;
 	if (!L->uts.release[0] && sys_uname(&L->uts) < 0)
 		return -1;
@@ -114,10 +121,18 @@ int compute_key(struct launch *L, const char *dir, uint32_t euid, int system)
 		__builtin_memcpy(buf + n, L->init_spec, len);
 		n += len;
 	}
-	if (n + 16 > sizeof buf)
+	if (n + 24 > sizeof buf)
 		return -1;
 	L->key_groups = system ? 0 : groups_hash(L);
 	put64(buf + n, L->key_groups);
+	n += 8;
+	/*
+	 * The CPU the image is for: its libraries chose code by this CPU's
+	 * features (IFUNCs, ld.so's xsave path). In the key, not only checked, so
+	 * machines of other CPUs that share one cache (an NFS home, a VM moved to
+	 * another host) each get and keep their own image instead of a cold run.
+	 */
+	put64(buf + n, cx_launch_cpu_id(L));
 	n += 8;
 	if (L->variant) {
 		put64(buf + n, L->variant);

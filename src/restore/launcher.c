@@ -162,11 +162,11 @@ static __attribute__((noreturn)) void print_key_resolved(struct launch *L)
 }
 
 /* --internal-cpu-id: this machine's cx_arch_cpu_id, 8 hex digits, for the image writer (src/image/machine.ts). */
-static __attribute__((noreturn)) void print_cpu_id(const struct launch *L)
+static __attribute__((noreturn)) void print_cpu_id(struct launch *L)
 {
 	char out[16];
 	struct cx_buf b = { out, 0, sizeof out, 0 };
-	uint32_t id = cx_arch_cpu_id(L->auxv);
+	uint32_t id = cx_launch_cpu_id(L);
 	for (int s = 28; s >= 0; s -= 4)
 		cx_buf_put(&b, &"0123456789abcdef"[(id >> s) & 15], 1);
 	cx_buf_str(&b, "\n");
@@ -420,7 +420,7 @@ __attribute__((noreturn, used)) void cx_main(uint64_t *sp, int own_stack)
 		if (cx_streq(a, "--internal-cpu-id"))
 			print_cpu_id(&L);
 		if (cx_streq(a, "--internal-inspect"))
-			sys_exit_group(L.argc > 2 ? cx_inspect(L.argv[2]) : 2);
+			sys_exit_group(L.argc > 2 ? cx_inspect(L.argv[2], cx_launch_cpu_id(&L)) : 2);
 		if (cx_streq(a, "--internal-key")) {
 			if (L.argc > 2 && is_after_init_option(L.argv[2]))
 				after_init(&L, 2, 1);

@@ -71,6 +71,7 @@ struct launch {
 	uint32_t euid;
 	uint32_t key_euid; /* owner the image must have: euid, or 0 for the system layer */
 	uint64_t groups_hash; /* groups_hash() once asked (never 0 then) */
+	uint32_t cpu_id; /* cx_launch_cpu_id() once asked (never 0 then: cx_arch_cpu_id sets bit 0) */
 	uint64_t key_groups; /* what the key holds: groups_hash, or 0 in the system layer */
 	const char *path_env;
 	int own_stack; /* running on CX_LAUNCHER_STACK, not the kernel's stack (start.c) */
@@ -161,7 +162,7 @@ int after_init_python_script(struct launch *L, char **uargv);
 /* restore.c: returns only on failure, with the reason. */
 enum cx_outcome cx_restore(struct launch *L);
 /* inspect.c: --internal-inspect IMAGE, the C reader's view of an image. */
-int cx_inspect(const char *image);
+int cx_inspect(const char *image, uint32_t cpu_id);
 
 /*
  * The launcher's own stack (arch/<arch>/start.c), below its text (linked at
@@ -198,6 +199,8 @@ __attribute__((noreturn)) void cx_arch_counter_trap_probe(void);
 
 /* arch/<arch>/cpu.c: a fingerprint of the CPU features code is chosen by (IFUNC resolvers, ld.so's own choices). */
 uint32_t cx_arch_cpu_id(const uint64_t *auxv);
+/* key.c: cx_arch_cpu_id of this run, asked once (cpuid traps to the hypervisor: microseconds each). */
+uint32_t cx_launch_cpu_id(struct launch *L);
 
 #ifndef CX_NODE_PATH
 #define CX_NODE_PATH "/usr/bin/node"

@@ -29,7 +29,7 @@ enum cx_outcome cx_restore(struct launch *L)
 		goto out;
 	if ((o = check_owner(&im, L->key_euid)) != CX_HIT)
 		goto out;
-	if ((o = check_header(&im, L->auxv)) != CX_HIT)
+	if ((o = check_header(&im, cx_auxv_get(L->auxv, AT_PAGESZ), cx_launch_cpu_id(L))) != CX_HIT)
 		goto out;
 	if ((o = find_sections(&im)) != CX_HIT)
 		goto out;

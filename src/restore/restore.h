@@ -65,7 +65,7 @@ static inline int mmap_failed(long r) { return r < 0 && r > -4096; }
 const char *image_str(const struct image *im, uint32_t off);
 enum cx_outcome read_meta(struct image *im, int dirfd, const char *file, uint64_t *buf);
 enum cx_outcome check_owner(const struct image *im, uint32_t euid);
-enum cx_outcome check_header(struct image *im, const uint64_t *auxv);
+enum cx_outcome check_header(struct image *im, uint64_t page_size, uint32_t cpu_id);
 enum cx_outcome find_sections(struct image *im);
 enum cx_outcome check_key(const struct image *im, const struct launch *L);
 /* env.c: the rest of the key step, the environment the image depends on (sets L->variant on CX_FAIL_ENV). */

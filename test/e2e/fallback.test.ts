@@ -15,6 +15,9 @@ import {
 import { firstLoadAddress, flipByte, headerFieldOffset, metaSize, moveFirstRegion, regions, rehash } from '../helpers/image.js';
 import { ARCH_AARCH64 } from '../../src/image/schema.js';
 import { hostCpuId } from '../../src/image/machine.js';
+import { parseImage } from '../../src/image/format.js';
+import { keyHash } from '../../src/cache/key.js';
+import { checkImage } from '../../src/cache/check.js';
 
 const hasBash = installedPrograms(['bash']).length > 0;
 const canCompile = haveCc();
@@ -157,6 +160,39 @@ if (hasBash) {
         await expectPristineRestores();
       });
     }
+
+    /*
+     * Machines of two CPUs sharing one cache (an NFS home, a VM moved to
+     * another host): the CPU id is part of the key, so the other machine's
+     * image sits under its own name beside this machine's. Neither run is
+     * cold for the other's sake, and --cleanup keeps it (its machine uses it).
+     */
+    it('another CPU\'s image under its own key: this machine keeps restoring its own, and --cleanup keeps both', async () => {
+      const image = bashWarm?.image as string;
+      expect(pristine, describeWarm(bashWarm)).toBeDefined();
+      const other = (hostCpuId() ^ 0x100) >>> 0;
+      const b = Buffer.from(pristine as Buffer);
+      b.writeUInt32LE(other, headerFieldOffset('cpu_id'));
+      rehash(b);
+      const key = parseImage(b).model.key;
+      expect(key.cpuId).toBe(other);
+      const otherImage = path.join(path.dirname(image), `${keyHash(key)}.img`);
+      expect(otherImage).not.toBe(image);
+      fs.writeFileSync(otherImage, b, { mode: 0o600 });
+      try {
+        expect(await mapsImage(env, image), 'this machine\'s image restores beside the other').toBe(true);
+        const x = await run(LAUNCHER, ['--explain', 'bash', '--json'], { env });
+        expect(JSON.parse(x.stdout.toString()).outcome).toBe('HIT');
+        const c = await run(LAUNCHER, ['--cleanup', '--json'], { env });
+        expect(c.status, c.stderr.toString()).toBe(0);
+        expect((JSON.parse(c.stdout.toString()) as { invalidated: { path: string }[] }).invalidated.map((i) => i.path)).not.toContain(otherImage);
+        expect(fs.existsSync(otherImage)).toBe(true);
+        // What the other machine's launcher would check: the file holds its name's key, for that CPU.
+        expect(checkImage(otherImage, { key, owner: process.geteuid?.() ?? 0, cpuId: other, env }).outcome).toBe('HIT');
+      } finally {
+        fs.rmSync(otherImage, { force: true });
+      }
+    });
 
     it('garbage of the same size', async () => {
       const image = bashWarm?.image as string;

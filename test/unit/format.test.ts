@@ -26,7 +26,7 @@ function syntheticModel(): ImageModel {
     key: {
       euid: 4242, exePath: '/opt/ünïcode/bin/prog', exeDev: 0xfd01n, exeIno: 0xffff_ffff_ffff_fff0n, exeSize: 98765n,
       exeMtimeSec: 1_700_000_000n, exeMtimeNsec: 1, exeCtimeSec: -5n, exeCtimeNsec: 999_999_999,
-      pathEnv: '/usr/bin::/bin:', kernelRelease: '6.18.0-synthetic',
+      pathEnv: '/usr/bin::/bin:', kernelRelease: '6.18.0-synthetic', cpuId: 0x8badf00d,
     },
     files: [
       { path: '/opt/ünïcode/bin/prog', kind: FileKind.MAPPED, dev: 0xfd01n, ino: 0xffff_ffff_ffff_fff0n, size: 98765n, mtimeSec: 1_700_000_000n, mtimeNsec: 1, ctimeSec: -5n, ctimeNsec: 999_999_999, mode: 0o100755, flags: FileFlag.EXE },
@@ -193,7 +193,7 @@ describe('key', () => {
   const k: ImageKey = {
     euid: 1000, exePath: '/usr/bin/bash', exeDev: 0x803n, exeIno: 1234567n, exeSize: 1265648n,
     exeMtimeSec: 1_700_000_000n, exeMtimeNsec: 123456789, exeCtimeSec: 1_700_000_100n, exeCtimeNsec: 987654321,
-    pathEnv: '/usr/local/bin:/usr/bin:/bin', kernelRelease: '6.18.0-test',
+    pathEnv: '/usr/local/bin:/usr/bin:/bin', kernelRelease: '6.18.0-test', cpuId: 0x12345679,
   };
 
   it('hash64 is FNV-1a over little-endian 64-bit words, then bytes (known vectors)', () => {
@@ -215,20 +215,21 @@ describe('key', () => {
       'b168de3a', // u32 ctime_nsec 987654321
       Buffer.from('/usr/bin/bash\0/usr/local/bin:/usr/bin:/bin\x006.18.0-test\0').toString('hex'),
       '0000000000000000', // u64 groups_hash (none: a system-layer key)
+      '7956341200000000', // u64 cpu_id 0x12345679
     ].join('');
     expect(FORMAT_VERSION).toBe(3);
     expect(keyBytes(k).toString('hex')).toBe(expected);
-    // A post-init image's init spec comes before the groups, a variant's selector after them; no environment.
+    // A post-init image's init spec comes before the groups, a variant's selector after the CPU id; no environment.
     const spec = 'after-init\x1f/x';
     expect(keyBytes({ ...k, initSpec: spec, groupsHash: 7n, variant: 0x1122334455667788n }).toString('hex')).toBe(
-      expected.slice(0, -16) + Buffer.from(`${spec}\0`).toString('hex') + '0700000000000000' + '8877665544332211');
+      expected.slice(0, -32) + Buffer.from(`${spec}\0`).toString('hex') + '0700000000000000' + '7956341200000000' + '8877665544332211');
   });
 
   it('keyHash vectors are stable', () => {
-    expect(keyHash(k)).toBe('5ca5dd721e69ec42');
-    expect(keyHash({ ...k, euid: 0 })).toBe('7c29ff7a1e69ec42');
-    expect(keyHash({ ...k, pathEnv: '/usr/bin:/bin' })).toBe('3a5d6e9ab96c91ae');
-    expect(keyHash({ ...k, variant: 0x1234n })).toBe('4bf6db2fed17a0c0');
+    expect(keyHash(k)).toBe('afc718827495c22e');
+    expect(keyHash({ ...k, euid: 0 })).toBe('dd4cec1a7495c22e');
+    expect(keyHash({ ...k, pathEnv: '/usr/bin:/bin' })).toBe('858ac7d127db9255');
+    expect(keyHash({ ...k, variant: 0x1234n })).toBe('0ff041a4553d25ea');
   });
 
   it('every key field changes the hash', () => {
@@ -236,7 +237,7 @@ describe('key', () => {
       { euid: 1001 }, { exePath: '/usr/bin/bash2' }, { exeDev: 0x804n }, { exeIno: 1234568n }, { exeSize: 1265649n },
       { exeMtimeSec: 1_700_000_001n }, { exeMtimeNsec: 123456780 }, { exeCtimeSec: 1_700_000_101n }, { exeCtimeNsec: 987654320 },
       { pathEnv: '/usr/local/bin:/usr/bin:/bin:' }, { kernelRelease: '6.18.1-test' }, { groupsHash: 1n }, { variant: 1n },
-      { initSpec: 'after-init' },
+      { initSpec: 'after-init' }, { cpuId: 0x12345677 },
     ];
     const hashes = new Set([keyHash(k), ...variants.map((v) => keyHash({ ...k, ...v }))]);
     expect(hashes.size).toBe(variants.length + 1);
