@@ -30,7 +30,7 @@ beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cx-prebuilt-'));
   dir = path.join(tmp, 'bench');
   fs.mkdirSync(dir);
-  execFileSync('cc', ['-O2', '-Wall', '-static', '-o', path.join(dir, 'runner'), path.join(ROOT, 'benchmarks', 'runner.c')]);
+  execFileSync('cc', ['-O2', '-Wall', '-o', path.join(dir, 'runner'), path.join(ROOT, 'benchmarks', 'runner.c')]);
   execFileSync('cc', ['-O2', '-nostdlib', '-static', '-o', path.join(dir, 'exit-floor'), path.join(ROOT, 'benchmarks', 'exit.c')]);
   process.env.CC = path.join(tmp, 'no-such-cc');
 });
