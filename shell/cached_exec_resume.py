@@ -150,6 +150,123 @@ def _amend_stats():
         os.close(fd)
 
 
+# Learned pages (src/restore/pages.c, docs/resume-protocol.md): the launcher asks a
+# restored run to record which of the image's writable pages it wrote, so that
+# later restores copy only those.
+_PAGES_MAGIC = 0x3153454741505843  # "CXPAGES1"
+_PAGES_MAX = 1024  # ranges the launcher reads (CX_PAGES_MAX)
+_PAGE_SHIFT = os.sysconf('SC_PAGE_SIZE').bit_length() - 1  # pagemap has an entry per page
+# A pagemap entry's top byte: present (bit 63) and not a page of the file (bit 61
+# clear) is a copied page, i.e. one this process wrote or the launcher populated.
+_COPIED = bytes(1 if b & 0xa0 == 0x80 else 0 for b in range(256))
+
+
+def _pages_request(v):
+    """cached-exec-pages=RUNS:DEV:INO:SIZE:MTIME_SEC:MTIME_NSEC:DATA_OFFSET:PATH"""
+    f = v.split(b':', 7)
+    if len(f) == 8 and all(x.isdigit() for x in f[:7]) and f[7][:1] == b'/' and f[7].endswith(b'.pages'):
+        _RESUME['pages'] = (os.getpid(), [int(x) for x in f[:7]], f[7])
+
+
+def _copied_ranges(dev, ino, data_offset):
+    """[addr, len] of the copied pages of the image's writable regions, in address
+    order, per mapping. Mappings of the image file below data_offset are not
+    regions (the launcher's view of the metadata)."""
+    with open('/proc/self/maps', 'rb') as m:
+        lines = m.read().split(b'\n')
+    fd = os.open('/proc/self/pagemap', os.O_RDONLY | os.O_CLOEXEC)
+    out = []
+    try:
+        for line in lines:
+            f = line.split(None, 5)
+            if len(f) < 5 or f[1][1:2] != b'w' or int(f[4]) != ino or int(f[2], 16) < data_offset:
+                continue
+            major, minor = f[3].split(b':')
+            if os.makedev(int(major, 16), int(minor, 16)) != dev:
+                continue
+            lo, hi = (int(x, 16) for x in f[0].split(b'-'))
+            n = (hi - lo) >> _PAGE_SHIFT
+            data = os.pread(fd, n * 8, (lo >> _PAGE_SHIFT) * 8)
+            if len(data) != n * 8:
+                return None
+            top = data[7::8].translate(_COPIED)
+            run, i = [], top.find(1)
+            while i >= 0:
+                j = top.find(0, i)
+                j = n if j < 0 else j
+                run.append([lo + (i << _PAGE_SHIFT), (j - i) << _PAGE_SHIFT])
+                i = top.find(1, j)
+            out.append(run)
+    finally:
+        os.close(fd)
+    return out
+
+
+def _merged(mappings):
+    """The ranges, as many as the launcher reads: where there are more, ranges
+    of one mapping less than `gap` apart become one, with the gap doubled until
+    the limit holds (the launcher merges near ranges itself when it populates)."""
+    gap = 0
+    while True:
+        out = []
+        for run in mappings:
+            prev = None
+            for a, n in run:
+                if prev is not None and a - (prev[0] + prev[1]) <= gap:
+                    prev[1] = a + n - prev[0]
+                else:
+                    prev = [a, n]
+                    out.append(prev)
+        if len(out) <= _PAGES_MAX:
+            return out
+        gap = gap * 2 or 1 << _PAGE_SHIFT
+
+
+def _record_pages(full):
+    """At the end of a restored run the launcher asked to record: the pages it
+    copied (the learned ranges it populated and what the run wrote besides), or
+    FULL for python's full exit, whose teardown writes nearly every page after
+    this point. The file is written as the cache's others are: temp + rename,
+    no link followed, only into the euid's own images directory. Any failure
+    leaves the file as it was (the launcher then populates every page)."""
+    import struct
+    req = _RESUME.pop('pages', None)
+    if req is None or req[0] != os.getpid():  # a child the program forked is not the restored run
+        return
+    _, (runs, dev, ino, size, msec, mnsec, data_offset), path = req
+    tmp = None
+    try:
+        ranges = [] if full else _copied_ranges(dev, ino, data_offset)
+        if ranges is None:
+            return
+        ranges = ranges and _merged(ranges)
+        head, name = os.path.split(path)
+        st = os.lstat(head)
+        if (st.st_mode & 0o170000) != 0o040000 or st.st_uid != os.geteuid() or st.st_mode & 0o022 \
+                or os.path.basename(head) != b'images':
+            return
+        data = struct.pack('<6Q4I', _PAGES_MAGIC, dev, ino, size, msec, mnsec, 1 if full else 0,
+                           min(runs + 1, 1 << 30), len(ranges), 0)
+        data += b''.join(struct.pack('<2Q', a, n) for a, n in ranges)
+        tmp = b'%s/.%s.%d.%d.tmp' % (head, name, os.getpid(), int(__import__('time').time() * 1000))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+        tmp = None
+    except BaseException:
+        pass
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except BaseException:
+                pass
+
+
 def _cold(argv, env, cwd=None):
     """Runs the real python as the caller would have: nothing of this process survives."""
     _close_resume()
@@ -328,6 +445,8 @@ def _read_context(fd):
                 _RESUME['amend'] = bytes.fromhex(v.decode())
             elif k == b'cached-exec-stats' and v[:1] == b'/':
                 _RESUME['stats'] = v
+            elif k == b'cached-exec-pages':
+                _pages_request(v)
     except (ValueError, IndexError):
         _die('bad resume context')
     return argv, env, cwd, int(seed, 16)
@@ -1228,6 +1347,7 @@ def _fast_exit(status):
         return
     finally:
         del init, init_std
+    _record_pages(False)
     os._exit(status & 0xff)
 
 
@@ -1244,6 +1364,7 @@ def _exit_like_python():
     (gc.unfreeze), so teardown's last collection finalizes the ones on reference
     cycles, as in a plain run; frozen, they never would be. That collection walks
     every object (tens of ms for a large init): only when it can matter."""
+    _record_pages(True)
     init = _FAST.get('init')
     _FAST.clear()  # teardown must not find the init's objects held here
     try:

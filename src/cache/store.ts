@@ -333,8 +333,9 @@ export class Store {
     return out;
   }
 
-  /** Removes one image; false when it was not there. */
+  /** Removes one image (and the pages learned on it: src/restore/pages.c); false when it was not there. */
   removeImage(hash: string): boolean {
+    fs.rmSync(path.join(this.sub('images'), `${hash}.pages`), { force: true });
     try {
       fs.unlinkSync(this.imagePathForHash(hash));
       return true;

@@ -353,6 +353,7 @@ int after_init_command(struct launch *L, const struct after_init_req *q, char **
 	if (spec.overflow)
 		L->no_restore = 1; /* no key for it: cold, without a cache */
 	L->after_init = 1;
+	L->pages_learnable = kind == ADAPTER_PYTHON;
 	if (!nw)
 		return 0; /* the program speaks the protocol itself: its own argv */
 	int n = 0;

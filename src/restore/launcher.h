@@ -97,6 +97,7 @@ struct launch {
 	 * restore hands over in the resume context.
 	 */
 	int after_init;
+	int pages_learnable; /* the python adapter: it records the pages a restored run wrote (pages.c) */
 	int user_argc;
 	char **user_argv;
 	uint32_t ids[4]; /* CX_IDENT_*: pid, ppid, pgid, sid, once asked */

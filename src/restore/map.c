@@ -92,7 +92,7 @@ static enum cx_outcome region_source(const struct image *im, const struct file_f
  */
 static void prefault_writable(const struct image *im, uint32_t from, uint32_t to)
 {
-	if (!im->resume)
+	if (!im->resume || im->pop != CX_POP_ALL)
 		return;
 	for (uint32_t k = from; k < to; k++) {
 		const struct cx_region *r = REGION_AT(im, k);
@@ -154,6 +154,7 @@ enum cx_outcome map_regions(const struct image *im, const struct file_fds *fds)
 		prefault_writable(im, i, j);
 		i = j;
 	}
+	populate_learned(im);
 	return CX_HIT;
 }
 

@@ -16,6 +16,7 @@
 enum cx_outcome cx_restore(struct launch *L)
 {
 	uint64_t buf[META_BUF / 8];
+	struct cx_pages_file pages;
 	struct file_fds fds;
 	int exe_fd = -1, files_open = 0, resume_fd = -1;
 	struct image im;
@@ -54,6 +55,8 @@ enum cx_outcome cx_restore(struct launch *L)
 	}
 	if ((o = check_slots(&im, L)) != CX_HIT)
 		goto out;
+	/* Before the context, which may ask the adapter to record the pages this run writes. */
+	load_pages(&im, L, &pages);
 	if (im.resume && (o = prepare_resume(&im, L, &resume_fd)) != CX_HIT)
 		goto out;
 	files_open = 1;
@@ -61,6 +64,7 @@ enum cx_outcome cx_restore(struct launch *L)
 		goto out;
 	if ((o = check_stack_room(&im, L)) != CX_HIT)
 		goto out;
+	claim_pages(&im, L);
 	/* Past this point the address space changes: only a cold exec can follow a failure. */
 	if ((o = move_vdso(&im, L->auxv)) != CX_HIT)
 		goto out;

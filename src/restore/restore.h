@@ -44,6 +44,14 @@ struct image {
 	/* The environment variables it depends on (env.c). */
 	const unsigned char *envdeps;
 	uint32_t nenvdeps, envdep_es;
+	/* Which writable pages the restore copies at once (pages.c): every one, none, or the learned ranges. */
+	enum { CX_POP_ALL, CX_POP_NONE, CX_POP_RANGES } pop;
+	const struct cx_pages_range *ranges;
+	uint32_t nranges;
+	int pages_record; /* the context asks the adapter to record what this run wrote */
+	int pages_claim; /* a learning run: 1 claims the file, 2 replaces a stale one (claim_pages) */
+	uint32_t pages_runs;
+	char pages_rel[40]; /* "images/<key>.pages" */
 };
 
 /* The fds of MAPPED files, the only files held open, by ascending file index. */
@@ -51,6 +59,20 @@ struct file_fds {
 	uint32_t n;
 	uint32_t file[MAX_MAPPED];
 	int fd[MAX_MAPPED];
+};
+
+/* A learned-pages file (pages.c), read whole onto the stack: at most CX_PAGES_MAX ranges. */
+#define CX_PAGES_MAX 1024
+struct cx_pages_range {
+	uint64_t addr, len;
+};
+struct cx_pages_file {
+	struct cx_pages_header {
+		uint64_t magic;
+		uint64_t dev, ino, size, mtime_sec, mtime_nsec; /* the image it was learned on */
+		uint32_t flags, runs, nranges, reserved;
+	} h;
+	struct cx_pages_range r[CX_PAGES_MAX];
 };
 
 #define FILE_AT(im, i) ((const struct cx_file *)((im)->files + (uint64_t)(i) * (im)->file_es))
@@ -75,6 +97,12 @@ const struct cx_region *region_at(const struct image *im, uint64_t addr, uint64_
 
 /* resume.c: post-init images, before anything is mapped. */
 enum cx_outcome prepare_resume(struct image *im, struct launch *L, int *resume_fd);
+
+/* pages.c: which writable pages a post-init restore populates (learned from the adapter). */
+void load_pages(struct image *im, const struct launch *L, struct cx_pages_file *buf);
+void pages_field(const struct image *im, const struct launch *L, char *out, size_t size);
+void claim_pages(struct image *im, const struct launch *L);
+void populate_learned(const struct image *im);
 
 /* files.c: step 2, every dependency is still the file it was. */
 int fd_of(const struct file_fds *fds, uint32_t file);

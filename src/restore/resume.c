@@ -100,6 +100,7 @@ struct ctx_fields {
 	/* Optional trailing fields (readers ignore what they do not know): empty when not sent. */
 	char amend[32 + 2 * sizeof(struct cx_stat_record)];
 	char stats[CX_PATH_MAX + 32];
+	char pages[CX_PATH_MAX + 160]; /* cached-exec-pages= (pages.c) */
 };
 
 struct ctx_out {
@@ -162,6 +163,8 @@ static void ctx_emit(struct ctx_out *c, const struct ctx_fields *f, const struct
 		ctx_str(c, f->amend);
 		ctx_str(c, f->stats);
 	}
+	if (f->pages[0])
+		ctx_str(c, f->pages);
 	if (c->fd >= 0)
 		ctx_flush(c);
 }
@@ -202,7 +205,7 @@ static void fill_amend(struct ctx_fields *f, const struct launch *L)
 }
 
 /* argc, envc, the physical cwd and a fresh seed: what is not already in memory. */
-static enum cx_outcome ctx_fill(struct ctx_fields *f, const struct launch *L)
+static enum cx_outcome ctx_fill(struct ctx_fields *f, const struct image *im, const struct launch *L)
 {
 	unsigned char rnd[16];
 	struct cx_buf b = { f->argc, 0, sizeof f->argc, 0 };
@@ -228,6 +231,7 @@ static enum cx_outcome ctx_fill(struct ctx_fields *f, const struct launch *L)
 	}
 	f->seed[32] = 0;
 	fill_amend(f, L);
+	pages_field(im, L, f->pages, sizeof f->pages);
 	return CX_HIT;
 }
 
@@ -237,11 +241,11 @@ static enum cx_outcome ctx_fill(struct ctx_fields *f, const struct launch *L)
  * memfd, or where there is none (old kernel, seccomp) a pipe that holds the
  * whole context with its write end closed, so the reader sees end of file.
  */
-static enum cx_outcome deliver_context(const struct launch *L, int resume_fd)
+static enum cx_outcome deliver_context(const struct image *im, const struct launch *L, int resume_fd)
 {
 	struct ctx_fields f;
 	struct ctx_out c;
-	enum cx_outcome o = ctx_fill(&f, L);
+	enum cx_outcome o = ctx_fill(&f, im, L);
 	if (o != CX_HIT)
 		return o;
 	c.fd = -1, c.failed = 0, c.total = 0, c.n = 0;
@@ -279,5 +283,5 @@ enum cx_outcome prepare_resume(struct image *im, struct launch *L, int *resume_f
 	if ((o = claim_resume_fd(im, (int)im->resume->resume_fd)) != CX_HIT)
 		return o;
 	*resume_fd = (int)im->resume->resume_fd;
-	return deliver_context(L, *resume_fd);
+	return deliver_context(im, L, *resume_fd);
 }
