@@ -14,8 +14,13 @@
  * gcc-aarch64-linux-gnu) into build/aarch64/cached-exec; the launcher it
  * starts node from is $CX_NODE_PATH_AARCH64 (default /usr/local/bin/node, where
  * the guest has it). The host build is unchanged by it.
+ *
+ * Without a C compiler, an existing bin/cached-exec built for this machine
+ * (e.g. the cross-built one the arm64 guest gets) is kept with a one-line
+ * notice and the build succeeds; without one it fails as before.
  */
 import { execFileSync } from 'node:child_process';
+import { Buffer } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -42,6 +47,25 @@ const ARCH_FLAGS = {
   x86_64: ['-mgeneral-regs-only', '-fcf-protection=none'],
   aarch64: ['-mgeneral-regs-only', '-mbranch-protection=none'],
 };
+/* ELF e_machine of each architecture: an existing launcher is kept only if it is this machine's. */
+const ELF_MACHINE = { x86_64: 62, aarch64: 183 };
+
+/** The e_machine of an ELF file, or null (absent, unreadable, not ELF). */
+function elfMachine(file) {
+  try {
+    const fd = fs.openSync(file, 'r');
+    try {
+      const b = Buffer.alloc(20);
+      if (fs.readSync(fd, b, 0, 20, 0) < 20 || b.readUInt32BE(0) !== 0x7f454c46) return null;
+      return b.readUInt16LE(18);
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    return null;
+  }
+}
+
 /* Node's name of the machine -> ours. On aarch64 the launcher runs programs cold or from
  * hand-made images only (the snapshotter is not ported: --warm says unported-arch). */
 const HOST_ARCH = { x64: 'x86_64', arm64: 'aarch64' }[process.arch];
@@ -86,6 +110,14 @@ let ccVersion;
 try {
   ccVersion = execFileSync(cc, ['--version'], { encoding: 'utf8' }).split('\n')[0];
 } catch {
+  // A machine without a compiler (the arm64 test guest, a device) that already has a
+  // launcher for its own architecture, e.g. cross-built on another machine
+  // (`--target aarch64`): keep it rather than fail the whole build, and say so.
+  if (target === 'host' && elfMachine(out) === ELF_MACHINE[T.arch]) {
+    linkSelfpath();
+    console.error(`build-native: no C compiler ("${cc}"): keeping the existing ${path.relative(root, out)} (${T.arch}, built earlier or on another machine; not rebuilt from src/restore/)`);
+    process.exit(0);
+  }
   console.error(`build-native: no C compiler found (tried "${cc}"). Install one, e.g. "apt-get install gcc", or set CC.`);
   process.exit(1);
 }

@@ -61,16 +61,80 @@ function buildOne(cc: string, src: string, out: string, flags: string[], notes: 
   return out;
 }
 
-/** Compiles the runner and the floor program into buildDir (skipped when unchanged). */
+/** ELF e_machine of each of Node's architectures: a prebuilt helper must be this machine's. */
+const ELF_MACHINE: Record<string, number> = { x64: 62, arm64: 183 };
+
+function elfMachine(file: string): number | null {
+  try {
+    const b = Buffer.alloc(20);
+    const fd = fs.openSync(file, 'r');
+    try {
+      if (fs.readSync(fd, b, 0, 20, 0) < 20 || b.readUInt32BE(0) !== 0x7f454c46) return null;
+    } finally {
+      fs.closeSync(fd);
+    }
+    return b.readUInt16LE(18);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * What `buildDir/prebuilt.json` describes: helpers compiled on another machine
+ * for this one (the arm64 guest, which has no compiler, gets them from
+ * scripts/arm64/lib/cross.mjs). Entry per file name: the sha256 of the source
+ * it was built from, the compiler and flags.
+ */
+interface Prebuilt {
+  [file: string]: { source: string; sha256: string; cc: string; flags: string[] };
+}
+
+/**
+ * Without a compiler: the runner and floor from prebuilt.json, each used only if it is
+ * an ELF for this machine built from today's source (else that helper is absent).
+ */
+function usePrebuilt(root: string, buildDir: string, cc: string): Native {
+  const notes: string[] = [];
+  let list: Prebuilt = {};
+  try {
+    list = JSON.parse(fs.readFileSync(path.join(buildDir, 'prebuilt.json'), 'utf8')) as Prebuilt;
+  } catch { /* none */ }
+  const pick = (name: string, src: string): string | null => {
+    const e = list[name];
+    const file = path.join(buildDir, name);
+    if (!e) return null;
+    const sha = createHash('sha256').update(fs.readFileSync(path.join(root, src))).digest('hex');
+    if (e.sha256 !== sha) {
+      notes.push(`prebuilt ${name} ignored: built from another version of ${src}`);
+      return null;
+    }
+    if (elfMachine(file) !== ELF_MACHINE[process.arch]) {
+      notes.push(`prebuilt ${name} ignored: not an ELF program for ${process.arch}`);
+      return null;
+    }
+    return file;
+  };
+  const runner = pick('runner', 'benchmarks/runner.c');
+  const floor = pick('exit-floor', 'benchmarks/exit.c');
+  const by = [...new Set(Object.values(list).map((e) => e.cc))].join(', ');
+  if (runner || floor) {
+    notes.push(`no C compiler ("${cc}"): ${[runner && 'runner', floor && 'exit-floor'].filter(Boolean).join(' and ')} prebuilt (${path.join(path.relative(root, buildDir), 'prebuilt.json')}: ${by})`);
+  }
+  if (!runner) notes.push(`no C compiler ("${cc}") and no usable prebuilt runner: using the Node fallback harness`);
+  if (!floor) notes.push('no floor row (no exit-floor program)');
+  return { runner, floor, cc: runner || floor ? `none here; helpers prebuilt by ${by}` : null, notes };
+}
+
+/**
+ * Compiles the runner and the floor program into buildDir (skipped when unchanged);
+ * without a compiler, uses prebuilt ones (usePrebuilt) or the Node fallback.
+ */
 export function buildNative(root: string, buildDir: string): Native {
   fs.mkdirSync(buildDir, { recursive: true });
   const cc = process.env.CC || 'cc';
   const version = ccVersion(cc);
   const notes: string[] = [];
-  if (!version) {
-    notes.push(`no C compiler ("${cc}"): using the Node fallback harness, and no floor row`);
-    return { runner: null, floor: null, cc: null, notes };
-  }
+  if (!version) return usePrebuilt(root, buildDir, cc);
   const runner = buildOne(cc, path.join(root, 'benchmarks', 'runner.c'), path.join(buildDir, 'runner'), ['-O2', '-Wall'], notes);
   const floor = buildOne(cc, path.join(root, 'benchmarks', 'exit.c'), path.join(buildDir, 'exit-floor'), ['-O2', '-nostdlib', '-static'], notes);
   return { runner, floor, cc: version, notes };

@@ -31,7 +31,7 @@ import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as apt from './lib/apt.mjs';
-import { buildProbes } from './lib/cross.mjs';
+import { buildBenchHelpers, buildProbes } from './lib/cross.mjs';
 import { assembleBase, assembleTree, KERNELS } from './lib/guest.mjs';
 import { boot } from './lib/qemu.mjs';
 
@@ -123,6 +123,7 @@ async function main() {
   apt.ensureForeignArch(log);
   const base = assembleBase(ctx);
   const probes = buildProbes(ctx);
+  const bench = buildBenchHelpers(ctx);
   let launcher = null;
   if (o.launcher) {
     log('cross-building the aarch64 launcher');
@@ -136,7 +137,7 @@ async function main() {
   pruneCache(cache);
   const runDir = path.join(runs, new Date().toISOString().replace(/[:.]/g, '-'));
   fs.mkdirSync(runDir, { recursive: true });
-  const tree = assembleTree(ctx, path.join(runDir, 'tree.ext4'), { runScript: runScript(o, base), launcher, probes });
+  const tree = assembleTree(ctx, path.join(runDir, 'tree.ext4'), { runScript: runScript(o, base), launcher, probes, bench });
   const prepMs = Date.now() - t0;
   log(`booting (${o.kernel} kernel ${base.kernelVersion}, -smp ${o.smp} -m ${o.mem}; arm64 npm packages ${tree.natives.join(', ')}); console: ${runDir}/console.log`);
 

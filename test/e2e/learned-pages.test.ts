@@ -62,7 +62,7 @@ async function populated(): Promise<{ size: number; anon: number }> {
   const child = spawn(LAUNCHER, after(['-c', 'import sys; sys.stdin.readline()']), { cwd: work, env, stdio: ['pipe', 'ignore', 'ignore'] });
   const smaps = `/proc/${child.pid}/smaps`;
   const read = (): { size: number; anon: number } | null => {
-    let text = '';
+    let text: string;
     try {
       text = fs.readFileSync(smaps, 'utf8');
     } catch {
@@ -84,7 +84,6 @@ async function populated(): Promise<{ size: number; anon: number }> {
     }
     return seen ? { size, anon } : null;
   };
-  let got: { size: number; anon: number } | null = null;
   // The image is mapped once the launcher restored; sleeping then is python blocked on stdin.
   const blocked = (): boolean => {
     try {
@@ -94,7 +93,7 @@ async function populated(): Promise<{ size: number; anon: number }> {
     }
   };
   await waitFor(blocked, 60_000);
-  got = read();
+  const got = read();
   child.stdin.end('\n');
   await new Promise((resolve) => child.on('close', resolve));
   expect(got, 'the blocked run restored').not.toBeNull();

@@ -5,6 +5,7 @@
  * arm64 files (the same specs musl-gcc uses on x86_64, pointed at them).
  */
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as apt from './apt.mjs';
@@ -111,4 +112,36 @@ export function buildProbes(ctx) {
     fs.rmSync(libDir, { recursive: true, force: true });
   }
   return out;
+}
+
+/**
+ * The benchmark harness's C helpers for the guest, which has no compiler:
+ * benchmarks/runner.c (static glibc) and benchmarks/exit.c (no libc), with a
+ * prebuilt.json naming the source digest, compiler and flags of each
+ * (benchmarks/harness/runner.ts uses them only if the digest is its source's).
+ * Cached by source, compiler and flags; returns { dir, files: [names] } where
+ * dir holds runner, exit-floor and prebuilt.json, to be the guest's
+ * /cx/build/bench/.
+ */
+export function buildBenchHelpers(ctx) {
+  const ver = ccVersion();
+  const helpers = [
+    { name: 'runner', src: 'benchmarks/runner.c', flags: ['-O2', '-Wall', '-static'] },
+    { name: 'exit-floor', src: 'benchmarks/exit.c', flags: ['-O2', '-nostdlib', '-static'] },
+  ];
+  const srcs = helpers.map((h) => fs.readFileSync(path.join(ctx.root, h.src)));
+  const dir = path.join(ctx.cache, 'probes', `bench-${sha(ver, ...helpers.map((h) => h.flags), ...srcs)}`);
+  if (fs.existsSync(path.join(dir, 'prebuilt.json'))) return { dir, files: [...helpers.map((h) => h.name), 'prebuilt.json'] };
+  const tmpDir = `${dir}.${process.pid}.tmp`;
+  fs.rmSync(tmpDir, { recursive: true, force: true });
+  fs.mkdirSync(tmpDir, { recursive: true });
+  const list = {};
+  helpers.forEach((h, i) => {
+    execFileSync(CC, [...h.flags, '-o', path.join(tmpDir, h.name), path.join(ctx.root, h.src)], { stdio: ['ignore', 'inherit', 'inherit'] });
+    list[h.name] = { source: h.src, sha256: createHash('sha256').update(srcs[i]).digest('hex'), cc: ver, flags: h.flags };
+  });
+  fs.writeFileSync(path.join(tmpDir, 'prebuilt.json'), `${JSON.stringify(list, null, 1)}\n`);
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.renameSync(tmpDir, dir);
+  return { dir, files: [...helpers.map((h) => h.name), 'prebuilt.json'] };
 }

