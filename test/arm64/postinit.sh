@@ -18,57 +18,7 @@
 #  5. probes/pacret (return addresses signed with PAC): refused, runs cold
 #     and equal;
 #  6. uid 1000 warms and restores bash after its rc file with its own cache.
-CX=/cx/bin/cached-exec
-export PATH=/usr/local/bin:/usr/bin:/bin
-export LC_ALL=C
-export CACHED_EXEC_DIR=/tmp/cx-cache
-export CACHED_EXEC_NO_WARM=1
-W=/tmp/cx-work
-mkdir -p "$W"
-
-check() { cx_check "$@" || CX_FAILED=$((CX_FAILED + 1)); }
-
-last_outcome() {
-	node --input-type=module -e "
-		import * as fs from 'node:fs';
-		import { decodeRunRecords } from '/cx/dist/cache/stats.js';
-		const r = decodeRunRecords(fs.readFileSync('$CACHED_EXEC_DIR/stats/runs.log')).records;
-		console.log(r.at(-1).outcome);"
-}
-
-# The image path of "$@" (an --after-init command line) as the launcher computes it.
-image_of() { set -- $("$CX" --internal-key "$@") && echo "$2"; }
-
-# "$@" cold and restored: stdout, stderr and status equal, and the launcher's run a HIT
-# (a FAIL_ADAPTER record after it would mean the adapter ran it cold after all). A run cold
-# by rule (FAIL_COLLISION: docs/arm64.md "Not done") is run again, up to 3 times.
-same_restored() {
-	CACHED_EXEC_DISABLE=1 "$CX" "$@" >"$W/cold.out" 2>"$W/cold.err" </dev/null
-	c=$?
-	for n in 1 2 3; do
-		"$CX" "$@" >"$W/cx.out" 2>"$W/cx.err" </dev/null
-		r=$?
-		o=$(last_outcome)
-		if [ "$c" != "$r" ] || ! cmp -s "$W/cold.out" "$W/cx.out" || ! cmp -s "$W/cold.err" "$W/cx.err"; then
-			echo "DIFFERS: $* (status cold $c, restored $r, $o)"
-			diff "$W/cold.out" "$W/cx.out" | head -8
-			diff "$W/cold.err" "$W/cx.err" | head -8
-			return 1
-		fi
-		echo "same: $* (status $r, $(wc -c <"$W/cx.out")+$(wc -c <"$W/cx.err") bytes out+err, $o)"
-		[ "$o" = FAIL_COLLISION ] || break
-	done
-	[ "$o" = HIT ]
-}
-
-retry_collision() {
-	for n in 1 2 3; do
-		"$@" && return 0
-		[ "$(last_outcome)" = FAIL_COLLISION ] || return 1
-		echo "(that run was FAIL_COLLISION: again)"
-	done
-	return 1
-}
+. /cx/test/arm64/common.sh
 
 # --warm "$@"; the image exists and --explain says the next run restores.
 warm() {

@@ -17,24 +17,7 @@
 #    image changed; the image in its maps, no execve in strace; root and uid 1000.
 # 5. The counter-trap probe (cntvct_el0) answers as the kernel allows.
 # 6. What the launcher costs (timing notes).
-CX=/cx/bin/cached-exec
-export PATH=/usr/local/bin:/usr/bin:/bin
-export LC_ALL=C
-export CACHED_EXEC_DIR=/tmp/cx-cache
-export CACHED_EXEC_NO_WARM=1
-W=/tmp/cx-work
-mkdir -p "$W"
-
-check() { cx_check "$@" || CX_FAILED=$((CX_FAILED + 1)); }
-
-# The last outcome the launcher recorded (stats/runs.log), by name.
-last_outcome() {
-	node --input-type=module -e "
-		import * as fs from 'node:fs';
-		import { decodeRunRecords } from '/cx/dist/cache/stats.js';
-		const r = decodeRunRecords(fs.readFileSync('$CACHED_EXEC_DIR/stats/runs.log')).records;
-		console.log(r.at(-1).outcome);"
-}
+. /cx/test/arm64/common.sh
 
 # Runs "$@" cold and through the launcher; stdout, stderr and status must be equal.
 same_as_cold() {
