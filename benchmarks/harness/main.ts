@@ -676,10 +676,10 @@ function postInitTargets(groups: Group[]): Target[] {
       ...(ok ? {} : {
         why: g.image?.restores
           ? `under ${bar}x: the restored run still does the work after the checkpoint (` + (g.name.startsWith('py-')
-            ? 'the tool\'s own work after its imports, e.g. reading package metadata, and the restore\'s check of every file the image ' +
-              'depends on; the writable pages are copied in up front with MADV_POPULATE_WRITE)'
-            : 'for python3 mostly the interpreter\'s exit, whose module teardown deallocates every object the init created; the ' +
-              'restore copies the image\'s writable pages up front (MADV_POPULATE_WRITE) instead of ~4000 copy-on-write faults during that teardown)')
+            ? 'the tool\'s own work after its imports, e.g. reading package metadata, the restore\'s check of every file the image ' +
+              'depends on, and copying the pages restored runs write (learned pages, MADV_POPULATE_WRITE; all of them after a full exit, as pip\'s))'
+            : 'for python3 mostly the restore itself: mapping the image and copying the pages restored runs write (learned pages, ' +
+              'MADV_POPULATE_WRITE), and the exit freeing them; the interpreter\'s teardown is skipped when nothing would finalize)')
           : `no restore happened: ${g.image?.detail}`,
       }),
     };
