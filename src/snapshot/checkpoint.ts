@@ -200,7 +200,7 @@ function waitStop(pid: number, deadline: number): L.WaitStatus {
 
 function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, children: TracedChildren, effects: EffectJournal,
   identity: IdentityUse): StoppedAtCheckpoint {
-  followToExec(pid, o.exePath, () => waitStop(pid, o.deadline));
+  followToExec(pid, o.exePath, () => waitStop(pid, o.deadline), true);
   // Children too, for the files they read (children.ts): the main tracee's stops come back from waitMain.
   L.ptrace(L.PTRACE_SETOPTIONS, pid, 0, L.PTRACE_O_TRACESYSGOOD | L.PTRACE_O_EXITKILL | L.PTRACE_O_TRACEEXEC |
     L.PTRACE_O_TRACEFORK | L.PTRACE_O_TRACEVFORK);

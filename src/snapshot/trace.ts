@@ -188,18 +188,69 @@ export function vdsoImage(pid: number, mem: number, base: bigint): Buffer {
 }
 
 /**
+ * Where a post-init image's mappings go, counted down from the top of the
+ * address space. An ASLR-off process maps its libraries just below the
+ * kernel's minimum gap under the stack (128 MiB), which is inside the 16 GiB
+ * (x86_64) where a restoring process's own random stack lies, so about one
+ * numpy restore in 150 found the launcher's stack in the image's way and ran
+ * cold. The kernel places the mmap area max(RLIMIT_STACK, 128 MiB) below the
+ * stack: with the limit raised to this for the exec alone, the image's
+ * mappings sit below every random stack and below the random mmap base where
+ * the restoring process's vdso lies (1 TiB of vm.mmap_rnd_bits=28 under the
+ * stack's 16 GiB). The image's own stack stays at the top.
+ */
+const FAR_MMAP_GAP = 2n << 40n;
+
+/**
+ * Raises the helper's RLIMIT_STACK before its exec so the kernel puts its
+ * mmap area FAR_MMAP_GAP below the stack; undo() puts the limit back at the
+ * exec event, before the program's first instruction (glibc reads the limit
+ * for its thread stacks, and the image keeps what it computed). An unlimited
+ * stack (the legacy bottom-up layout, already far from the top) and a hard
+ * limit below the gap leave the limit as it was: the image is then placed as
+ * before, which costs restores, never correctness.
+ */
+function farMmapArea(pid: number): { undo(): void } {
+  const none = { undo(): void {} };
+  let before: L.ResourceLimit;
+  try {
+    before = L.prlimit(pid, L.RLIMIT_STACK);
+  } catch {
+    return none;
+  }
+  if (before.soft === L.RLIM_INFINITY || before.soft >= FAR_MMAP_GAP || before.hard < FAR_MMAP_GAP) return none;
+  try {
+    L.prlimit(pid, L.RLIMIT_STACK, { soft: FAR_MMAP_GAP, hard: before.hard });
+  } catch {
+    return none;
+  }
+  return {
+    undo(): void {
+      try {
+        L.prlimit(pid, L.RLIMIT_STACK, before);
+      } catch (e) {
+        throw new SnapshotRefusal('internal', `cannot put RLIMIT_STACK back after the exec: ${(e as Error).message}`);
+      }
+    },
+  };
+}
+
+/**
  * From the helper's SIGSTOP (--internal-traceme) to the exec event of the
  * program, with the tracer's options set; the exec must have run exePath.
+ * farMmap: the program's mmap area goes FAR_MMAP_GAP below its stack (post-init).
  */
-export function followToExec(pid: number, exePath: string, wait: () => L.WaitStatus): void {
+export function followToExec(pid: number, exePath: string, wait: () => L.WaitStatus, farMmap = false): void {
   let st = wait();
   if (st.stopSig !== L.SIGSTOP) throw new SnapshotRefusal('internal', `helper stopped with signal ${st.stopSig}, not SIGSTOP`);
   L.ptrace(L.PTRACE_SETOPTIONS, pid, 0, L.PTRACE_O_TRACESYSGOOD | L.PTRACE_O_EXITKILL | L.PTRACE_O_TRACEEXEC);
+  const limit = farMmap ? farMmapArea(pid) : { undo(): void {} };
   L.ptrace(L.PTRACE_CONT, pid, 0, 0);
   st = wait();
   if (st.stopSig !== L.SIGTRAP || st.event !== L.PTRACE_EVENT_EXEC) {
     throw new SnapshotRefusal('internal', `expected the exec event, got status 0x${st.raw.toString(16)}`);
   }
+  limit.undo();
   const exe = fs.statSync(`/proc/${pid}/exe`, { bigint: true });
   const want = fs.statSync(exePath, { bigint: true });
   if (exe.dev !== want.dev || exe.ino !== want.ino) {

@@ -39,6 +39,7 @@ const setxattr_ = libc.func('int setxattr(const char *path, const char *name, co
 const removexattr_ = libc.func('int removexattr(const char *path, const char *name)');
 const flock_ = libc.func('int flock(int fd, int op)');
 const sched_yield_ = libc.func('int sched_yield(void)');
+const prlimit_ = libc.func('int prlimit(int pid, int resource, const void *newLimit, void *oldLimit)');
 const Timespec = koffi.struct('cx_timespec', { tv_sec: 'int64_t', tv_nsec: 'int64_t' });
 const clock_getres_ = libc.func('clock_getres', 'int', ['int', koffi.out(koffi.pointer(Timespec))]);
 
@@ -203,6 +204,27 @@ export function ptraceBuffer(req: number, pid: number, buf: Buffer, addr: bigint
   const r = ptrace_(req, 'int', pid, 'uint64_t', BigInt(addr), 'void *', buf) as number;
   if (r === -1) throw new SysError(`ptrace(${req})`, koffi.errno());
   return r;
+}
+
+export const RLIMIT_STACK = 3;
+export const RLIM_INFINITY = 0xffffffffffffffffn;
+
+export interface ResourceLimit {
+  soft: bigint;
+  hard: bigint;
+}
+
+/** prlimit(2) on another process: sets `next` when given; returns the limit before. */
+export function prlimit(pid: number, resource: number, next?: ResourceLimit): ResourceLimit {
+  const old = Buffer.alloc(16);
+  let set: Buffer | null = null;
+  if (next) {
+    set = Buffer.alloc(16);
+    set.writeBigUInt64LE(next.soft, 0);
+    set.writeBigUInt64LE(next.hard, 8);
+  }
+  if (prlimit_(pid, resource, set, old) !== 0) throw new SysError('prlimit', koffi.errno());
+  return { soft: old.readBigUInt64LE(0), hard: old.readBigUInt64LE(8) };
 }
 
 export const PTRACE_GETSIGINFO = 0x4202;
