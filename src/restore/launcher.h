@@ -35,7 +35,6 @@ enum cx_outcome {
 	CX_FAIL_ARCH = CX_OUTCOME_FAIL_ARCH,
 	CX_FAIL_PAGE_SIZE = CX_OUTCOME_FAIL_PAGE_SIZE,
 	CX_FAIL_CPU = CX_OUTCOME_FAIL_CPU,
-	CX_FAIL_LIMITS = CX_OUTCOME_FAIL_LIMITS,
 };
 
 /* What PR_SET_MM_MAP's exe_fd needs (jump.c exe_settable). */

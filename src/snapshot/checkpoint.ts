@@ -30,7 +30,7 @@ import { EffectJournal, type Effect, type PendingEffect } from './effects.js';
 import { IdentityUse } from './access.js';
 import { LookupTracer, announcement, type EnvLookup, type LookupFunction } from './lookups.js';
 import {
-  AT, accessMode, describeCode, followToExec, killTracee, noteLimitRead, readAuxv, recordResult, streamRandom, vdsoImage,
+  AT, accessMode, describeCode, followToExec, killTracee, readAuxv, recordResult, streamRandom, vdsoImage,
   type LoaderState, type PathEvent,
 } from './trace.js';
 
@@ -415,7 +415,6 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
         const arg = (i: number): bigint => p.args[i] ?? 0n;
         const rval = info.rval;
         recordResult(p.nr, p.args, rval, loader);
-        noteLimitRead(mem, p.nr, p.args, rval, loader);
         if (p.effect) effects.exit(p.effect, rval);
         const answer = (v: bigint): void => {
           const regs = ARCH.getRegs(pid);

@@ -34,7 +34,7 @@ import { buildFiles, isPseudoPath } from './files.js';
 import { SnapshotRefusal } from './refusal.js';
 import { buildRegions } from './regions.js';
 import { describeAddr } from './slots.js';
-import { AT, describeLimits, killTracee, limitsOf, type PathEvent } from './trace.js';
+import { AT, killTracee, type PathEvent } from './trace.js';
 import { readMem } from './mem.js';
 import { acceptLoaderClockWords, changingWords, counterTrappable, loaderPath, type Unexplained } from './clock.js';
 import { byAddress, checkProgramUnchanged, kernelState, vdsoParts } from './process-state.js';
@@ -295,7 +295,6 @@ function postInitImage(opts: PostInitOptions, exePath: string, interpreter: stri
     vdso: vdsoParts(a.maps, state.vdsoBase),
     resume,
     ...(env.deps.length ? { envDeps: env.deps } : {}),
-    ...(a.t.loader.limitsRead.length ? { limits: limitsOf(a.t.loader) } : {}),
     snapshotEnv: retakeEntries(env.deps, opts.env, env.whole),
   };
   const notes = [
@@ -305,8 +304,6 @@ function postInitImage(opts: PostInitOptions, exePath: string, interpreter: stri
     env.note,
   ];
   if (identityBound) notes.push(`identity-bound (served only to uid ${key.euid}): ${identityBound}`);
-  const limitsNote = describeLimits(image.limits ?? [], 'before the checkpoint');
-  if (limitsNote) notes.push(limitsNote);
   return { image, notes };
 }
 

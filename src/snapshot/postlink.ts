@@ -30,7 +30,7 @@ import { byAddress, checkProgramUnchanged, kernelState, vdsoParts } from './proc
 import { SnapshotRefusal } from './refusal.js';
 import { buildRegions } from './regions.js';
 import { findCanaries, findStackSlots, readStack, type StackLayout } from './slots.js';
-import { AT, describeLimits, killTracee, limitsOf, readMem, runToEntry, type StoppedAtEntry } from './trace.js';
+import { AT, killTracee, readMem, runToEntry, type StoppedAtEntry } from './trace.js';
 import { syscallName } from './syscalls.js';
 import { clockNow } from './vdso-clock.js';
 import { loaderIsLibc } from './libc-loader.js';
@@ -112,7 +112,6 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
       state,
       vdso: vdsoParts(maps, state.vdsoBase),
       ...(deps?.length ? { envDeps: deps } : {}),
-      ...(t.loader.limitsRead.length ? { limits: limitsOf(t.loader) } : {}),
       // A re-take needs what the image depends on (no other variable goes into an image).
       ...(!deps || deps.length ? { snapshotEnv: retakeEntries(deps ?? [], opts.env, !deps) } : {}),
     };
@@ -121,8 +120,10 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
       `${slots.length} slots, ${regions.length} regions, ${files.files.length} files`,
     ];
     if (identityBound) notes.push(`identity-bound (served only to uid ${key.euid}): ${identityBound}`);
-    const limitsNote = describeLimits(limitsOf(t.loader), 'before the entry point');
-    if (limitsNote) notes.push(limitsNote);
+    for (const l of t.loader.limitsRead) {
+      const v = (x: bigint): string => (x === 0xffffffffffffffffn ? 'unlimited' : String(x));
+      notes.push(`resource limit ${l.resource} read before the entry point (soft ${v(l.cur)}, hard ${v(l.max)}): a caller with another limit gets values derived from this one`);
+    }
     if (!deps) {
       notes.push(diff.envBound
         ? 'library constructors read the environment other than through getenv: the image serves only this exact environment'

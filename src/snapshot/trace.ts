@@ -16,7 +16,6 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as L from '../sys/libc.js';
 import { SnapshotRefusal } from './refusal.js';
-import { describeLimit, type ImageLimit } from '../image/format.js';
 import { ARCH_SET_FS, NR, RSEQ_FLAG_UNREGISTER, checkSyscall, syscallName, type PathUse } from './syscalls.js';
 import { guardedVdsoFunctions } from './vdso.js';
 import { EnvironmentTrap } from './envtrap.js';
@@ -327,7 +326,10 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
         } else if (info.op === L.SYSCALL_INFO_EXIT && pending) {
           recordResult(pending.nr, pending.args, info.rval, loader);
           if (o.loaderIsLibc && pending.nr === NR.set_tid_address) threadSetUp = true;
-          noteLimitRead(mem, pending.nr, pending.args, info.rval, loader);
+          if (pending.nr === NR.prlimit64 && info.rval === 0n && (pending.args[3] ?? 0n) !== 0n) {
+            const old = readMem(mem, pending.args[3] as bigint, 16);
+            loader.limitsRead.push({ resource: Number(pending.args[1] ?? 0n), cur: old.readBigUInt64LE(0), max: old.readBigUInt64LE(8) });
+          }
           if (pending.path) {
             const ev: PathEvent = { ...pending.path, result: Number(info.rval), ...accessMode(pending.nr, pending.args) };
             if (ev.kind === 'open' && info.rval >= 0n) ev.opened = fs.statSync(`/proc/${pid}/fd/${info.rval}`, { bigint: true });
@@ -482,34 +484,5 @@ export function recordResult(nr: number, args: bigint[], rval: bigint, loader: L
       break;
   }
 }
-
-/** A resource limit read (prlimit64 of this process with an old-value buffer): LoaderState.limitsRead. */
-export function noteLimitRead(mem: number, nr: number, args: bigint[], rval: bigint, loader: LoaderState): void {
-  if (nr !== NR.prlimit64 || rval !== 0n || !args[3] || (args[0] ?? 0n) !== 0n) return;
-  const old = readMem(mem, args[3], 16);
-  loader.limitsRead.push({ resource: Number(args[1] ?? 0n), cur: old.readBigUInt64LE(0), max: old.readBigUInt64LE(8) });
-}
-
-/**
- * The image's LIMITS: each resource the program read, as first read (it could
- * not set one: the tracers refuse that), in resource order. The launcher
- * compares them with its own (limits.c).
- */
-export function limitsOf(loader: LoaderState): ImageLimit[] {
-  const seen = new Map<number, ImageLimit>();
-  for (const l of loader.limitsRead) {
-    if (l.resource < 0 || l.resource >= RLIMIT_COUNT) throw new SnapshotRefusal('internal', `read of unknown resource limit ${l.resource}`);
-    if (!seen.has(l.resource)) seen.set(l.resource, { resource: l.resource, soft: l.cur, hard: l.max });
-  }
-  return [...seen.values()].sort((x, y) => x.resource - y.resource);
-}
-/** The --warm note for an image's LIMITS, or null when it has none. */
-export function describeLimits(limits: readonly ImageLimit[], when: string): string | null {
-  if (!limits.length) return null;
-  return `resource limits read ${when} (soft/hard): ${limits.map(describeLimit).join(', ')}: the image serves runs with the same limits (others run cold)`;
-}
-
-/** RLIM_NLIMITS (the launcher's CX_RLIMIT_COUNT). */
-const RLIMIT_COUNT = 16;
 
 export { syscallName };
