@@ -19,12 +19,12 @@
  */
 import * as fs from 'node:fs';
 import { decodeStruct } from '../image/codec.js';
-import { DATA_PROBLEM, type ImageEnvDep, type ImageKey } from '../image/format.js';
+import { DATA_PROBLEM, describeLimit, type ImageEnvDep, type ImageKey, type ImageLimit } from '../image/format.js';
 import { archName, hostCpuId, hostMachine, systemPageSize } from '../image/machine.js';
 import { openRegular, readImageMeta, verifyImageData } from './store.js';
 import { describeDependency, observedEnvHash, unmetDependencies, variantSelector } from './envdeps.js';
 import {
-  ABI_HASH, ENV_DEP, FILE, FORMAT_VERSION, FileKind, HEADER, KEY, MAGIC, Outcome, REGION, RESUME, SECTION, SIGACTION,
+  ABI_HASH, ENV_DEP, FILE, FORMAT_VERSION, FileKind, HEADER, KEY, LIMIT, MAGIC, Outcome, REGION, RESUME, SECTION, SIGACTION,
   SLOT, STATE, SecFlag, Section, SlotKind, Src, StateFlag, VDSO_PART, constName, hash64, layout, sizeOf,
 } from '../image/schema.js';
 
@@ -51,6 +51,8 @@ export interface Verdict {
     /** FAIL_ENV: the selector of the variant image that would serve this environment. */
     selector?: bigint;
   };
+  /** Filled once the sections were read: the resource limits the program read (LIMITS). */
+  limits?: ImageLimit[];
 }
 
 export interface CheckOptions {
@@ -78,9 +80,13 @@ export interface CheckOptions {
    * Unchecked when absent (--cleanup: another run may be able to).
    */
   exeSettable?: { settable: boolean; why: string };
+  /** The run's resource limits (LIMITS: limits.c compares them); unchecked when absent (--cleanup: another run may have others). */
+  limits?: (resource: number) => { soft: bigint; hard: bigint };
 }
 
 const META_PAGE = 4096;
+/** restore.h: CX_RLIMIT_COUNT (RLIM_NLIMITS). */
+const RLIMIT_COUNT = 16;
 /** restore.h: MAX_FILES. */
 const MAX_FILES = 16384;
 
@@ -215,6 +221,7 @@ export function checkImage(file: string, opts: CheckOptions): Verdict {
       [Section.KEY]: sizeOf(KEY), [Section.FILES]: sizeOf(FILE), [Section.REGIONS]: sizeOf(REGION),
       [Section.SLOTS]: sizeOf(SLOT), [Section.STATE]: sizeOf(STATE), [Section.VDSO]: sizeOf(VDSO_PART),
       [Section.RESUME]: sizeOf(RESUME), [Section.SIGACTIONS]: sizeOf(SIGACTION), [Section.ENV_DEPS]: sizeOf(ENV_DEP),
+      [Section.LIMITS]: sizeOf(LIMIT),
     };
     if (type === Section.KEY || type === Section.STATE || type === Section.RESUME) {
       if (Number(s.count) !== 1 || Number(s.entsize) < (min[type] ?? 0)) return v('FAIL_HEADER', `section ${name} malformed`, info);
@@ -290,6 +297,22 @@ export function checkImage(file: string, opts: CheckOptions): Verdict {
     if (why.length) {
       info.env.selector = variantSelector({ initSpec: spec, envHash: B(k.env_hash) }, deps, env);
       return v('FAIL_ENV', `the image depends on ${why.join('; ')}`, info);
+    }
+  }
+
+  // check_limits (limits.c): the resource limits the program read, as this run has them.
+  const limits: ImageLimit[] = records(Section.LIMITS, LIMIT).map((l) => ({ resource: Number(l.resource), soft: B(l.soft), hard: B(l.hard) }));
+  if (limits.length > RLIMIT_COUNT || limits.some((l) => l.resource >= RLIMIT_COUNT)) return v('FAIL_HEADER', 'bad LIMITS section', info);
+  info.limits = limits;
+  if (opts.limits) {
+    const now = opts.limits;
+    const differ = limits.filter((l) => {
+      const n = now(l.resource);
+      return n.soft !== l.soft || n.hard !== l.hard;
+    });
+    if (differ.length) {
+      return v('FAIL_LIMITS', `the program read resource limits before the image was taken, and this run's differ: ${differ.map((l) =>
+        `${describeLimit(l)} in the image, ${describeLimit({ ...l, ...now(l.resource) }).replace(/^\S+ /, '')} now`).join('; ')}`, info);
     }
   }
 

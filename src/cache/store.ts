@@ -24,7 +24,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CxError, ioError } from '../common/errors.js';
-import { parseImage, problemWithData, writeFileAtomic, type ImageKey, type ParsedImage } from '../image/format.js';
+import { parseImage, problemWithData, writeFileAtomic, type ImageKey, type ImageLimit, type ParsedImage } from '../image/format.js';
 import { HEADER, sizeOf } from '../image/schema.js';
 import { decodeStruct } from '../image/codec.js';
 import { IMAGE_NAME_RE, cacheDir, cacheDirOrigin, keyHash } from './key.js';
@@ -50,7 +50,9 @@ export interface ImageEntry {
  *   [after-init \t SPEC \n]   a post-init image
  *   [rotate \n]               an image exists but is past its age limit: replace it
  *   [retake \n]               a run fell back cold from an image that went stale or was taken for
- *                             another environment: the warmer notes the time (retake/<key16>)
+ *                             another environment or other limits: the warmer notes the time (retake/<key16>)
+ *   [limit \t R \t SOFT \t HARD \n ...] resource limits of the run (RLIMIT_STACK, and those an
+ *                             image it fell back from had read): the snapshot starts with them
  *   [env \n NAME=value \0 ...] the caller's environment, to the end of the file: the snapshot
  *                             runs in it, so the image serves that caller (absent: the warmer's own)
  *
@@ -68,9 +70,11 @@ export interface QueueEntry {
   initSpec?: string;
   /** The environment to snapshot in. */
   env?: string[];
+  /** Resource limits the snapshot starts with (absent: the warmer's own). */
+  limits?: ImageLimit[];
 }
 
-export type NewQueueEntry = Pick<QueueEntry, 'exePath' | 'pathEnv'> & Partial<Pick<QueueEntry, 'rotate' | 'retake' | 'initSpec' | 'env'>>;
+export type NewQueueEntry = Pick<QueueEntry, 'exePath' | 'pathEnv'> & Partial<Pick<QueueEntry, 'rotate' | 'retake' | 'initSpec' | 'env' | 'limits'>>;
 
 /** The bytes of a queue entry (the launcher writes the same: src/restore/record.c). */
 export function queueEntryBytes(q: NewQueueEntry): Buffer {
@@ -78,6 +82,7 @@ export function queueEntryBytes(q: NewQueueEntry): Buffer {
   if (q.initSpec) head += `after-init\t${q.initSpec}\n`;
   if (q.rotate) head += 'rotate\n';
   if (q.retake) head += 'retake\n';
+  for (const l of q.limits ?? []) head += `limit\t${l.resource}\t${l.soft}\t${l.hard}\n`;
   if (!q.env) return Buffer.from(head, 'utf8');
   return Buffer.concat([Buffer.from(`${head}env\n`, 'utf8'), ...q.env.map((e) => Buffer.from(`${e}\0`, 'utf8'))]);
 }
@@ -101,10 +106,21 @@ export function parseQueueEntry(data: Buffer): Omit<QueueEntry, 'hash' | 'path' 
   const [exePath = '', pathEnv = '', ...rest] = lines;
   if (!exePath) return null;
   const spec = rest.find((l) => l.startsWith('after-init\t'));
+  const limits = rest.map(parseLimitLine).filter((l): l is ImageLimit => l !== null);
   return {
     exePath, pathEnv, rotate: rest.includes('rotate'), retake: rest.includes('retake'),
     ...(spec ? { initSpec: spec.slice('after-init\t'.length) } : {}), ...(env ? { env } : {}),
+    ...(limits.length ? { limits } : {}),
   };
+}
+
+/** "limit\tR\tSOFT\tHARD" (decimal; R < 16), or null for any other or malformed line. */
+function parseLimitLine(line: string): ImageLimit | null {
+  const m = /^limit\t(\d{1,2})\t(\d{1,20})\t(\d{1,20})$/.exec(line);
+  if (!m) return null;
+  const [resource, soft, hard] = [Number(m[1]), BigInt(m[2] as string), BigInt(m[3] as string)];
+  const max = 0xffff_ffff_ffff_ffffn;
+  return resource < 16 && soft <= max && hard <= max ? { resource, soft, hard } : null;
 }
 
 export interface RefusedEntry {

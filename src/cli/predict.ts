@@ -15,6 +15,7 @@ import { readShebang, resolveProgram } from '../common/resolve.js';
 import * as fs from 'node:fs';
 import { exeSettable } from './capability.js';
 import { LAUNCHER } from '../common/package.js';
+import { prlimit } from '../sys/libc.js';
 
 export interface Attempt {
   layer: 'user' | 'system';
@@ -104,7 +105,8 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
   const tryLayer = (layer: 'user' | 'system', dir: string, key: ImageKey, owner: number, exe: string): { v: Verdict; a: Attempt } => {
     const hash = keyHash(key);
     const image = path.join(dir, 'images', `${hash}.img`);
-    const checks = { env, runEuid: euid, verifyData: true, exeSettable: settable() };
+    // The launcher's limits are this process's (node keeps the ones it was started with).
+    const checks = { env, runEuid: euid, verifyData: true, exeSettable: settable(), limits: (r: number) => prlimit(0, r) };
     const v = checkImage(image, { key, owner, ...checks });
     if (layer === 'system' && v.outcome === 'FAIL_IMAGE_IO' && v.detail.endsWith('EACCES') && euid !== 0) {
       v.detail += ' (root\'s own image: it depends on who took it, so it is 0600 and serves root only)';
@@ -147,7 +149,7 @@ export function predictRun(program: string, env: NodeJS.ProcessEnv = process.env
     }
     const s = tryLayer('system', sysDir, withInit(keyFromStat(exe, st, env, 0, 0n)), 0, exe);
     // As key.c: a system image that is not this user's to use (or not this machine's) leaves the user's own miss (which is queued).
-    const notOurs = ['FAIL_IDENTITY', 'FAIL_IMAGE_IO', 'FAIL_OWNER', 'FAIL_ARCH', 'FAIL_PAGE_SIZE', 'FAIL_CPU'].includes(s.v.outcome);
+    const notOurs = ['FAIL_IDENTITY', 'FAIL_IMAGE_IO', 'FAIL_OWNER', 'FAIL_ARCH', 'FAIL_PAGE_SIZE', 'FAIL_CPU', 'FAIL_LIMITS'].includes(s.v.outcome);
     return s.v.outcome !== 'MISS' && !notOurs ? s : { v, a };
   };
 
@@ -222,6 +224,8 @@ function finish(p: Prediction, user: Store, outcome: OutcomeName, detail: string
   } else if (outcome === 'FAIL_ARCH' || outcome === 'FAIL_PAGE_SIZE' || outcome === 'FAIL_CPU') {
     p.hint = `an image serves only the architecture, page size and CPU features it was taken on: '${warm}' takes one on this machine ` +
       '(machines sharing a home directory: give each its own CACHED_EXEC_DIR)';
+  } else if (outcome === 'FAIL_LIMITS') {
+    p.hint = `an image serves the resource limits it was taken with (glibc sizes thread stacks from ulimit -s): '${warm}' in this shell takes one for these; runs with the old limits then run cold`;
   } else if (outcome === 'BYPASS_UNTRUSTED_DIR') {
     p.hint = 'the cache directory must be an absolute path to a real directory (not a symlink) owned by you, mode 0700';
   } else if (outcome.startsWith('FAIL_')) {

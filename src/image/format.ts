@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { decodeStruct, encodeStruct } from './codec.js';
 import {
-  ABI_HASH, ENV_DEP, FILE, FORMAT_VERSION, HEADER, INTEGRITY, KEY, MAGIC, REGION, RESUME, SECTION, SIGACTION, SLOT, STATE,
+  ABI_HASH, ENV_DEP, FILE, FORMAT_VERSION, HEADER, INTEGRITY, KEY, LIMIT, MAGIC, REGION, RESUME, SECTION, SIGACTION, SLOT, STATE,
   VDSO_PART, FileKind, ResumeFlag, Section, SecFlag, Src, hash64, sizeOf, type StructDef,
 } from './schema.js';
 import { hostCpuId, hostMachine, systemPageSize } from './machine.js';
@@ -159,6 +159,21 @@ export interface ImageVdsoPart {
   kind: number; // VdsoKind
 }
 
+/** A resource limit as the program read it (prlimit64 without a new value): RLIMIT_*, soft and hard. */
+export interface ImageLimit {
+  resource: number;
+  soft: bigint;
+  hard: bigint;
+}
+
+const LIMIT_NAMES = ['CPU', 'FSIZE', 'DATA', 'STACK', 'CORE', 'RSS', 'NPROC', 'NOFILE', 'MEMLOCK', 'AS', 'LOCKS', 'SIGPENDING', 'MSGQUEUE', 'NICE', 'RTPRIO', 'RTTIME'];
+
+/** "RLIMIT_STACK 8388608/unlimited" (soft/hard), for --warm's notes, --inspect and --explain. */
+export function describeLimit(l: ImageLimit): string {
+  const v = (x: bigint): string => (x === 0xffffffffffffffffn ? 'unlimited' : String(x));
+  return `RLIMIT_${LIMIT_NAMES[l.resource] ?? String(l.resource)} ${v(l.soft)}/${v(l.hard)}`;
+}
+
 export interface ImageModel {
   createdNs: bigint;
   key: ImageKey;
@@ -172,6 +187,8 @@ export interface ImageModel {
   envDeps?: ImageEnvDep[];
   /** The environment the snapshot ran in (NAME=value): what a re-take of this image needs (SNAPSHOT_ENV). */
   snapshotEnv?: string[];
+  /** Resource limits the program read before the image was taken (LIMITS): a restore needs the same ones. */
+  limits?: ImageLimit[];
   /** Read back from an image (the writer computes it): the region data's checksum. */
   integrity?: { dataHash: bigint; dataLen: bigint };
 }
@@ -242,6 +259,8 @@ export function serializeImage(img: ImageModel): Buffer {
   });
   const deps = img.envDeps ?? [];
   const envDeps = encodeArray(ENV_DEP, deps.map((d) => ({ name: strings.add(d.name), flags: d.flags, value_hash: d.valueHash })));
+  const lims = img.limits ?? [];
+  const limits = encodeArray(LIMIT, lims.map((l) => ({ resource: l.resource, soft: l.soft, hard: l.hard })));
   const snapshotEnv = img.snapshotEnv ? Buffer.from(img.snapshotEnv.map((e) => `${e}\0`).join(''), 'utf8') : null;
   const files = encodeArray(FILE, img.files.map((fl) => ({
     path: strings.add(fl.path), kind: fl.kind, dev: fl.dev, ino: fl.ino, size: fl.size,
@@ -291,6 +310,10 @@ export function serializeImage(img: ImageModel): Buffer {
   if (deps.length) {
     // REQUIRED: a launcher that cannot compare them must not restore the image for an environment it was not taken for.
     sections.push({ type: Section.ENV_DEPS, flags: SecFlag.REQUIRED, body: envDeps, size: envDeps.length, count: deps.length, entsize: sizeOf(ENV_DEP) });
+  }
+  if (lims.length) {
+    // REQUIRED: a launcher that cannot compare them must not restore state derived from other limits.
+    sections.push({ type: Section.LIMITS, flags: SecFlag.REQUIRED, body: limits, size: limits.length, count: lims.length, entsize: sizeOf(LIMIT) });
   }
   if (snapshotEnv) sections.push({ type: Section.SNAPSHOT_ENV, flags: 0, body: snapshotEnv, size: snapshotEnv.length, count: 0, entsize: 0 });
 
@@ -453,6 +476,9 @@ export function parseImage(buf: Buffer): ParsedImage {
   }
   if (byType.has(Section.ENV_DEPS)) {
     model.envDeps = records(Section.ENV_DEPS, ENV_DEP).map((d) => ({ name: readStr(strings, n(d.name)), flags: n(d.flags), valueHash: b(d.value_hash) }));
+  }
+  if (byType.has(Section.LIMITS)) {
+    model.limits = records(Section.LIMITS, LIMIT).map((l) => ({ resource: n(l.resource), soft: b(l.soft), hard: b(l.hard) }));
   }
   if (byType.has(Section.SNAPSHOT_ENV)) {
     const text = body(Section.SNAPSHOT_ENV).toString('utf8');

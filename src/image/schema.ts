@@ -54,6 +54,7 @@ export const CONSTANTS: readonly ConstGroup[] = [
       KEY: 1, STRINGS: 2, FILES: 3, REGIONS: 4, SLOTS: 5, STATE: 6, VDSO: 7, RESUME: 8, SIGACTIONS: 9, XSTATE: 10, INTEGRITY: 11,
       ENV_DEPS: 12, // cx_env_dep records: the variables the image depends on (checked against the run's environment)
       SNAPSHOT_ENV: 13, // NAME=value NUL-separated: the snapshot's values of the variables the image depends on (all, when bound to the whole environment), for re-takes only; not read at restore, never in a shared layer
+      LIMITS: 14, // cx_limit records (REQUIRED when present): the resource limits the program read before the image was taken; a run with other values is cold
     },
   },
   {
@@ -191,6 +192,7 @@ export const CONSTANTS: readonly ConstGroup[] = [
       FAIL_PAGE_SIZE: 26, // the image was taken on a kernel with another page size (header page_size vs AT_PAGESZ)
       FAIL_CPU: 28, // the image was taken on a CPU with other features (header cpu_id vs cx_arch_cpu_id): its libraries chose code for that CPU
       FAIL_ADAPTER: 27, // written by a post-init adapter after the restore, which then ran the program cold (shadowing, a sensitive variable): amends the same run's HIT
+      FAIL_LIMITS: 29, // a resource limit the program read before the image was taken (LIMITS: glibc sizes its thread stacks from RLIMIT_STACK) differs in this process
     },
   },
   {
@@ -415,6 +417,17 @@ export const VDSO_PART: StructDef = {
  * record per run to <cache>/stats/runs.log with a single O_APPEND write (atomic
  * for concurrent writers); the CLI folds the log into counters.
  */
+export const LIMIT: StructDef = {
+  name: 'cx_limit',
+  doc: 'One record of the LIMITS section: a resource limit the loader, a constructor or the init read (prlimit64 without a new value) and may have derived state from (glibc: the default thread stack size from RLIMIT_STACK). A restore needs both values equal in the restoring process.',
+  fields: [
+    f('resource', 'u32', 'RLIMIT_* (< 16)'),
+    f('reserved', 'u32', 'zero'),
+    f('soft', 'u64', 'rlim_cur as read (RLIM_INFINITY: all ones)'),
+    f('hard', 'u64', 'rlim_max as read'),
+  ],
+};
+
 export const STAT_RECORD: StructDef = {
   name: 'cx_stat_record',
   doc: 'One run as the launcher saw it (stats/runs.log).',
@@ -437,7 +450,7 @@ export const INTEGRITY: StructDef = {
   ],
 };
 
-export const STRUCTS: readonly StructDef[] = [HEADER, SECTION, KEY, FILE, REGION, SLOT, STATE, VDSO_PART, RESUME, RESUME_AARCH64, SIGACTION, INTEGRITY, ENV_DEP, STAT_RECORD];
+export const STRUCTS: readonly StructDef[] = [HEADER, SECTION, KEY, FILE, REGION, SLOT, STATE, VDSO_PART, RESUME, RESUME_AARCH64, SIGACTION, INTEGRITY, ENV_DEP, LIMIT, STAT_RECORD];
 
 // ---------------------------------------------------------------------------
 // Layout arithmetic
@@ -522,7 +535,7 @@ function group(prefix: string): Readonly<Record<string, number>> {
 
 export const Section = group('CX_SECTION_') as Readonly<{
   KEY: number; STRINGS: number; FILES: number; REGIONS: number; SLOTS: number; STATE: number; VDSO: number;
-  RESUME: number; SIGACTIONS: number; XSTATE: number; INTEGRITY: number; ENV_DEPS: number; SNAPSHOT_ENV: number;
+  RESUME: number; SIGACTIONS: number; XSTATE: number; INTEGRITY: number; ENV_DEPS: number; SNAPSHOT_ENV: number; LIMITS: number;
 }>;
 export const SecFlag = group('CX_SECFLAG_') as Readonly<{ REQUIRED: number }>;
 export const Src = group('CX_SRC_') as Readonly<{ FILE: number; DATA: number; ZERO: number }>;

@@ -164,6 +164,11 @@ enum cx_outcome find_sections(struct image *im)
 				return CX_FAIL_HEADER;
 			im->envdeps = body, im->nenvdeps = s->count, im->envdep_es = s->entsize;
 			break;
+		case CX_SECTION_LIMITS:
+			if (s->count > CX_RLIMIT_COUNT || (s->count && s->entsize < sizeof(struct cx_limit)))
+				return CX_FAIL_HEADER;
+			im->limits = body, im->nlimits = s->count, im->limit_es = s->entsize;
+			break;
 		default:
 			if (s->flags & CX_SECFLAG_REQUIRED)
 				return CX_FAIL_HEADER; /* from a newer writer: do not guess */

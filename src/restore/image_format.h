@@ -6,7 +6,7 @@
 
 #define CX_FORMAT_VERSION 3u
 #define CX_MAGIC 0x31474d4958455843ull
-#define CX_ABI_HASH 0x75ea782du
+#define CX_ABI_HASH 0xa96d055fu
 #define CX_ARCH_X86_64 62u
 #define CX_ARCH_AARCH64 183u
 
@@ -24,6 +24,7 @@
 #define CX_SECTION_INTEGRITY 11u
 #define CX_SECTION_ENV_DEPS 12u
 #define CX_SECTION_SNAPSHOT_ENV 13u
+#define CX_SECTION_LIMITS 14u
 
 /* Section flags. */
 #define CX_SECFLAG_REQUIRED 1u
@@ -132,6 +133,7 @@
 #define CX_OUTCOME_FAIL_PAGE_SIZE 26u
 #define CX_OUTCOME_FAIL_CPU 28u
 #define CX_OUTCOME_FAIL_ADAPTER 27u
+#define CX_OUTCOME_FAIL_LIMITS 29u
 
 /* Statistics log. */
 #define CX_STAT_MAGIC 827609923u
@@ -474,6 +476,19 @@ _Static_assert(sizeof(struct cx_env_dep) == 16, "cx_env_dep size");
 _Static_assert(offsetof(struct cx_env_dep, name) == 0, "cx_env_dep.name");
 _Static_assert(offsetof(struct cx_env_dep, flags) == 4, "cx_env_dep.flags");
 _Static_assert(offsetof(struct cx_env_dep, value_hash) == 8, "cx_env_dep.value_hash");
+
+/* One record of the LIMITS section: a resource limit the loader, a constructor or the init read (prlimit64 without a new value) and may have derived state from (glibc: the default thread stack size from RLIMIT_STACK). A restore needs both values equal in the restoring process. */
+struct cx_limit {
+	uint32_t resource; /* RLIMIT_* (< 16) */
+	uint32_t reserved; /* zero */
+	uint64_t soft; /* rlim_cur as read (RLIM_INFINITY: all ones) */
+	uint64_t hard; /* rlim_max as read */
+};
+_Static_assert(sizeof(struct cx_limit) == 24, "cx_limit size");
+_Static_assert(offsetof(struct cx_limit, resource) == 0, "cx_limit.resource");
+_Static_assert(offsetof(struct cx_limit, reserved) == 4, "cx_limit.reserved");
+_Static_assert(offsetof(struct cx_limit, soft) == 8, "cx_limit.soft");
+_Static_assert(offsetof(struct cx_limit, hard) == 16, "cx_limit.hard");
 
 /* One run as the launcher saw it (stats/runs.log). */
 struct cx_stat_record {

@@ -163,6 +163,12 @@ int cx_inspect(const char *file, uint32_t cpu_id)
 		out_kv(&o, "vdso", (int)i, "size", v->size, 0);
 		out_kv(&o, "vdso", (int)i, "kind", v->kind, 0);
 	}
+	for (uint32_t i = 0; i < im.nlimits; i++) {
+		const struct cx_limit *l = LIMIT_AT(&im, i);
+		out_kv(&o, "limit", (int)i, "resource", l->resource, 0);
+		out_kv(&o, "limit", (int)i, "soft", l->soft, 0);
+		out_kv(&o, "limit", (int)i, "hard", l->hard, 0);
+	}
 	if (im.resume)
 		inspect_resume(&o, &im);
 	out_flush(&o);

@@ -196,12 +196,13 @@ enum cx_outcome restore_layers(struct launch *L)
 		enum cx_outcome s = try_layer(L, sys, cx_getenv(L->envp, "CACHED_EXEC_SYSTEM_DIR"), 0, 1);
 		/*
 		 * A system image that is not this user's to use (root's identity-bound
-		 * image, unreadable or refused as such) or not this machine's (another
-		 * architecture, page size or CPU: a layer built elsewhere) is the user's
-		 * miss: their own image is queued, as with no system image at all.
+		 * image, unreadable or refused as such; taken with other resource
+		 * limits) or not this machine's (another architecture, page size or
+		 * CPU: a layer built elsewhere) is the user's miss: their own image is
+		 * queued, as with no system image at all.
 		 */
 		int not_ours = s == CX_FAIL_IDENTITY || s == CX_FAIL_IMAGE_IO || s == CX_FAIL_OWNER || s == CX_FAIL_ARCH ||
-			       s == CX_FAIL_PAGE_SIZE || s == CX_FAIL_CPU;
+			       s == CX_FAIL_PAGE_SIZE || s == CX_FAIL_CPU || s == CX_FAIL_LIMITS;
 		if (s != CX_MISS && s != CX_BYPASS_NO_CACHE_DIR && !not_ours)
 			return s;
 	}

@@ -235,6 +235,9 @@ static __attribute__((noreturn)) void run_resolved(struct launch *L)
 	else if (L->env_dependent && !L->system_layer &&
 		 (o == CX_FAIL_ENV || o == CX_FAIL_STALE_FILE || o == CX_FAIL_NEGATIVE_DEP))
 		cx_queue_miss(L, CX_QUEUE_RETAKE);
+	/* Taken under other resource limits: again, under this run's (the entry carries them). */
+	else if (o == CX_FAIL_LIMITS && !L->system_layer)
+		cx_queue_miss(L, CX_QUEUE_RETAKE);
 	cx_cold_exec(L);
 }
 

@@ -35,6 +35,7 @@ enum cx_outcome {
 	CX_FAIL_ARCH = CX_OUTCOME_FAIL_ARCH,
 	CX_FAIL_PAGE_SIZE = CX_OUTCOME_FAIL_PAGE_SIZE,
 	CX_FAIL_CPU = CX_OUTCOME_FAIL_CPU,
+	CX_FAIL_LIMITS = CX_OUTCOME_FAIL_LIMITS,
 };
 
 /* What PR_SET_MM_MAP's exe_fd needs (jump.c exe_settable). */
@@ -42,6 +43,8 @@ enum { CX_CAPS_NONE, CX_CAPS_EFFECTIVE, CX_CAPS_RAISE };
 
 /* An init spec: "after-init" and the adapter words, 0x1f-separated (src/resume/spec.ts initSpec). */
 #define CX_SPEC_MAX (3 * CX_PATH_MAX)
+/* RLIM_NLIMITS: the LIMITS section has at most one record per resource. */
+#define CX_RLIMIT_COUNT 16
 #define CX_MAX_WORDS 8
 
 struct launch {
@@ -84,6 +87,7 @@ struct launch {
 	uint64_t variant; /* env.c: the selector of the variant image for this environment (0: the primary) */
 	uint64_t primary_hash; /* the key without a variant: what queue entries and refusals are named by */
 	int env_dependent; /* the image looked at depends on the environment or is post-init: its fallback queues a re-take */
+	uint32_t limits_read; /* FAIL_LIMITS: bit r for each resource limit the image recorded (its re-take runs with this run's) */
 	int system_layer; /* the key and outcome are the read-only system layer's (root's to re-take) */
 	uint64_t now_ns; /* CLOCK_REALTIME, read once */
 	uint32_t tid; /* gettid(), once asked */

@@ -164,6 +164,30 @@ static void write_env(int fd, char **envp)
 }
 
 /*
+ * "limit<TAB>resource<TAB>soft<TAB>hard" lines: this run's stack limit
+ * always (glibc sizes thread stacks from it, and gcc raises it for the
+ * programs it runs), and every limit the image that failed FAIL_LIMITS had
+ * recorded. The warmer takes the snapshot under them (src/snapshot/trace.ts
+ * followToExec), so the image serves runs like this one.
+ */
+static void put_limits(struct cx_buf *e, const struct launch *L)
+{
+	uint32_t want = L->limits_read | (1u << RLIMIT_STACK);
+	for (int r = 0; r < CX_RLIMIT_COUNT; r++) {
+		struct rlimit_k now;
+		if (!(want & (1u << r)) || sys_prlimit(0, r, 0, &now) != 0)
+			continue;
+		cx_buf_str(e, "limit\t");
+		cx_buf_u64(e, (uint64_t)r, 10);
+		cx_buf_str(e, "\t");
+		cx_buf_u64(e, now.cur, 10);
+		cx_buf_str(e, "\t");
+		cx_buf_u64(e, now.max, 10);
+		cx_buf_str(e, "\n");
+	}
+}
+
+/*
  * Queue the key for a snapshot unless it is queued already or was refused,
  * and start a warmer unless one is running. The entry (src/cache/store.ts
  * QueueEntry) holds what the warmer needs to rebuild the key: the program
@@ -224,7 +248,7 @@ void cx_queue_miss(const struct launch *L, int flags)
 	int fd = create_below(L, "queue", tmpname, O_EXCL);
 	if (fd < 0)
 		return;
-	char entry[2 * CX_PATH_MAX + CX_SPEC_MAX + 32];
+	char entry[2 * CX_PATH_MAX + CX_SPEC_MAX + 32 + CX_RLIMIT_COUNT * 56];
 	struct cx_buf e = { entry, 0, sizeof entry, 0 };
 	cx_buf_str(&e, L->path);
 	cx_buf_put(&e, "\n", 1);
@@ -239,6 +263,7 @@ void cx_queue_miss(const struct launch *L, int flags)
 		cx_buf_str(&e, "rotate\n");
 	if (flags & CX_QUEUE_RETAKE)
 		cx_buf_str(&e, "retake\n");
+	put_limits(&e, L);
 	sys_write(fd, entry, e.len);
 	write_env(fd, L->envp);
 	sys_close(fd);

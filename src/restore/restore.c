@@ -47,6 +47,8 @@ enum cx_outcome cx_restore(struct launch *L)
 	}
 	if ((o = check_env(&im, L)) != CX_HIT)
 		goto out;
+	if ((o = check_limits(&im, L)) != CX_HIT)
+		goto out;
 	check_age(&im, L);
 	/* A program that reads /proc/self/exe would find the launcher there: only where it can be set. */
 	if ((im.state->flags & CX_STATE_READS_EXE) && !exe_settable(L)) {

@@ -44,6 +44,9 @@ struct image {
 	/* The environment variables it depends on (env.c). */
 	const unsigned char *envdeps;
 	uint32_t nenvdeps, envdep_es;
+	/* The resource limits the program read (limits.c). */
+	const unsigned char *limits;
+	uint32_t nlimits, limit_es;
 	/* Which writable pages the restore copies at once (pages.c): every one, none, or the learned ranges. */
 	enum { CX_POP_ALL, CX_POP_NONE, CX_POP_RANGES } pop;
 	const struct cx_pages_range *ranges;
@@ -93,6 +96,9 @@ enum cx_outcome check_key(const struct image *im, const struct launch *L);
 /* env.c: the rest of the key step, the environment the image depends on (sets L->variant on CX_FAIL_ENV). */
 enum cx_outcome check_env(const struct image *im, struct launch *L);
 void check_age(const struct image *im, struct launch *L);
+/* limits.c: the resource limits the program read must be this process's. */
+#define LIMIT_AT(im, i) ((const struct cx_limit *)((im)->limits + (uint64_t)(i) * (im)->limit_es))
+enum cx_outcome check_limits(const struct image *im, struct launch *L);
 const struct cx_region *region_at(const struct image *im, uint64_t addr, uint64_t len);
 
 /* resume.c: post-init images, before anything is mapped. */

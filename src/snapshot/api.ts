@@ -2,7 +2,7 @@
  * Public contract of the snapshotter (implemented in src/snapshot/snapshot.ts).
  * The CLI and the cache call only this.
  */
-import type { ImageModel } from '../image/format.js';
+import type { ImageLimit, ImageModel } from '../image/format.js';
 import type { AdapterKind } from '../resume/spec.js';
 
 /** Stable refusal codes; statistics count them by name. */
@@ -45,6 +45,11 @@ export interface SnapshotOptions {
    * (src/resume/spec.ts adapterWords) and which adapter they are.
    */
   afterInit?: { words: string[]; kind: AdapterKind };
+  /**
+   * Resource limits the program is started with (the run that queued the
+   * image: its LIMITS must match that run's); others are the snapshotter's own.
+   */
+  limits?: readonly ImageLimit[];
 }
 
 export type SnapshotOutcome =

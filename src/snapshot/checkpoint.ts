@@ -17,6 +17,7 @@
  * stdout or stderr (a restore would not repeat the output).
  */
 import * as fs from 'node:fs';
+import type { ImageLimit } from '../image/format.js';
 import * as path from 'node:path';
 import * as L from '../sys/libc.js';
 import { SnapshotRefusal } from './refusal.js';
@@ -30,7 +31,7 @@ import { EffectJournal, type Effect, type PendingEffect } from './effects.js';
 import { IdentityUse } from './access.js';
 import { LookupTracer, announcement, type EnvLookup, type LookupFunction } from './lookups.js';
 import {
-  AT, accessMode, describeCode, followToExec, killTracee, readAuxv, recordResult, streamRandom, vdsoImage,
+  AT, accessMode, describeCode, followToExec, killTracee, noteLimitRead, readAuxv, recordResult, streamRandom, vdsoImage,
   type LoaderState, type PathEvent,
 } from './trace.js';
 
@@ -43,6 +44,8 @@ export interface Identity {
 
 export interface CheckpointOptions {
   launcher: string;
+  /** Resource limits the program starts with (SnapshotOptions.limits). */
+  limits?: readonly ImageLimit[];
   exePath: string;
   argv: string[];
   envp: string[];
@@ -200,7 +203,7 @@ function waitStop(pid: number, deadline: number): L.WaitStatus {
 
 function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, children: TracedChildren, effects: EffectJournal,
   identity: IdentityUse): StoppedAtCheckpoint {
-  followToExec(pid, o.exePath, () => waitStop(pid, o.deadline), true);
+  followToExec(pid, o.exePath, () => waitStop(pid, o.deadline), true, o.limits);
   // Children too, for the files they read (children.ts): the main tracee's stops come back from waitMain.
   L.ptrace(L.PTRACE_SETOPTIONS, pid, 0, L.PTRACE_O_TRACESYSGOOD | L.PTRACE_O_EXITKILL | L.PTRACE_O_TRACEEXEC |
     L.PTRACE_O_TRACEFORK | L.PTRACE_O_TRACEVFORK);
@@ -324,6 +327,8 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
   };
 
   let phase: 'init' | 'resume' = 'init';
+  /** The program reached its entry point: a limit read from here on is the program's (limits.ts), not the loader's. */
+  let pastEntry = false;
   let stopped: StoppedAtCheckpoint | undefined;
   const advance = (): void => {
   for (;;) {
@@ -415,6 +420,7 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
         const arg = (i: number): bigint => p.args[i] ?? 0n;
         const rval = info.rval;
         recordResult(p.nr, p.args, rval, loader);
+        noteLimitRead(mem, p.nr, p.args, rval, loader, pastEntry);
         if (p.effect) effects.exit(p.effect, rval);
         const answer = (v: bigint): void => {
           const regs = ARCH.getRegs(pid);
@@ -517,6 +523,7 @@ function trace(pid: number, o: CheckpointOptions, setMem: (fd: number) => void, 
         ARCH.setPc(regs, entry);
         ARCH.setRegs(pid, regs);
         tscAtNextSyscall = true;
+        pastEntry = true;
         continue;
       }
       const guard = guards.get(at);

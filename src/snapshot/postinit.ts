@@ -17,7 +17,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { ImageEnvDep, ImageFile, ImageModel, ImageResume, ImageSlot } from '../image/format.js';
+import type { ImageEnvDep, ImageFile, ImageLimit, ImageModel, ImageResume, ImageSlot } from '../image/format.js';
 import { RESUME_REGS } from '../image/format.js';
 import { ARCH_AARCH64, ARCH_X86_64, FileKind, Ident, RESUME_AARCH64, RegionFlag, SlotKind, StateFlag, layout } from '../image/schema.js';
 import { keyFor } from '../cache/key.js';
@@ -35,6 +35,8 @@ import { SnapshotRefusal } from './refusal.js';
 import { buildRegions } from './regions.js';
 import { describeAddr } from './slots.js';
 import { AT, killTracee, type PathEvent } from './trace.js';
+import { describeLimits, imageLimits } from './limits.js';
+import { loaderIsLibc } from './libc-loader.js';
 import { readMem } from './mem.js';
 import { acceptLoaderClockWords, changingWords, counterTrappable, loaderPath, type Unexplained } from './clock.js';
 import { byAddress, checkProgramUnchanged, kernelState, vdsoParts } from './process-state.js';
@@ -53,6 +55,8 @@ export interface PostInitOptions {
   env: NodeJS.ProcessEnv;
   launcher: string;
   timeoutMs?: number;
+  /** Resource limits the program starts with (SnapshotOptions.limits). */
+  limits?: readonly ImageLimit[];
 }
 
 const DEFAULT_TIMEOUT_MS = 60_000;
@@ -186,6 +190,7 @@ export function postInitModel(opts: PostInitOptions): { image: ImageModel; notes
   fs.writeFileSync(contextFile, testContext(opts.kind, opts.argv0, envp));
   const base = {
     launcher: opts.launcher, exePath, argv, envp, resumeFd: RESUME_FD, clock, randomStream: 'init', deadline: 0, contextFile, outputFile,
+    ...(opts.limits ? { limits: opts.limits } : {}),
     lookups: opts.kind === 'bash' ? [...LIBC_LOOKUPS, ...BASH_LOOKUPS] : LIBC_LOOKUPS,
   };
   try {
@@ -285,6 +290,7 @@ function postInitImage(opts: PostInitOptions, exePath: string, interpreter: stri
   const env = initEnvironment(opts.env, a, b);
   if (env.whole) key.envHash = resumeEnvHash(opts.env);
   checkProgramUnchanged(exePath, keyBefore, key);
+  const limits = imageLimits(a.t.loader, files.files, loaderIsLibc(interpreter));
   const image: ImageModel = {
     createdNs: BigInt(Date.now()) * 1_000_000n,
     key,
@@ -295,6 +301,7 @@ function postInitImage(opts: PostInitOptions, exePath: string, interpreter: stri
     vdso: vdsoParts(a.maps, state.vdsoBase),
     resume,
     ...(env.deps.length ? { envDeps: env.deps } : {}),
+    ...(limits.length ? { limits } : {}),
     snapshotEnv: retakeEntries(env.deps, opts.env, env.whole),
   };
   const notes = [
@@ -304,6 +311,8 @@ function postInitImage(opts: PostInitOptions, exePath: string, interpreter: stri
     env.note,
   ];
   if (identityBound) notes.push(`identity-bound (served only to uid ${key.euid}): ${identityBound}`);
+  const limitsNote = describeLimits(image.limits ?? [], 'before the checkpoint');
+  if (limitsNote) notes.push(limitsNote);
   return { image, notes };
 }
 

@@ -31,6 +31,7 @@ import { SnapshotRefusal } from './refusal.js';
 import { buildRegions } from './regions.js';
 import { findCanaries, findStackSlots, readStack, type StackLayout } from './slots.js';
 import { AT, killTracee, readMem, runToEntry, type StoppedAtEntry } from './trace.js';
+import { describeLimits, imageLimits } from './limits.js';
 import { syscallName } from './syscalls.js';
 import { clockNow } from './vdso-clock.js';
 import { loaderIsLibc } from './libc-loader.js';
@@ -56,7 +57,7 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
   const deadline = Date.now() + (opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
   const argv = [exePath, ...opts.argv.slice(1), ...Array.from({ length: ARGC_PADDING }, (_, i) => `cx-pad-${i}`)];
   const libcLoader = loaderIsLibc(program.interpreter);
-  const base = { launcher: opts.launcher, exePath, argv, envp, noAslr: false, deadline, loaderIsLibc: libcLoader };
+  const base = { launcher: opts.launcher, exePath, argv, envp, noAslr: false, deadline, loaderIsLibc: libcLoader, ...(opts.limits ? { limits: opts.limits } : {}) };
 
   // The differential runs first: a refusal there costs no real run, and the
   // real run's tracee is then the only one alive while it is captured.
@@ -103,6 +104,7 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
     const key = keyFor(exePath, opts.env);
     if (!deps) key.envHash = envHash(opts.env);
     checkProgramUnchanged(exePath, keyBefore, key);
+    const limits = imageLimits(t.loader, files.files, libcLoader);
     const image: ImageModel = {
       createdNs: BigInt(Date.now()) * 1_000_000n,
       key,
@@ -112,6 +114,7 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
       state,
       vdso: vdsoParts(maps, state.vdsoBase),
       ...(deps?.length ? { envDeps: deps } : {}),
+      ...(limits.length ? { limits } : {}),
       // A re-take needs what the image depends on (no other variable goes into an image).
       ...(!deps || deps.length ? { snapshotEnv: retakeEntries(deps ?? [], opts.env, !deps) } : {}),
     };
@@ -120,10 +123,8 @@ export function postLinkModel(opts: SnapshotOptions): { image: ImageModel; notes
       `${slots.length} slots, ${regions.length} regions, ${files.files.length} files`,
     ];
     if (identityBound) notes.push(`identity-bound (served only to uid ${key.euid}): ${identityBound}`);
-    for (const l of t.loader.limitsRead) {
-      const v = (x: bigint): string => (x === 0xffffffffffffffffn ? 'unlimited' : String(x));
-      notes.push(`resource limit ${l.resource} read before the entry point (soft ${v(l.cur)}, hard ${v(l.max)}): a caller with another limit gets values derived from this one`);
-    }
+    const limitsNote = describeLimits(limits, 'before the entry point');
+    if (limitsNote) notes.push(limitsNote);
     if (!deps) {
       notes.push(diff.envBound
         ? 'library constructors read the environment other than through getenv: the image serves only this exact environment'

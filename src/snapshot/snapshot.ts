@@ -33,6 +33,7 @@ export function takeSnapshot(opts: SnapshotOptions): SnapshotOutcome {
       ? postInitModel({
         exePath: opts.exePath, argv0: opts.argv[0] ?? opts.exePath, words: a.words, kind: a.kind, env: opts.env,
         launcher: opts.launcher, ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
+        ...(opts.limits ? { limits: opts.limits } : {}),
       })
       : postLinkModel(opts);
     markReadsExe(image, notes);

@@ -16,6 +16,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as L from '../sys/libc.js';
 import { SnapshotRefusal } from './refusal.js';
+import type { ImageLimit } from '../image/format.js';
 import { ARCH_SET_FS, NR, RSEQ_FLAG_UNREGISTER, checkSyscall, syscallName, type PathUse } from './syscalls.js';
 import { guardedVdsoFunctions } from './vdso.js';
 import { EnvironmentTrap } from './envtrap.js';
@@ -55,7 +56,7 @@ export interface LoaderState {
    * default thread stack from RLIMIT_STACK. The image keeps what it computed;
    * no image field lets a restore compare yet, so they are reported.
    */
-  limitsRead: { resource: number; cur: bigint; max: bigint }[];
+  limitsRead: { resource: number; cur: bigint; max: bigint; afterEntry: boolean }[];
 }
 
 export interface StoppedAtEntry {
@@ -87,6 +88,8 @@ export interface StoppedAtEntry {
 
 export interface TraceOptions {
   launcher: string;
+  /** Resource limits the program starts with (SnapshotOptions.limits). */
+  limits?: readonly ImageLimit[];
   exePath: string;
   argv: string[];
   envp: string[];
@@ -236,14 +239,30 @@ function farMmapArea(pid: number): { undo(): void } {
 }
 
 /**
+ * The run that queued the image had these limits: the program starts with
+ * them, so the limits it reads (and the image records) are that run's. One
+ * that cannot be set (above the hard limit for a user) stays the warmer's;
+ * the image then records that, and the run it was taken for stays cold.
+ */
+function startWithLimits(pid: number, limits: readonly ImageLimit[]): void {
+  for (const l of limits) {
+    try {
+      L.prlimit(pid, l.resource, { soft: l.soft, hard: l.hard });
+    } catch { /* see above */ }
+  }
+}
+
+/**
  * From the helper's SIGSTOP (--internal-traceme) to the exec event of the
  * program, with the tracer's options set; the exec must have run exePath.
  * farMmap: the program's mmap area goes FAR_MMAP_GAP below its stack (post-init).
  */
-export function followToExec(pid: number, exePath: string, wait: () => L.WaitStatus, farMmap = false): void {
+export function followToExec(pid: number, exePath: string, wait: () => L.WaitStatus, farMmap = false,
+  limits: readonly ImageLimit[] = []): void {
   let st = wait();
   if (st.stopSig !== L.SIGSTOP) throw new SnapshotRefusal('internal', `helper stopped with signal ${st.stopSig}, not SIGSTOP`);
   L.ptrace(L.PTRACE_SETOPTIONS, pid, 0, L.PTRACE_O_TRACESYSGOOD | L.PTRACE_O_EXITKILL | L.PTRACE_O_TRACEEXEC);
+  startWithLimits(pid, limits);
   const limit = farMmap ? farMmapArea(pid) : { undo(): void {} };
   L.ptrace(L.PTRACE_CONT, pid, 0, 0);
   st = wait();
@@ -266,7 +285,7 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
   const pid = L.spawnDetachedStdio(o.launcher, argv, o.envp);
   let mem: number | undefined;
   try {
-    followToExec(pid, o.exePath, () => waitStop(pid, o.deadline));
+    followToExec(pid, o.exePath, () => waitStop(pid, o.deadline), false, o.limits);
     let st: L.WaitStatus;
     mem = fs.openSync(`/proc/${pid}/mem`, 'r+');
     const { map: auxv, bytes: auxvBytes } = readAuxv(pid);
@@ -326,10 +345,7 @@ export function runToEntry(o: TraceOptions): StoppedAtEntry {
         } else if (info.op === L.SYSCALL_INFO_EXIT && pending) {
           recordResult(pending.nr, pending.args, info.rval, loader);
           if (o.loaderIsLibc && pending.nr === NR.set_tid_address) threadSetUp = true;
-          if (pending.nr === NR.prlimit64 && info.rval === 0n && (pending.args[3] ?? 0n) !== 0n) {
-            const old = readMem(mem, pending.args[3] as bigint, 16);
-            loader.limitsRead.push({ resource: Number(pending.args[1] ?? 0n), cur: old.readBigUInt64LE(0), max: old.readBigUInt64LE(8) });
-          }
+          noteLimitRead(mem, pending.nr, pending.args, info.rval, loader);
           if (pending.path) {
             const ev: PathEvent = { ...pending.path, result: Number(info.rval), ...accessMode(pending.nr, pending.args) };
             if (ev.kind === 'open' && info.rval >= 0n) ev.opened = fs.statSync(`/proc/${pid}/fd/${info.rval}`, { bigint: true });
@@ -483,6 +499,13 @@ export function recordResult(nr: number, args: bigint[], rval: bigint, loader: L
       loader.brk = BigInt.asUintN(64, rval);
       break;
   }
+}
+
+/** A resource limit read (prlimit64 of this process with an old-value buffer): LoaderState.limitsRead. */
+export function noteLimitRead(mem: number, nr: number, args: bigint[], rval: bigint, loader: LoaderState, afterEntry = false): void {
+  if (nr !== NR.prlimit64 || rval !== 0n || !args[3] || (args[0] ?? 0n) !== 0n) return;
+  const old = readMem(mem, args[3], 16);
+  loader.limitsRead.push({ resource: Number(args[1] ?? 0n), cur: old.readBigUInt64LE(0), max: old.readBigUInt64LE(8), afterEntry });
 }
 
 export { syscallName };

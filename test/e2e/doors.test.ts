@@ -199,6 +199,28 @@ for (const combo of COMBOS) {
         const key = runAs(who, pkg.launcher, ['--internal-key', name], { env }).stdout.trim().split(' ')[1] as string;
         readsExe.set(name, (readImageMeta(key).parsed.model.state.flags & StateFlag.READS_EXE) !== 0);
       }
+      /*
+       * gcc raises RLIMIT_STACK for the programs it runs (64 MiB in gcc 12). as
+       * and ld map libraries that can start threads (libzstd), so their images
+       * record the stack limit glibc sized thread stacks from and serve only runs
+       * under it. As for a user: a first compile through the shims runs them
+       * cold and queues a re-take under gcc's limit (record.c put_limits), which
+       * the warmer takes; the queue is empty again once it is done.
+       */
+      const prime = path.join(work, 'prime');
+      fs.mkdirSync(prime);
+      fs.writeFileSync(path.join(prime, 'p.c'), 'int main(void) { return 0; }\n');
+      if (who === 'nobody') giveToNobody(prime);
+      const warmEnv: Env = { ...env, CACHED_EXEC_RETAKE_SECONDS: '0' };
+      delete warmEnv.CACHED_EXEC_NO_WARM;
+      const primed = runAs(who, path.join(shims, 'gcc'), ['-o', 'p', 'p.c'], { env: warmEnv, cwd: prime });
+      expect([primed.status, primed.stderr]).toEqual([0, '']);
+      // (With the capability, a user's launcher runs with the stack limit the kernel lowered to 8 MiB: no re-take.)
+      const queue = path.join(cache, 'queue');
+      const queued = (): string[] => (fs.existsSync(queue) ? fs.readdirSync(queue).filter((f) => !f.startsWith('.')) : []);
+      const deadline = Date.now() + 180_000;
+      while (queued().length && Date.now() < deadline) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 200);
+      expect(queued(), 'the warmer did not take the re-takes in time').toEqual([]);
     }, 600_000);
     afterAll(() => {
       removeDir(work);

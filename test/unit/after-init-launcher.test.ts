@@ -19,7 +19,8 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { keyFor, keyHash } from '../../src/cache/key.js';
 import { decodeRunRecords } from '../../src/cache/stats.js';
-import { parseQueueEntry } from '../../src/cache/store.js';
+import { parseQueueEntry, queueEntryBytes } from '../../src/cache/store.js';
+import { RLIMIT_STACK, prlimit } from '../../src/sys/libc.js';
 import { serializeImage, type ImageKey, type ImageModel } from '../../src/image/format.js';
 import { Ident, Prot, RegionFlag, SlotKind, Src, VdsoKind } from '../../src/image/schema.js';
 import { adapterKind, adapterWords, afterInitArgv, initSpec, resumeEnvHash, RESUME_MAGIC } from '../../src/resume/spec.js';
@@ -213,14 +214,28 @@ describe('a miss runs the adapter command cold', () => {
     const key = launcherKeyOf(pkgLauncher, ['--after-init=rc.sh', 'bash'], qenv);
     const raw = fs.readFileSync(path.join(cache, 'queue', key));
     const spec = initSpec(['-c', '. "$0"', bashAdapter, '--init', path.join(work, 'rc.sh')]);
-    expect(raw.toString('latin1')).toMatch(new RegExp(`^${escapeRe(`${path.join(bin, 'bash')}\n${qenv.PATH}\nafter-init\t${spec}\nenv\n`)}`));
+    // This run's stack limit: the snapshot starts with it (glibc sizes thread stacks from it).
+    const stack = prlimit(0, RLIMIT_STACK);
+    const limitLine = `limit\t${RLIMIT_STACK}\t${stack.soft}\t${stack.hard}\n`;
+    expect(raw.toString('latin1')).toMatch(new RegExp(`^${escapeRe(`${path.join(bin, 'bash')}\n${qenv.PATH}\nafter-init\t${spec}\n${limitLine}env\n`)}`));
     // The caller's environment follows, NUL-terminated entries: the snapshot runs in it.
     const entry = parseQueueEntry(raw);
     expect(entry?.initSpec).toBe(spec);
     expect(entry?.retake).toBe(false);
+    expect(entry?.limits).toEqual([{ resource: RLIMIT_STACK, soft: stack.soft, hard: stack.hard }]);
     expect(new Set(entry?.env)).toEqual(new Set(Object.entries(qenv).map(([k, v]) => `${k}=${v}`)));
     const outcomes = decodeRunRecords(fs.readFileSync(path.join(cache, 'stats', 'runs.log'))).records.map((x) => x.outcome);
     expect(outcomes).toContain('MISS');
+  });
+});
+
+describe('queue entries: resource limit lines', () => {
+  it('round-trip; malformed or out-of-range ones are ignored', () => {
+    const limits = [{ resource: 3, soft: 67_108_864n, hard: 0xffff_ffff_ffff_ffffn }, { resource: 7, soft: 1024n, hard: 4096n }];
+    const bytes = queueEntryBytes({ exePath: '/usr/bin/as', pathEnv: '/usr/bin', retake: true, limits, env: ['A=1'] });
+    expect(parseQueueEntry(bytes)).toEqual({ exePath: '/usr/bin/as', pathEnv: '/usr/bin', rotate: false, retake: true, limits, env: ['A=1'] });
+    const bad = Buffer.from('/usr/bin/as\n/usr/bin\nlimit\t16\t1\t1\nlimit\t3\t18446744073709551616\t1\nlimit\t3\tx\t1\nlimit 3 1 1\n');
+    expect(parseQueueEntry(bad)).toEqual({ exePath: '/usr/bin/as', pathEnv: '/usr/bin', rotate: false, retake: false });
   });
 });
 

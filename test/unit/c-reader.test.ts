@@ -51,6 +51,7 @@ function sampleModel(): ImageModel {
       { offset: -0x1000n, size: 0x1000n, kind: VdsoKind.VVAR_VCLOCK },
       { offset: 0n, size: 0x2000n, kind: VdsoKind.VDSO },
     ],
+    limits: [{ resource: 3, soft: 8_388_608n, hard: 0xffff_ffff_ffff_ffffn }, { resource: 7, soft: 1024n, hard: 4096n }],
   };
 }
 
@@ -152,6 +153,10 @@ describe('C reader agrees with the TypeScript writer', () => {
     model.vdso.forEach((v, i) => {
       expectKv.push([`vdso[${i}].offset`, u64(v.offset)], [`vdso[${i}].size`, u64(v.size)], [`vdso[${i}].kind`, String(v.kind)]);
     });
+    model.limits?.forEach((l, i) => {
+      expectKv.push([`limit[${i}].resource`, String(l.resource)], [`limit[${i}].soft`, u64(l.soft)], [`limit[${i}].hard`, u64(l.hard)]);
+    });
+    expect(model.limits?.length).toBe(2);
     for (const [k, v] of expectKv) expect(fields.get(k), k).toBe(v);
   });
 

@@ -60,6 +60,7 @@ function syntheticModel(): ImageModel {
       { offset: -0x1000n, size: 0x1000n, kind: VdsoKind.VVAR_VCLOCK },
       { offset: 0n, size: 0x2000n, kind: VdsoKind.VDSO },
     ],
+    limits: [{ resource: 3, soft: 8_388_608n, hard: 0xffff_ffff_ffff_ffffn }],
   };
 }
 
@@ -103,6 +104,7 @@ describe('serialize / parse', () => {
     expect(got.slots).toEqual(want.slots);
     expect(got.state).toEqual(want.state);
     expect(got.vdso).toEqual(want.vdso);
+    expect(got.limits).toEqual(want.limits);
     expect(got.regions.map(({ offset: _o, ...r }) => r)).toEqual(want.regions.map(({ offset: _o, ...r }) => r));
     // FILE offsets are kept; DATA offsets are assigned by the writer.
     expect(got.regions[1]?.offset).toBe(0x1000n);
@@ -132,7 +134,7 @@ describe('serialize / parse', () => {
     expect(Number(h.meta_size) % 8).toBe(0);
     expect(Number(h.data_offset) % 4096).toBe(0);
     const types = parseImage(bytes).sections.map((s) => Number(s.type));
-    expect(types).toEqual([Section.KEY, Section.STRINGS, Section.FILES, Section.REGIONS, Section.SLOTS, Section.STATE, Section.VDSO, Section.INTEGRITY]);
+    expect(types).toEqual([Section.KEY, Section.STRINGS, Section.FILES, Section.REGIONS, Section.SLOTS, Section.STATE, Section.VDSO, Section.LIMITS, Section.INTEGRITY]);
   });
 
   it('is deterministic', () => {

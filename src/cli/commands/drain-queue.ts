@@ -58,6 +58,7 @@ export async function drain(store: Store, baseEnv: NodeJS.ProcessEnv, load: () =
             }
             const res = await warmOne(q.exePath, {
               snapshotter, store, env, skipIfValid: !q.rotate, retake: q.retake, ...(afterInit ? { afterInit } : {}),
+              ...(q.limits ? { limits: q.limits } : {}),
             });
             results.push({ queued: q.hash, ...res });
           } catch (e) {

@@ -44,6 +44,7 @@ export const OUTCOME_TEXT: Record<string, string> = {
   FAIL_ARCH: 'cold: the image was taken on another architecture',
   FAIL_PAGE_SIZE: 'cold: the image was taken on a kernel with another page size',
   FAIL_CPU: 'cold: the image was taken on a CPU with other features (its libraries chose code for that CPU)',
+  FAIL_LIMITS: 'cold: the program read resource limits (ulimit) before the image was taken, and this run\'s differ',
   FAIL_ADAPTER: 'cold: restored, then the adapter found the run differs from the image (shadowing module, sensitive variable) and ran the program cold',
 };
 

@@ -5,7 +5,7 @@ import { IMAGE_NAME_RE, keyHash } from '../../cache/key.js';
 import { describeDependency } from '../../cache/envdeps.js';
 import { describeInitSpec } from '../../resume/spec.js';
 import { readImageMeta } from '../../cache/store.js';
-import type { ImageModel, ParsedImage } from '../../image/format.js';
+import { describeLimit, type ImageModel, type ParsedImage } from '../../image/format.js';
 import { ARCH_AARCH64, FileFlag, MAGIC, Prot, RegionFlag, StateFlag, constName } from '../../image/schema.js';
 import { archName } from '../../image/machine.js';
 import { CxError } from '../../common/errors.js';
@@ -82,6 +82,7 @@ export function inspectJson(file: string, parsed: ParsedImage, fileSize: number)
       ...(m.key.variant ? { variant: hex(m.key.variant) } : {}),
       environment: m.key.envHash ? `the whole environment (sum ${hex(m.key.envHash)})`
         : m.envDeps?.length ? m.envDeps.map((d) => describeDependency(d)).join(', ') : 'none',
+      limits: m.limits?.length ? m.limits.map(describeLimit).join(', ') : 'none read',
     },
     files: m.files.map((f, i) => ({
       index: i, path: f.path, kind: constName('CX_FILE_', f.kind), flags: flagNames(f.flags, FileFlag),
@@ -138,6 +139,7 @@ export function inspectText(j: InspectJson, now = Date.now()): string[] {
     ...(j.key.initSpec ? [['init', String(j.key.initSpec)] as [string, string]] : []),
     ...(j.key.variant ? [['variant', `${j.key.variant} (serves another environment than the key's primary image)`] as [string, string]] : []),
     ['environment', String(j.key.environment)],
+    ['limits', `${String(j.key.limits)} (soft/hard: a run with other values is cold)`],
   ], '  '));
   L.push('');
   L.push(`files (${j.files.length})`);

@@ -32,6 +32,7 @@ export const LABELS: Record<string, string> = {
   FAIL_ARCH: 'image for another architecture',
   FAIL_PAGE_SIZE: 'image for another page size',
   FAIL_CPU: 'image for a CPU with other features',
+  FAIL_LIMITS: 'taken with other resource limits',
   FAIL_ADAPTER: 'restored, then the adapter ran it cold',
 };
 

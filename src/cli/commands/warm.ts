@@ -11,7 +11,8 @@ import { tryLock } from '../../cache/lock.js';
 import { enforceBounds } from '../../cache/maintain.js';
 import { appendEvent, foldStats } from '../../cache/stats.js';
 import type { Store } from '../../cache/store.js';
-import { serializeImage, type ImageKey } from '../../image/format.js';
+import { serializeImage, type ImageKey, type ImageLimit } from '../../image/format.js';
+import { prlimit } from '../../sys/libc.js';
 import { StateFlag } from '../../image/schema.js';
 import type { RefusalCode } from '../../snapshot/api.js';
 import { CxError } from '../../common/errors.js';
@@ -70,6 +71,8 @@ export interface WarmOptions {
   retake?: boolean;
   /** A post-init image: the adapter words (src/resume/spec.ts), as --after-init/--preload or a queue entry give them. */
   afterInit?: { words: string[] };
+  /** Resource limits of the run that queued it: the snapshot starts with them (absent: this process's). */
+  limits?: ImageLimit[];
   /** How long to wait before the one retry of a `too-new` refusal (default 2100 ms: past a 2-second timestamp step). */
   tooNewDelayMs?: number;
 }
@@ -123,7 +126,7 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
   if (!lock) throw new CxError('locked', `${program}: another snapshot of it is still running`, { program, command: '--warm' });
   try {
     if (o.skipIfValid) {
-      const image = servingImage(o.store, key, o.env);
+      const image = servingImage(o.store, key, o.env, runLimits(o.limits));
       if (image) return { ...base, ok: true, image, skipped: true };
     }
     const take = await o.snapshotter();
@@ -138,6 +141,7 @@ export async function warmOne(program: string, o: WarmOptions): Promise<WarmResu
           ...(o.afterInit ? { afterInit: { words: o.afterInit.words, kind: kindOfWords(o.afterInit.words) } } : {}),
           launcher: o.launcher ?? LAUNCHER,
           ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
+          ...(o.limits ? { limits: o.limits } : {}),
         });
       } catch (e) {
         throw new CxError('internal', `${program}: the snapshotter failed: ${(e as Error).message ?? String(e)}`,
@@ -257,14 +261,20 @@ async function dropRefusedPreloads(file: string, snapshot: (limit?: number) => P
 }
 
 /** The image that would serve a run of `key` in `env` (the primary, or its variant for that environment), or null. */
-export function servingImage(store: Store, key: ImageKey, env: NodeJS.ProcessEnv): string | null {
+export function servingImage(store: Store, key: ImageKey, env: NodeJS.ProcessEnv,
+  limits?: (resource: number) => { soft: bigint; hard: bigint }): string | null {
   const primary = store.imagePathForHash(keyHash(key));
-  const v = checkImage(primary, { key, owner: store.euid, env, maxAgeSec: 0 });
+  const v = checkImage(primary, { key, owner: store.euid, env, maxAgeSec: 0, ...(limits ? { limits } : {}) });
   if (v.outcome === 'HIT') return primary;
   if (v.outcome !== 'FAIL_ENV' || v.env?.selector === undefined) return null;
   const vkey = { ...key, variant: v.env.selector };
   const variant = store.imagePathForHash(keyHash(vkey));
-  return checkImage(variant, { key: vkey, owner: store.euid, env, maxAgeSec: 0 }).outcome === 'HIT' ? variant : null;
+  return checkImage(variant, { key: vkey, owner: store.euid, env, maxAgeSec: 0, ...(limits ? { limits } : {}) }).outcome === 'HIT' ? variant : null;
+}
+
+/** A run's limits as checkImage asks for them: the queued ones, else this process's (which the snapshot inherits). */
+export function runLimits(queued: readonly ImageLimit[] = []): (resource: number) => { soft: bigint; hard: bigint } {
+  return (resource) => queued.find((l) => l.resource === resource) ?? prlimit(0, resource);
 }
 
 /**
